@@ -1,0 +1,181 @@
+//! The crate's error type, and the OAuth 2.0 error body (RFC 6749 section 5.2).
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+/// A boxed error from an HTTP service or another pluggable piece.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages are lowercase, name what is wrong, and never contain a secret (keys,
+/// assertions, access or refresh tokens).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is missing or wrong. `field` names it (for example
+    /// `clientId`, `privateJwk.crv`, `authority`).
+    #[error("invalid configuration: `{field}`: {reason}")]
+    Config {
+        /// The field (JSON key or builder setting) that is wrong.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A configuration file could not be read.
+    #[error("cannot read configuration file {path}")]
+    ConfigFile {
+        /// The path that was read.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Signing a JWT (client assertion or DPoP proof) failed.
+    #[error("cannot sign {what}")]
+    Sign {
+        /// What was being signed.
+        what: &'static str,
+    },
+
+    /// The token endpoint answered with an OAuth 2.0 error body.
+    #[error("token endpoint returned {error} (HTTP {status})")]
+    OAuth {
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// The parsed error body.
+        error: OAuthError,
+    },
+
+    /// A server answered with something that is not what the protocol says it should.
+    #[error("{endpoint} answered HTTP {status} with an unusable body: {reason}")]
+    InvalidResponse {
+        /// Which endpoint answered (`token endpoint`, `discovery document`).
+        endpoint: &'static str,
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// What is wrong with the answer.
+        reason: String,
+    },
+
+    /// The request did not complete in time.
+    #[error("{endpoint} request timed out after {after:?}")]
+    Timeout {
+        /// Which endpoint was called.
+        endpoint: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
+    /// The HTTP service failed (connection refused, TLS failure, ...). The service's own
+    /// error is the [`source`](std::error::Error::source).
+    #[error("{endpoint} request failed")]
+    Transport {
+        /// Which endpoint was called.
+        endpoint: &'static str,
+        /// The HTTP service's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The OAuth 2.0 error body, when the token endpoint sent one.
+    pub fn oauth_error(&self) -> Option<&OAuthError> {
+        match self {
+            Error::OAuth { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of the answer that caused this error, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::OAuth { status, .. } | Error::InvalidResponse { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An OAuth 2.0 error response body (RFC 6749 section 5.2, RFC 9449 section 8).
+///
+/// HelseID sends codes such as `invalid_client`, `invalid_grant`, `invalid_scope` and
+/// `use_dpop_nonce`; organisation number problems carry `HID-1001`..`HID-1010` codes in
+/// the description.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthError {
+    /// The error code, for example `invalid_client`.
+    pub error: String,
+    /// A human-readable description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+    /// A page describing the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_uri: Option<String>,
+}
+
+impl OAuthError {
+    /// An error with a code and a description.
+    pub fn new(error: impl Into<String>, description: impl Into<String>) -> Self {
+        OAuthError {
+            error: error.into(),
+            error_description: Some(description.into()),
+            error_uri: None,
+        }
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        if let Some(description) = &self.error_description {
+            write!(f, ": {description}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for OAuthError {}
+
+/// A shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>() {}
+    fn assert_sync<T: Sync>() {}
+
+    #[test]
+    fn error_is_send_and_sync() {
+        assert_send::<Error>();
+        assert_sync::<Error>();
+    }
+
+    #[test]
+    fn oauth_error_display() {
+        let e = Error::OAuth {
+            status: StatusCode::BAD_REQUEST,
+            error: OAuthError::new("invalid_client", "bad signature"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "token endpoint returned invalid_client: bad signature (HTTP 400 Bad Request)"
+        );
+        assert_eq!(e.oauth_error().map(|e| e.error.as_str()), Some("invalid_client"));
+        assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+    }
+}
