@@ -1,0 +1,574 @@
+//! Client configuration: the JSON file from HelseID's self-service portal
+//! (Selvbetjening), environments, and the authority.
+//!
+//! # Example
+//! ```no_run
+//! use helseid::config::ClientConfig;
+//!
+//! # fn main() -> Result<(), helseid::Error> {
+//! // The file as downloaded from Selvbetjening: clientId, authority, scopes, privateJwk.
+//! let config = ClientConfig::from_file("helseid-client.json")?;
+//! println!("{} at {}", config.client_id(), config.authority());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::assertion::{self, ClientAssertion, DEFAULT_LIFETIME};
+use crate::error::{Error, Result};
+use crate::key::{PrivateJwk, SigningKey, json_error_without_input};
+
+/// A HelseID environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Environment {
+    /// The test environment, `https://helseid-sts.test.nhn.no`.
+    Test,
+    /// Production, `https://helseid-sts.nhn.no`.
+    Prod,
+}
+
+impl Environment {
+    /// The environment's issuer.
+    pub fn issuer(self) -> &'static str {
+        match self {
+            Environment::Test => "https://helseid-sts.test.nhn.no",
+            Environment::Prod => "https://helseid-sts.nhn.no",
+        }
+    }
+
+    /// The environment's authority.
+    pub fn authority(self) -> Authority {
+        Authority(Arc::from(self.issuer()))
+    }
+}
+
+impl FromStr for Environment {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "test" => Ok(Environment::Test),
+            "prod" => Ok(Environment::Prod),
+            other => Err(Error::config("env", format!("`{other}` is not an environment (test or prod)"))),
+        }
+    }
+}
+
+/// The HelseID issuer a client talks to, normalised: no trailing slash, and no
+/// `/connect/token` or `/.well-known/openid-configuration` suffix (configuration files
+/// sometimes give the token endpoint as the authority).
+///
+/// Only `https` is accepted, except `http` to a loopback address (a local emulator).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Authority(Arc<str>);
+
+impl Authority {
+    /// Parses and normalises an authority.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `authority` for a malformed URL, a scheme other than
+    /// `https` (or `http` to loopback), a query, a fragment or user information.
+    pub fn parse(s: &str) -> Result<Self> {
+        let url = check_url("authority", s)?;
+        let mut text = url.as_str().trim_end_matches('/').to_owned();
+        for suffix in ["/connect/token", "/.well-known/openid-configuration"] {
+            if let Some(stripped) = text.strip_suffix(suffix) {
+                text = stripped.trim_end_matches('/').to_owned();
+            }
+        }
+        Ok(Authority(text.into()))
+    }
+
+    /// The issuer URL: the `aud` of every client assertion.
+    pub fn issuer(&self) -> &str {
+        &self.0
+    }
+
+    /// Where the discovery document is.
+    pub fn discovery_url(&self) -> String {
+        format!("{}/.well-known/openid-configuration", self.0)
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Authority({})", self.0)
+    }
+}
+
+/// Checks that `s` is an absolute `https` URL, or `http` to loopback, with no query,
+/// fragment or credentials. `field` names the setting in errors.
+pub(crate) fn check_url(field: &str, s: &str) -> Result<Url> {
+    let url = Url::parse(s.trim()).map_err(|e| Error::config(field, format!("`{s}` is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(Error::config(
+                field,
+                format!("`{s}` uses http: only https is allowed, except http to a loopback address"),
+            ));
+        }
+        other => return Err(Error::config(field, format!("`{s}`: unsupported scheme `{other}`"))),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::config(field, format!("`{s}` must not have a query or fragment")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::config(field, "must not contain user information"));
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// A registered HelseID client: its id, its authority, its scopes and its signing key.
+///
+/// `Debug` shows no key material.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    client_id: Arc<str>,
+    authority: Authority,
+    scopes: Vec<String>,
+    key: Arc<SigningKey>,
+    assertion_lifetime: Duration,
+}
+
+/// The keys of a Selvbetjening client configuration file that this crate reads.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigFile {
+    #[serde(default)]
+    client_id: Option<serde_json::Value>,
+    #[serde(default)]
+    authority: Option<serde_json::Value>,
+    #[serde(default)]
+    scopes: Option<serde_json::Value>,
+    #[serde(default)]
+    private_jwk: Option<serde_json::Value>,
+    #[serde(default)]
+    rsa_private_key: Option<serde::de::IgnoredAny>,
+}
+
+impl ClientConfig {
+    /// Starts a configuration from its parts.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder::default()
+    }
+
+    /// Reads a client configuration file downloaded from HelseID's self-service portal.
+    ///
+    /// # Errors
+    /// [`Error::ConfigFile`] when the file cannot be read, otherwise as
+    /// [`ClientConfig::from_json`].
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
+            path: path.display().to_string(),
+            source,
+        })?);
+        Self::from_json(&text)
+    }
+
+    /// Reads the JSON text of a client configuration file.
+    ///
+    /// Reads `clientId`, `authority`, `scopes` (an array, or a space-separated string)
+    /// and `privateJwk` (a JWK object, or a string containing one, as the portal writes
+    /// it, possibly URL-encoded). Other keys are ignored.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key that is missing or wrong.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
+        if !value.is_object() {
+            return Err(Error::config("(file)", "not a JSON object"));
+        }
+        let file: ConfigFile =
+            serde_json::from_value(value).map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
+        let string = |name: &str, v: Option<serde_json::Value>| -> Result<String> {
+            match v {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(serde_json::Value::String(_)) => Err(Error::config(name, "empty")),
+                Some(_) => Err(Error::config(name, "must be a string")),
+                None => Err(Error::config(name, "missing")),
+            }
+        };
+        let client_id = string("clientId", file.client_id)?;
+        let authority = Authority::parse(&string("authority", file.authority)?)?;
+        let scopes = match file.scopes {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    serde_json::Value::String(s) => Ok(s),
+                    _ => Err(Error::config("scopes", "every scope must be a string")),
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(Error::config("scopes", "must be an array of strings")),
+        };
+        let jwk = match file.private_jwk {
+            Some(serde_json::Value::Object(map)) => {
+                serde_json::from_value::<PrivateJwk>(serde_json::Value::Object(map))
+                    .map_err(|e| Error::config("privateJwk", json_error_without_input(&e)))?
+            }
+            Some(serde_json::Value::String(s)) => {
+                let s = zeroize::Zeroizing::new(s);
+                let trimmed = s.trim();
+                if trimmed.starts_with('{') {
+                    PrivateJwk::from_json(trimmed)?
+                } else if trimmed.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%7B")) {
+                    let decoded = zeroize::Zeroizing::new(
+                        percent_encoding::percent_decode_str(trimmed)
+                            .decode_utf8()
+                            .map_err(|_| Error::config("privateJwk", "URL-encoded text that is not UTF-8"))?
+                            .into_owned(),
+                    );
+                    PrivateJwk::from_json(&decoded)?
+                } else {
+                    return Err(Error::config("privateJwk", "a string that does not contain a JWK object"));
+                }
+            }
+            Some(_) => return Err(Error::config("privateJwk", "must be a JWK object or a string holding one")),
+            None if file.rsa_private_key.is_some() => {
+                return Err(Error::config(
+                    "privateJwk",
+                    "missing; the file has only `rsaPrivateKey` (.NET XML), which this crate does not \
+                     read: download the configuration with a JWK",
+                ));
+            }
+            None => return Err(Error::config("privateJwk", "missing")),
+        };
+        let key = SigningKey::from_jwk(&jwk)?;
+        ClientConfig::builder()
+            .client_id(client_id)
+            .authority(authority)
+            .scopes(scopes)
+            .signing_key(key)
+            .build()
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The authority (issuer).
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The scopes asked for by default.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The signing key.
+    pub fn signing_key(&self) -> &Arc<SigningKey> {
+        &self.key
+    }
+
+    /// How long each client assertion is valid.
+    pub fn assertion_lifetime(&self) -> Duration {
+        self.assertion_lifetime
+    }
+
+    /// Replaces the authority, for example to point a downloaded configuration at a
+    /// local emulator.
+    pub fn with_authority(mut self, authority: Authority) -> Self {
+        self.authority = authority;
+        self
+    }
+
+    /// Replaces the default scopes.
+    pub fn with_scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The client assertions of this client.
+    pub fn client_assertion(&self) -> ClientAssertion {
+        // The lifetime was checked when the configuration was built.
+        let assertions = ClientAssertion::new(self.client_id.clone(), self.authority.issuer(), self.key.clone());
+        assertions.clone().with_lifetime(self.assertion_lifetime).unwrap_or(assertions)
+    }
+}
+
+/// Builds a [`ClientConfig`] from its parts.
+#[derive(Debug, Default)]
+pub struct ClientConfigBuilder {
+    client_id: Option<String>,
+    authority: Option<Result<Authority>>,
+    scopes: Vec<String>,
+    key: Option<Result<Arc<SigningKey>>>,
+    assertion_lifetime: Option<Duration>,
+}
+
+impl ClientConfigBuilder {
+    /// The client id from the self-service portal. Required.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The authority. Required.
+    pub fn authority(mut self, authority: Authority) -> Self {
+        self.authority = Some(Ok(authority));
+        self
+    }
+
+    /// The authority as text, normalised by [`Authority::parse`].
+    pub fn authority_url(mut self, authority: &str) -> Self {
+        self.authority = Some(Authority::parse(authority));
+        self
+    }
+
+    /// The environment's authority.
+    pub fn environment(self, env: Environment) -> Self {
+        self.authority(env.authority())
+    }
+
+    /// The scopes asked for by default. Default: none (HelseID then grants all the
+    /// client's scopes).
+    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The signing key. Required (or [`ClientConfigBuilder::private_jwk`]).
+    pub fn signing_key(mut self, key: impl Into<Arc<SigningKey>>) -> Self {
+        self.key = Some(Ok(key.into()));
+        self
+    }
+
+    /// The signing key, from a private JWK.
+    pub fn private_jwk(mut self, jwk: &PrivateJwk) -> Self {
+        self.key = Some(SigningKey::from_jwk(jwk).map(Arc::new));
+        self
+    }
+
+    /// How long each client assertion is valid. Default: 10 s; at most 60 s.
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.assertion_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Builds the configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the missing or invalid part: `clientId`, `authority`,
+    /// `privateJwk`, `scopes` (a scope with white space) or `assertionLifetime`.
+    pub fn build(self) -> Result<ClientConfig> {
+        let client_id = self
+            .client_id
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| Error::config("clientId", "missing"))?;
+        let authority = self.authority.ok_or_else(|| Error::config("authority", "missing"))??;
+        let key = self.key.ok_or_else(|| Error::config("privateJwk", "missing"))??;
+        if let Some(bad) = self.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(Error::config("scopes", format!("`{bad}` is not a single scope")));
+        }
+        let assertion_lifetime = self.assertion_lifetime.unwrap_or(DEFAULT_LIFETIME);
+        assertion::check_lifetime(assertion_lifetime)?;
+        Ok(ClientConfig {
+            client_id: client_id.into(),
+            authority,
+            scopes: self.scopes,
+            key,
+            assertion_lifetime,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Algorithm;
+
+    #[test]
+    fn authority_normalisation() {
+        for (input, issuer) in [
+            ("https://helseid-sts.test.nhn.no", "https://helseid-sts.test.nhn.no"),
+            ("https://helseid-sts.test.nhn.no/", "https://helseid-sts.test.nhn.no"),
+            ("https://helseid-sts.test.nhn.no/connect/token", "https://helseid-sts.test.nhn.no"),
+            ("https://helseid-sts.test.nhn.no/connect/token/", "https://helseid-sts.test.nhn.no"),
+            (
+                "https://helseid-sts.nhn.no/.well-known/openid-configuration",
+                "https://helseid-sts.nhn.no",
+            ),
+            ("https://example.org/tenant/", "https://example.org/tenant"),
+            ("http://127.0.0.1:8080/connect/token", "http://127.0.0.1:8080"),
+            ("http://localhost:1", "http://localhost:1"),
+            ("http://[::1]:9", "http://[::1]:9"),
+        ] {
+            assert_eq!(Authority::parse(input).expect(input).issuer(), issuer);
+        }
+        for bad in [
+            "http://helseid-sts.test.nhn.no",
+            "http://10.0.0.1",
+            "ftp://x",
+            "not a url",
+            "https://x/?a=b",
+            "https://user:pw@x",
+        ] {
+            let err = Authority::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("`authority`"), "{bad}: {err}");
+        }
+        assert_eq!(Environment::Test.authority().issuer(), "https://helseid-sts.test.nhn.no");
+        assert_eq!(
+            Environment::Prod.authority().discovery_url(),
+            "https://helseid-sts.nhn.no/.well-known/openid-configuration"
+        );
+    }
+
+    fn jwk_json() -> String {
+        PrivateJwk::generate_ec(Algorithm::ES256).expect("key").to_json().to_string()
+    }
+
+    #[test]
+    fn reads_a_selvbetjening_file_with_the_jwk_as_a_string() {
+        let jwk = jwk_json();
+        let file = serde_json::json!({
+            "clientName": "demo",
+            "authority": "https://helseid-sts.test.nhn.no/connect/token",
+            "clientId": "9a1f-client",
+            "grantTypes": ["client_credentials"],
+            "scopes": ["nhn:cp-api/access", "nhn:other/read"],
+            "redirectUris": [],
+            "secretType": "private_key_jwt:RsaPrivateKeyJwtSecret",
+            "privateJwk": jwk,
+            "pkceRequired": false
+        });
+        let config = ClientConfig::from_json(&file.to_string()).expect("config");
+        assert_eq!(config.client_id(), "9a1f-client");
+        assert_eq!(config.authority().issuer(), "https://helseid-sts.test.nhn.no");
+        assert_eq!(config.scopes(), ["nhn:cp-api/access", "nhn:other/read"]);
+        assert_eq!(config.client_assertion().audience(), "https://helseid-sts.test.nhn.no");
+
+        // The same JWK as an object, and URL-encoded inside the string.
+        let object: serde_json::Value = serde_json::from_str(&jwk).expect("jwk");
+        let mut file2 = file.clone();
+        file2["privateJwk"] = object;
+        assert!(ClientConfig::from_json(&file2.to_string()).is_ok());
+        let encoded: String = url::form_urlencoded::byte_serialize(jwk.as_bytes()).collect();
+        let mut file3 = file;
+        file3["privateJwk"] = serde_json::Value::String(encoded.replace('+', "%20"));
+        assert!(ClientConfig::from_json(&file3.to_string()).is_ok());
+    }
+
+    #[test]
+    fn every_bad_input_names_the_field() {
+        let jwk = jwk_json();
+        let good = serde_json::json!({
+            "clientId": "c", "authority": "https://helseid-sts.test.nhn.no", "privateJwk": jwk,
+        });
+        let with = |key: &str, value: serde_json::Value| {
+            let mut f = good.clone();
+            if value.is_null() {
+                f.as_object_mut().expect("object").remove(key);
+            } else {
+                f[key] = value;
+            }
+            f.to_string()
+        };
+        let public_only = {
+            let full: serde_json::Value = serde_json::from_str(&jwk).expect("jwk");
+            let mut p = full.clone();
+            p.as_object_mut().expect("object").remove("d");
+            p
+        };
+        let cases = [
+            (with("clientId", serde_json::Value::Null), "clientId"),
+            (with("clientId", serde_json::json!(5)), "clientId"),
+            (with("clientId", serde_json::json!("  ")), "clientId"),
+            (with("authority", serde_json::Value::Null), "authority"),
+            (with("authority", serde_json::json!("http://helseid.example")), "authority"),
+            (with("scopes", serde_json::json!([1])), "scopes"),
+            (with("scopes", serde_json::json!({})), "scopes"),
+            (with("privateJwk", serde_json::Value::Null), "privateJwk"),
+            (with("privateJwk", serde_json::json!("no jwk here")), "privateJwk"),
+            (with("privateJwk", serde_json::json!("{not json")), "privateJwk"),
+            (with("privateJwk", public_only), "privateJwk.d"),
+            (with("privateJwk", serde_json::json!({"kty": "oct", "k": "AAAA"})), "privateJwk.kty"),
+            (
+                with("privateJwk", serde_json::json!({"kty": "EC", "crv": "P-521", "x": "A", "y": "A", "d": "A"})),
+                "privateJwk.crv",
+            ),
+            ("[]".to_owned(), "(file)"),
+            ("{".to_owned(), "(file)"),
+        ];
+        for (json, field) in cases {
+            match ClientConfig::from_json(&json) {
+                Err(Error::Config { field: f, reason }) => assert_eq!(f, field, "{json}: {reason}"),
+                other => panic!("{json}: expected an error naming {field}, got {other:?}"),
+            }
+        }
+        let mut net = good.clone();
+        net.as_object_mut().expect("object").remove("privateJwk");
+        net["rsaPrivateKey"] = serde_json::json!("<RSAKeyValue>...</RSAKeyValue>");
+        let err = ClientConfig::from_json(&net.to_string()).expect_err("xml only");
+        assert!(err.to_string().contains("rsaPrivateKey"), "{err}");
+    }
+
+    #[test]
+    fn builder_checks_its_parts() {
+        let key = SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key")).expect("key");
+        let key = Arc::new(key);
+        let base = || {
+            ClientConfig::builder()
+                .client_id("c")
+                .environment(Environment::Test)
+                .signing_key(key.clone())
+        };
+        assert!(base().build().is_ok());
+        let field = |r: Result<ClientConfig>| match r {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(field(base().assertion_lifetime(Duration::from_secs(61)).build()), "assertionLifetime");
+        assert_eq!(field(base().scopes(["a b"]).build()), "scopes");
+        assert_eq!(field(base().authority_url("http://example.org").build()), "authority");
+        assert_eq!(field(ClientConfig::builder().client_id("c").build()), "authority");
+        assert_eq!(
+            field(ClientConfig::builder().client_id("c").environment(Environment::Prod).build()),
+            "privateJwk"
+        );
+    }
+
+    #[test]
+    fn debug_of_config_has_no_secret() {
+        let jwk = PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("key");
+        let json: serde_json::Value = serde_json::from_str(&jwk.to_json()).expect("json");
+        let d = json["d"].as_str().expect("d").to_owned();
+        let config = ClientConfig::builder()
+            .client_id("c")
+            .environment(Environment::Test)
+            .private_jwk(&jwk)
+            .build()
+            .expect("config");
+        let text = format!("{config:?} {:?}", config.client_assertion());
+        assert!(!text.contains(&d[..20]), "{text}");
+    }
+}

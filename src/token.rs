@@ -1,0 +1,243 @@
+//! Access and refresh tokens: secrets with a redacted `Debug`, and expiry arithmetic.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use helseid::token::{AccessToken, TokenType};
+//!
+//! # fn main() -> Result<(), helseid::Error> {
+//! let token = AccessToken::new("eyJhbGciOi...", TokenType::Bearer, Duration::from_secs(3600))?;
+//! assert!(!token.is_expired());
+//! assert_eq!(format!("{token:?}").contains("eyJ"), false);
+//! assert_eq!(token.authorization().to_str().unwrap_or_default(), "Bearer eyJhbGciOi...");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// How an access token is presented to an API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenType {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: DPoP <token>` with a DPoP proof (RFC 9449).
+    DPoP,
+}
+
+impl TokenType {
+    /// The scheme written before the token in an `Authorization` header.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+        }
+    }
+
+    /// Reads a `token_type` value of a token response (case-insensitive, RFC 6749 5.1).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("bearer") {
+            Some(TokenType::Bearer)
+        } else if s.eq_ignore_ascii_case("dpop") {
+            Some(TokenType::DPoP)
+        } else {
+            None
+        }
+    }
+}
+
+/// An access token issued by HelseID, with its absolute expiry.
+///
+/// `Debug` shows the type and the expiry, never the token. The `Authorization` header
+/// value is built once, marked sensitive, and cloned into every request.
+#[derive(Clone)]
+pub struct AccessToken {
+    secret: Zeroizing<String>,
+    token_type: TokenType,
+    expires_at: Instant,
+    scope: Option<String>,
+    refresh_token: Option<RefreshToken>,
+    refresh_token_expires_at: Option<Instant>,
+    authorization: HeaderValue,
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[redacted]")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in())
+            .field("scope", &self.scope)
+            .field("refresh_token", &self.refresh_token)
+            .finish()
+    }
+}
+
+impl AccessToken {
+    /// A token that expires `expires_in` from now.
+    ///
+    /// # Errors
+    /// [`Error::InvalidResponse`] when the token contains characters that cannot stand in
+    /// an HTTP header.
+    pub fn new(secret: impl Into<String>, token_type: TokenType, expires_in: Duration) -> Result<Self> {
+        let secret = Zeroizing::new(secret.into());
+        let authorization = authorization_header(&token_type, &secret)?;
+        Ok(AccessToken {
+            secret,
+            token_type,
+            expires_at: Instant::now() + expires_in,
+            scope: None,
+            refresh_token: None,
+            refresh_token_expires_at: None,
+            authorization,
+        })
+    }
+
+    pub(crate) fn with_scope(mut self, scope: Option<String>) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    pub(crate) fn with_refresh_token(mut self, token: Option<RefreshToken>, expires_in: Option<Duration>) -> Self {
+        self.refresh_token = token;
+        self.refresh_token_expires_at = expires_in.map(|d| Instant::now() + d);
+        self
+    }
+
+    /// The access token itself.
+    ///
+    /// # Security
+    /// This is a bearer credential: whoever holds it can call the APIs it is meant for,
+    /// as this client, until it expires. Do not log it, print it or put it in an error.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// How the token is presented (`Bearer` or `DPoP`).
+    pub fn token_type(&self) -> &TokenType {
+        &self.token_type
+    }
+
+    /// When the token expires.
+    pub fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+
+    /// How long the token stays valid from now (zero once expired).
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the token has expired.
+    pub fn is_expired(&self) -> bool {
+        Instant::now() >= self.expires_at
+    }
+
+    /// The granted scopes, when the token endpoint said which (`scope` in the response).
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.as_deref().unwrap_or_default().split_ascii_whitespace()
+    }
+
+    /// The refresh token that came with this access token, if any.
+    pub fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+
+    /// When the refresh token expires, when HelseID said so (`rt_expires_in`).
+    pub fn refresh_token_expires_at(&self) -> Option<Instant> {
+        self.refresh_token_expires_at
+    }
+
+    /// The `Authorization` header value (`Bearer <token>` or `DPoP <token>`), marked
+    /// sensitive so that HTTP/2 never indexes it and `Debug` hides it.
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+}
+
+fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderValue> {
+    let mut value = HeaderValue::try_from(format!("{} {}", token_type.scheme(), secret)).map_err(|_| {
+        Error::InvalidResponse {
+            endpoint: "token endpoint",
+            status: http::StatusCode::OK,
+            reason: "the access token contains characters not allowed in an HTTP header".into(),
+        }
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A refresh token. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RefreshToken(Zeroizing<String>);
+
+impl RefreshToken {
+    /// Wraps a refresh token.
+    pub fn new(secret: impl Into<String>) -> Self {
+        RefreshToken(Zeroizing::new(secret.into()))
+    }
+
+    /// The refresh token itself.
+    ///
+    /// # Security
+    /// A refresh token renews a user's session for days. Never log or print it.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshToken([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_and_header_is_sensitive() {
+        let token = AccessToken::new("s3cr3t-access", TokenType::DPoP, Duration::from_secs(60))
+            .expect("token")
+            .with_refresh_token(Some(RefreshToken::new("s3cr3t-refresh")), Some(Duration::from_secs(600)));
+        let debug = format!("{token:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(token.authorization().is_sensitive());
+        assert!(!format!("{:?}", token.authorization()).contains("s3cr3t"));
+        assert_eq!(token.authorization().to_str().expect("ascii"), "DPoP s3cr3t-access");
+        assert_eq!(token.refresh_token().map(RefreshToken::secret), Some("s3cr3t-refresh"));
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let err = AccessToken::new("abc\r\nX-Evil: 1", TokenType::Bearer, Duration::from_secs(60))
+            .expect_err("newline in token");
+        assert!(!err.to_string().contains("Evil"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_follows_tokio_time() {
+        let token = AccessToken::new("t", TokenType::Bearer, Duration::from_secs(60)).expect("token");
+        assert!(!token.is_expired());
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(token.expires_in(), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(token.is_expired());
+        assert_eq!(token.expires_in(), Duration::ZERO);
+    }
+
+    #[test]
+    fn token_type_parses_case_insensitively() {
+        assert_eq!(TokenType::parse("bearer"), Some(TokenType::Bearer));
+        assert_eq!(TokenType::parse("DPoP"), Some(TokenType::DPoP));
+        assert_eq!(TokenType::parse("mac"), None);
+    }
+}
