@@ -1,1 +1,247 @@
-fn main(){}
+//! The `helseid` command line: get HelseID tokens, and run a local HelseID emulator.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Parser, Subcommand};
+use helseid::assertion::Tenant;
+use helseid::config::{Authority, ClientConfig, Environment};
+use helseid::emulator::{ClientRegistration, Emulator};
+use helseid::endpoint::{TokenEndpoint, TokenRequest};
+use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+
+/// The scope of NHN's CommunicationParty Events API.
+const CPE_SCOPE: &str = "nhn:cp-api/access";
+/// The client id of the client the embedded emulator registers.
+const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
+
+#[derive(Parser)]
+#[command(name = "helseid", version, about = "HelseID tokens and a local HelseID emulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Get an access token with client credentials and print it on stdout.
+    ///
+    /// Without --config, starts the embedded emulator in-process, registers a demo
+    /// client there, and gets a token from it.
+    Token(TokenArgs),
+    /// Run the local HelseID emulator in the foreground until interrupted.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// A client configuration file downloaded from HelseID's self-service portal.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Use this HelseID environment instead of the file's authority.
+    #[arg(long, value_enum, conflicts_with = "authority")]
+    env: Option<EnvArg>,
+    /// Use this authority (issuer URL) instead of the file's.
+    #[arg(long, value_name = "URL")]
+    authority: Option<String>,
+    /// A scope to ask for; repeat for several. Default: the file's scopes.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// Act for an organisation: PARENT or PARENT:CHILD organisation numbers.
+    #[arg(long, value_name = "PARENT[:CHILD]")]
+    tenant: Option<String>,
+    /// Print the token's header and claims instead of the token.
+    #[arg(long)]
+    decode: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EnvArg {
+    Test,
+    Prod,
+}
+
+#[derive(clap::Args)]
+struct EmulatorArgs {
+    /// The port to listen on, on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Write a client configuration file (Selvbetjening format) for a client registered
+    /// at this emulator; `helseid token --config FILE` accepts it.
+    #[arg(long, value_name = "FILE")]
+    write_config: Option<PathBuf>,
+}
+
+/// Prints an error and its sources on one line.
+fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    line
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Token(args) => token(args).await,
+            Command::Emulator(args) => emulator(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", report(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A demo client: a fresh key, registered at a new emulator.
+struct Demo {
+    emulator: Emulator,
+    jwk: PrivateJwk,
+}
+
+async fn start_demo(bind: SocketAddr) -> Result<Demo, helseid::Error> {
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256)?;
+    let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
+    let emulator = Emulator::builder()
+        .bind(bind)
+        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([CPE_SCOPE]))
+        .start()
+        .await?;
+    Ok(Demo { emulator, jwk })
+}
+
+impl Demo {
+    fn config(&self) -> Result<ClientConfig, helseid::Error> {
+        ClientConfig::builder()
+            .client_id(DEMO_CLIENT_ID)
+            .authority_url(self.emulator.issuer())
+            .scopes([CPE_SCOPE])
+            .private_jwk(&self.jwk)
+            .build()
+    }
+
+    /// The client configuration file, in the self-service portal's format (the JWK as
+    /// a JSON string inside the JSON, as the portal writes it).
+    fn config_file(&self) -> serde_json::Value {
+        serde_json::json!({
+            "clientName": "helseid-rs emulator demo client",
+            "authority": self.emulator.issuer(),
+            "clientId": DEMO_CLIENT_ID,
+            "grantTypes": ["client_credentials"],
+            "scopes": [CPE_SCOPE],
+            "secretType": "private_key_jwt:JwkPrivateKeyJwtSecret",
+            "privateJwk": self.jwk.to_json().as_str(),
+        })
+    }
+}
+
+async fn token(args: TokenArgs) -> CliResult {
+    let tenant = args.tenant.as_deref().map(str::parse::<Tenant>).transpose()?;
+    // Keeps the embedded emulator running until the token is printed.
+    let mut _demo = None;
+    let mut config = match &args.config {
+        Some(path) => ClientConfig::from_file(path)?,
+        None => {
+            let demo = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+            eprintln!(
+                "helseid: no --config given: using the embedded HelseID emulator at {}",
+                demo.emulator.issuer()
+            );
+            let config = demo.config()?;
+            _demo = Some(demo);
+            config
+        }
+    };
+    if let Some(env) = args.env {
+        config = config.with_authority(match env {
+            EnvArg::Test => Environment::Test.authority(),
+            EnvArg::Prod => Environment::Prod.authority(),
+        });
+    }
+    if let Some(authority) = &args.authority {
+        config = config.with_authority(Authority::parse(authority)?);
+    }
+    let scopes = if args.scopes.is_empty() {
+        config.scopes().to_vec()
+    } else {
+        args.scopes.clone()
+    };
+    let mut request = TokenRequest::client_credentials(scopes);
+    if let Some(tenant) = tenant {
+        request = request.with_tenant(tenant);
+    }
+    let endpoint = TokenEndpoint::new(config)?;
+    let token = endpoint.request(&request).await?;
+    let mut out = std::io::stdout().lock();
+    if args.decode {
+        let (header, claims) = decode_jwt(token.secret())?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&header)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&claims)?)?;
+    } else {
+        writeln!(out, "{}", token.secret())?;
+    }
+    Ok(())
+}
+
+/// Splits a JWT and decodes its header and claims, without verifying it.
+fn decode_jwt(jwt: &str) -> Result<(serde_json::Value, serde_json::Value), String> {
+    let part = |i: usize| -> Result<serde_json::Value, String> {
+        let text = jwt.split('.').nth(i).ok_or("the token is not a JWT")?;
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| "the token is not a JWT (base64url)")?;
+        serde_json::from_slice(&bytes).map_err(|_| "the token is not a JWT (JSON)".to_owned())
+    };
+    Ok((part(0)?, part(1)?))
+}
+
+async fn emulator(args: EmulatorArgs) -> CliResult {
+    let demo = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
+    if let Some(path) = &args.write_config {
+        write_private_file(path, &serde_json::to_vec_pretty(&demo.config_file())?)?;
+        eprintln!("helseid: wrote a client configuration for `{DEMO_CLIENT_ID}` to {}", path.display());
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", demo.emulator.issuer())?;
+        out.flush()?;
+    }
+    eprintln!("helseid: HelseID emulator running; stop it with Ctrl-C");
+    tokio::signal::ctrl_c().await?;
+    demo.emulator.shutdown().await;
+    Ok(())
+}
+
+/// Writes a file that holds a private key: readable by its owner only.
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // An existing file keeps its mode on open: narrow it before writing the key.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
