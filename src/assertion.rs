@@ -134,7 +134,10 @@ impl Tenant {
     /// The `assertion_details` claim for this tenant.
     pub fn assertion_details(&self) -> serde_json::Value {
         let (system, value) = match self {
-            Tenant::Multi { parent, child: None } => (MULTI_TENANT_SYSTEM, format!("NO:ORGNR:{parent}")),
+            Tenant::Multi {
+                parent,
+                child: None,
+            } => (MULTI_TENANT_SYSTEM, format!("NO:ORGNR:{parent}")),
             Tenant::Multi {
                 parent,
                 child: Some(child),
@@ -212,7 +215,11 @@ impl ClientAssertion {
     /// Assertions for `client_id`, with `aud` = `issuer` (HelseID's issuer, for example
     /// `https://helseid-sts.nhn.no`, not its token endpoint), signed by `key`, valid for
     /// 10 seconds.
-    pub fn new(client_id: impl Into<Arc<str>>, issuer: impl Into<Arc<str>>, key: Arc<SigningKey>) -> Self {
+    pub fn new(
+        client_id: impl Into<Arc<str>>,
+        issuer: impl Into<Arc<str>>,
+        key: Arc<SigningKey>,
+    ) -> Self {
         let header = key.encoded_header(ASSERTION_TYP, false).into();
         ClientAssertion {
             client_id: client_id.into(),
@@ -251,11 +258,14 @@ impl ClientAssertion {
     /// [`Error::Sign`] if the signature fails.
     pub fn sign(&self, tenant: Option<&Tenant>) -> Result<SignedAssertion> {
         let mut random = [0u8; 16];
-        self.rng
-            .fill(&mut random)
-            .map_err(|_| Error::Sign { what: "a client assertion" })?;
+        self.rng.fill(&mut random).map_err(|_| Error::Sign {
+            what: "a client assertion",
+        })?;
         let jti = b64(random);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let exp = now + self.lifetime.as_secs();
         let claims = Claims {
             iss: &self.client_id,
@@ -331,7 +341,8 @@ mod tests {
     fn claims(jwt: &str) -> (serde_json::Value, serde_json::Value) {
         let mut parts = jwt.split('.');
         let mut next = || -> serde_json::Value {
-            serde_json::from_slice(&b64_decode(parts.next().expect("part")).expect("b64")).expect("json")
+            serde_json::from_slice(&b64_decode(parts.next().expect("part")).expect("b64"))
+                .expect("json")
         };
         (next(), next())
     }
@@ -345,7 +356,9 @@ mod tests {
 
     #[test]
     fn claims_follow_helseid_rules() {
-        let a = assertions().with_lifetime(Duration::from_secs(30)).expect("lifetime");
+        let a = assertions()
+            .with_lifetime(Duration::from_secs(30))
+            .expect("lifetime");
         let signed = a.sign(None).expect("sign");
         let (header, claims) = claims(signed.as_str());
         assert_eq!(header["typ"], "client-authentication+jwt");
@@ -357,7 +370,10 @@ mod tests {
         for c in ["iat", "nbf", "exp"] {
             assert!(claims[c].is_u64(), "{c} must be a number: {}", claims[c]);
         }
-        assert_eq!(claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"), 30);
+        assert_eq!(
+            claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+            30
+        );
         assert_eq!(claims["jti"], signed.jti());
         assert!(claims.get("assertion_details").is_none());
         assert!(!format!("{signed:?}").contains(signed.as_str()));
@@ -366,8 +382,9 @@ mod tests {
     #[test]
     fn every_assertion_has_a_new_jti() {
         let a = assertions();
-        let jtis: std::collections::HashSet<String> =
-            (0..100).map(|_| a.sign(None).expect("sign").jti().to_owned()).collect();
+        let jtis: std::collections::HashSet<String> = (0..100)
+            .map(|_| a.sign(None).expect("sign").jti().to_owned())
+            .collect();
         assert_eq!(jtis.len(), 100);
     }
 
@@ -409,7 +426,15 @@ mod tests {
 
     #[test]
     fn bad_org_numbers_are_named() {
-        for bad in ["12345678", "1234567890", "12345678x", "123456789:", "123456789:12", ":123456789", ""] {
+        for bad in [
+            "12345678",
+            "1234567890",
+            "12345678x",
+            "123456789:",
+            "123456789:12",
+            ":123456789",
+            "",
+        ] {
             let err = bad.parse::<Tenant>().expect_err(bad);
             assert!(err.to_string().contains("orgnr"), "{bad}: {err}");
         }

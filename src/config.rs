@@ -57,7 +57,10 @@ impl FromStr for Environment {
         match s {
             "test" => Ok(Environment::Test),
             "prod" => Ok(Environment::Prod),
-            other => Err(Error::config("env", format!("`{other}` is not an environment (test or prod)"))),
+            other => Err(Error::config(
+                "env",
+                format!("`{other}` is not an environment (test or prod)"),
+            )),
         }
     }
 }
@@ -113,20 +116,31 @@ impl fmt::Debug for Authority {
 /// Checks that `s` is an absolute `https` URL, or `http` to loopback, with no query,
 /// fragment or credentials. `field` names the setting in errors.
 pub(crate) fn check_url(field: &str, s: &str) -> Result<Url> {
-    let url = Url::parse(s.trim()).map_err(|e| Error::config(field, format!("`{s}` is not a URL ({e})")))?;
+    let url = Url::parse(s.trim())
+        .map_err(|e| Error::config(field, format!("`{s}` is not a URL ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
         "http" => {
             return Err(Error::config(
                 field,
-                format!("`{s}` uses http: only https is allowed, except http to a loopback address"),
+                format!(
+                    "`{s}` uses http: only https is allowed, except http to a loopback address"
+                ),
             ));
         }
-        other => return Err(Error::config(field, format!("`{s}`: unsupported scheme `{other}`"))),
+        other => {
+            return Err(Error::config(
+                field,
+                format!("`{s}`: unsupported scheme `{other}`"),
+            ));
+        }
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::config(field, format!("`{s}` must not have a query or fragment")));
+        return Err(Error::config(
+            field,
+            format!("`{s}` must not have a query or fragment"),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::config(field, "must not contain user information"));
@@ -184,9 +198,11 @@ impl ClientConfig {
     /// [`ClientConfig::from_json`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| Error::ConfigFile {
-            path: path.display().to_string(),
-            source,
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            Error::ConfigFile {
+                path: path.display().to_string(),
+                source,
+            }
         })?);
         Self::from_json(&text)
     }
@@ -200,16 +216,18 @@ impl ClientConfig {
     /// # Errors
     /// [`Error::Config`] naming the key that is missing or wrong.
     pub fn from_json(json: &str) -> Result<Self> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
         if !value.is_object() {
             return Err(Error::config("(file)", "not a JSON object"));
         }
-        let file: ConfigFile =
-            serde_json::from_value(value).map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
+        let file: ConfigFile = serde_json::from_value(value)
+            .map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
         let string = |name: &str, v: Option<serde_json::Value>| -> Result<String> {
             match v {
-                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => {
+                    Ok(s.trim().to_owned())
+                }
                 Some(serde_json::Value::String(_)) => Err(Error::config(name, "empty")),
                 Some(_) => Err(Error::config(name, "must be a string")),
                 None => Err(Error::config(name, "missing")),
@@ -219,7 +237,9 @@ impl ClientConfig {
         let authority = Authority::parse(&string("authority", file.authority)?)?;
         let scopes = match file.scopes {
             None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(serde_json::Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Some(serde_json::Value::String(s)) => {
+                s.split_ascii_whitespace().map(str::to_owned).collect()
+            }
             Some(serde_json::Value::Array(items)) => items
                 .into_iter()
                 .map(|item| match item {
@@ -239,19 +259,32 @@ impl ClientConfig {
                 let trimmed = s.trim();
                 if trimmed.starts_with('{') {
                     PrivateJwk::from_json(trimmed)?
-                } else if trimmed.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("%7B")) {
+                } else if trimmed
+                    .get(..3)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("%7B"))
+                {
                     let decoded = zeroize::Zeroizing::new(
                         percent_encoding::percent_decode_str(trimmed)
                             .decode_utf8()
-                            .map_err(|_| Error::config("privateJwk", "URL-encoded text that is not UTF-8"))?
+                            .map_err(|_| {
+                                Error::config("privateJwk", "URL-encoded text that is not UTF-8")
+                            })?
                             .into_owned(),
                     );
                     PrivateJwk::from_json(&decoded)?
                 } else {
-                    return Err(Error::config("privateJwk", "a string that does not contain a JWK object"));
+                    return Err(Error::config(
+                        "privateJwk",
+                        "a string that does not contain a JWK object",
+                    ));
                 }
             }
-            Some(_) => return Err(Error::config("privateJwk", "must be a JWK object or a string holding one")),
+            Some(_) => {
+                return Err(Error::config(
+                    "privateJwk",
+                    "must be a JWK object or a string holding one",
+                ));
+            }
             None if file.rsa_private_key.is_some() => {
                 return Err(Error::config(
                     "privateJwk",
@@ -311,8 +344,15 @@ impl ClientConfig {
     /// The client assertions of this client.
     pub fn client_assertion(&self) -> ClientAssertion {
         // The lifetime was checked when the configuration was built.
-        let assertions = ClientAssertion::new(self.client_id.clone(), self.authority.issuer(), self.key.clone());
-        assertions.clone().with_lifetime(self.assertion_lifetime).unwrap_or(assertions)
+        let assertions = ClientAssertion::new(
+            self.client_id.clone(),
+            self.authority.issuer(),
+            self.key.clone(),
+        );
+        assertions
+            .clone()
+            .with_lifetime(self.assertion_lifetime)
+            .unwrap_or(assertions)
     }
 }
 
@@ -385,10 +425,21 @@ impl ClientConfigBuilder {
             .client_id
             .filter(|c| !c.trim().is_empty())
             .ok_or_else(|| Error::config("clientId", "missing"))?;
-        let authority = self.authority.ok_or_else(|| Error::config("authority", "missing"))??;
-        let key = self.key.ok_or_else(|| Error::config("privateJwk", "missing"))??;
-        if let Some(bad) = self.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
-            return Err(Error::config("scopes", format!("`{bad}` is not a single scope")));
+        let authority = self
+            .authority
+            .ok_or_else(|| Error::config("authority", "missing"))??;
+        let key = self
+            .key
+            .ok_or_else(|| Error::config("privateJwk", "missing"))??;
+        if let Some(bad) = self
+            .scopes
+            .iter()
+            .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(Error::config(
+                "scopes",
+                format!("`{bad}` is not a single scope"),
+            ));
         }
         let assertion_lifetime = self.assertion_lifetime.unwrap_or(DEFAULT_LIFETIME);
         assertion::check_lifetime(assertion_lifetime)?;
@@ -410,16 +461,31 @@ mod tests {
     #[test]
     fn authority_normalisation() {
         for (input, issuer) in [
-            ("https://helseid-sts.test.nhn.no", "https://helseid-sts.test.nhn.no"),
-            ("https://helseid-sts.test.nhn.no/", "https://helseid-sts.test.nhn.no"),
-            ("https://helseid-sts.test.nhn.no/connect/token", "https://helseid-sts.test.nhn.no"),
-            ("https://helseid-sts.test.nhn.no/connect/token/", "https://helseid-sts.test.nhn.no"),
+            (
+                "https://helseid-sts.test.nhn.no",
+                "https://helseid-sts.test.nhn.no",
+            ),
+            (
+                "https://helseid-sts.test.nhn.no/",
+                "https://helseid-sts.test.nhn.no",
+            ),
+            (
+                "https://helseid-sts.test.nhn.no/connect/token",
+                "https://helseid-sts.test.nhn.no",
+            ),
+            (
+                "https://helseid-sts.test.nhn.no/connect/token/",
+                "https://helseid-sts.test.nhn.no",
+            ),
             (
                 "https://helseid-sts.nhn.no/.well-known/openid-configuration",
                 "https://helseid-sts.nhn.no",
             ),
             ("https://example.org/tenant/", "https://example.org/tenant"),
-            ("http://127.0.0.1:8080/connect/token", "http://127.0.0.1:8080"),
+            (
+                "http://127.0.0.1:8080/connect/token",
+                "http://127.0.0.1:8080",
+            ),
             ("http://localhost:1", "http://localhost:1"),
             ("http://[::1]:9", "http://[::1]:9"),
         ] {
@@ -436,7 +502,10 @@ mod tests {
             let err = Authority::parse(bad).expect_err(bad);
             assert!(err.to_string().contains("`authority`"), "{bad}: {err}");
         }
-        assert_eq!(Environment::Test.authority().issuer(), "https://helseid-sts.test.nhn.no");
+        assert_eq!(
+            Environment::Test.authority().issuer(),
+            "https://helseid-sts.test.nhn.no"
+        );
         assert_eq!(
             Environment::Prod.authority().discovery_url(),
             "https://helseid-sts.nhn.no/.well-known/openid-configuration"
@@ -444,7 +513,10 @@ mod tests {
     }
 
     fn jwk_json() -> String {
-        PrivateJwk::generate_ec(Algorithm::ES256).expect("key").to_json().to_string()
+        PrivateJwk::generate_ec(Algorithm::ES256)
+            .expect("key")
+            .to_json()
+            .to_string()
     }
 
     #[test]
@@ -463,9 +535,15 @@ mod tests {
         });
         let config = ClientConfig::from_json(&file.to_string()).expect("config");
         assert_eq!(config.client_id(), "9a1f-client");
-        assert_eq!(config.authority().issuer(), "https://helseid-sts.test.nhn.no");
+        assert_eq!(
+            config.authority().issuer(),
+            "https://helseid-sts.test.nhn.no"
+        );
         assert_eq!(config.scopes(), ["nhn:cp-api/access", "nhn:other/read"]);
-        assert_eq!(config.client_assertion().audience(), "https://helseid-sts.test.nhn.no");
+        assert_eq!(
+            config.client_assertion().audience(),
+            "https://helseid-sts.test.nhn.no"
+        );
 
         // The same JWK as an object, and URL-encoded inside the string.
         let object: serde_json::Value = serde_json::from_str(&jwk).expect("jwk");
@@ -504,16 +582,31 @@ mod tests {
             (with("clientId", serde_json::json!(5)), "clientId"),
             (with("clientId", serde_json::json!("  ")), "clientId"),
             (with("authority", serde_json::Value::Null), "authority"),
-            (with("authority", serde_json::json!("http://helseid.example")), "authority"),
+            (
+                with("authority", serde_json::json!("http://helseid.example")),
+                "authority",
+            ),
             (with("scopes", serde_json::json!([1])), "scopes"),
             (with("scopes", serde_json::json!({})), "scopes"),
             (with("privateJwk", serde_json::Value::Null), "privateJwk"),
-            (with("privateJwk", serde_json::json!("no jwk here")), "privateJwk"),
-            (with("privateJwk", serde_json::json!("{not json")), "privateJwk"),
-            (with("privateJwk", public_only), "privateJwk.d"),
-            (with("privateJwk", serde_json::json!({"kty": "oct", "k": "AAAA"})), "privateJwk.kty"),
             (
-                with("privateJwk", serde_json::json!({"kty": "EC", "crv": "P-521", "x": "A", "y": "A", "d": "A"})),
+                with("privateJwk", serde_json::json!("no jwk here")),
+                "privateJwk",
+            ),
+            (
+                with("privateJwk", serde_json::json!("{not json")),
+                "privateJwk",
+            ),
+            (with("privateJwk", public_only), "privateJwk.d"),
+            (
+                with("privateJwk", serde_json::json!({"kty": "oct", "k": "AAAA"})),
+                "privateJwk.kty",
+            ),
+            (
+                with(
+                    "privateJwk",
+                    serde_json::json!({"kty": "EC", "crv": "P-521", "x": "A", "y": "A", "d": "A"}),
+                ),
                 "privateJwk.crv",
             ),
             ("[]".to_owned(), "(file)"),
@@ -534,7 +627,8 @@ mod tests {
 
     #[test]
     fn builder_checks_its_parts() {
-        let key = SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key")).expect("key");
+        let key = SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key"))
+            .expect("key");
         let key = Arc::new(key);
         let base = || {
             ClientConfig::builder()
@@ -547,12 +641,26 @@ mod tests {
             Err(Error::Config { field, .. }) => field,
             other => panic!("expected a config error, got {other:?}"),
         };
-        assert_eq!(field(base().assertion_lifetime(Duration::from_secs(61)).build()), "assertionLifetime");
-        assert_eq!(field(base().scopes(["a b"]).build()), "scopes");
-        assert_eq!(field(base().authority_url("http://example.org").build()), "authority");
-        assert_eq!(field(ClientConfig::builder().client_id("c").build()), "authority");
         assert_eq!(
-            field(ClientConfig::builder().client_id("c").environment(Environment::Prod).build()),
+            field(base().assertion_lifetime(Duration::from_secs(61)).build()),
+            "assertionLifetime"
+        );
+        assert_eq!(field(base().scopes(["a b"]).build()), "scopes");
+        assert_eq!(
+            field(base().authority_url("http://example.org").build()),
+            "authority"
+        );
+        assert_eq!(
+            field(ClientConfig::builder().client_id("c").build()),
+            "authority"
+        );
+        assert_eq!(
+            field(
+                ClientConfig::builder()
+                    .client_id("c")
+                    .environment(Environment::Prod)
+                    .build()
+            ),
             "privateJwk"
         );
     }

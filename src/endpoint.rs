@@ -199,14 +199,20 @@ impl TokenEndpointBuilder {
     /// client with extra layers, or a [`tower::service_fn`] closure in tests.
     pub fn http_service<S, B>(mut self, service: S) -> Self
     where
-        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let service = service
-            .map_response(|response: Response<B>| response.map(|body| body.map_err(Into::into).boxed_unsync()))
+            .map_response(|response: Response<B>| {
+                response.map(|body| body.map_err(Into::into).boxed_unsync())
+            })
             .map_err(Into::into);
         self.http = Some(BoxCloneSyncService::new(service));
         self
@@ -294,13 +300,19 @@ fn seconds(field: &str, value: &serde_json::Value, status: StatusCode) -> Result
         _ => None,
     };
     match secs {
-        Some(s) if s >= 1.0 && s <= MAX_EXPIRES_IN.as_secs_f64() => Ok(Duration::from_secs(s as u64)),
+        Some(s) if s >= 1.0 && s <= MAX_EXPIRES_IN.as_secs_f64() => {
+            Ok(Duration::from_secs(s as u64))
+        }
         Some(s) => Err(invalid(
             TOKEN_ENDPOINT,
             status,
             format!("`{field}` of {s} seconds is not a plausible lifetime (1 s to 24 h)"),
         )),
-        None => Err(invalid(TOKEN_ENDPOINT, status, format!("`{field}` is not a number"))),
+        None => Err(invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!("`{field}` is not a number"),
+        )),
     }
 }
 
@@ -352,7 +364,11 @@ impl TokenEndpoint {
                     invalid(
                         DISCOVERY,
                         status,
-                        format!("{} ({})", json_error_without_input(&e), describe(content_type.as_deref())),
+                        format!(
+                            "{} ({})",
+                            json_error_without_input(&e),
+                            describe(content_type.as_deref())
+                        ),
                     )
                 })?;
                 if doc.issuer.trim_end_matches('/') != issuer {
@@ -377,7 +393,9 @@ impl TokenEndpoint {
     pub async fn token_endpoint(&self) -> Result<Arc<str>> {
         self.inner
             .token_endpoint
-            .get_or_try_init(|| async { Ok(Arc::from(self.discovery().await?.token_endpoint.as_str())) })
+            .get_or_try_init(|| async {
+                Ok(Arc::from(self.discovery().await?.token_endpoint.as_str()))
+            })
             .await
             .cloned()
     }
@@ -387,8 +405,10 @@ impl TokenEndpoint {
     /// # Errors
     /// As [`TokenEndpoint::request`].
     pub async fn client_credentials(&self) -> Result<AccessToken> {
-        self.request(&TokenRequest::client_credentials(self.inner.config.scopes().iter().cloned()))
-            .await
+        self.request(&TokenRequest::client_credentials(
+            self.inner.config.scopes().iter().cloned(),
+        ))
+        .await
     }
 
     /// Sends one token request, with a new client assertion, and reads the answer.
@@ -462,9 +482,16 @@ impl TokenEndpoint {
                 .await
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        invalid(endpoint, status, format!("the body is larger than {MAX_BODY} bytes"))
+                        invalid(
+                            endpoint,
+                            status,
+                            format!("the body is larger than {MAX_BODY} bytes"),
+                        )
                     } else {
-                        Error::Transport { endpoint, source: e }
+                        Error::Transport {
+                            endpoint,
+                            source: e,
+                        }
                     }
                 })?
                 .to_bytes();
@@ -486,7 +513,11 @@ fn describe(content_type: Option<&str>) -> String {
     }
 }
 
-fn parse_token_response(status: StatusCode, content_type: Option<&str>, body: &[u8]) -> Result<AccessToken> {
+fn parse_token_response(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<AccessToken> {
     if !status.is_success() {
         // RFC 6749 5.2: a JSON object with `error`.
         return match serde_json::from_slice::<OAuthError>(body) {
@@ -518,20 +549,40 @@ fn parse_token_response(status: StatusCode, content_type: Option<&str>, body: &[
         .filter(|t| !t.is_empty())
         .ok_or_else(|| invalid(TOKEN_ENDPOINT, status, "the response has no `access_token`"))?;
     let token_type = match response.token_type.as_deref() {
-        Some(t) => TokenType::parse(t)
-            .ok_or_else(|| invalid(TOKEN_ENDPOINT, status, format!("unknown `token_type` `{t}`")))?,
-        None => return Err(invalid(TOKEN_ENDPOINT, status, "the response has no `token_type`")),
+        Some(t) => TokenType::parse(t).ok_or_else(|| {
+            invalid(
+                TOKEN_ENDPOINT,
+                status,
+                format!("unknown `token_type` `{t}`"),
+            )
+        })?,
+        None => {
+            return Err(invalid(
+                TOKEN_ENDPOINT,
+                status,
+                "the response has no `token_type`",
+            ));
+        }
     };
     let expires_in = match &response.expires_in {
         Some(v) => seconds("expires_in", v, status)?,
-        None => return Err(invalid(TOKEN_ENDPOINT, status, "the response has no `expires_in`")),
+        None => {
+            return Err(invalid(
+                TOKEN_ENDPOINT,
+                status,
+                "the response has no `expires_in`",
+            ));
+        }
     };
     let rt_expires_in = response
         .rt_expires_in
         .as_ref()
         .map(|v| seconds("rt_expires_in", v, status))
         .transpose()?;
-    let refresh_token = response.refresh_token.filter(|t| !t.is_empty()).map(|t| RefreshToken::new(t.as_str()));
+    let refresh_token = response
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .map(|t| RefreshToken::new(t.as_str()));
     Ok(AccessToken::new(secret.as_str(), token_type, expires_in)?
         .with_scope(response.scope)
         .with_refresh_token(refresh_token, rt_expires_in))
@@ -542,7 +593,11 @@ mod tests {
     use super::*;
 
     fn parse(status: u16, ct: &str, body: &str) -> Result<AccessToken> {
-        parse_token_response(StatusCode::from_u16(status).expect("status"), Some(ct), body.as_bytes())
+        parse_token_response(
+            StatusCode::from_u16(status).expect("status"),
+            Some(ct),
+            body.as_bytes(),
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -565,18 +620,78 @@ mod tests {
     #[test]
     fn bad_answers_keep_the_status_and_say_what_is_wrong() {
         let cases = [
-            (400, "application/json", r#"{"error":"invalid_client","error_description":"x"}"#, "invalid_client"),
-            (502, "text/html", "<html>Bad gateway</html>", "got 24 bytes of content-type text/html"),
-            (500, "application/json", r#"{"message":"oops"}"#, "expected an OAuth error object"),
-            (200, "text/html", "<html>login</html>", "expected a JSON token response"),
-            (200, "application/json", r#"{"token_type":"Bearer","expires_in":60}"#, "no `access_token`"),
-            (200, "application/json", r#"{"access_token":"a","expires_in":60}"#, "no `token_type`"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"mac","expires_in":60}"#, "unknown `token_type`"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"Bearer"}"#, "no `expires_in`"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#, "plausible"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#, "plausible"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"Bearer","expires_in":1e12}"#, "plausible"),
-            (200, "application/json", r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#, "not a number"),
+            (
+                400,
+                "application/json",
+                r#"{"error":"invalid_client","error_description":"x"}"#,
+                "invalid_client",
+            ),
+            (
+                502,
+                "text/html",
+                "<html>Bad gateway</html>",
+                "got 24 bytes of content-type text/html",
+            ),
+            (
+                500,
+                "application/json",
+                r#"{"message":"oops"}"#,
+                "expected an OAuth error object",
+            ),
+            (
+                200,
+                "text/html",
+                "<html>login</html>",
+                "expected a JSON token response",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"token_type":"Bearer","expires_in":60}"#,
+                "no `access_token`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","expires_in":60}"#,
+                "no `token_type`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"mac","expires_in":60}"#,
+                "unknown `token_type`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer"}"#,
+                "no `expires_in`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":1e12}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#,
+                "not a number",
+            ),
         ];
         for (status, ct, body, expected) in cases {
             let err = parse(status, ct, body).expect_err(body);
@@ -587,10 +702,19 @@ mod tests {
 
     #[test]
     fn a_token_never_reaches_an_error_message() {
-        let err = parse(200, "application/json", r#"{"access_token":"SECRET-TOKEN","token_type":"Bearer","expires_in":true}"#)
-            .expect_err("bad expires_in");
+        let err = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"SECRET-TOKEN","token_type":"Bearer","expires_in":true}"#,
+        )
+        .expect_err("bad expires_in");
         assert!(!err.to_string().contains("SECRET"), "{err}");
-        let err = parse(200, "application/json", r#"{"access_token":["SECRET-TOKEN"]}"#).expect_err("bad type");
+        let err = parse(
+            200,
+            "application/json",
+            r#"{"access_token":["SECRET-TOKEN"]}"#,
+        )
+        .expect_err("bad type");
         assert!(!err.to_string().contains("SECRET"), "{err}");
     }
 }

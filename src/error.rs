@@ -175,7 +175,10 @@ mod tests {
             e.to_string(),
             "token endpoint returned invalid_client: bad signature (HTTP 400 Bad Request)"
         );
-        assert_eq!(e.oauth_error().map(|e| e.error.as_str()), Some("invalid_client"));
+        assert_eq!(
+            e.oauth_error().map(|e| e.error.as_str()),
+            Some("invalid_client")
+        );
         assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
     }
 }

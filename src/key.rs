@@ -222,7 +222,8 @@ impl PrivateJwk {
     /// [`Error::Config`] naming `privateJwk` when the text is not a JWK object. The
     /// message gives the position, never the text.
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| Error::config(JWK_FIELD, json_error_without_input(&e)))
+        serde_json::from_str(json)
+            .map_err(|e| Error::config(JWK_FIELD, json_error_without_input(&e)))
     }
 
     /// Serialises the JWK, private members included. Write it only where a private key
@@ -249,7 +250,10 @@ impl PrivateJwk {
     /// [`Error::Config`] for an EC algorithm or an unsupported size.
     pub fn generate_rsa(bits: usize, alg: Algorithm) -> Result<Self> {
         if !alg.is_rsa() {
-            return Err(Error::config("alg", format!("{alg} is not an RSA algorithm")));
+            return Err(Error::config(
+                "alg",
+                format!("{alg} is not an RSA algorithm"),
+            ));
         }
         let size = match bits {
             2048 => rsa::KeySize::Rsa2048,
@@ -296,11 +300,15 @@ impl PrivateJwk {
     /// [`Error::Config`] for an RSA algorithm.
     pub fn generate_ec(alg: Algorithm) -> Result<Self> {
         let Some(crv) = alg.curve() else {
-            return Err(Error::config("alg", format!("{alg} is not an EC algorithm")));
+            return Err(Error::config(
+                "alg",
+                format!("{alg} is not an EC algorithm"),
+            ));
         };
         let generated = || -> Option<Self> {
             let pair = EcdsaKeyPair::generate(alg.ecdsa()).ok()?;
-            let d: aws_lc_rs::encoding::EcPrivateKeyBin<'_> = pair.private_key().as_be_bytes().ok()?;
+            let d: aws_lc_rs::encoding::EcPrivateKeyBin<'_> =
+                pair.private_key().as_be_bytes().ok()?;
             let point = pair.public_key().as_ref();
             let coord = (point.len() - 1) / 2;
             let mut jwk = PrivateJwk {
@@ -465,12 +473,18 @@ impl SigningKey {
         if let Some(use_) = jwk.use_.as_deref()
             && use_ != "sig"
         {
-            return Err(jwk_err("use", format!("`{use_}`: a signing key needs `sig`")));
+            return Err(jwk_err(
+                "use",
+                format!("`{use_}`: a signing key needs `sig`"),
+            ));
         }
         let declared = jwk
             .alg
             .as_deref()
-            .map(|a| Algorithm::from_str(a).map_err(|_| jwk_err("alg", format!("unsupported algorithm `{a}`"))))
+            .map(|a| {
+                Algorithm::from_str(a)
+                    .map_err(|_| jwk_err("alg", format!("unsupported algorithm `{a}`")))
+            })
             .transpose()?;
         let (alg, pair) = match jwk.kty.as_str() {
             "RSA" => {
@@ -487,7 +501,9 @@ impl SigningKey {
                     Some(other) => {
                         return Err(jwk_err(
                             "crv",
-                            format!("unsupported curve `{other}` (HelseID accepts P-256 and P-384)"),
+                            format!(
+                                "unsupported curve `{other}` (HelseID accepts P-256 and P-384)"
+                            ),
                         ));
                     }
                     None => return Err(jwk_err("crv", "missing")),
@@ -497,7 +513,10 @@ impl SigningKey {
                 {
                     return Err(jwk_err(
                         "alg",
-                        format!("{declared} does not fit a key on curve {}", alg.curve().unwrap_or("?")),
+                        format!(
+                            "{declared} does not fit a key on curve {}",
+                            alg.curve().unwrap_or("?")
+                        ),
                     ));
                 }
                 (alg, KeyPair::Ec(Self::ec_pair(jwk, alg)?))
@@ -520,7 +539,10 @@ impl SigningKey {
 
     fn rsa_pair(jwk: &PrivateJwk) -> Result<RsaKeyPair> {
         if jwk.d.is_none() {
-            return Err(jwk_err("d", "missing: this is a public key, and signing needs the private key"));
+            return Err(jwk_err(
+                "d",
+                "missing: this is a public key, and signing needs the private key",
+            ));
         }
         let n = decode_member("n", &jwk.n)?;
         let e = decode_member("e", &jwk.e)?;
@@ -532,7 +554,10 @@ impl SigningKey {
         let qi = decode_member("qi", &jwk.qi)?;
         let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
         if bits < 2048 {
-            return Err(jwk_err("n", format!("RSA key of about {bits} bits is too short (at least 2048)")));
+            return Err(jwk_err(
+                "n",
+                format!("RSA key of about {bits} bits is too short (at least 2048)"),
+            ));
         }
         let key = pkcs1::RsaPrivateKeyRef {
             modulus: uint("n", &n)?,
@@ -546,7 +571,8 @@ impl SigningKey {
             other_prime_infos: None,
         };
         let der = Zeroizing::new(
-            pkcs1::der::Encode::to_der(&key).map_err(|_| jwk_err("n", "cannot encode the RSA key"))?,
+            pkcs1::der::Encode::to_der(&key)
+                .map_err(|_| jwk_err("n", "cannot encode the RSA key"))?,
         );
         RsaKeyPair::from_der(&der)
             .map_err(|e| Error::config(JWK_FIELD, format!("the RSA key is not valid ({e})")))
@@ -554,7 +580,10 @@ impl SigningKey {
 
     fn ec_pair(jwk: &PrivateJwk, alg: Algorithm) -> Result<EcdsaKeyPair> {
         if jwk.d.is_none() {
-            return Err(jwk_err("d", "missing: this is a public key, and signing needs the private key"));
+            return Err(jwk_err(
+                "d",
+                "missing: this is a public key, and signing needs the private key",
+            ));
         }
         let len = if alg == Algorithm::ES256 { 32 } else { 48 };
         let x = decode_member("x", &jwk.x)?;
@@ -562,7 +591,10 @@ impl SigningKey {
         let d = decode_member("d", &jwk.d)?;
         for (name, v) in [("x", &x), ("y", &y), ("d", &d)] {
             if v.len() != len {
-                return Err(jwk_err(name, format!("must be {len} bytes for {alg}, is {}", v.len())));
+                return Err(jwk_err(
+                    name,
+                    format!("must be {len} bytes for {alg}, is {}", v.len()),
+                ));
             }
         }
         let mut point = Vec::with_capacity(1 + 2 * len);
@@ -604,7 +636,11 @@ impl SigningKey {
                     .map_err(|_| failed)?;
                 Ok(sig)
             }
-            KeyPair::Ec(pair) => Ok(pair.sign(&self.rng, message).map_err(|_| failed)?.as_ref().to_vec()),
+            KeyPair::Ec(pair) => Ok(pair
+                .sign(&self.rng, message)
+                .map_err(|_| failed)?
+                .as_ref()
+                .to_vec()),
         }
     }
 
@@ -635,7 +671,11 @@ impl SigningKey {
     }
 
     /// Signs `claims` under an already encoded header (see `encoded_header`).
-    pub(crate) fn sign_with_header<T: Serialize + ?Sized>(&self, header: &str, claims: &T) -> Result<String> {
+    pub(crate) fn sign_with_header<T: Serialize + ?Sized>(
+        &self,
+        header: &str,
+        claims: &T,
+    ) -> Result<String> {
         let claims = serde_json::to_vec(claims).map_err(|_| Error::Sign { what: "JWT claims" })?;
         let mut jwt = String::with_capacity(header.len() + claims.len() * 4 / 3 + 700);
         jwt.push_str(header);
@@ -661,7 +701,11 @@ impl SigningKey {
     ///
     /// # Errors
     /// As [`SigningKey::sign_jwt`].
-    pub fn sign_jwt_with_jwk<T: Serialize + ?Sized>(&self, typ: &str, claims: &T) -> Result<String> {
+    pub fn sign_jwt_with_jwk<T: Serialize + ?Sized>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String> {
         self.sign_with_header(&self.encoded_header(typ, true), claims)
     }
 }
@@ -684,7 +728,11 @@ mod tests {
                 Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
                 _ => &signature::RSA_PSS_2048_8192_SHA512,
             };
-            signature::RsaPublicKeyComponents { n: &n, e: &e }.verify(params, message.as_bytes(), &sig)
+            signature::RsaPublicKeyComponents { n: &n, e: &e }.verify(
+                params,
+                message.as_bytes(),
+                &sig,
+            )
         } else {
             let x = b64_decode(public.x.as_deref().expect("x")).expect("x");
             let y = b64_decode(public.y.as_deref().expect("y")).expect("y");
@@ -702,8 +750,14 @@ mod tests {
     #[test]
     fn generated_keys_round_trip_and_verify() {
         for (jwk, alg) in [
-            (PrivateJwk::generate_rsa(2048, Algorithm::RS256), Algorithm::RS256),
-            (PrivateJwk::generate_rsa(2048, Algorithm::PS256), Algorithm::PS256),
+            (
+                PrivateJwk::generate_rsa(2048, Algorithm::RS256),
+                Algorithm::RS256,
+            ),
+            (
+                PrivateJwk::generate_rsa(2048, Algorithm::PS256),
+                Algorithm::PS256,
+            ),
             (PrivateJwk::generate_ec(Algorithm::ES256), Algorithm::ES256),
             (PrivateJwk::generate_ec(Algorithm::ES384), Algorithm::ES384),
         ] {
@@ -713,8 +767,13 @@ mod tests {
             assert_eq!(key.algorithm(), alg);
             assert_eq!(key.kid(), jwk.kid());
             assert_eq!(key.kid(), Some(key.thumbprint()));
-            let jwt = key.sign_jwt("JWT", &serde_json::json!({"a": 1})).expect("sign");
-            assert!(verify(&jwt, key.public_jwk(), alg), "{alg} signature must verify");
+            let jwt = key
+                .sign_jwt("JWT", &serde_json::json!({"a": 1}))
+                .expect("sign");
+            assert!(
+                verify(&jwt, key.public_jwk(), alg),
+                "{alg} signature must verify"
+            );
             let mut tampered = jwt.clone();
             tampered.insert_str(jwt.find('.').expect("dot") + 1, "e30");
             assert!(!verify(&tampered, key.public_jwk(), alg));
@@ -725,10 +784,16 @@ mod tests {
     fn rsa_defaults_to_rs512_and_ec_by_curve() {
         let mut jwk = PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("generate");
         jwk.alg = None;
-        assert_eq!(SigningKey::from_jwk(&jwk).expect("key").algorithm(), Algorithm::RS512);
+        assert_eq!(
+            SigningKey::from_jwk(&jwk).expect("key").algorithm(),
+            Algorithm::RS512
+        );
         let mut jwk = PrivateJwk::generate_ec(Algorithm::ES384).expect("generate");
         jwk.alg = None;
-        assert_eq!(SigningKey::from_jwk(&jwk).expect("key").algorithm(), Algorithm::ES384);
+        assert_eq!(
+            SigningKey::from_jwk(&jwk).expect("key").algorithm(),
+            Algorithm::ES384
+        );
     }
 
     #[test]
@@ -740,25 +805,61 @@ mod tests {
             e: Some("AQAB".into()),
             ..PublicJwk::default()
         };
-        assert_eq!(jwk.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]
     fn bad_jwks_name_the_member() {
         let cases: Vec<(String, &str)> = vec![
             (r#"{"kty":"oct","k":"c2VjcmV0"}"#.into(), "privateJwk.kty"),
-            (r#"{"kty":"OKP","crv":"Ed25519","x":"AA","d":"AA"}"#.into(), "privateJwk.kty"),
+            (
+                r#"{"kty":"OKP","crv":"Ed25519","x":"AA","d":"AA"}"#.into(),
+                "privateJwk.kty",
+            ),
             (r#"{"n":"AQAB"}"#.into(), "privateJwk.kty"),
-            (r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","d":"AA"}"#.into(), "privateJwk.crv"),
-            (r#"{"kty":"EC","crv":"secp256k1","x":"AA","y":"AA","d":"AA"}"#.into(), "privateJwk.crv"),
-            (r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}"#.into(), "privateJwk.d"),
-            (r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#.into(), "privateJwk.d"),
-            (r#"{"kty":"RSA","n":"AQAB","e":"AQAB","d":"!!!"}"#.into(), "privateJwk.d"),
-            (r#"{"kty":"RSA","e":"AQAB","d":"AQAB"}"#.into(), "privateJwk.n"),
-            (r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA","use":"enc"}"#.into(), "privateJwk.use"),
-            (r#"{"kty":"EC","crv":"P-256","alg":"RS256","x":"AA","y":"AA","d":"AA"}"#.into(), "privateJwk.alg"),
-            (r#"{"kty":"EC","crv":"P-256","alg":"HS256","x":"AA","y":"AA","d":"AA"}"#.into(), "privateJwk.alg"),
-            (r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA"}"#.into(), "privateJwk.x"),
+            (
+                r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","d":"AA"}"#.into(),
+                "privateJwk.crv",
+            ),
+            (
+                r#"{"kty":"EC","crv":"secp256k1","x":"AA","y":"AA","d":"AA"}"#.into(),
+                "privateJwk.crv",
+            ),
+            (
+                r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}"#.into(),
+                "privateJwk.d",
+            ),
+            (
+                r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#.into(),
+                "privateJwk.d",
+            ),
+            (
+                r#"{"kty":"RSA","n":"AQAB","e":"AQAB","d":"!!!"}"#.into(),
+                "privateJwk.d",
+            ),
+            (
+                r#"{"kty":"RSA","e":"AQAB","d":"AQAB"}"#.into(),
+                "privateJwk.n",
+            ),
+            (
+                r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA","use":"enc"}"#.into(),
+                "privateJwk.use",
+            ),
+            (
+                r#"{"kty":"EC","crv":"P-256","alg":"RS256","x":"AA","y":"AA","d":"AA"}"#.into(),
+                "privateJwk.alg",
+            ),
+            (
+                r#"{"kty":"EC","crv":"P-256","alg":"HS256","x":"AA","y":"AA","d":"AA"}"#.into(),
+                "privateJwk.alg",
+            ),
+            (
+                r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA","d":"AA"}"#.into(),
+                "privateJwk.x",
+            ),
             ("not json".into(), "privateJwk"),
             (r#"{"kty": 5}"#.into(), "privateJwk"),
         ];
@@ -775,13 +876,19 @@ mod tests {
     fn mismatched_key_material_is_rejected() {
         let a = PrivateJwk::generate_ec(Algorithm::ES256).expect("a");
         let b = PrivateJwk::generate_ec(Algorithm::ES256).expect("b");
-        let mixed = PrivateJwk { d: b.d.clone(), ..a };
+        let mixed = PrivateJwk {
+            d: b.d.clone(),
+            ..a
+        };
         let err = SigningKey::from_jwk(&mixed).expect_err("mixed key");
         assert!(err.to_string().contains("privateJwk"), "{err}");
 
         let a = PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("a");
         let b = PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("b");
-        let mixed = PrivateJwk { p: b.p.clone(), ..a };
+        let mixed = PrivateJwk {
+            p: b.p.clone(),
+            ..a
+        };
         let err = SigningKey::from_jwk(&mixed).expect_err("mixed key");
         assert!(err.to_string().contains("privateJwk"), "{err}");
     }

@@ -1,4 +1,51 @@
-//! HelseID for tower and hyper.
+//! HelseID for tower and hyper: tokens from Norsk Helsenett's identity provider for any
+//! Rust service.
+//!
+//! [HelseID](https://utviklerportal.nhn.no) is the OAuth 2.0 / OpenID Connect provider
+//! of the Norwegian health sector. A registered system authenticates with a client
+//! assertion, a JWT signed with its private key (`private_key_jwt`), and gets access
+//! tokens for NHN's APIs. This crate
+//!
+//! - reads the client configuration file from HelseID's self-service portal
+//!   ([`config`]), the private JWK in it ([`key`]);
+//! - signs client assertions exactly as HelseID wants them ([`assertion`]): `aud` is
+//!   the issuer, each assertion is used once, tenancy goes in `assertion_details`;
+//! - gets tokens from the token endpoint over any tower HTTP service ([`endpoint`]),
+//!   by default hyper-util with rustls ([`transport`]);
+//! - ships a strict local HelseID emulator ([`emulator`], feature `emulator`) so that
+//!   everything runs, and is tested, without a registration at NHN.
+//!
+//! # Example
+//! ```no_run
+//! use helseid::config::ClientConfig;
+//! use helseid::endpoint::{TokenEndpoint, TokenRequest};
+//!
+//! # async fn run() -> Result<(), helseid::Error> {
+//! let config = ClientConfig::from_file("helseid-client.json")?;
+//! let endpoint = TokenEndpoint::new(config)?;
+//! let request = TokenRequest::client_credentials(["nhn:cp-api/access"])
+//!     .with_tenant("999999999:888888888".parse()?);
+//! let token = endpoint.request(&request).await?;
+//! // `Authorization: Bearer ...`, built once and marked sensitive.
+//! let header = token.authorization();
+//! # let _ = header;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//! | feature    | default | what it adds |
+//! |------------|---------|--------------|
+//! | `emulator` | via `cli` | [`emulator`]: a local HelseID (axum) for tests and demos |
+//! | `cli`      | yes     | the `helseid` command line |
+//!
+//! Library users who need neither: `default-features = false`.
+//!
+//! # Secrets
+//! Private keys, client assertions, access and refresh tokens never appear in `Debug`,
+//! `Display`, logs or errors. Their accessors (`secret()`, `as_str()`) carry a warning.
+//!
+//! # Minimum supported Rust version
+//! Rust 1.88.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod assertion;
@@ -14,3 +61,8 @@ pub mod transport;
 pub mod emulator;
 
 pub use error::{Error, OAuthError, Result};
+
+/// The README's examples are compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

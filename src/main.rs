@@ -20,7 +20,11 @@ const CPE_SCOPE: &str = "nhn:cp-api/access";
 const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
 
 #[derive(Parser)]
-#[command(name = "helseid", version, about = "HelseID tokens and a local HelseID emulator")]
+#[command(
+    name = "helseid",
+    version,
+    about = "HelseID tokens and a local HelseID emulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -90,7 +94,10 @@ fn report(error: &(dyn std::error::Error + 'static)) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -157,7 +164,11 @@ impl Demo {
 }
 
 async fn token(args: TokenArgs) -> CliResult {
-    let tenant = args.tenant.as_deref().map(str::parse::<Tenant>).transpose()?;
+    let tenant = args
+        .tenant
+        .as_deref()
+        .map(str::parse::<Tenant>)
+        .transpose()?;
     // Keeps the embedded emulator running until the token is printed.
     let mut _demo = None;
     let mut config = match &args.config {
@@ -208,7 +219,9 @@ async fn token(args: TokenArgs) -> CliResult {
 fn decode_jwt(jwt: &str) -> Result<(serde_json::Value, serde_json::Value), String> {
     let part = |i: usize| -> Result<serde_json::Value, String> {
         let text = jwt.split('.').nth(i).ok_or("the token is not a JWT")?;
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| "the token is not a JWT (base64url)")?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| "the token is not a JWT (base64url)")?;
         serde_json::from_slice(&bytes).map_err(|_| "the token is not a JWT (JSON)".to_owned())
     };
     Ok((part(0)?, part(1)?))
@@ -218,7 +231,10 @@ async fn emulator(args: EmulatorArgs) -> CliResult {
     let demo = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
     if let Some(path) = &args.write_config {
         write_private_file(path, &serde_json::to_vec_pretty(&demo.config_file())?)?;
-        eprintln!("helseid: wrote a client configuration for `{DEMO_CLIENT_ID}` to {}", path.display());
+        eprintln!(
+            "helseid: wrote a client configuration for `{DEMO_CLIENT_ID}` to {}",
+            path.display()
+        );
     }
     {
         let mut out = std::io::stdout().lock();

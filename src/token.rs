@@ -86,7 +86,11 @@ impl AccessToken {
     /// # Errors
     /// [`Error::InvalidResponse`] when the token contains characters that cannot stand in
     /// an HTTP header.
-    pub fn new(secret: impl Into<String>, token_type: TokenType, expires_in: Duration) -> Result<Self> {
+    pub fn new(
+        secret: impl Into<String>,
+        token_type: TokenType,
+        expires_in: Duration,
+    ) -> Result<Self> {
         let secret = Zeroizing::new(secret.into());
         let authorization = authorization_header(&token_type, &secret)?;
         Ok(AccessToken {
@@ -105,7 +109,11 @@ impl AccessToken {
         self
     }
 
-    pub(crate) fn with_refresh_token(mut self, token: Option<RefreshToken>, expires_in: Option<Duration>) -> Self {
+    pub(crate) fn with_refresh_token(
+        mut self,
+        token: Option<RefreshToken>,
+        expires_in: Option<Duration>,
+    ) -> Self {
         self.refresh_token = token;
         self.refresh_token_expires_at = expires_in.map(|d| Instant::now() + d);
         self
@@ -142,7 +150,10 @@ impl AccessToken {
 
     /// The granted scopes, when the token endpoint said which (`scope` in the response).
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or_default().split_ascii_whitespace()
+        self.scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
     }
 
     /// The refresh token that came with this access token, if any.
@@ -163,13 +174,14 @@ impl AccessToken {
 }
 
 fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderValue> {
-    let mut value = HeaderValue::try_from(format!("{} {}", token_type.scheme(), secret)).map_err(|_| {
-        Error::InvalidResponse {
-            endpoint: "token endpoint",
-            status: http::StatusCode::OK,
-            reason: "the access token contains characters not allowed in an HTTP header".into(),
-        }
-    })?;
+    let mut value =
+        HeaderValue::try_from(format!("{} {}", token_type.scheme(), secret)).map_err(|_| {
+            Error::InvalidResponse {
+                endpoint: "token endpoint",
+                status: http::StatusCode::OK,
+                reason: "the access token contains characters not allowed in an HTTP header".into(),
+            }
+        })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -207,25 +219,39 @@ mod tests {
     fn debug_redacts_and_header_is_sensitive() {
         let token = AccessToken::new("s3cr3t-access", TokenType::DPoP, Duration::from_secs(60))
             .expect("token")
-            .with_refresh_token(Some(RefreshToken::new("s3cr3t-refresh")), Some(Duration::from_secs(600)));
+            .with_refresh_token(
+                Some(RefreshToken::new("s3cr3t-refresh")),
+                Some(Duration::from_secs(600)),
+            );
         let debug = format!("{token:?}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
         assert!(token.authorization().is_sensitive());
         assert!(!format!("{:?}", token.authorization()).contains("s3cr3t"));
-        assert_eq!(token.authorization().to_str().expect("ascii"), "DPoP s3cr3t-access");
-        assert_eq!(token.refresh_token().map(RefreshToken::secret), Some("s3cr3t-refresh"));
+        assert_eq!(
+            token.authorization().to_str().expect("ascii"),
+            "DPoP s3cr3t-access"
+        );
+        assert_eq!(
+            token.refresh_token().map(RefreshToken::secret),
+            Some("s3cr3t-refresh")
+        );
     }
 
     #[test]
     fn header_injection_is_refused() {
-        let err = AccessToken::new("abc\r\nX-Evil: 1", TokenType::Bearer, Duration::from_secs(60))
-            .expect_err("newline in token");
+        let err = AccessToken::new(
+            "abc\r\nX-Evil: 1",
+            TokenType::Bearer,
+            Duration::from_secs(60),
+        )
+        .expect_err("newline in token");
         assert!(!err.to_string().contains("Evil"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn expiry_follows_tokio_time() {
-        let token = AccessToken::new("t", TokenType::Bearer, Duration::from_secs(60)).expect("token");
+        let token =
+            AccessToken::new("t", TokenType::Bearer, Duration::from_secs(60)).expect("token");
         assert!(!token.is_expired());
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(token.expires_in(), Duration::from_secs(1));

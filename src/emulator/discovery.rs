@@ -1,0 +1,37 @@
+//! The discovery document and the JWKS.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State as Extract;
+use serde_json::{Value, json};
+
+use super::state::State;
+use super::token::TOKEN_EXCHANGE;
+
+/// `GET /.well-known/openid-configuration`.
+pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<Value> {
+    let scopes: BTreeSet<&str> = state
+        .clients
+        .values()
+        .flat_map(|client| client.scopes.iter().map(String::as_str))
+        .collect();
+    Json(json!({
+        "issuer": state.issuer,
+        "jwks_uri": state.jwks_uri(),
+        "token_endpoint": state.token_endpoint,
+        "grant_types_supported": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported":
+            ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"],
+        "dpop_signing_alg_values_supported":
+            ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
+        "scopes_supported": scopes,
+    }))
+}
+
+/// `GET /.well-known/openid-configuration/jwks`.
+pub(crate) async fn jwks(Extract(state): Extract<Arc<State>>) -> Json<Value> {
+    Json(state.signing_jwks())
+}

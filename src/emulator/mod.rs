@@ -1,0 +1,407 @@
+//! A local HelseID emulator, for tests and for running without a registration at NHN.
+//!
+//! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
+//! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
+//! client that gets a token from the emulator should get one from HelseID too. It
+//! serves
+//!
+//! - `GET /.well-known/openid-configuration`: the discovery document;
+//! - `GET /.well-known/openid-configuration/jwks`: the emulator's own signing key;
+//! - `POST /connect/token`: the `client_credentials` grant, with `private_key_jwt`
+//!   client authentication only.
+//!
+//! A client assertion is rejected (`invalid_client`) unless its header has
+//! `typ: client-authentication+jwt` and an asymmetric `alg` that fits the registered key,
+//! its signature verifies with that key, `iss` and `sub` are the client id, `aud` is
+//! exactly the issuer (not the token endpoint), `iat`, `nbf` and `exp` are numbers with
+//! `exp - iat` at most 60 seconds and the assertion is currently valid (5 seconds of
+//! clock skew allowed), and its `jti` has not been seen before. Scopes the client was not
+//! granted give `invalid_scope`; a malformed `assertion_details` (or
+//! `authorization_details`) claim gives `invalid_request` with a `HID-10xx` code in the
+//! description. Error descriptions say precisely what is wrong, and never quote the
+//! assertion.
+//!
+//! Issued access tokens are RS256 JWTs with `typ: at+jwt`, signed with a key the
+//! emulator generates when it starts; [`Emulator::verify_access_token`] checks them.
+//!
+//! # Example
+//! ```
+//! use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
+//! use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), helseid::Error> {
+//! let key = SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256)?)?;
+//! let emulator = Emulator::builder()
+//!     .client(
+//!         ClientRegistration::new("my-client", key.public_jwk().clone())
+//!             .scopes(["nhn:cp-api/access"])
+//!             .tenancy(Tenancy::Multi),
+//!     )
+//!     .start()
+//!     .await?;
+//! // Point the client at `emulator.issuer()`; it posts to the token endpoint.
+//! assert_eq!(emulator.token_endpoint(), format!("{}/connect/token", emulator.issuer()));
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod client_auth;
+mod discovery;
+mod form;
+mod response;
+mod state;
+mod tenancy;
+mod token;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
+
+use self::state::{ClientKey, RegisteredClient, State};
+
+/// The default lifetime of issued access tokens.
+const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// How long [`Emulator::shutdown`] waits for requests in flight before it aborts the
+/// server task.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How a client acts for organisations (HelseID's client tenancy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Tenancy {
+    /// A multi-tenant client: it names the parent organisation (and optionally a child
+    /// organisation) in each client assertion, with system `urn:oid:1.0.6523` and value
+    /// `NO:ORGNR:<parent>` or `NO:ORGNR:<parent>:<child>`.
+    #[default]
+    Multi,
+    /// A single-tenant client: the parent organisation is fixed by the registration, and
+    /// the client may name a child organisation with system
+    /// `urn:oid:2.16.578.1.12.4.1.4.101` and value `<child>`.
+    Single {
+        /// The parent organisation's number (nine digits).
+        parent_orgnr: String,
+    },
+}
+
+/// A client registered at the emulator, as a client is registered in HelseID's
+/// self-service portal.
+#[derive(Clone, Debug)]
+pub struct ClientRegistration {
+    client_id: String,
+    jwk: PublicJwk,
+    scopes: Vec<String>,
+    tenancy: Tenancy,
+}
+
+impl ClientRegistration {
+    /// A client with this id, authenticating with the private key whose public half is
+    /// `jwk`. It has no scopes until [`scopes`](Self::scopes) grants some, and is
+    /// multi-tenant until [`tenancy`](Self::tenancy) says otherwise.
+    pub fn new(client_id: impl Into<String>, jwk: PublicJwk) -> Self {
+        ClientRegistration {
+            client_id: client_id.into(),
+            jwk,
+            scopes: Vec::new(),
+            tenancy: Tenancy::Multi,
+        }
+    }
+
+    /// The scopes this client may request (for example `nhn:cp-api/access`). A token
+    /// request without `scope` gets all of them. Default: none.
+    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The client's tenancy. Default: [`Tenancy::Multi`].
+    pub fn tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.tenancy = tenancy;
+        self
+    }
+}
+
+/// Configures and starts an [`Emulator`]; made by [`Emulator::builder`].
+#[derive(Debug)]
+pub struct EmulatorBuilder {
+    clients: Vec<ClientRegistration>,
+    access_token_lifetime: Duration,
+    bind: SocketAddr,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        EmulatorBuilder {
+            clients: Vec::new(),
+            access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// Registers a client. Call once per client.
+    pub fn client(mut self, client: ClientRegistration) -> Self {
+        self.clients.push(client);
+        self
+    }
+
+    /// The lifetime of issued access tokens (their `exp - iat`, and `expires_in` in the
+    /// token response), in whole seconds. Default: 3600 seconds.
+    pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_token_lifetime = lifetime;
+        self
+    }
+
+    /// The address to listen on. Default: `127.0.0.1:0` (a free port on the loopback
+    /// interface).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// Binds the listener, generates the emulator's signing key, and serves on the
+    /// current tokio runtime until the [`Emulator`] is shut down or dropped.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a registration is wrong (an empty or repeated client id, a
+    /// public key the emulator cannot use, a parent organisation number that is not nine
+    /// digits), when the access token lifetime is under one second, or when the address
+    /// cannot be bound. [`Error::Sign`] if the signing key cannot be generated.
+    pub async fn start(self) -> Result<Emulator> {
+        install_crypto_provider();
+        let lifetime = self.access_token_lifetime;
+        if lifetime.as_secs() == 0 {
+            return Err(Error::config(
+                "access_token_lifetime",
+                "must be at least one second",
+            ));
+        }
+        let mut clients = HashMap::with_capacity(self.clients.len());
+        for registration in self.clients {
+            let client = register(registration)?;
+            if clients.contains_key(&client.id) {
+                return Err(Error::config(
+                    "client_id",
+                    format!("client `{}` is registered twice", client.id),
+                ));
+            }
+            clients.insert(client.id.clone(), client);
+        }
+
+        let listener = tokio::net::TcpListener::bind(self.bind)
+            .await
+            .map_err(|e| Error::config("bind", format!("cannot listen on {}: {e}", self.bind)))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::config("bind", format!("cannot read the bound address: {e}")))?;
+        let issuer = format!("http://{}", reachable(local_addr));
+
+        let signing_key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256)?)?;
+        let state = Arc::new(State::new(issuer, clients, signing_key, lifetime)?);
+
+        let (stop, mut stopped) = watch::channel(false);
+        let app = router(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            // Either an explicit `true` or the sender being dropped stops the server.
+            let signal = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
+                tracing::warn!(error = %e, "helseid emulator stopped with an error");
+            }
+        });
+        tracing::debug!(issuer = %state.issuer, "helseid emulator started");
+        Ok(Emulator {
+            state,
+            local_addr,
+            stop,
+            task,
+        })
+    }
+}
+
+/// A running HelseID emulator.
+///
+/// The server runs on a tokio task until [`shutdown`](Self::shutdown) is called or the
+/// value is dropped (dropping signals a graceful shutdown and returns at once).
+pub struct Emulator {
+    state: Arc<State>,
+    local_addr: SocketAddr,
+    /// Dropping this sender also stops the server.
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("issuer", &self.state.issuer)
+            .field("local_addr", &self.local_addr)
+            .field("clients", &self.state.clients.len())
+            .field("token_requests", &self.token_requests())
+            .field("tokens_issued", &self.tokens_issued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// A builder with no clients, tokens that live 3600 seconds, listening on
+    /// `127.0.0.1:0`.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The issuer, for example `http://127.0.0.1:38421` (no trailing slash). Client
+    /// assertions must carry exactly this as `aud`.
+    pub fn issuer(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// The token endpoint: the issuer followed by `/connect/token`.
+    pub fn token_endpoint(&self) -> String {
+        self.state.token_endpoint.clone()
+    }
+
+    /// The address the emulator listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The emulator's public signing keys as a JWKS: `{"keys": [...]}`, the document
+    /// served at the `jwks_uri`.
+    pub fn signing_jwks(&self) -> serde_json::Value {
+        self.state.signing_jwks()
+    }
+
+    /// How many `POST /connect/token` requests arrived, whatever their outcome.
+    pub fn token_requests(&self) -> u64 {
+        self.state.token_requests.load(Ordering::Relaxed)
+    }
+
+    /// How many access tokens the emulator issued.
+    pub fn tokens_issued(&self) -> u64 {
+        self.state.tokens_issued.load(Ordering::Relaxed)
+    }
+
+    /// Makes the token endpoint answer only after `delay` (a `tokio::time::sleep` after
+    /// the request has been checked), to test caching and concurrent callers. Zero turns
+    /// the delay off.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.state.set_token_delay(delay);
+    }
+
+    /// Checks an access token issued by this emulator: the signature (the emulator's own
+    /// key), `typ: at+jwt`, `iss`, and `exp` (with 5 seconds of leeway). Returns its
+    /// claims.
+    ///
+    /// # Errors
+    /// A description of what is wrong; it never contains the token.
+    pub fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, String> {
+        self.state.verify_access_token(token)
+    }
+
+    /// Stops the server: no new connections are accepted, requests in flight get up to
+    /// five seconds to finish, then the server task is aborted.
+    pub async fn shutdown(self) {
+        let Emulator { stop, mut task, .. } = self;
+        let _ = stop.send(true);
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+        tracing::debug!("helseid emulator stopped");
+    }
+}
+
+/// Installs jsonwebtoken's aws-lc-rs provider; jsonwebtoken panics at the first
+/// verification otherwise. A provider installed earlier (by anyone) is kept.
+fn install_crypto_provider() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// The address clients reach the listener at: an unspecified address (`0.0.0.0`, `::`)
+/// becomes the loopback address.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Checks a registration and prepares its verification key.
+fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
+    let ClientRegistration {
+        client_id,
+        jwk,
+        scopes,
+        tenancy,
+    } = registration;
+    if client_id.is_empty() {
+        return Err(Error::config("client_id", "must not be empty"));
+    }
+    if let Tenancy::Single { parent_orgnr } = &tenancy
+        && !tenancy::is_orgnr(parent_orgnr)
+    {
+        return Err(Error::config(
+            "parent_orgnr",
+            format!("client `{client_id}`: `{parent_orgnr}` is not nine digits"),
+        ));
+    }
+    let key = ClientKey::from_jwk(&jwk)
+        .map_err(|reason| Error::config("jwk", format!("client `{client_id}`: {reason}")))?;
+    let mut granted = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        if scope.is_empty() || scope.contains(char::is_whitespace) {
+            return Err(Error::config(
+                "scopes",
+                format!("client `{client_id}`: `{scope}` is not a valid scope"),
+            ));
+        }
+        if !granted.contains(&scope) {
+            granted.push(scope);
+        }
+    }
+    Ok(RegisteredClient {
+        id: client_id,
+        scopes: granted,
+        tenancy,
+        key,
+    })
+}
+
+/// The emulator's HTTP routes.
+fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::configuration),
+        )
+        .route(
+            "/.well-known/openid-configuration/jwks",
+            get(discovery::jwks),
+        )
+        .route("/connect/token", post(token::token))
+        .with_state(state)
+}

@@ -1,0 +1,101 @@
+//! Token endpoint answers: OAuth 2.0 error bodies (RFC 6749 section 5.2) and the
+//! headers every token response carries.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::OAuthError;
+
+/// The longest claim or parameter value quoted in an error description.
+const MAX_QUOTED: usize = 80;
+
+/// Quotes a client-supplied value in an error description, cut short when long.
+///
+/// Only claim and parameter values are ever quoted, never an assertion or a token.
+pub(crate) fn quote(value: &str) -> String {
+    if value.chars().count() <= MAX_QUOTED {
+        format!("`{value}`")
+    } else {
+        let cut: String = value.chars().take(MAX_QUOTED).collect();
+        format!("`{cut}...`")
+    }
+}
+
+/// A failed token request.
+#[derive(Debug)]
+pub(crate) struct TokenError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+}
+
+impl TokenError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        TokenError {
+            status,
+            code,
+            description: description.into(),
+        }
+    }
+
+    pub(crate) fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    pub(crate) fn invalid_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_client", description)
+    }
+
+    pub(crate) fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
+    }
+
+    pub(crate) fn invalid_target(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", description)
+    }
+
+    pub(crate) fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            description,
+        )
+    }
+
+    pub(crate) fn server_error(description: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            description,
+        )
+    }
+
+    pub(crate) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub(crate) fn description(&self) -> &str {
+        &self.description
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        no_store(
+            (
+                self.status,
+                Json(OAuthError::new(self.code, self.description)),
+            )
+                .into_response(),
+        )
+    }
+}
+
+/// Adds `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 section 5.1).
+pub(crate) fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

@@ -1,0 +1,235 @@
+//! Helpers shared by the integration tests: a plain-HTTP client, JWT inspection, and
+//! test clients that sign their own client assertions.
+// Each test crate uses a different part of this module, and its items are `pub` only so
+// that they read as an API: neither is worth a warning.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
+use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+
+/// The CommunicationParty API scope most tests use.
+pub const CP_SCOPE: &str = "nhn:cp-api/access";
+
+/// The `typ` of client assertions.
+pub const ASSERTION_TYP: &str = "client-authentication+jwt";
+
+/// The `client_assertion_type` of private_key_jwt.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// A fresh random `jti`.
+pub fn random_jti() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("random");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn http_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and returns the status, the headers and the body.
+pub async fn send(request: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = http_client().request(request).await.expect("HTTP request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("response body")
+        .to_bytes();
+    (status, headers, body)
+}
+
+fn json_body(body: &Bytes) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Posts `body` with the given content type; returns status, headers and JSON body.
+pub async fn post_raw(
+    url: &str,
+    content_type: Option<&str>,
+    body: String,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = Request::builder().method(Method::POST).uri(url);
+    if let Some(content_type) = content_type {
+        request = request.header(header::CONTENT_TYPE, content_type);
+    }
+    let request = request.body(Full::new(Bytes::from(body))).expect("request");
+    let (status, headers, body) = send(request).await;
+    (status, headers, json_body(&body))
+}
+
+/// Encodes form fields as `application/x-www-form-urlencoded`.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
+/// Posts a form; returns status and JSON body.
+pub async fn post_form(url: &str, fields: &[(&str, &str)]) -> (StatusCode, Value) {
+    let (status, _, body) = post_form_with_headers(url, fields).await;
+    (status, body)
+}
+
+/// Posts a form; returns status, headers and JSON body.
+pub async fn post_form_with_headers(
+    url: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    post_raw(
+        url,
+        Some("application/x-www-form-urlencoded"),
+        form_body(fields),
+    )
+    .await
+}
+
+/// GETs a JSON document.
+pub async fn get_json(url: &str) -> Value {
+    let request = Request::builder()
+        .uri(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(request).await;
+    assert_eq!(status, StatusCode::OK, "GET {url}");
+    json_body(&body)
+}
+
+fn decode_part(part: &str) -> Value {
+    let bytes = URL_SAFE_NO_PAD.decode(part).expect("base64url JWT part");
+    serde_json::from_slice(&bytes).expect("JSON JWT part")
+}
+
+/// Splits a JWT into its header and claims, without verifying anything.
+pub fn decode_jwt(jwt: &str) -> (Value, Value) {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT has three parts");
+    (decode_part(parts[0]), decode_part(parts[1]))
+}
+
+/// Builds a JWT from any header and claims, with the given raw signature bytes.
+pub fn raw_jwt(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// A client with its own private key, as a test registers it at the emulator.
+#[derive(Debug)]
+pub struct TestClient {
+    pub id: String,
+    pub key: SigningKey,
+}
+
+impl TestClient {
+    /// A client with a fresh P-256 key.
+    pub fn ec(id: &str) -> Self {
+        Self::with_jwk(
+            id,
+            PrivateJwk::generate_ec(Algorithm::ES256).expect("EC key"),
+        )
+    }
+
+    /// A client with a fresh RSA key.
+    pub fn rsa(id: &str, bits: usize, alg: Algorithm) -> Self {
+        Self::with_jwk(id, PrivateJwk::generate_rsa(bits, alg).expect("RSA key"))
+    }
+
+    fn with_jwk(id: &str, jwk: PrivateJwk) -> Self {
+        TestClient {
+            id: id.to_owned(),
+            key: SigningKey::from_jwk(&jwk).expect("signing key"),
+        }
+    }
+
+    /// A registration of this client with the given scopes (multi-tenant).
+    pub fn registration(&self, scopes: &[&str]) -> ClientRegistration {
+        ClientRegistration::new(self.id.clone(), self.key.public_jwk().clone())
+            .scopes(scopes.iter().copied())
+    }
+
+    /// Valid assertion claims for `aud`: 10 s lifetime, fresh `jti`.
+    pub fn claims(&self, aud: &str) -> Value {
+        let now = now();
+        json!({
+            "iss": self.id,
+            "sub": self.id,
+            "aud": aud,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 10,
+            "jti": random_jti(),
+        })
+    }
+
+    /// Signs claims as a client assertion (`typ: client-authentication+jwt`).
+    pub fn sign(&self, claims: &Value) -> String {
+        self.key.sign_jwt(ASSERTION_TYP, claims).expect("sign")
+    }
+
+    /// A valid client assertion for this emulator.
+    pub fn assertion(&self, emulator: &Emulator) -> String {
+        self.sign(&self.claims(emulator.issuer()))
+    }
+}
+
+/// Starts an emulator with one multi-tenant client holding `CP_SCOPE`.
+pub async fn emulator_with(client: &TestClient) -> Emulator {
+    Emulator::builder()
+        .client(client.registration(&[CP_SCOPE]))
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
+/// Starts an emulator with one client registered with the given tenancy.
+pub async fn emulator_with_tenancy(client: &TestClient, tenancy: Tenancy) -> Emulator {
+    Emulator::builder()
+        .client(client.registration(&[CP_SCOPE]).tenancy(tenancy))
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
+/// Requests a token with the client credentials grant, adding `extra` form fields.
+pub async fn request_token(
+    emulator: &Emulator,
+    client_id: &str,
+    assertion: &str,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut fields = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    fields.extend_from_slice(extra);
+    post_form(&emulator.token_endpoint(), &fields).await
+}
