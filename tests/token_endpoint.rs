@@ -273,6 +273,16 @@ async fn a_selvbetjening_download_works_as_is() {
     assert!(err.to_string().contains("/nonexistent/helseid.json"));
 }
 
+/// A configuration for client `c` whose authority is `addr`.
+fn config_at(addr: std::net::SocketAddr, jwk: &PrivateJwk) -> ClientConfig {
+    ClientConfig::builder()
+        .client_id("c")
+        .authority_url(&format!("http://{addr}"))
+        .private_jwk(jwk)
+        .build()
+        .expect("config")
+}
+
 fn tempdir() -> std::path::PathBuf {
     let mut random = [0u8; 8];
     aws_lc_rs::rand::fill(&mut random).expect("random");
@@ -304,12 +314,7 @@ async fn connection_refused_is_a_transport_error_with_its_source() {
     let addr = listener.local_addr().expect("addr");
     drop(listener);
     let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
-    let config = ClientConfig::builder()
-        .client_id("c")
-        .authority_url(&format!("http://{addr}"))
-        .private_jwk(&jwk)
-        .build()
-        .expect("config");
+    let config = config_at(addr, &jwk);
     let endpoint = TokenEndpoint::new(config).expect("endpoint");
     let err = endpoint
         .client_credentials()
@@ -346,12 +351,7 @@ async fn silent_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) 
 async fn a_silent_server_times_out() {
     let (addr, task) = silent_server().await;
     let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
-    let config = ClientConfig::builder()
-        .client_id("c")
-        .authority_url(&format!("http://{addr}"))
-        .private_jwk(&jwk)
-        .build()
-        .expect("config");
+    let config = config_at(addr, &jwk);
     let endpoint = TokenEndpoint::builder(config)
         .token_endpoint(format!("http://{addr}/connect/token"))
         .timeout(Duration::from_secs(3))
@@ -424,12 +424,7 @@ async fn unusable_answers_over_http_keep_their_status() {
     let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
     for (status, content_type, body, expected) in cases {
         let addr = canned_server(status, content_type, body).await;
-        let config = ClientConfig::builder()
-            .client_id("c")
-            .authority_url(&format!("http://{addr}"))
-            .private_jwk(&jwk)
-            .build()
-            .expect("config");
+        let config = config_at(addr, &jwk);
         let endpoint = TokenEndpoint::builder(config)
             .token_endpoint(format!("http://{addr}/connect/token"))
             .build()
@@ -449,12 +444,7 @@ async fn discovery_must_name_the_configured_issuer() {
     )
     .await;
     let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
-    let config = ClientConfig::builder()
-        .client_id("c")
-        .authority_url(&format!("http://{addr}"))
-        .private_jwk(&jwk)
-        .build()
-        .expect("config");
+    let config = config_at(addr, &jwk);
     let err = TokenEndpoint::new(config)
         .expect("endpoint")
         .client_credentials()
