@@ -201,7 +201,7 @@ impl ClientConfig {
         let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
             Error::ConfigFile {
                 path: path.display().to_string(),
-                source,
+                source: Arc::new(source),
             }
         })?);
         Self::from_json(&text)

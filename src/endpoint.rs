@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
 use tower::ServiceExt;
@@ -429,18 +429,21 @@ impl TokenEndpoint {
     pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
         let url = self.token_endpoint().await?;
         let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
-        let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
-        form.append_pair("grant_type", request.grant.grant_type())
-            .append_pair("client_id", self.inner.config.client_id())
-            .append_pair("client_assertion_type", ASSERTION_TYPE)
-            .append_pair("client_assertion", assertion.as_str());
-        if !request.scopes.is_empty() {
-            form.append_pair("scope", &request.scopes.join(" "));
-        }
-        if let Some(resource) = &request.resource {
-            form.append_pair("resource", resource);
-        }
-        let body = Zeroizing::new(form.finish());
+        // The serializer is not `Send`: keep it out of the awaits.
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
+            form.append_pair("grant_type", request.grant.grant_type())
+                .append_pair("client_id", self.inner.config.client_id())
+                .append_pair("client_assertion_type", ASSERTION_TYPE)
+                .append_pair("client_assertion", assertion.as_str());
+            if !request.scopes.is_empty() {
+                form.append_pair("scope", &request.scopes.join(" "));
+            }
+            if let Some(resource) = &request.resource {
+                form.append_pair("resource", resource);
+            }
+            Zeroizing::new(form.finish())
+        };
         let http_request = Request::builder()
             .method(Method::POST)
             .uri(&*url)
@@ -470,31 +473,17 @@ impl TokenEndpoint {
                 .clone()
                 .oneshot(request)
                 .await
-                .map_err(|source| Error::Transport { endpoint, source })?;
+                .map_err(|source| Error::Transport {
+                    endpoint,
+                    source: shared(source),
+                })?;
             let status = response.status();
             let content_type = response
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let body = Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        invalid(
-                            endpoint,
-                            status,
-                            format!("the body is larger than {MAX_BODY} bytes"),
-                        )
-                    } else {
-                        Error::Transport {
-                            endpoint,
-                            source: e,
-                        }
-                    }
-                })?
-                .to_bytes();
+            let body = read_limited(response.into_body(), endpoint, status).await?;
             Ok((status, content_type, body))
         };
         tokio::time::timeout(self.inner.timeout, exchange)
@@ -504,6 +493,38 @@ impl TokenEndpoint {
                 after: self.inner.timeout,
             })?
     }
+}
+
+/// Reads a whole body of at most `MAX_BODY` bytes.
+async fn read_limited(
+    mut body: HttpBody,
+    endpoint: &'static str,
+    status: StatusCode,
+) -> Result<Bytes> {
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Transport {
+            endpoint,
+            source: shared(e),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > MAX_BODY {
+                return Err(invalid(
+                    endpoint,
+                    status,
+                    format!("the body is larger than {MAX_BODY} bytes"),
+                ));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Shares a service error. A named function: the closure form trips the compiler's
+/// higher-ranked `Send` check on the request future.
+fn shared(e: BoxError) -> crate::error::SharedError {
+    Arc::from(e)
 }
 
 fn describe(content_type: Option<&str>) -> String {

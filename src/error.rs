@@ -1,6 +1,7 @@
 //! The crate's error type, and the OAuth 2.0 error body (RFC 6749 section 5.2).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -9,11 +10,16 @@ use serde::{Deserialize, Serialize};
 /// A boxed error from an HTTP service or another pluggable piece.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A shared error from an HTTP service: shared so that [`Error`] is `Clone`, and one
+/// failed token fetch can be handed to every caller that waited for it.
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong in this crate.
 ///
 /// Messages are lowercase, name what is wrong, and never contain a secret (keys,
-/// assertions, access or refresh tokens).
-#[derive(Debug, thiserror::Error)]
+/// assertions, access or refresh tokens). `Clone`, because a token fetch that fails
+/// fails for every caller that waited on it.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is missing or wrong. `field` names it (for example
@@ -33,7 +39,7 @@ pub enum Error {
         path: String,
         /// The I/O error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     /// Signing a JWT (client assertion or DPoP proof) failed.
@@ -80,7 +86,21 @@ pub enum Error {
         endpoint: &'static str,
         /// The HTTP service's error.
         #[source]
-        source: BoxError,
+        source: SharedError,
+    },
+
+    /// Fetching a token for this key failed repeatedly, and the cache does not ask
+    /// HelseID again until the back-off delay has passed. The last failure is the
+    /// [`source`](std::error::Error::source).
+    #[error("not asking HelseID again for {retry_in:?} after {failures} failed token fetches")]
+    BackingOff {
+        /// How long until the next attempt.
+        retry_in: Duration,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// The last failure.
+        #[source]
+        last: Box<Error>,
     },
 }
 
@@ -92,18 +112,22 @@ impl Error {
         }
     }
 
-    /// The OAuth 2.0 error body, when the token endpoint sent one.
+    /// The OAuth 2.0 error body, when the token endpoint sent one (also behind
+    /// [`Error::BackingOff`]).
     pub fn oauth_error(&self) -> Option<&OAuthError> {
         match self {
             Error::OAuth { error, .. } => Some(error),
+            Error::BackingOff { last, .. } => last.oauth_error(),
             _ => None,
         }
     }
 
-    /// The HTTP status of the answer that caused this error, when there was one.
+    /// The HTTP status of the answer that caused this error, when there was one (also
+    /// behind [`Error::BackingOff`]).
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Error::OAuth { status, .. } | Error::InvalidResponse { status, .. } => Some(*status),
+            Error::BackingOff { last, .. } => last.status(),
             _ => None,
         }
     }
