@@ -380,14 +380,15 @@ impl TokenCache {
         self.join_fetch(source, key, request, true).await
     }
 
-    /// Removes `key`'s entry if it still holds `token` (a 401 said it is no good).
-    pub(crate) async fn evict(&self, key: &CacheKey, token: &Arc<AccessToken>) {
+    /// Removes `key`'s entry if it still holds the token sent as `sent` (a 401 said
+    /// it is no good).
+    pub(crate) async fn evict(&self, key: &CacheKey, sent: &http::HeaderValue) {
         self.inner
             .entries
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(current) if Arc::ptr_eq(&current.value().token, token) => {
+                    Some(current) if current.value().token.authorization() == sent => {
                         moka::ops::compute::Op::Remove
                     }
                     _ => moka::ops::compute::Op::Nop,
@@ -527,14 +528,14 @@ impl TokenCache {
             .failures
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= MAX_FAILING_KEYS && !failures.contains_key(key) {
-            if let Some(oldest) = failures
+        if failures.len() >= MAX_FAILING_KEYS
+            && !failures.contains_key(key)
+            && let Some(oldest) = failures
                 .iter()
                 .min_by_key(|(_, f)| f.retry_at)
                 .map(|(k, _)| k.clone())
-            {
-                failures.remove(&oldest);
-            }
+        {
+            failures.remove(&oldest);
         }
         let count = failures.get(key).map_or(0, |f| f.count) + 1;
         // The first failure may be retried at once; from the second on, back off.

@@ -49,6 +49,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod assertion;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod endpoint;

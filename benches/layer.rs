@@ -1,0 +1,3 @@
+//! Placeholder replaced by the layer benchmarks.
+#![allow(missing_docs)]
+fn main() {}

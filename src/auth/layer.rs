@@ -1,0 +1,199 @@
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use super::HelseId;
+use crate::assertion::Tenant;
+use crate::cache::{CacheKey, Entry, FetchToken, TokenCache};
+use crate::endpoint::{TokenEndpoint, TokenRequest};
+use crate::error::Result;
+
+/// What every clone of a layer and its services shares.
+pub(crate) struct Shared {
+    source: Arc<dyn FetchToken>,
+    cache: TokenCache,
+    request: TokenRequest,
+    key: CacheKey,
+    /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
+    /// the hot path. The cache stays the store of record.
+    front: ArcSwapOption<Entry>,
+    pub(crate) retry_on_invalid_token: bool,
+}
+
+impl Shared {
+    /// The `Authorization` value of the layer's own token, when it is cached and not yet
+    /// due for a refresh: no lock, no allocation, no await.
+    pub(crate) fn fast_header(&self) -> Option<HeaderValue> {
+        let guard = self.front.load();
+        let entry = guard.as_ref()?;
+        if Instant::now() < entry.refresh_at {
+            self.cache.count_hit();
+            Some(entry.token.authorization().clone())
+        } else {
+            None
+        }
+    }
+
+    fn key_and_request(&self, tenant: Option<Tenant>) -> (CacheKey, TokenRequest) {
+        match tenant {
+            None => (self.key.clone(), self.request.clone()),
+            Some(tenant) => (
+                self.key.with_tenant(Some(tenant)),
+                self.request.clone().with_tenant(tenant),
+            ),
+        }
+    }
+
+    /// The token for `tenant` (or the layer's own), through the cache.
+    pub(crate) async fn header(&self, tenant: Option<Tenant>) -> Result<HeaderValue> {
+        let entry = match tenant {
+            None => {
+                let entry = self
+                    .cache
+                    .entry(&self.source, &self.key, &self.request)
+                    .await?;
+                self.front.store(Some(entry.clone()));
+                entry
+            }
+            Some(_) => {
+                let (key, request) = self.key_and_request(tenant);
+                self.cache.entry(&self.source, &key, &request).await?
+            }
+        };
+        Ok(entry.token.authorization().clone())
+    }
+
+    /// Forgets the token that was sent as `sent`, if it is still the current one.
+    pub(crate) async fn evict(&self, tenant: Option<Tenant>, sent: &HeaderValue) {
+        let (key, _) = self.key_and_request(tenant);
+        if tenant.is_none() {
+            self.front.rcu(|current| match current {
+                Some(entry) if entry.token.authorization() == sent => None,
+                other => other.clone(),
+            });
+        }
+        self.cache.evict(&key, sent).await;
+    }
+}
+
+/// Applies [`HelseId`] to a service: every request gets a HelseID token.
+///
+/// Clones share one cache and one token.
+#[derive(Clone)]
+pub struct HelseIdLayer {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for HelseIdLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelseIdLayer")
+            .field("request", &self.shared.request)
+            .field("cache", &self.shared.cache)
+            .finish()
+    }
+}
+
+impl HelseIdLayer {
+    /// Client-credentials tokens for the endpoint's configured scopes, in a new cache
+    /// with the default settings.
+    pub fn new(endpoint: TokenEndpoint) -> Self {
+        let scopes = endpoint.config().scopes().to_vec();
+        Self::builder(endpoint).scopes(scopes).build()
+    }
+
+    /// Starts building a layer that gets its tokens from `source`: a [`TokenEndpoint`],
+    /// or any [`FetchToken`] (a closure in tests).
+    pub fn builder(source: impl FetchToken) -> HelseIdLayerBuilder {
+        HelseIdLayerBuilder {
+            source: Arc::new(source),
+            request: TokenRequest::client_credentials(Vec::<String>::new()),
+            cache: None,
+            retry_on_invalid_token: true,
+        }
+    }
+
+    /// The token cache, for its counters.
+    pub fn cache(&self) -> &TokenCache {
+        &self.shared.cache
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl<S> Layer<S> for HelseIdLayer {
+    type Service = HelseId<S>;
+
+    fn layer(&self, inner: S) -> HelseId<S> {
+        HelseId::from_layer(inner, self.clone())
+    }
+}
+
+/// Builds a [`HelseIdLayer`].
+pub struct HelseIdLayerBuilder {
+    source: Arc<dyn FetchToken>,
+    request: TokenRequest,
+    cache: Option<TokenCache>,
+    retry_on_invalid_token: bool,
+}
+
+impl fmt::Debug for HelseIdLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelseIdLayerBuilder")
+            .field("request", &self.request)
+            .field("cache", &self.cache)
+            .field("retry_on_invalid_token", &self.retry_on_invalid_token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HelseIdLayerBuilder {
+    /// The scopes to ask for. Default: none (HelseID grants the client's scopes).
+    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let mut request = TokenRequest::client_credentials(scopes);
+        if let Some(resource) = self.request.resource() {
+            request = request.with_resource(resource);
+        }
+        self.request = request;
+        self
+    }
+
+    /// The resource (RFC 8707) to ask for. Default: none.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.request = self.request.with_resource(resource);
+        self
+    }
+
+    /// Shares `cache` with other layers. Default: a new cache with default settings.
+    pub fn cache(mut self, cache: TokenCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Whether an answer `401` with `invalid_token` evicts the token and sends the
+    /// request again once (when the body can be replayed). Default: true.
+    pub fn retry_on_invalid_token(mut self, retry: bool) -> Self {
+        self.retry_on_invalid_token = retry;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> HelseIdLayer {
+        let key = CacheKey::new(self.source.client_id(), &self.request);
+        HelseIdLayer {
+            shared: Arc::new(Shared {
+                source: self.source,
+                cache: self.cache.unwrap_or_default(),
+                request: self.request,
+                key,
+                front: ArcSwapOption::empty(),
+                retry_on_invalid_token: self.retry_on_invalid_token,
+            }),
+        }
+    }
+}

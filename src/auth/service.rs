@@ -1,0 +1,357 @@
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::ResponseFuture;
+use super::layer::{HelseIdLayer, Shared};
+use crate::assertion::Tenant;
+use crate::endpoint::TokenEndpoint;
+use crate::error::BoxError;
+
+/// A request body that may be sent a second time, for the retry after a `401`.
+///
+/// Implemented for the usual client bodies; a streaming body answers `None`, and its
+/// request is never retried.
+pub trait ReplayBody: Sized {
+    /// A copy of the body to send again, or `None` when it cannot be replayed.
+    fn try_clone(&self) -> Option<Self>;
+}
+
+impl<D: Clone> ReplayBody for http_body_util::Full<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> ReplayBody for http_body_util::Empty<D> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(http_body_util::Empty::new())
+    }
+}
+
+impl ReplayBody for () {
+    fn try_clone(&self) -> Option<Self> {
+        Some(())
+    }
+}
+
+impl ReplayBody for String {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayBody for Vec<u8> {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayBody for Bytes {
+    fn try_clone(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl ReplayBody for hyper::body::Incoming {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
+impl<D, E> ReplayBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
+impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
+/// Sets a HelseID token on every request, then calls the inner service.
+///
+/// Its error type is [`BoxError`]: a token failure is a boxed [`crate::Error`] (downcast
+/// to match it), and the inner service's own error passes through boxed.
+pub struct HelseId<S> {
+    inner: S,
+    layer: HelseIdLayer,
+}
+
+impl<S: Clone> Clone for HelseId<S> {
+    fn clone(&self) -> Self {
+        HelseId {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for HelseId<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelseId")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S> HelseId<S> {
+    /// Wraps `inner`, with client-credentials tokens from `endpoint` (see
+    /// [`HelseIdLayer::new`]).
+    pub fn new(inner: S, endpoint: TokenEndpoint) -> Self {
+        Self::from_layer(inner, HelseIdLayer::new(endpoint))
+    }
+
+    /// Wraps `inner` with the settings of `layer`.
+    pub fn from_layer(inner: S, layer: HelseIdLayer) -> Self {
+        HelseId { inner, layer }
+    }
+
+    /// A layer for `endpoint` (see [`HelseIdLayer::new`]).
+    pub fn layer(endpoint: TokenEndpoint) -> HelseIdLayer {
+        HelseIdLayer::new(endpoint)
+    }
+
+    /// The layer's token cache, for its counters.
+    pub fn cache(&self) -> &crate::cache::TokenCache {
+        self.layer.cache()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Whether a `401` says that the token is no good (RFC 6750 `invalid_token`).
+fn says_invalid_token<B>(response: &Response<B>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+}
+
+/// A copy of `request` without its `Authorization`, when the body can be replayed.
+fn replayable<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
+    let body = request.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    *copy.extensions_mut() = request.extensions().clone();
+    Some(copy)
+}
+
+fn set_authorization<B>(request: &mut Request<B>, value: HeaderValue) {
+    request.headers_mut().insert(header::AUTHORIZATION, value);
+}
+
+impl<S, B, ResBody> Service<Request<B>> for HelseId<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: ReplayBody + Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // The clone goes back in place; the future owns the service that was ready.
+        let clone = self.inner.clone();
+        let mut inner = mem::replace(&mut self.inner, clone);
+        let shared: Arc<Shared> = self.layer.shared().clone();
+        let tenant = request.extensions().get::<Tenant>().copied();
+        let fast = if tenant.is_none() {
+            shared.fast_header()
+        } else {
+            None
+        };
+        ResponseFuture::new(async move {
+            let sent = match fast {
+                Some(value) => value,
+                None => shared.header(tenant).await.map_err(BoxError::from)?,
+            };
+            let replay = if shared.retry_on_invalid_token {
+                replayable(&request)
+            } else {
+                None
+            };
+            set_authorization(&mut request, sent.clone());
+            let response = inner.call(request).await.map_err(Into::into)?;
+            let Some(mut replay) = replay else {
+                return Ok(response);
+            };
+            if !says_invalid_token(&response) {
+                return Ok(response);
+            }
+            tracing::debug!(
+                "the service answered 401 invalid_token: retrying once with a new token"
+            );
+            shared.evict(tenant, &sent).await;
+            let fresh = shared.header(tenant).await.map_err(BoxError::from)?;
+            set_authorization(&mut replay, fresh);
+            inner.ready().await.map_err(Into::into)?;
+            inner.call(replay).await.map_err(Into::into)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::FetchFuture;
+    use crate::endpoint::TokenRequest;
+    use crate::token::{AccessToken, TokenType};
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tower::ServiceBuilder;
+
+    #[derive(Clone, Default)]
+    struct Source {
+        calls: Arc<AtomicUsize>,
+        delay: Duration,
+    }
+
+    impl crate::cache::FetchToken for Source {
+        fn fetch(&self, _request: TokenRequest) -> FetchFuture {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                AccessToken::new(
+                    format!("t{n}"),
+                    TokenType::Bearer,
+                    Duration::from_secs(3600),
+                )
+            })
+        }
+    }
+
+    async fn echo(request: Request<String>) -> Result<Response<String>, Infallible> {
+        let auth = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        Ok(Response::new(auth))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sets_a_sensitive_bearer_header() {
+        let source = Source::default();
+        let layer = HelseIdLayer::builder(source.clone()).build();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let service = ServiceBuilder::new().layer(layer.clone()).service_fn(
+            move |request: Request<String>| {
+                let value = request.headers().get(header::AUTHORIZATION).cloned();
+                record.lock().expect("lock").push(value);
+                echo(request)
+            },
+        );
+        for _ in 0..3 {
+            let response = service
+                .clone()
+                .oneshot(Request::new(String::new()))
+                .await
+                .expect("response");
+            assert_eq!(response.body(), "Bearer t1");
+        }
+        let seen = seen.lock().expect("lock");
+        assert!(
+            seen.iter()
+                .all(|v| v.as_ref().is_some_and(HeaderValue::is_sensitive))
+        );
+        assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(layer.cache().stats().hits, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_failure_downcasts_to_the_crate_error() {
+        let failing = |_r: TokenRequest| async {
+            Err(crate::Error::OAuth {
+                status: StatusCode::BAD_REQUEST,
+                error: crate::OAuthError::new("invalid_client", "unknown client"),
+            })
+        };
+        let service = ServiceBuilder::new()
+            .layer(HelseIdLayer::builder(failing).build())
+            .service_fn(echo);
+        let err = service
+            .oneshot(Request::new(String::new()))
+            .await
+            .expect_err("no token");
+        let err = err.downcast::<crate::Error>().expect("a helseid::Error");
+        assert_eq!(
+            err.oauth_error().map(|e| e.error.as_str()),
+            Some("invalid_client")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn during_the_refresh_window_requests_do_not_wait() {
+        let source = Source {
+            delay: Duration::from_secs(5),
+            ..Source::default()
+        };
+        let layer = HelseIdLayer::builder(source.clone()).build();
+        let service = ServiceBuilder::new().layer(layer.clone()).service_fn(echo);
+        service
+            .clone()
+            .oneshot(Request::new(String::new()))
+            .await
+            .expect("cold");
+        tokio::time::advance(Duration::from_secs(3531)).await;
+        let before = tokio::time::Instant::now();
+        for _ in 0..5 {
+            let response = service
+                .clone()
+                .oneshot(Request::new(String::new()))
+                .await
+                .expect("warm");
+            assert_eq!(response.body(), "Bearer t1");
+        }
+        assert_eq!(
+            tokio::time::Instant::now(),
+            before,
+            "no request waited on the slow endpoint"
+        );
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let response = service
+            .oneshot(Request::new(String::new()))
+            .await
+            .expect("refreshed");
+        assert_eq!(response.body(), "Bearer t2");
+        assert_eq!(layer.cache().stats().refreshes, 1);
+    }
+}
