@@ -77,6 +77,13 @@ impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
     }
 }
 
+#[cfg(feature = "emulator")]
+impl ReplayBody for axum::body::Body {
+    fn try_clone(&self) -> Option<Self> {
+        None
+    }
+}
+
 /// Sets a HelseID token on every request, then calls the inner service.
 ///
 /// Its error type is [`BoxError`]: a token failure is a boxed [`crate::Error`] (downcast

@@ -1,0 +1,469 @@
+//! The tower layer end to end: tokens from the emulator over real HTTP, attached to the
+//! requests of a hyper-util client calling an API on 127.0.0.1.
+#![cfg(feature = "emulator")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use helseid::assertion::Tenant;
+use helseid::auth::HelseIdLayer;
+use helseid::config::ClientConfig;
+use helseid::emulator::{ClientRegistration, Emulator};
+use helseid::endpoint::TokenEndpoint;
+use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const SCOPE: &str = "nhn:cp-api/access";
+
+struct Setup {
+    emulator: Arc<Emulator>,
+    endpoint: TokenEndpoint,
+}
+
+async fn setup() -> Setup {
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
+    let public = SigningKey::from_jwk(&jwk)
+        .expect("key")
+        .public_jwk()
+        .clone();
+    let emulator = Emulator::builder()
+        .client(ClientRegistration::new("layer-client", public).scopes([SCOPE]))
+        .start()
+        .await
+        .expect("emulator");
+    let config = ClientConfig::builder()
+        .client_id("layer-client")
+        .authority_url(emulator.issuer())
+        .scopes([SCOPE])
+        .private_jwk(&jwk)
+        .build()
+        .expect("config");
+    Setup {
+        endpoint: TokenEndpoint::new(config).expect("endpoint"),
+        emulator: Arc::new(emulator),
+    }
+}
+
+/// An API on 127.0.0.1 that accepts only the emulator's valid tokens, and answers with
+/// the claims of the token it got.
+async fn protected_api(emulator: Arc<Emulator>) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
+        let emulator = emulator.clone();
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let token = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default()
+                .to_owned();
+            match emulator.verify_access_token(&token) {
+                Ok(claims) => (
+                    StatusCode::OK,
+                    [(header::WWW_AUTHENTICATE, "")],
+                    claims.to_string(),
+                ),
+                Err(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)],
+                    String::new(),
+                ),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, calls)
+}
+
+async fn claims_of(response: Response<hyper::body::Incoming>) -> serde_json::Value {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    serde_json::from_slice(&body).expect("claims")
+}
+
+#[tokio::test]
+async fn a_hyper_client_calls_a_protected_api_with_the_emulators_token() {
+    let Setup { emulator, endpoint } = setup().await;
+    let (api, _) = protected_api(emulator.clone()).await;
+    let layer = HelseIdLayer::new(endpoint);
+    let mut client = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(helseid::transport::https_client::<Full<Bytes>>().expect("client"));
+    for _ in 0..3 {
+        let request = Request::get(format!("{api}/CommunicationPartyEvents"))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = client
+            .ready()
+            .await
+            .expect("ready")
+            .call(request)
+            .await
+            .expect("response");
+        let claims = claims_of(response).await;
+        assert_eq!(claims["client_id"], "layer-client");
+        assert_eq!(claims["scope"], serde_json::json!([SCOPE]));
+    }
+    assert_eq!(emulator.token_requests(), 1, "one token for three calls");
+    let stats = layer.cache().stats();
+    assert_eq!((stats.fetches, stats.hits), (1, 2), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_token_request() {
+    let Setup { emulator, endpoint } = setup().await;
+    let service = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service_fn(|request: Request<()>| async move {
+            let auth = request.headers().get(header::AUTHORIZATION).cloned();
+            Ok::<_, std::convert::Infallible>(Response::new(auth))
+        });
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.oneshot(Request::new(())).await })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for task in tasks {
+        let response = task.await.expect("join").expect("response");
+        let auth = response.into_body().expect("authorization header");
+        tokens.insert(auth.to_str().expect("ascii").to_owned());
+    }
+    assert_eq!(tokens.len(), 1, "every request got the same token");
+    assert_eq!(emulator.token_requests(), 1, "exactly one token request");
+    let token = tokens.into_iter().next().expect("token");
+    let claims = emulator
+        .verify_access_token(token.strip_prefix("Bearer ").expect("bearer"))
+        .expect("a token the emulator signed");
+    assert_eq!(claims["client_id"], "layer-client");
+}
+
+#[tokio::test]
+async fn each_tenant_gets_its_own_token_with_its_organisation() {
+    let Setup { emulator, endpoint } = setup().await;
+    let (api, _) = protected_api(emulator.clone()).await;
+    let client = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(helseid::transport::https_client::<Full<Bytes>>().expect("client"));
+    let tenants = [
+        ("911111111:922222222", "911111111", Some("922222222")),
+        ("933333333", "933333333", None),
+    ];
+    for round in 0..2 {
+        for (tenant, parent, child) in tenants {
+            let mut request = Request::get(format!("{api}/x"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            request
+                .extensions_mut()
+                .insert(tenant.parse::<Tenant>().expect("tenant"));
+            let claims = claims_of(client.clone().oneshot(request).await.expect("response")).await;
+            assert_eq!(
+                claims["helseid://claims/client/claims/orgnr_parent"], parent,
+                "round {round}"
+            );
+            assert_eq!(
+                claims
+                    .get("helseid://claims/client/claims/orgnr_child")
+                    .and_then(|v| v.as_str()),
+                child
+            );
+        }
+    }
+    // And without a tenant: the client's own token, without organisation claims.
+    let request = Request::get(format!("{api}/x"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let claims = claims_of(client.oneshot(request).await.expect("response")).await;
+    assert!(
+        claims
+            .get("helseid://claims/client/claims/orgnr_parent")
+            .is_none()
+    );
+    assert_eq!(
+        emulator.token_requests(),
+        3,
+        "one token per tenant, cached across rounds"
+    );
+}
+
+/// An inner service that answers call number `reject` (from 0) with
+/// `401 invalid_token`, and echoes the `Authorization` it got otherwise.
+fn rejects_call(
+    reject: usize,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<String>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let auth = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            let mut response = Response::new(auth);
+            if n == reject {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(
+                        r#"Bearer error="invalid_token", error_description="revoked""#,
+                    ),
+                );
+            }
+            Ok(response)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_401_on_a_cached_token_makes_one_fresh_fetch_and_one_retry() {
+    let Setup { emulator, endpoint } = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = HelseIdLayer::new(endpoint);
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(rejects_call(1, calls.clone()));
+    let first = service
+        .clone()
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .expect("first");
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(emulator.token_requests(), 1);
+
+    // The API now rejects the cached token: evicted, fetched anew, retried once.
+    let second = service
+        .clone()
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .expect("second");
+    assert_eq!(second.status(), StatusCode::OK, "the retry succeeded");
+    assert_ne!(first.body(), second.body(), "the retry carried a new token");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "two calls for the second request"
+    );
+    assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+
+    // The fresh token is the cached one from now on.
+    let third = service
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .expect("third");
+    assert_eq!(third.body(), second.body());
+    assert_eq!(emulator.token_requests(), 2);
+}
+
+#[tokio::test]
+async fn the_retry_sends_a_new_token_and_the_same_body() {
+    let Setup { emulator, endpoint } = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, seen) = (calls.clone(), bodies.clone());
+    let inner = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let seen = seen.clone();
+        async move {
+            let auth = request.headers().get(header::AUTHORIZATION).cloned();
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            seen.lock().expect("lock").push((auth, body));
+            let mut response = Response::new(());
+            if n == 0 {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(inner);
+    let request = Request::post("http://api.invalid/x")
+        .header("x-trace", "abc")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .expect("request");
+    let response = service.oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK, "the retry succeeded");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one retry");
+    assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+    let seen = bodies.lock().expect("lock");
+    assert_eq!(seen[0].1, seen[1].1, "the body was replayed");
+    assert_eq!(&seen[1].1[..], b"payload");
+    assert_ne!(seen[0].0, seen[1].0, "the retry carries the fresh token");
+}
+
+#[tokio::test]
+async fn a_401_without_invalid_token_or_with_a_streaming_body_is_returned_as_is() {
+    let Setup { emulator, endpoint } = setup().await;
+    // A 401 that does not say invalid_token: returned, no retry.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut response = Response::new(());
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
+            );
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let layer = HelseIdLayer::new(endpoint);
+    let service = ServiceBuilder::new().layer(layer.clone()).service(inner);
+    let response = service
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A streaming body cannot be replayed: the 401 invalid_token is returned.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let inner = tower::service_fn(
+        move |_request: Request<
+            http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>,
+        >| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut response = Response::new(());
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        },
+    );
+    let service = ServiceBuilder::new().layer(layer).service(inner);
+    let body = Full::new(Bytes::from_static(b"stream"))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let response = service.oneshot(Request::new(body)).await.expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no retry without a replayable body"
+    );
+    assert_eq!(emulator.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn an_axum_router_works_as_the_inner_service() {
+    let Setup { emulator, endpoint } = setup().await;
+    let router = axum::Router::new().route(
+        "/whoami",
+        axum::routing::get(|headers: http::HeaderMap| async move {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        }),
+    );
+    let service = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(router);
+    let request = Request::get("/whoami")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = service.oneshot(request).await.expect("response");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = std::str::from_utf8(&body).expect("utf-8");
+    let token = text.strip_prefix("Bearer ").expect("bearer");
+    assert!(emulator.verify_access_token(token).is_ok());
+}
+
+#[tokio::test]
+async fn errors_reach_the_caller_as_helseid_errors() {
+    let Setup { emulator, endpoint } = setup().await;
+    drop(emulator); // HelseID is gone: connection refused.
+    let service = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service_fn(|_request: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(()))
+        });
+    let err = service
+        .oneshot(Request::new(()))
+        .await
+        .expect_err("no HelseID");
+    let err = err.downcast::<helseid::Error>().expect("a helseid::Error");
+    assert!(matches!(*err, helseid::Error::Transport { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn the_layer_and_cache_never_show_the_token() {
+    let Setup { emulator, endpoint } = setup().await;
+    let layer = HelseIdLayer::new(endpoint);
+    let service =
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service_fn(|request: Request<()>| async move {
+                let auth = request.headers().get(header::AUTHORIZATION).cloned();
+                Ok::<_, std::convert::Infallible>(Response::new(auth))
+            });
+    let response = service
+        .clone()
+        .oneshot(Request::new(()))
+        .await
+        .expect("response");
+    let auth = response.into_body().expect("authorization");
+    let token = auth
+        .to_str()
+        .expect("ascii")
+        .strip_prefix("Bearer ")
+        .expect("bearer")
+        .to_owned();
+    assert!(emulator.verify_access_token(&token).is_ok());
+    for text in [
+        format!("{layer:?}"),
+        format!("{service:?}"),
+        format!("{:?}", layer.cache()),
+        format!("{auth:?}"),
+    ] {
+        assert!(!text.contains(&token), "the token leaked into: {text}");
+    }
+}
