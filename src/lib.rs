@@ -12,23 +12,34 @@
 //!   the issuer, each assertion is used once, tenancy goes in `assertion_details`;
 //! - gets tokens from the token endpoint over any tower HTTP service ([`endpoint`]),
 //!   by default hyper-util with rustls ([`transport`]);
+//! - caches them ([`cache`]: single flight, refresh ahead, back-off) and attaches them
+//!   to the requests of any tower/hyper service ([`auth`]: [`HelseIdLayer`]);
 //! - ships a strict local HelseID emulator ([`emulator`], feature `emulator`) so that
 //!   everything runs, and is tested, without a registration at NHN.
 //!
 //! # Example
 //! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use helseid::HelseIdLayer;
 //! use helseid::config::ClientConfig;
-//! use helseid::endpoint::{TokenEndpoint, TokenRequest};
+//! use helseid::endpoint::TokenEndpoint;
+//! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! # async fn run() -> Result<(), helseid::Error> {
-//! let config = ClientConfig::from_file("helseid-client.json")?;
-//! let endpoint = TokenEndpoint::new(config)?;
-//! let request = TokenRequest::client_credentials(["nhn:cp-api/access"])
-//!     .with_tenant("999999999:888888888".parse()?);
-//! let token = endpoint.request(&request).await?;
-//! // `Authorization: Bearer ...`, built once and marked sensitive.
-//! let header = token.authorization();
-//! # let _ = header;
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // The file from HelseID's self-service portal: client id, authority, scopes, key.
+//! let endpoint = TokenEndpoint::new(ClientConfig::from_file("helseid-client.json")?)?;
+//! let client = ServiceBuilder::new()
+//!     .layer(HelseIdLayer::new(endpoint))
+//!     .service(helseid::transport::https_client::<Full<Bytes>>()?);
+//!
+//! // Every request now carries `Authorization: Bearer <token>`; acting for an
+//! // organisation is one extension away.
+//! let mut request = http::Request::get("https://cpe.test.grunndata.nhn.no/CommunicationPartyEvents")
+//!     .body(Full::new(Bytes::new()))?;
+//! request.extensions_mut().insert("999999999:888888888".parse::<helseid::assertion::Tenant>()?);
+//! let response = client.oneshot(request).await?;
+//! println!("{}", response.status());
 //! # Ok(()) }
 //! ```
 //!
@@ -62,6 +73,8 @@ pub mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
 pub mod emulator;
 
+pub use auth::{HelseId, HelseIdLayer};
+pub use cache::TokenCache;
 pub use error::{Error, OAuthError, Result};
 
 /// The README's examples are compiled as doc tests.
