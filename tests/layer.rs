@@ -88,6 +88,15 @@ async fn protected_api(emulator: Arc<Emulator>) -> (String, Arc<AtomicUsize>) {
     (url, calls)
 }
 
+/// Makes `response` a `401` with this `WWW-Authenticate` challenge.
+fn challenge<T>(response: &mut Response<T>, www_authenticate: &'static str) {
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(www_authenticate),
+    );
+}
+
 async fn claims_of(response: Response<hyper::body::Incoming>) -> serde_json::Value {
     assert_eq!(response.status(), StatusCode::OK);
     let body = response
@@ -300,11 +309,7 @@ async fn the_retry_sends_a_new_token_and_the_same_body() {
             seen.lock().expect("lock").push((auth, body));
             let mut response = Response::new(());
             if n == 0 {
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-                );
+                challenge(&mut response, r#"Bearer error="invalid_token""#);
             }
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -336,11 +341,7 @@ async fn a_401_without_invalid_token_or_with_a_streaming_body_is_returned_as_is(
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut response = Response::new(());
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
-            );
+            challenge(&mut response, r#"Bearer error="insufficient_scope""#);
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -363,11 +364,7 @@ async fn a_401_without_invalid_token_or_with_a_streaming_body_is_returned_as_is(
             counter.fetch_add(1, Ordering::SeqCst);
             async move {
                 let mut response = Response::new(());
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-                );
+                challenge(&mut response, r#"Bearer error="invalid_token""#);
                 Ok::<_, std::convert::Infallible>(response)
             }
         },
