@@ -116,6 +116,18 @@ impl CacheKey {
         }
     }
 
+    /// The token request this key stands for.
+    pub fn request(&self) -> TokenRequest {
+        let mut request = TokenRequest::client_credentials(self.scopes.iter().cloned());
+        if let Some(resource) = &self.resource {
+            request = request.with_resource(&**resource);
+        }
+        if let Some(tenant) = self.tenant {
+            request = request.with_tenant(tenant);
+        }
+        request
+    }
+
     /// This key with another tenant.
     pub fn with_tenant(&self, tenant: Option<Tenant>) -> Self {
         CacheKey {
@@ -332,7 +344,7 @@ impl TokenCache {
     ) -> Result<Arc<AccessToken>> {
         let key = CacheKey::new(source.client_id(), request);
         let source: Arc<dyn FetchToken> = Arc::new(source.clone());
-        Ok(self.entry(&source, &key, request).await?.token.clone())
+        Ok(self.entry(&source, &key).await?.token.clone())
     }
 
     /// Removes the token of `request`, so the next lookup fetches a new one.
@@ -349,14 +361,13 @@ impl TokenCache {
         &self,
         source: &Arc<dyn FetchToken>,
         key: &CacheKey,
-        request: &TokenRequest,
     ) -> Result<Arc<Entry>> {
         let now = Instant::now();
         if let Some(entry) = self.inner.entries.get(key).await {
             if now < entry.usable_until {
                 self.count_hit();
                 if now >= entry.refresh_at {
-                    self.refresh_in_background(source, key, request, &entry);
+                    self.refresh_in_background(source, key, &entry);
                 }
                 return Ok(entry);
             }
@@ -377,7 +388,7 @@ impl TokenCache {
         }
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.check_backoff(key, now)?;
-        self.join_fetch(source, key, request, true).await
+        self.join_fetch(source, key, true).await
     }
 
     /// Removes `key`'s entry if it still holds the token sent as `sent` (a 401 said
@@ -418,13 +429,7 @@ impl TokenCache {
     /// stored a moment ago). A fetch runs as its own task, under
     /// the fetch timeout, stores its token, and goes on when the callers waiting for it
     /// are dropped.
-    fn join_fetch(
-        &self,
-        source: &Arc<dyn FetchToken>,
-        key: &CacheKey,
-        request: &TokenRequest,
-        on_miss: bool,
-    ) -> InFlight {
+    fn join_fetch(&self, source: &Arc<dyn FetchToken>, key: &CacheKey, on_miss: bool) -> InFlight {
         let mut in_flight = self
             .inner
             .in_flight
@@ -437,11 +442,11 @@ impl TokenCache {
         // the token just before it was stored finds it here, instead of fetching again.
         if on_miss && self.inner.entries.contains_key(key) {
             let cache = self.clone();
-            let (source, key, request) = (source.clone(), key.clone(), request.clone());
+            let (source, key) = (source.clone(), key.clone());
             return async move {
                 match cache.inner.entries.get(&key).await {
                     Some(entry) if Instant::now() < entry.usable_until => Ok(entry),
-                    _ => cache.join_fetch(&source, &key, &request, false).await,
+                    _ => cache.join_fetch(&source, &key, false).await,
                 }
             }
             .boxed()
@@ -450,9 +455,8 @@ impl TokenCache {
         let cache = self.clone();
         let source = source.clone();
         let task_key = key.clone();
-        let request = request.clone();
         let task = tokio::spawn(async move {
-            let result = cache.fetch(&*source, &task_key, request).await;
+            let result = cache.fetch(&*source, &task_key).await;
             if let Ok(entry) = &result {
                 cache
                     .inner
@@ -487,16 +491,11 @@ impl TokenCache {
         skip_all,
         fields(client_id = %key.client_id, grant = key.grant.grant_type(), scopes = ?key.scopes, tenant = ?key.tenant)
     )]
-    async fn fetch(
-        &self,
-        source: &dyn FetchToken,
-        key: &CacheKey,
-        request: TokenRequest,
-    ) -> Result<Arc<Entry>> {
+    async fn fetch(&self, source: &dyn FetchToken, key: &CacheKey) -> Result<Arc<Entry>> {
         let counters = &self.inner.counters;
         counters.fetches.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.settings.fetch_timeout;
-        let result = match tokio::time::timeout(timeout, source.fetch(request)).await {
+        let result = match tokio::time::timeout(timeout, source.fetch(key.request())).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 endpoint: "token fetch",
@@ -568,7 +567,6 @@ impl TokenCache {
         &self,
         source: &Arc<dyn FetchToken>,
         key: &CacheKey,
-        request: &TokenRequest,
         entry: &Arc<Entry>,
     ) {
         if entry.refreshing.swap(true, Ordering::AcqRel) {
@@ -585,7 +583,7 @@ impl TokenCache {
             .refreshes
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(client_id = %key.client_id, "refreshing a token ahead of expiry");
-        let fetch = self.join_fetch(source, key, request, false);
+        let fetch = self.join_fetch(source, key, false);
         let entry = entry.clone();
         tokio::spawn(async move {
             // On failure the current token stays in use until it expires; the next

@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -20,59 +20,95 @@ pub(crate) struct Shared {
     key: CacheKey,
     /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
     /// the hot path. The cache stays the store of record.
-    front: ArcSwapOption<Entry>,
+    front: ArcSwapOption<Front>,
     pub(crate) retry_on_invalid_token: bool,
+}
+
+/// The layer's own token while it is not due for a refresh. A timer task removes it
+/// at the refresh point; should the timer's runtime shut down first, the finished
+/// handle retires it all the same.
+struct Front {
+    entry: Arc<Entry>,
+    timer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
 }
 
 impl Shared {
     /// The `Authorization` value of the layer's own token, when it is cached and not yet
-    /// due for a refresh: no lock, no allocation, no await.
+    /// due for a refresh: no lock, no clock read, no allocation, no await.
     pub(crate) fn fast_header(&self) -> Option<HeaderValue> {
         let guard = self.front.load();
-        let entry = guard.as_ref()?;
-        if Instant::now() < entry.refresh_at {
-            self.cache.count_hit();
-            Some(entry.token.authorization().clone())
-        } else {
-            None
+        let front = guard.as_ref()?;
+        if front.timer.is_finished() {
+            return None;
         }
+        self.cache.count_hit();
+        Some(front.entry.token.authorization().clone())
     }
 
-    fn key_and_request(&self, tenant: Option<Tenant>) -> (CacheKey, TokenRequest) {
+    /// Mirrors `entry` in the front until its refresh point.
+    fn set_front(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let current = self.front.load();
+        if current
+            .as_ref()
+            .is_some_and(|front| Arc::ptr_eq(&front.entry, entry) && !front.timer.is_finished())
+        {
+            return;
+        }
+        if Instant::now() >= entry.refresh_at {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak: Weak<Shared> = Arc::downgrade(self);
+        let (due, mine) = (entry.refresh_at, entry.clone());
+        let timer = runtime.spawn(async move {
+            tokio::time::sleep_until(due).await;
+            if let Some(shared) = weak.upgrade() {
+                shared.front.rcu(|current| match current {
+                    Some(front) if Arc::ptr_eq(&front.entry, &mine) => None,
+                    other => other.clone(),
+                });
+            }
+        });
+        self.front.store(Some(Arc::new(Front {
+            entry: entry.clone(),
+            timer,
+        })));
+    }
+
+    fn key(&self, tenant: Option<Tenant>) -> CacheKey {
         match tenant {
-            None => (self.key.clone(), self.request.clone()),
-            Some(tenant) => (
-                self.key.with_tenant(Some(tenant)),
-                self.request.clone().with_tenant(tenant),
-            ),
+            None => self.key.clone(),
+            Some(tenant) => self.key.with_tenant(Some(tenant)),
         }
     }
 
     /// The token for `tenant` (or the layer's own), through the cache.
-    pub(crate) async fn header(&self, tenant: Option<Tenant>) -> Result<HeaderValue> {
+    pub(crate) async fn header(self: &Arc<Self>, tenant: Option<Tenant>) -> Result<HeaderValue> {
         let entry = match tenant {
             None => {
-                let entry = self
-                    .cache
-                    .entry(&self.source, &self.key, &self.request)
-                    .await?;
-                self.front.store(Some(entry.clone()));
+                let entry = self.cache.entry(&self.source, &self.key).await?;
+                self.set_front(&entry);
                 entry
             }
-            Some(_) => {
-                let (key, request) = self.key_and_request(tenant);
-                self.cache.entry(&self.source, &key, &request).await?
-            }
+            Some(_) => self.cache.entry(&self.source, &self.key(tenant)).await?,
         };
         Ok(entry.token.authorization().clone())
     }
 
     /// Forgets the token that was sent as `sent`, if it is still the current one.
     pub(crate) async fn evict(&self, tenant: Option<Tenant>, sent: &HeaderValue) {
-        let (key, _) = self.key_and_request(tenant);
+        let key = self.key(tenant);
         if tenant.is_none() {
             self.front.rcu(|current| match current {
-                Some(entry) if entry.token.authorization() == sent => None,
+                Some(front) if front.entry.token.authorization() == sent => None,
                 other => other.clone(),
             });
         }
