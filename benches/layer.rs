@@ -1,3 +1,439 @@
-//! Placeholder replaced by the layer benchmarks.
+//! The cost of the tower layer and of the token cache.
+//!
+//! Run: `cargo bench --bench layer` (one group: `cargo bench --bench layer -- hot_path`)
+//!
+//! - `hot_path`: one `Request<()>` sent with `oneshot` to an in-memory echo service on a
+//!   current-thread runtime, with a 900-character bearer token: the bare service,
+//!   tower-http's `AddAuthorizationLayer::bearer` with a static token (the floor), and
+//!   `HelseId` on a warm cache, without a tenant (the lock-free front) and with one (a
+//!   moka lookup).
+//! - `cache_hits`: `TokenCache::get` hits per second on a 2-worker runtime, from 1, 2 and
+//!   8 tasks, over one key and over 10,000 tenants.
+//! - `layer_hits`: requests per second through the layer's hot path (and, for
+//!   comparison, through the static bearer) from 1, 2 and 8 tasks.
+//! - `cold_start`: 10,000 concurrent requests through a fresh layer against the
+//!   emulator's token endpoint over HTTP on 127.0.0.1, with a 50 ms token delay: the
+//!   time until all are served, and exactly one token request per run.
+
 #![allow(missing_docs)]
-fn main() {}
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use helseid::assertion::Tenant;
+use helseid::auth::HelseIdLayer;
+use helseid::cache::{FetchToken, TokenCache};
+use helseid::endpoint::TokenRequest;
+use helseid::token::{AccessToken, TokenType};
+use http::{HeaderValue, Request, Response, header};
+use tokio::runtime::Runtime;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_http::auth::AddAuthorizationLayer;
+
+const SCOPE: &str = "nhn:cp-api/access";
+const TOKEN_LEN: usize = 900;
+const TENANT: &str = "999999999:888888888";
+const MANY_KEYS: usize = 10_000;
+const TASKS: [usize; 3] = [1, 2, 8];
+
+/// A 900-character token from the base64url alphabet and dots, as a JWT looks.
+fn bearer_token() -> Arc<str> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let token: String = (0..TOKEN_LEN)
+        .map(|i| match i {
+            100 | 700 => '.',
+            _ => char::from(ALPHABET[(i * 7 + 3) % ALPHABET.len()]),
+        })
+        .collect();
+    token.into()
+}
+
+/// A token source that answers at once with `token`, valid for an hour.
+fn source(token: Arc<str>) -> impl FetchToken + Clone {
+    move |_request: TokenRequest| {
+        std::future::ready(AccessToken::new(
+            token.to_string(),
+            TokenType::Bearer,
+            Duration::from_secs(3600),
+        ))
+    }
+}
+
+/// The in-memory echo service: `tower::service_fn(echo)`.
+fn echo(_request: Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> {
+    std::future::ready(Ok(Response::new(())))
+}
+
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn two_workers() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn tenant() -> Tenant {
+    TENANT.parse().expect("tenant")
+}
+
+fn hot_path(c: &mut Criterion) {
+    let rt = current_thread();
+    let token = bearer_token();
+    let expected = format!("Bearer {token}");
+
+    let layer = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .build();
+    // Checks, once, that each variant sets the header, and warms the cache (own key and
+    // tenant).
+    let recording = |value: Arc<std::sync::Mutex<Vec<Option<HeaderValue>>>>| {
+        tower::service_fn(move |request: Request<()>| {
+            let value = value.clone();
+            async move {
+                value
+                    .lock()
+                    .expect("lock")
+                    .push(request.headers().get(header::AUTHORIZATION).cloned());
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        })
+    };
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    rt.block_on(async {
+        let checked = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(recording(seen.clone()));
+        for with_tenant in [false, false, true, true] {
+            let mut request = Request::new(());
+            if with_tenant {
+                request.extensions_mut().insert(tenant());
+            }
+            checked.clone().oneshot(request).await.expect("response");
+        }
+        ServiceBuilder::new()
+            .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+            .service(recording(seen.clone()))
+            .oneshot(Request::new(()))
+            .await
+            .expect("response");
+    });
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 5);
+        for value in seen.iter() {
+            let value = value.as_ref().expect("an Authorization header");
+            assert_eq!(value.to_str().expect("ascii"), expected);
+            assert!(value.is_sensitive());
+        }
+    }
+    let stats = layer.cache().stats();
+    assert_eq!(
+        stats.fetches, 2,
+        "one token for the own key, one for the tenant"
+    );
+    assert_eq!(stats.hits, 2, "the second request of each was a hit");
+
+    let bare = tower::service_fn(echo);
+    let static_bearer = ServiceBuilder::new()
+        .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+        .service(tower::service_fn(echo));
+    let helseid = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(tower::service_fn(echo));
+
+    let mut group = c.benchmark_group("hot_path");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(bare.oneshot(Request::new(()))) // a copy: ServiceFn is Copy
+                    .expect("response"),
+            )
+        })
+    });
+    group.bench_function("static_bearer", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(static_bearer.clone().oneshot(Request::new(())))
+                    .expect("response"),
+            )
+        })
+    });
+    group.bench_function("helseid", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(helseid.clone().oneshot(Request::new(())))
+                    .expect("response"),
+            )
+        })
+    });
+    let tenant = tenant();
+    group.bench_function("helseid_tenant", |b| {
+        b.iter(|| {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(tenant);
+            black_box(
+                rt.block_on(helseid.clone().oneshot(request))
+                    .expect("response"),
+            )
+        })
+    });
+    group.finish();
+    let after = layer.cache().stats();
+    assert_eq!(after.fetches, 2, "every benchmarked request was a hit");
+    assert_eq!(after.misses, stats.misses);
+}
+
+/// Splits `iters` among `tasks` tasks, each running `one` that many times; the wall
+/// time until all are done.
+fn spread<F, Fut>(rt: &Runtime, iters: u64, tasks: usize, one: F) -> Duration
+where
+    F: Fn(usize, u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tasks_u64 = tasks as u64;
+    rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|task| {
+                let n = iters / tasks_u64 + u64::from((task as u64) < iters % tasks_u64);
+                tokio::spawn(one(task, n))
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("task");
+        }
+        start.elapsed()
+    })
+}
+
+fn cache_hits(c: &mut Criterion) {
+    let rt = two_workers();
+    let source = source(bearer_token());
+    let one_key = Arc::new(vec![TokenRequest::client_credentials([SCOPE])]);
+    let many_keys: Arc<Vec<TokenRequest>> = Arc::new(
+        (0..MANY_KEYS)
+            .map(|i| {
+                let tenant: Tenant = format!("{:09}:{:09}", 100_000_000 + i, 200_000_000 + i)
+                    .parse()
+                    .expect("tenant");
+                TokenRequest::client_credentials([SCOPE]).with_tenant(tenant)
+            })
+            .collect(),
+    );
+
+    let mut group = c.benchmark_group("cache_hits");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for (name, requests) in [("1 key", &one_key), ("10000 keys", &many_keys)] {
+        let cache = TokenCache::new();
+        rt.block_on(async {
+            for request in requests.iter() {
+                cache.get(&source, request).await.expect("warm");
+            }
+        });
+        let warm = cache.stats();
+        assert_eq!(warm.fetches, requests.len() as u64);
+        for tasks in TASKS {
+            group.bench_function(format!("{name}/{tasks} tasks"), |b| {
+                b.iter_custom(|iters| {
+                    spread(&rt, iters, tasks, |task, n| {
+                        let (cache, source, requests) =
+                            (cache.clone(), source.clone(), requests.clone());
+                        async move {
+                            // Each task walks the keys from its own offset.
+                            let mut i = task * requests.len() / tasks;
+                            for _ in 0..n {
+                                let token = cache
+                                    .get(&source, &requests[i])
+                                    .await
+                                    .expect("cached token");
+                                black_box(token);
+                                i += 1;
+                                if i == requests.len() {
+                                    i = 0;
+                                }
+                            }
+                        }
+                    })
+                })
+            });
+        }
+        let after = cache.stats();
+        eprintln!(
+            "cache_hits/{name}: {} entries, fetches {} (warm-up {}), misses {} (warm-up {})",
+            requests.len(),
+            after.fetches,
+            warm.fetches,
+            after.misses,
+            warm.misses
+        );
+        assert_eq!(after.fetches, warm.fetches, "every lookup was a hit");
+    }
+    group.finish();
+}
+
+fn layer_hits(c: &mut Criterion) {
+    let rt = two_workers();
+    let token = bearer_token();
+    let layer = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .build();
+    let helseid = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(tower::service_fn(echo));
+    let static_bearer = ServiceBuilder::new()
+        .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+        .service(tower::service_fn(echo));
+    rt.block_on(helseid.clone().oneshot(Request::new(())))
+        .expect("warm");
+
+    let mut group = c.benchmark_group("layer_hits");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for tasks in TASKS {
+        group.bench_function(format!("static_bearer/{tasks} tasks"), |b| {
+            b.iter_custom(|iters| {
+                spread(&rt, iters, tasks, |_, n| {
+                    let svc = static_bearer.clone();
+                    async move {
+                        for _ in 0..n {
+                            black_box(
+                                svc.clone()
+                                    .oneshot(Request::new(()))
+                                    .await
+                                    .expect("response"),
+                            );
+                        }
+                    }
+                })
+            })
+        });
+        group.bench_function(format!("helseid/{tasks} tasks"), |b| {
+            b.iter_custom(|iters| {
+                spread(&rt, iters, tasks, |_, n| {
+                    let svc = helseid.clone();
+                    async move {
+                        for _ in 0..n {
+                            black_box(
+                                svc.clone()
+                                    .oneshot(Request::new(()))
+                                    .await
+                                    .expect("response"),
+                            );
+                        }
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+    assert_eq!(layer.cache().stats().fetches, 1, "every request was a hit");
+}
+
+#[cfg(feature = "emulator")]
+fn cold_start(c: &mut Criterion) {
+    use helseid::config::ClientConfig;
+    use helseid::emulator::{ClientRegistration, Emulator};
+    use helseid::endpoint::TokenEndpoint;
+    use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+
+    const REQUESTS: usize = 10_000;
+    const CLIENT: &str = "bench-client";
+
+    let rt = two_workers();
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
+    let public = SigningKey::from_jwk(&jwk)
+        .expect("key")
+        .public_jwk()
+        .clone();
+    let emulator = rt.block_on(async {
+        Emulator::builder()
+            .client(ClientRegistration::new(CLIENT, public).scopes([SCOPE]))
+            .start()
+            .await
+            .expect("emulator")
+    });
+    emulator.set_token_delay(Duration::from_millis(50));
+    let config = ClientConfig::builder()
+        .client_id(CLIENT)
+        .authority_url(emulator.issuer())
+        .scopes([SCOPE])
+        .private_jwk(&jwk)
+        .build()
+        .expect("config");
+    // The inner service answers whether the request carried a token.
+    let inner = tower::service_fn(|request: Request<()>| {
+        std::future::ready(Ok::<_, Infallible>(Response::new(
+            request.headers().contains_key(header::AUTHORIZATION),
+        )))
+    });
+
+    let mut runs = 0u64;
+    let mut group = c.benchmark_group("cold_start");
+    group
+        .sample_size(10)
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(12))
+        .throughput(Throughput::Elements(REQUESTS as u64));
+    group.bench_function("10000 concurrent, 50 ms token delay", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                // A fresh layer (cache, endpoint, HTTP client) per run; outside the clock.
+                let endpoint = TokenEndpoint::new(config.clone()).expect("endpoint");
+                let svc = ServiceBuilder::new()
+                    .layer(HelseIdLayer::new(endpoint))
+                    .service(inner);
+                let before = emulator.token_requests();
+                total += rt.block_on(async {
+                    let start = Instant::now();
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..REQUESTS {
+                        set.spawn(svc.clone().oneshot(Request::new(())));
+                    }
+                    while let Some(result) = set.join_next().await {
+                        let response = result.expect("task").expect("response");
+                        assert!(*response.body(), "the request carried a token");
+                    }
+                    start.elapsed()
+                });
+                let made = emulator.token_requests() - before;
+                assert_eq!(made, 1, "one token request for {REQUESTS} cold requests");
+                runs += 1;
+            }
+            total
+        })
+    });
+    group.finish();
+    eprintln!(
+        "cold_start: {runs} runs of {REQUESTS} requests, {} token requests at the emulator",
+        emulator.token_requests()
+    );
+    rt.block_on(emulator.shutdown());
+}
+
+#[cfg(not(feature = "emulator"))]
+fn cold_start(_c: &mut Criterion) {
+    eprintln!("cold_start needs the `emulator` feature");
+}
+
+criterion_group!(benches, hot_path, cache_hits, layer_hits, cold_start);
+criterion_main!(benches);
