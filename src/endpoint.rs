@@ -209,12 +209,7 @@ impl TokenEndpointBuilder {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let service = service
-            .map_response(|response: Response<B>| {
-                response.map(|body| body.map_err(Into::into).boxed_unsync())
-            })
-            .map_err(Into::into);
-        self.http = Some(BoxCloneSyncService::new(service));
+        self.http = Some(erase(service));
         self
     }
 
@@ -248,18 +243,7 @@ impl TokenEndpointBuilder {
         }
         let http = match self.http {
             Some(http) => http,
-            None => {
-                let client = crate::transport::https_client::<Full<Bytes>>()?;
-                TokenEndpointBuilder {
-                    config: self.config.clone(),
-                    http: None,
-                    timeout: self.timeout,
-                    token_endpoint: None,
-                }
-                .http_service(client)
-                .http
-                .ok_or_else(|| Error::config("tls", "no HTTP client"))?
-            }
+            None => erase(crate::transport::https_client::<Full<Bytes>>()?),
         };
         Ok(TokenEndpoint {
             inner: Arc::new(Inner {
@@ -272,6 +256,23 @@ impl TokenEndpointBuilder {
             }),
         })
     }
+}
+
+/// Type-erases an HTTP service into the one the endpoint sends through.
+fn erase<S, B>(service: S) -> HttpService
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = service
+        .map_response(|response: Response<B>| {
+            response.map(|body| body.map_err(Into::into).boxed_unsync())
+        })
+        .map_err(Into::into);
+    BoxCloneSyncService::new(service)
 }
 
 #[derive(Deserialize)]

@@ -16,7 +16,6 @@ use crate::error::Result;
 pub(crate) struct Shared {
     source: Arc<dyn FetchToken>,
     cache: TokenCache,
-    request: TokenRequest,
     key: CacheKey,
     /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
     /// the hot path. The cache stays the store of record.
@@ -127,7 +126,7 @@ pub struct HelseIdLayer {
 impl fmt::Debug for HelseIdLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HelseIdLayer")
-            .field("request", &self.shared.request)
+            .field("key", &self.shared.key)
             .field("cache", &self.shared.cache)
             .finish()
     }
@@ -225,7 +224,6 @@ impl HelseIdLayerBuilder {
             shared: Arc::new(Shared {
                 source: self.source,
                 cache: self.cache.unwrap_or_default(),
-                request: self.request,
                 key,
                 front: ArcSwapOption::empty(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
