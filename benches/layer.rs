@@ -287,6 +287,39 @@ fn cache_hits(c: &mut Criterion) {
     group.finish();
 }
 
+/// Requests per second through `svc` with `tasks` tasks, each sending its share of the
+/// iterations one after another.
+fn bench_hits<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: String,
+    tasks: usize,
+    svc: &S,
+) where
+    S: tower::Service<Request<()>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            spread(rt, iters, tasks, |_, n| {
+                let svc = svc.clone();
+                async move {
+                    for _ in 0..n {
+                        black_box(
+                            svc.clone()
+                                .oneshot(Request::new(()))
+                                .await
+                                .expect("response"),
+                        );
+                    }
+                }
+            })
+        })
+    });
+}
+
 fn layer_hits(c: &mut Criterion) {
     let rt = two_workers();
     let token = bearer_token();
@@ -308,40 +341,20 @@ fn layer_hits(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
     for tasks in TASKS {
-        group.bench_function(format!("static_bearer/{tasks} tasks"), |b| {
-            b.iter_custom(|iters| {
-                spread(&rt, iters, tasks, |_, n| {
-                    let svc = static_bearer.clone();
-                    async move {
-                        for _ in 0..n {
-                            black_box(
-                                svc.clone()
-                                    .oneshot(Request::new(()))
-                                    .await
-                                    .expect("response"),
-                            );
-                        }
-                    }
-                })
-            })
-        });
-        group.bench_function(format!("helseid/{tasks} tasks"), |b| {
-            b.iter_custom(|iters| {
-                spread(&rt, iters, tasks, |_, n| {
-                    let svc = helseid.clone();
-                    async move {
-                        for _ in 0..n {
-                            black_box(
-                                svc.clone()
-                                    .oneshot(Request::new(()))
-                                    .await
-                                    .expect("response"),
-                            );
-                        }
-                    }
-                })
-            })
-        });
+        bench_hits(
+            &mut group,
+            &rt,
+            format!("static_bearer/{tasks} tasks"),
+            tasks,
+            &static_bearer,
+        );
+        bench_hits(
+            &mut group,
+            &rt,
+            format!("helseid/{tasks} tasks"),
+            tasks,
+            &helseid,
+        );
     }
     group.finish();
     assert_eq!(layer.cache().stats().fetches, 1, "every request was a hit");

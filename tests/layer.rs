@@ -88,6 +88,15 @@ async fn protected_api(emulator: Arc<Emulator>) -> (String, Arc<AtomicUsize>) {
     (url, calls)
 }
 
+/// An inner service that answers with the `Authorization` header it got.
+async fn echo_authorization(
+    request: Request<()>,
+) -> Result<Response<Option<http::HeaderValue>>, std::convert::Infallible> {
+    Ok(Response::new(
+        request.headers().get(header::AUTHORIZATION).cloned(),
+    ))
+}
+
 /// Makes `response` a `401` with this `WWW-Authenticate` challenge.
 fn challenge<T>(response: &mut Response<T>, www_authenticate: &'static str) {
     *response.status_mut() = StatusCode::UNAUTHORIZED;
@@ -141,10 +150,7 @@ async fn a_thousand_concurrent_requests_on_a_cold_cache_make_one_token_request()
     let Setup { emulator, endpoint } = setup().await;
     let service = ServiceBuilder::new()
         .layer(HelseIdLayer::new(endpoint))
-        .service_fn(|request: Request<()>| async move {
-            let auth = request.headers().get(header::AUTHORIZATION).cloned();
-            Ok::<_, std::convert::Infallible>(Response::new(auth))
-        });
+        .service_fn(echo_authorization);
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let service = service.clone();
@@ -435,13 +441,9 @@ async fn errors_reach_the_caller_as_helseid_errors() {
 async fn the_layer_and_cache_never_show_the_token() {
     let Setup { emulator, endpoint } = setup().await;
     let layer = HelseIdLayer::new(endpoint);
-    let service =
-        ServiceBuilder::new()
-            .layer(layer.clone())
-            .service_fn(|request: Request<()>| async move {
-                let auth = request.headers().get(header::AUTHORIZATION).cloned();
-                Ok::<_, std::convert::Infallible>(Response::new(auth))
-            });
+    let service = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(echo_authorization);
     let response = service
         .clone()
         .oneshot(Request::new(()))
