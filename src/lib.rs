@@ -63,6 +63,9 @@ pub mod assertion;
 pub mod auth;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cpe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cpe")))]
+pub mod cpe;
 pub mod endpoint;
 pub mod error;
 pub mod key;

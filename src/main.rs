@@ -1,4 +1,5 @@
-//! The `helseid` command line: get HelseID tokens, and run a local HelseID emulator.
+//! The `helseid` command line: list CPE events, get HelseID tokens, and run a local
+//! HelseID + CPE emulator.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
+use futures_util::TryStreamExt;
 use helseid::assertion::Tenant;
 use helseid::config::{Authority, ClientConfig, Environment};
 use helseid::emulator::{ClientRegistration, Emulator};
@@ -23,7 +25,7 @@ const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
 #[command(
     name = "helseid",
     version,
-    about = "HelseID tokens and a local HelseID emulator"
+    about = "NHN's CommunicationParty events with HelseID tokens, and a local HelseID + CPE emulator"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +34,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the events of NHN's CommunicationParty Events API (CPE), oldest first.
+    ///
+    /// Without --config, starts the embedded emulator in-process, registers a demo
+    /// client there, and runs the whole flow against it: a token from its HelseID side,
+    /// events from its CPE side.
+    Events(EventsArgs),
     /// Get an access token with client credentials and print it on stdout.
     ///
     /// Without --config, starts the embedded emulator in-process, registers a demo
@@ -39,6 +47,31 @@ enum Command {
     Token(TokenArgs),
     /// Run the local HelseID emulator in the foreground until interrupted.
     Emulator(EmulatorArgs),
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// A client configuration file downloaded from HelseID's self-service portal.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Use this HelseID environment, and CPE in it, instead of the file's authority.
+    #[arg(long, value_enum, requires = "config")]
+    env: Option<EnvArg>,
+    /// CPE's base URL. Default: CPE in the authority's environment (or the emulator).
+    #[arg(long, value_name = "URL", requires = "config")]
+    base_url: Option<String>,
+    /// Start after this event (the last one you processed). Default: the beginning.
+    #[arg(long, value_name = "ID")]
+    from_event_id: Option<String>,
+    /// Stop after N events. Default: read the whole feed.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Print one JSON object per line, as the API sends each event.
+    #[arg(long)]
+    json: bool,
+    /// Act for an organisation: PARENT or PARENT:CHILD organisation numbers.
+    #[arg(long, value_name = "PARENT[:CHILD]")]
+    tenant: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -106,6 +139,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Events(args) => events(args).await,
             Command::Token(args) => token(args).await,
             Command::Emulator(args) => emulator(args).await,
         }
@@ -163,6 +197,127 @@ impl Demo {
     }
 }
 
+impl EnvArg {
+    fn environment(self) -> Environment {
+        match self {
+            EnvArg::Test => Environment::Test,
+            EnvArg::Prod => Environment::Prod,
+        }
+    }
+}
+
+/// The configuration from `--config`, or the embedded emulator's demo client (which
+/// `demo` then keeps running).
+async fn config_or_demo(
+    path: Option<&Path>,
+    demo: &mut Option<Demo>,
+) -> Result<ClientConfig, helseid::Error> {
+    if let Some(path) = path {
+        return ClientConfig::from_file(path);
+    }
+    let started = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    eprintln!(
+        "helseid: no --config given: using the embedded HelseID + CPE emulator at {}",
+        started.emulator.issuer()
+    );
+    let config = started.config()?;
+    *demo = Some(started);
+    Ok(config)
+}
+
+async fn events(args: EventsArgs) -> CliResult {
+    let tenant = args
+        .tenant
+        .as_deref()
+        .map(str::parse::<Tenant>)
+        .transpose()?;
+    // Keeps the embedded emulator running until the events are printed.
+    let mut demo = None;
+    let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;
+    let mut builder_env = None;
+    if let Some(env) = args.env {
+        config = config.with_authority(env.environment().authority());
+        builder_env = Some(env.environment());
+    }
+    let mut builder = helseid::cpe::Client::builder(config);
+    if let Some(env) = builder_env {
+        builder = builder.environment(env);
+    }
+    if let Some(url) = &args.base_url {
+        builder = builder.base_url(url);
+    }
+    let mut cpe = builder.build()?;
+    if let Some(tenant) = tenant {
+        cpe = cpe.with_tenant(tenant);
+    }
+
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let mut stream = cpe.events_after(args.from_event_id.as_deref());
+    let mut out = std::io::stdout().lock();
+    let mut count = 0;
+    let mut last = None;
+    while count < limit {
+        let event = match stream.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => return Err(describe_cpe_error(&e).into()),
+        };
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&event)?)?;
+        } else {
+            let name = event
+                .communication_party
+                .as_ref()
+                .map_or("", |party| party.name.as_str());
+            writeln!(
+                out,
+                "{}  {:<27} {:>9}  {}  [event {}]",
+                event.from_datetime, event.event_type, event.her_id, name, event.event_id
+            )?;
+        }
+        count += 1;
+        last = Some(event.event_id);
+    }
+    out.flush()?;
+    match last {
+        Some(id) => eprintln!(
+            "helseid: {count} event{}; continue with --from-event-id {id}",
+            if count == 1 { "" } else { "s" }
+        ),
+        None => eprintln!("helseid: no events"),
+    }
+    Ok(())
+}
+
+/// One line for a failed CPE call: the stack's own error when there is one, else what
+/// the API answered.
+fn describe_cpe_error(error: &helseid::cpe::FeedError) -> String {
+    if let Some(e) = helseid::cpe::helseid_error(error) {
+        return report(e);
+    }
+    match error {
+        helseid::cpe::Error::ErrorResponse(problem) => format!(
+            "CPE answered HTTP {}: {}",
+            problem.status(),
+            problem
+                .detail
+                .as_deref()
+                .or(problem.title.as_deref())
+                .unwrap_or("no details")
+        ),
+        helseid::cpe::Error::UnexpectedResponse(response) => {
+            let challenge = response
+                .headers()
+                .get(http::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default();
+            format!("CPE answered HTTP {}{challenge}", response.status())
+        }
+        other => format!("CPE call failed: {}", report(other)),
+    }
+}
+
 async fn token(args: TokenArgs) -> CliResult {
     let tenant = args
         .tenant
@@ -170,25 +325,10 @@ async fn token(args: TokenArgs) -> CliResult {
         .map(str::parse::<Tenant>)
         .transpose()?;
     // Keeps the embedded emulator running until the token is printed.
-    let mut _demo = None;
-    let mut config = match &args.config {
-        Some(path) => ClientConfig::from_file(path)?,
-        None => {
-            let demo = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-            eprintln!(
-                "helseid: no --config given: using the embedded HelseID emulator at {}",
-                demo.emulator.issuer()
-            );
-            let config = demo.config()?;
-            _demo = Some(demo);
-            config
-        }
-    };
+    let mut demo = None;
+    let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;
     if let Some(env) = args.env {
-        config = config.with_authority(match env {
-            EnvArg::Test => Environment::Test.authority(),
-            EnvArg::Prod => Environment::Prod.authority(),
-        });
+        config = config.with_authority(env.environment().authority());
     }
     if let Some(authority) = &args.authority {
         config = config.with_authority(Authority::parse(authority)?);
@@ -241,7 +381,7 @@ async fn emulator(args: EmulatorArgs) -> CliResult {
         writeln!(out, "{}", demo.emulator.issuer())?;
         out.flush()?;
     }
-    eprintln!("helseid: HelseID emulator running; stop it with Ctrl-C");
+    eprintln!("helseid: HelseID + CPE emulator running; stop it with Ctrl-C");
     tokio::signal::ctrl_c().await?;
     demo.emulator.shutdown().await;
     Ok(())

@@ -1,0 +1,90 @@
+//! Generates the typed API clients from the OpenAPI documents in `openapi/`.
+//!
+//! With the `cpe` feature, progenitor turns `openapi/cpe.json` into `$OUT_DIR/cpe.rs`,
+//! which `src/cpe.rs` includes. Every generated call goes through
+//! `ClientHooks::exec`, which `src/cpe.rs` implements by sending through a tower stack.
+//! Date-times become `crate::cpe::DateTimeOffset`, which reads the way .NET writes them.
+
+fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
+    #[cfg(feature = "cpe")]
+    if let Err(e) = generate::client("openapi/cpe.json", "cpe.rs") {
+        println!("cargo::error={e}");
+    }
+}
+
+#[cfg(feature = "cpe")]
+#[allow(dead_code)]
+#[path = "build/normalise.rs"]
+mod normalise;
+
+#[cfg(feature = "cpe")]
+mod generate {
+    use std::path::{Path, PathBuf};
+
+    use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
+
+    /// Generates a client from the OpenAPI document at `spec` (relative to the crate) into
+    /// `$OUT_DIR/<out>`.
+    pub(super) fn client(spec: &str, out: &str) -> Result<(), String> {
+        println!("cargo::rerun-if-changed={spec}");
+        println!("cargo::rerun-if-changed=build/normalise.rs");
+        let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {spec}: {e}"))?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{spec} is not JSON: {e}"))?;
+        let notes = super::normalise::normalise(&mut json).map_err(|e| format!("{spec}: {e}"))?;
+        let document: openapiv3::OpenAPI = serde_json::from_value(json)
+            .map_err(|e| format!("{spec} is not an OpenAPI 3.0 document: {e}"))?;
+
+        let mut settings = GenerationSettings::new();
+        settings
+            .with_interface(InterfaceStyle::Positional)
+            .with_tag(TagStyle::Merged)
+            .with_hooks(HooksMode::Expected)
+            .with_inner_type(quote("crate::cpe::Stack")?)
+            .with_derive("PartialEq")
+            .with_conversion(
+                date_time_schema(),
+                "crate::cpe::DateTimeOffset",
+                [progenitor::TypeImpl::Display].into_iter(),
+            );
+        let mut generator = Generator::new(&settings);
+        let tokens = generator
+            .generate_tokens(&document)
+            .map_err(|e| format!("progenitor cannot generate a client from {spec}: {e}"))?;
+        let file: syn::File = syn::parse2(tokens)
+            .map_err(|e| format!("progenitor's output for {spec} does not parse: {e}"))?;
+        let code = prettyplease::unparse(&file);
+
+        let dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
+        // What normalisation changed, for whoever wonders why a response is untyped.
+        write_if_changed(
+            &dir.join(format!("{out}.normalised.txt")),
+            &notes.join("\n"),
+        )?;
+        write_if_changed(&dir.join(out), &code)
+    }
+
+    /// The schema every `{"type": "string", "format": "date-time"}` matches.
+    fn date_time_schema() -> schemars::schema::SchemaObject {
+        schemars::schema::SchemaObject {
+            instance_type: Some(schemars::schema::InstanceType::String.into()),
+            format: Some("date-time".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    fn quote(path: &str) -> Result<proc_macro2::TokenStream, String> {
+        path.parse()
+            .map_err(|e| format!("`{path}` is not a Rust path: {e}"))
+    }
+
+    /// Writes `code` unless the file already holds it, so an unchanged client does not
+    /// trigger a rebuild.
+    fn write_if_changed(path: &Path, code: &str) -> Result<(), String> {
+        if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
+            return Ok(());
+        }
+        std::fs::write(path, code).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+}

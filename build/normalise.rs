@@ -1,0 +1,226 @@
+//! Rewrites an OpenAPI 3.0 document into the shape progenitor can generate from.
+//!
+//! Real specs, such as the ones ASP.NET (Swashbuckle) servers emit, contain things
+//! progenitor 0.15 rejects or panics on. This module rewrites them, on a
+//! `serde_json::Value`, before generation, and says what it changed:
+//!
+//! - A request or response body offered in several media types (`application/json`,
+//!   `text/json`, `application/*+json`) keeps one: `application/json` when offered, else
+//!   the first JSON media type, else the first (progenitor panics on more than one).
+//! - An operation whose success responses have different bodies keeps the ones like its
+//!   lowest success code; one whose error responses have different bodies drops the
+//!   error responses without a body, and if the rest still differ, their bodies
+//!   (progenitor asserts one type per kind). Dropped responses reach the caller as
+//!   unexpected responses, with their status.
+//! - `additionalProperties: false` is removed: a client must not fail on a field the
+//!   server adds later.
+//!
+//! Used by `build.rs` and by the tests in `tests/normalise.rs`.
+
+use serde_json::{Map, Value};
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Normalises `doc` in place. Returns one line per change made.
+///
+/// # Errors
+/// When `doc` is not an OpenAPI 3.0 document (progenitor reads 3.0.x only).
+pub(crate) fn normalise(doc: &mut Value) -> Result<Vec<String>, String> {
+    let version = doc
+        .get("openapi")
+        .and_then(Value::as_str)
+        .ok_or("the document has no `openapi` version")?;
+    if !version.starts_with("3.0.") {
+        return Err(format!(
+            "`openapi: {version}` is not supported: progenitor reads OpenAPI 3.0.x documents"
+        ));
+    }
+    let mut notes = Vec::new();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            for method in METHODS {
+                if let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) {
+                    let name = format!("{} {path}", method.to_uppercase());
+                    operation(&name, op, &mut notes);
+                }
+            }
+        }
+    }
+    remove_closed_objects("", doc, &mut notes);
+    Ok(notes)
+}
+
+fn operation(name: &str, op: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    if let Some(content) = op
+        .get_mut("requestBody")
+        .and_then(|b| b.get_mut("content"))
+        .and_then(Value::as_object_mut)
+    {
+        one_media_type(&format!("{name} request body"), content, notes);
+    }
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (status, response) in responses.iter_mut() {
+        if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) {
+            one_media_type(&format!("{name} response {status}"), content, notes);
+        }
+    }
+    one_success_type(name, responses, notes);
+    one_error_type(name, responses, notes);
+}
+
+/// Keeps one media type of a body offered in several.
+fn one_media_type(what: &str, content: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    if content.len() <= 1 {
+        return;
+    }
+    let keep = if content.contains_key("application/json") {
+        "application/json".to_owned()
+    } else {
+        content
+            .keys()
+            .find(|k| is_json(k))
+            .or_else(|| content.keys().next())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let dropped: Vec<String> = content.keys().filter(|k| **k != keep).cloned().collect();
+    content.retain(|k, _| *k == keep);
+    notes.push(format!(
+        "{what}: kept `{keep}`, dropped {}",
+        dropped
+            .iter()
+            .map(|d| format!("`{d}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+}
+
+fn is_json(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    essence.ends_with("/json") || essence.ends_with("+json")
+}
+
+fn is_success(status: &str) -> bool {
+    status.starts_with('2')
+}
+
+fn is_error(status: &str) -> bool {
+    status.starts_with('4') || status.starts_with('5') || status == "default"
+}
+
+/// What a response decodes to: its (single) body schema, or `None`.
+fn body_type(response: &Value) -> Option<Value> {
+    let content = response.get("content")?.as_object()?;
+    let (_, media) = content.iter().next()?;
+    Some(media.get("schema").cloned().unwrap_or(Value::Null))
+}
+
+fn distinct_types<'a>(responses: impl Iterator<Item = &'a Value>) -> usize {
+    let mut seen: Vec<Option<Value>> = Vec::new();
+    for response in responses {
+        let t = body_type(response);
+        if !seen.contains(&t) {
+            seen.push(t);
+        }
+    }
+    seen.len()
+}
+
+fn one_success_type(name: &str, responses: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    if distinct_types(
+        responses
+            .iter()
+            .filter(|(s, _)| is_success(s))
+            .map(|(_, r)| r),
+    ) <= 1
+    {
+        return;
+    }
+    let Some(first) = responses.keys().filter(|s| is_success(s)).min().cloned() else {
+        return;
+    };
+    let keep = responses.get(&first).and_then(body_type);
+    let dropped: Vec<String> = responses
+        .iter()
+        .filter(|(s, r)| is_success(s) && body_type(r) != keep)
+        .map(|(s, _)| s.clone())
+        .collect();
+    responses.retain(|s, _| !dropped.contains(s));
+    notes.push(format!(
+        "{name}: success responses {} dropped: their bodies differ from {first}'s",
+        dropped.join(", ")
+    ));
+}
+
+fn one_error_type(name: &str, responses: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    let count = |responses: &Map<String, Value>| {
+        distinct_types(
+            responses
+                .iter()
+                .filter(|(s, _)| is_error(s))
+                .map(|(_, r)| r),
+        )
+    };
+    if count(responses) <= 1 {
+        return;
+    }
+    let bodiless: Vec<String> = responses
+        .iter()
+        .filter(|(s, r)| is_error(s) && body_type(r).is_none())
+        .map(|(s, _)| s.clone())
+        .collect();
+    if !bodiless.is_empty() {
+        responses.retain(|s, _| !bodiless.contains(s));
+        notes.push(format!(
+            "{name}: error responses without a body ({}) dropped: other error responses have one",
+            bodiless.join(", ")
+        ));
+    }
+    if count(responses) <= 1 {
+        return;
+    }
+    let mut stripped = Vec::new();
+    for (status, response) in responses.iter_mut().filter(|(s, _)| is_error(s)) {
+        if let Some(r) = response.as_object_mut() {
+            r.remove("content");
+            stripped.push(status.clone());
+        }
+    }
+    notes.push(format!(
+        "{name}: error responses {} have different bodies: their bodies are left untyped",
+        stripped.join(", ")
+    ));
+}
+
+/// Removes `additionalProperties: false` everywhere in the document.
+fn remove_closed_objects(at: &str, value: &mut Value, notes: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+                map.remove("additionalProperties");
+                notes.push(format!(
+                    "{}: removed `additionalProperties: false`",
+                    if at.is_empty() { "/" } else { at }
+                ));
+            }
+            for (key, child) in map.iter_mut() {
+                remove_closed_objects(&format!("{at}/{}", pointer_escape(key)), child, notes);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                remove_closed_objects(&format!("{at}/{i}"), child, notes);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Escapes a key for a JSON pointer (RFC 6901).
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
