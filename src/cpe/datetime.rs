@@ -111,10 +111,14 @@ impl fmt::Display for DateTimeOffset {
     /// Seven fractional digits, as .NET's round-trip format; the offset only when the
     /// value had one.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // .NET ticks are 100 ns; chrono has no seven-digit format of its own.
+        let ticks = (self.at.timestamp_subsec_nanos() % 1_000_000_000) / 100;
         if self.has_offset {
-            write!(f, "{}", self.at.format("%Y-%m-%dT%H:%M:%S%.7f%:z"))
+            let (seconds, offset) = (self.at.format("%Y-%m-%dT%H:%M:%S"), self.at.format("%:z"));
+            write!(f, "{seconds}.{ticks:07}{offset}")
         } else {
-            write!(f, "{}", self.at.naive_utc().format("%Y-%m-%dT%H:%M:%S%.7f"))
+            let seconds = self.at.naive_utc().format("%Y-%m-%dT%H:%M:%S");
+            write!(f, "{seconds}.{ticks:07}")
         }
     }
 }
