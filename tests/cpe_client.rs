@@ -51,17 +51,17 @@ fn canned(seen: Arc<Mutex<Vec<Request<Full<Bytes>>>>>) -> Client {
             }),
             _ => serde_json::json!({ "HerId": 1, "Name": "n" }),
         };
-        seen.lock().unwrap().push(request);
+        seen.lock().expect("lock").push(request);
         async move {
             Ok::<_, Infallible>(
                 Response::builder()
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(body.to_string())))
-                    .unwrap(),
+                    .expect("response"),
             )
         }
     });
-    Client::from_service("https://cpe.test.grunndata.nhn.no/", service).unwrap()
+    Client::from_service("https://cpe.test.grunndata.nhn.no/", service).expect("client")
 }
 
 #[tokio::test]
@@ -154,10 +154,10 @@ async fn an_error_of_the_stack_reaches_the_caller() {
 
 /// A client with a fresh key, and the configuration that signs with it.
 fn client_and_key(id: &str) -> (TestClient, PrivateJwk) {
-    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).unwrap();
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
     let client = TestClient {
         id: id.to_owned(),
-        key: SigningKey::from_jwk(&jwk).unwrap(),
+        key: SigningKey::from_jwk(&jwk).expect("key"),
     };
     (client, jwk)
 }
@@ -169,7 +169,7 @@ fn config((client, jwk): &(TestClient, PrivateJwk), authority: &str) -> ClientCo
         .scopes([cpe::SCOPE])
         .private_jwk(jwk)
         .build()
-        .unwrap()
+        .expect("config")
 }
 
 #[tokio::test]
