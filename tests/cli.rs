@@ -1,0 +1,138 @@
+//! The built `helseid` binary, end to end.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_helseid");
+
+/// A child process that is killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("the helseid binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tempdir() -> PathBuf {
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).expect("random");
+    let dir = std::env::temp_dir().join(format!("helseid-cli-{}", u64::from_le_bytes(random)));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+/// `helseid emulator --write-config FILE`, running; returns it with its issuer URL.
+fn start_emulator(config: &std::path::Path) -> (Running, String) {
+    let mut child = Command::new(BIN)
+        .args(["emulator", "--write-config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("helseid emulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let mut issuer = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut issuer)
+        .expect("the emulator prints its issuer");
+    (running, issuer.trim().to_owned())
+}
+
+#[tokio::test]
+async fn emulator_writes_a_config_that_token_uses_and_the_token_verifies() {
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let (_emulator, issuer) = start_emulator(&config);
+    assert!(issuer.starts_with("http://127.0.0.1:"), "{issuer}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&config)
+            .expect("config written")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key file is private");
+    }
+
+    let output = run(&["token", "--config", config.to_str().expect("path")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "only the token on stdout");
+
+    // The emulator's own keys accept the token: fetched from its JWKS like any API would.
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(
+        support::get_json(&format!("{issuer}/.well-known/openid-configuration/jwks")).await,
+    )
+    .expect("JWKS");
+    let header = jsonwebtoken::decode_header(token).expect("a JWT");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("the signing key is published");
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[&issuer]);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("the emulator's token verifies")
+    .claims;
+    assert_eq!(claims["client_id"], "helseid-rs-demo");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn errors_are_one_line_on_stderr_with_a_failing_exit_code() {
+    let dir = tempdir();
+    let missing = dir.join("missing.json");
+    let output = run(&["token", "--config", missing.to_str().expect("path")]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot read configuration file"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+
+    let output = run(&["token", "--tenant", "12345"]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("12345"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["events", "--help"],
+        &["token", "--help"],
+        &["emulator", "--help"],
+    ] {
+        let output = run(args);
+        assert!(output.status.success(), "{args:?}");
+        assert!(text(&output.stdout).contains("Usage: helseid"), "{args:?}");
+    }
+}
