@@ -14,8 +14,11 @@
 //!   by default hyper-util with rustls ([`transport`]);
 //! - caches them ([`cache`]: single flight, refresh ahead, back-off) and attaches them
 //!   to the requests of any tower/hyper service ([`auth`]: [`HelseIdLayer`]);
-//! - ships a strict local HelseID emulator ([`emulator`], feature `emulator`) so that
-//!   everything runs, and is tested, without a registration at NHN.
+//! - calls NHN's CommunicationParty Events API through typed functions that progenitor
+//!   generates from `openapi/cpe.json`, sent through the same tower stack ([`cpe`],
+//!   feature `cpe`);
+//! - ships a strict local HelseID + CPE emulator ([`emulator`], feature `emulator`) so
+//!   that everything runs, and is tested, without a registration at NHN.
 //!
 //! # Example
 //! ```no_run
@@ -46,7 +49,8 @@
 //! # Features
 //! | feature    | default | what it adds |
 //! |------------|---------|--------------|
-//! | `emulator` | via `cli` | [`emulator`]: a local HelseID (axum) for tests and demos |
+//! | `cpe`      | via `cli` | [`cpe`]: the typed CPE client (progenitor in `build.rs`) |
+//! | `emulator` | via `cli` | [`emulator`]: a local HelseID + CPE (axum, utoipa) for tests and demos |
 //! | `cli`      | yes     | the `helseid` command line |
 //!
 //! Library users who need neither: `default-features = false`.
