@@ -51,6 +51,7 @@ use tokio::time::Instant;
 use crate::assertion::Tenant;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
+use crate::exchange::SubjectToken;
 use crate::token::AccessToken;
 
 /// A boxed token fetch.
@@ -65,6 +66,12 @@ pub trait FetchToken: Send + Sync + 'static {
     /// The client id the tokens are for; part of the cache key.
     fn client_id(&self) -> &str {
         ""
+    }
+
+    /// Tells apart sources of one client whose tokens are not interchangeable, such as
+    /// two users' refresh sessions; part of the cache key. Default: 0.
+    fn partition(&self) -> u64 {
+        0
     }
 }
 
@@ -99,10 +106,14 @@ pub struct CacheKey {
     scopes: Arc<[String]>,
     resource: Option<Arc<str>>,
     tenant: Option<Tenant>,
+    /// A token exchange's subject token, compared by its SHA-256 fingerprint.
+    subject: Option<SubjectToken>,
+    partition: u64,
 }
 
 impl CacheKey {
-    /// The key of `request` for `client_id`.
+    /// The key of `request` for `client_id`. A refresh request's refresh token is not
+    /// part of it: the token rotates, the session stays.
     pub fn new(client_id: &str, request: &TokenRequest) -> Self {
         let mut scopes = request.scopes().to_vec();
         scopes.sort_unstable();
@@ -113,17 +124,31 @@ impl CacheKey {
             scopes: scopes.into(),
             resource: request.resource().map(Into::into),
             tenant: request.tenant().copied(),
+            subject: request.subject().cloned(),
+            partition: 0,
         }
     }
 
-    /// The token request this key stands for.
+    /// The key of `request` for `source`'s client and partition.
+    pub(crate) fn for_source(source: &dyn FetchToken, request: &TokenRequest) -> Self {
+        CacheKey {
+            partition: source.partition(),
+            ..Self::new(source.client_id(), request)
+        }
+    }
+
+    /// The token request this key stands for (without a refresh token: the source
+    /// holds that).
     pub fn request(&self) -> TokenRequest {
-        let mut request = TokenRequest::client_credentials(self.scopes.iter().cloned());
+        let mut request = TokenRequest::with_grant(self.grant.clone(), self.scopes.iter().cloned());
         if let Some(resource) = &self.resource {
             request = request.with_resource(&**resource);
         }
         if let Some(tenant) = self.tenant {
             request = request.with_tenant(tenant);
+        }
+        if let Some(subject) = &self.subject {
+            request = request.with_subject(subject.clone());
         }
         request
     }
@@ -132,6 +157,14 @@ impl CacheKey {
     pub fn with_tenant(&self, tenant: Option<Tenant>) -> Self {
         CacheKey {
             tenant,
+            ..self.clone()
+        }
+    }
+
+    /// This key with another subject token (token exchange).
+    pub fn with_subject(&self, subject: Option<SubjectToken>) -> Self {
+        CacheKey {
+            subject,
             ..self.clone()
         }
     }
@@ -206,11 +239,19 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(token: AccessToken, settings: &CacheSettings) -> Self {
+    /// An entry for `token`; `cap` ends it earlier (a token exchange's subject token
+    /// expiry: an exchanged token is never used past it, nor refreshed ahead of it).
+    pub(crate) fn new(token: AccessToken, settings: &CacheSettings, cap: Option<Instant>) -> Self {
         let now = Instant::now();
         let lifetime = token.expires_in();
-        let usable_until = token.expires_at() - settings.expiry_margin.min(lifetime / 4);
-        let refresh_at = usable_until - settings.refresh_window.min(lifetime / 4);
+        let mut usable_until = token.expires_at() - settings.expiry_margin.min(lifetime / 4);
+        let mut refresh_at = usable_until - settings.refresh_window.min(lifetime / 4);
+        if let Some(cap) = cap
+            && cap < usable_until
+        {
+            usable_until = cap;
+            refresh_at = cap;
+        }
         Entry {
             token: Arc::new(token),
             usable_until: usable_until.max(now),
@@ -342,7 +383,7 @@ impl TokenCache {
         source: &(impl FetchToken + Clone),
         request: &TokenRequest,
     ) -> Result<Arc<AccessToken>> {
-        let key = CacheKey::new(source.client_id(), request);
+        let key = CacheKey::for_source(source, request);
         let source: Arc<dyn FetchToken> = Arc::new(source.clone());
         Ok(self.entry(&source, &key).await?.token.clone())
     }
@@ -351,7 +392,7 @@ impl TokenCache {
     pub async fn invalidate(&self, source: &impl FetchToken, request: &TokenRequest) {
         self.inner
             .entries
-            .invalidate(&CacheKey::new(source.client_id(), request))
+            .invalidate(&CacheKey::for_source(source, request))
             .await;
     }
 
@@ -389,6 +430,15 @@ impl TokenCache {
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         self.check_backoff(key, now)?;
         self.join_fetch(source, key, true).await
+    }
+
+    /// Puts a token that is already in hand (a session's current access token) in
+    /// place for `key`.
+    pub(crate) async fn seed(&self, key: &CacheKey, token: AccessToken) {
+        let entry = Arc::new(Entry::new(token, &self.inner.settings, None));
+        if Instant::now() < entry.usable_until {
+            self.inner.entries.insert(key.clone(), entry).await;
+        }
     }
 
     /// Removes `key`'s entry if it still holds the token sent as `sent` (a 401 said
@@ -510,7 +560,8 @@ impl TokenCache {
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(key);
                 tracing::debug!(expires_in = ?token.expires_in(), "token fetched");
-                Ok(Arc::new(Entry::new(token, &self.inner.settings)))
+                let cap = key.subject.as_ref().and_then(SubjectToken::expires_at);
+                Ok(Arc::new(Entry::new(token, &self.inner.settings, cap)))
             }
             Err(error) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);

@@ -36,6 +36,7 @@ use zeroize::Zeroizing;
 use crate::assertion::{ASSERTION_TYPE, ClientAssertion, Tenant};
 use crate::config::{ClientConfig, check_url};
 use crate::error::{BoxError, Error, OAuthError, Result};
+use crate::exchange::{ACCESS_TOKEN_TYPE, SubjectToken, TOKEN_EXCHANGE_GRANT};
 use crate::key::json_error_without_input;
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
@@ -43,6 +44,9 @@ use crate::token::{AccessToken, RefreshToken, TokenType};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `expires_in` accepted from a token endpoint: one day.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest `rt_expires_in` (refresh token lifetime) believed: a year.
+const MAX_RT_EXPIRES_IN: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 /// The largest response body read from HelseID.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -81,6 +85,11 @@ pub struct Discovery {
 pub enum Grant {
     /// `client_credentials`: the client acts for itself (or for a [`Tenant`]).
     ClientCredentials,
+    /// Token exchange (RFC 8693): the client exchanges a token it received (the
+    /// [`SubjectToken`]) for a token to a downstream API.
+    TokenExchange,
+    /// `refresh_token`: a new access token for a user's session.
+    RefreshToken,
 }
 
 impl Grant {
@@ -88,29 +97,75 @@ impl Grant {
     pub fn grant_type(&self) -> &'static str {
         match self {
             Grant::ClientCredentials => "client_credentials",
+            Grant::TokenExchange => TOKEN_EXCHANGE_GRANT,
+            Grant::RefreshToken => "refresh_token",
         }
     }
 }
 
 /// What to ask the token endpoint for.
+///
+/// `Debug` never shows the subject or refresh token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TokenRequest {
     grant: Grant,
     scopes: Vec<String>,
     resource: Option<String>,
     tenant: Option<Tenant>,
+    subject: Option<SubjectToken>,
+    refresh_token: Option<RefreshToken>,
 }
 
 impl TokenRequest {
     /// A client-credentials request for `scopes` (none: the client's default scopes at
     /// HelseID).
     pub fn client_credentials(scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        Self::with_grant(Grant::ClientCredentials, scopes)
+    }
+
+    /// A token exchange (RFC 8693) of `subject` for a token with the downstream
+    /// `scopes`.
+    pub fn token_exchange(
+        subject: SubjectToken,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self::with_grant(Grant::TokenExchange, scopes).with_subject(subject)
+    }
+
+    /// A refresh with `refresh_token`, for `scopes` (none: the session's scopes).
+    pub fn refresh(
+        refresh_token: RefreshToken,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let mut request = Self::with_grant(Grant::RefreshToken, scopes);
+        request.refresh_token = Some(refresh_token);
+        request
+    }
+
+    /// A request of `grant` for `scopes`, without the grant's token yet.
+    pub(crate) fn with_grant(
+        grant: Grant,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
         TokenRequest {
-            grant: Grant::ClientCredentials,
+            grant,
             scopes: scopes.into_iter().map(Into::into).collect(),
             resource: None,
             tenant: None,
+            subject: None,
+            refresh_token: None,
         }
+    }
+
+    /// This request with another subject token (token exchange).
+    pub fn with_subject(mut self, subject: SubjectToken) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// The subject token of a token exchange.
+    pub fn subject(&self) -> Option<&SubjectToken> {
+        self.subject.as_ref()
     }
 
     /// Asks for a token for one resource (RFC 8707 `resource`).
@@ -294,20 +349,26 @@ fn invalid(endpoint: &'static str, status: StatusCode, reason: impl Into<String>
 }
 
 /// Reads a lifetime in seconds: a JSON number, or a string holding one.
-fn seconds(field: &str, value: &serde_json::Value, status: StatusCode) -> Result<Duration> {
+fn seconds(
+    field: &str,
+    value: &serde_json::Value,
+    status: StatusCode,
+    max: Duration,
+) -> Result<Duration> {
     let secs = match value {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     };
     match secs {
-        Some(s) if s >= 1.0 && s <= MAX_EXPIRES_IN.as_secs_f64() => {
-            Ok(Duration::from_secs(s as u64))
-        }
+        Some(s) if s >= 1.0 && s <= max.as_secs_f64() => Ok(Duration::from_secs(s as u64)),
         Some(s) => Err(invalid(
             TOKEN_ENDPOINT,
             status,
-            format!("`{field}` of {s} seconds is not a plausible lifetime (1 s to 24 h)"),
+            format!(
+                "`{field}` of {s} seconds is not a plausible lifetime (1 s to {} h)",
+                max.as_secs() / 3600
+            ),
         )),
         None => Err(invalid(
             TOKEN_ENDPOINT,
@@ -428,6 +489,29 @@ impl TokenEndpoint {
         fields(client_id = %self.inner.config.client_id(), grant = request.grant.grant_type(), status)
     )]
     pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
+        let grant_token = match request.grant {
+            Grant::ClientCredentials => None,
+            Grant::TokenExchange => {
+                let subject = request
+                    .subject
+                    .as_ref()
+                    .ok_or_else(|| Error::SubjectToken {
+                        reason: "the token exchange request has no subject token".into(),
+                    })?;
+                if subject.is_expired() {
+                    return Err(Error::SubjectToken {
+                        reason: format!("the subject token {} has expired", subject.fingerprint()),
+                    });
+                }
+                Some(("subject_token", subject.secret()))
+            }
+            Grant::RefreshToken => {
+                let token = request.refresh_token.as_ref().ok_or_else(|| {
+                    Error::config("refresh_token", "the refresh request has no refresh token")
+                })?;
+                Some(("refresh_token", token.secret()))
+            }
+        };
         let url = self.token_endpoint().await?;
         let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
         // The serializer is not `Send`: keep it out of the awaits.
@@ -437,6 +521,12 @@ impl TokenEndpoint {
                 .append_pair("client_id", self.inner.config.client_id())
                 .append_pair("client_assertion_type", ASSERTION_TYPE)
                 .append_pair("client_assertion", assertion.as_str());
+            if let Some((name, token)) = grant_token {
+                form.append_pair(name, token);
+            }
+            if request.grant == Grant::TokenExchange {
+                form.append_pair("subject_token_type", ACCESS_TOKEN_TYPE);
+            }
             if !request.scopes.is_empty() {
                 form.append_pair("scope", &request.scopes.join(" "));
             }
@@ -587,7 +677,7 @@ fn parse_token_response(
         }
     };
     let expires_in = match &response.expires_in {
-        Some(v) => seconds("expires_in", v, status)?,
+        Some(v) => seconds("expires_in", v, status, MAX_EXPIRES_IN)?,
         None => {
             return Err(invalid(
                 TOKEN_ENDPOINT,
@@ -599,7 +689,7 @@ fn parse_token_response(
     let rt_expires_in = response
         .rt_expires_in
         .as_ref()
-        .map(|v| seconds("rt_expires_in", v, status))
+        .map(|v| seconds("rt_expires_in", v, status, MAX_RT_EXPIRES_IN))
         .transpose()?;
     let refresh_token = response
         .refresh_token

@@ -89,6 +89,36 @@ pub enum Error {
         source: SharedError,
     },
 
+    /// The subject token of a token exchange is missing or unusable (see
+    /// [`SubjectToken`](crate::exchange::SubjectToken)).
+    #[error("cannot exchange the subject token: {reason}")]
+    SubjectToken {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The refresh token is expired, was rejected (`invalid_grant`) or is gone: the user
+    /// must log in again. When HelseID said so, its answer is the
+    /// [`source`](std::error::Error::source).
+    #[error("the user must log in again: {reason}")]
+    LoginRequired {
+        /// Why.
+        reason: String,
+        /// HelseID's answer, when there was one.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// A [`TokenStore`](crate::refresh::TokenStore) could not read or write a token set.
+    #[error("token store: {reason}")]
+    TokenStore {
+        /// What failed (never the tokens).
+        reason: String,
+        /// The I/O error, when there was one.
+        #[source]
+        source: Option<SharedError>,
+    },
+
     /// Fetching a token for this key failed repeatedly, and the cache does not ask
     /// HelseID again until the back-off delay has passed. The last failure is the
     /// [`source`](std::error::Error::source).
@@ -118,7 +148,21 @@ impl Error {
         match self {
             Error::OAuth { error, .. } => Some(error),
             Error::BackingOff { last, .. } => last.oauth_error(),
+            Error::LoginRequired {
+                source: Some(source),
+                ..
+            } => source.oauth_error(),
             _ => None,
+        }
+    }
+
+    /// Whether the user must log in again: [`Error::LoginRequired`], also behind
+    /// [`Error::BackingOff`].
+    pub fn is_login_required(&self) -> bool {
+        match self {
+            Error::LoginRequired { .. } => true,
+            Error::BackingOff { last, .. } => last.is_login_required(),
+            _ => false,
         }
     }
 
@@ -128,6 +172,10 @@ impl Error {
         match self {
             Error::OAuth { status, .. } | Error::InvalidResponse { status, .. } => Some(*status),
             Error::BackingOff { last, .. } => last.status(),
+            Error::LoginRequired {
+                source: Some(source),
+                ..
+            } => source.status(),
             _ => None,
         }
     }

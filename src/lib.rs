@@ -72,7 +72,9 @@ pub mod config;
 pub mod cpe;
 pub mod endpoint;
 pub mod error;
+pub mod exchange;
 pub mod key;
+pub mod refresh;
 pub mod token;
 pub mod transport;
 

@@ -205,6 +205,12 @@ impl RefreshToken {
     }
 }
 
+impl std::hash::Hash for RefreshToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.secret().hash(state);
+    }
+}
+
 impl fmt::Debug for RefreshToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RefreshToken([redacted])")

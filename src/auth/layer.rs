@@ -9,8 +9,9 @@ use tower_layer::Layer;
 use super::HelseId;
 use crate::assertion::Tenant;
 use crate::cache::{CacheKey, Entry, FetchToken, TokenCache};
-use crate::endpoint::{TokenEndpoint, TokenRequest};
-use crate::error::Result;
+use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
+use crate::error::{Error, Result};
+use crate::exchange::SubjectToken;
 
 /// What every clone of a layer and its services shares.
 pub(crate) struct Shared {
@@ -21,6 +22,8 @@ pub(crate) struct Shared {
     /// the hot path. The cache stays the store of record.
     front: ArcSwapOption<Front>,
     pub(crate) retry_on_invalid_token: bool,
+    /// Token exchange: each request's [`SubjectToken`] is exchanged.
+    pub(crate) exchanges: bool,
 }
 
 /// The layer's own token while it is not due for a refresh. A timer task removes it
@@ -82,30 +85,51 @@ impl Shared {
         })));
     }
 
-    fn key(&self, tenant: Option<Tenant>) -> CacheKey {
-        match tenant {
+    fn key(&self, tenant: Option<Tenant>, subject: Option<&SubjectToken>) -> CacheKey {
+        let key = match tenant {
             None => self.key.clone(),
             Some(tenant) => self.key.with_tenant(Some(tenant)),
+        };
+        match subject {
+            None => key,
+            Some(subject) => key.with_subject(Some(subject.clone())),
         }
     }
 
-    /// The token for `tenant` (or the layer's own), through the cache.
-    pub(crate) async fn header(self: &Arc<Self>, tenant: Option<Tenant>) -> Result<HeaderValue> {
-        let entry = match tenant {
-            None => {
+    /// The token for `tenant` and `subject` (or the layer's own), through the cache.
+    pub(crate) async fn header(
+        self: &Arc<Self>,
+        tenant: Option<Tenant>,
+        subject: Option<&SubjectToken>,
+    ) -> Result<HeaderValue> {
+        let entry = match (tenant, subject) {
+            (None, None) => {
+                if self.exchanges {
+                    return Err(Error::SubjectToken {
+                        reason: "the request carries no SubjectToken in its extensions".into(),
+                    });
+                }
                 let entry = self.cache.entry(&self.source, &self.key).await?;
                 self.set_front(&entry);
                 entry
             }
-            Some(_) => self.cache.entry(&self.source, &self.key(tenant)).await?,
+            _ => {
+                let key = self.key(tenant, subject);
+                self.cache.entry(&self.source, &key).await?
+            }
         };
         Ok(entry.token.authorization().clone())
     }
 
     /// Forgets the token that was sent as `sent`, if it is still the current one.
-    pub(crate) async fn evict(&self, tenant: Option<Tenant>, sent: &HeaderValue) {
-        let key = self.key(tenant);
-        if tenant.is_none() {
+    pub(crate) async fn evict(
+        &self,
+        tenant: Option<Tenant>,
+        subject: Option<&SubjectToken>,
+        sent: &HeaderValue,
+    ) {
+        let key = self.key(tenant, subject);
+        if tenant.is_none() && subject.is_none() {
             self.front.rcu(|current| match current {
                 Some(front) if front.entry.token.authorization() == sent => None,
                 other => other.clone(),
@@ -190,10 +214,32 @@ impl fmt::Debug for HelseIdLayerBuilder {
 impl HelseIdLayerBuilder {
     /// The scopes to ask for. Default: none (HelseID grants the client's scopes).
     pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let mut request = TokenRequest::client_credentials(scopes);
+        let mut request = TokenRequest::with_grant(self.request.grant().clone(), scopes);
         if let Some(resource) = self.request.resource() {
             request = request.with_resource(resource);
         }
+        self.request = request;
+        self
+    }
+
+    /// Token exchange (RFC 8693) instead of client credentials: each request must carry
+    /// a [`SubjectToken`] in its extensions (the token the service received; see
+    /// [`SubjectToken::from_headers`]), which is exchanged for a token with this
+    /// layer's [`scopes`](Self::scopes). Exchanged tokens are cached per subject token,
+    /// never past its expiry. A request without one fails with
+    /// [`Error::SubjectToken`].
+    pub fn token_exchange(mut self) -> Self {
+        let mut request =
+            TokenRequest::with_grant(Grant::TokenExchange, self.request.scopes().to_vec());
+        if let Some(resource) = self.request.resource() {
+            request = request.with_resource(resource);
+        }
+        self.request = request;
+        self
+    }
+
+    /// The token request the layer makes, whole (a refresh session's layer sets it).
+    pub(crate) fn request(mut self, request: TokenRequest) -> Self {
         self.request = request;
         self
     }
@@ -219,7 +265,8 @@ impl HelseIdLayerBuilder {
 
     /// Builds the layer.
     pub fn build(self) -> HelseIdLayer {
-        let key = CacheKey::new(self.source.client_id(), &self.request);
+        let key = CacheKey::for_source(&*self.source, &self.request);
+        let exchanges = self.request.grant() == &Grant::TokenExchange;
         HelseIdLayer {
             shared: Arc::new(Shared {
                 source: self.source,
@@ -227,6 +274,7 @@ impl HelseIdLayerBuilder {
                 key,
                 front: ArcSwapOption::empty(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
+                exchanges,
             }),
         }
     }

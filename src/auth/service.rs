@@ -13,6 +13,7 @@ use super::layer::{HelseIdLayer, Shared};
 use crate::assertion::Tenant;
 use crate::endpoint::TokenEndpoint;
 use crate::error::BoxError;
+use crate::exchange::SubjectToken;
 
 /// A request body that may be sent a second time, for the retry after a `401`.
 ///
@@ -197,7 +198,12 @@ where
         let mut inner = mem::replace(&mut self.inner, clone);
         let shared: Arc<Shared> = self.layer.shared().clone();
         let tenant = request.extensions().get::<Tenant>().copied();
-        let fast = if tenant.is_none() {
+        let subject = if shared.exchanges {
+            request.extensions().get::<SubjectToken>().cloned()
+        } else {
+            None
+        };
+        let fast = if tenant.is_none() && !shared.exchanges {
             shared.fast_header()
         } else {
             None
@@ -205,7 +211,10 @@ where
         ResponseFuture::new(async move {
             let sent = match fast {
                 Some(value) => value,
-                None => shared.header(tenant).await.map_err(BoxError::from)?,
+                None => shared
+                    .header(tenant, subject.as_ref())
+                    .await
+                    .map_err(BoxError::from)?,
             };
             let replay = if shared.retry_on_invalid_token {
                 replayable(&request)
@@ -223,8 +232,11 @@ where
             tracing::debug!(
                 "the service answered 401 invalid_token: retrying once with a new token"
             );
-            shared.evict(tenant, &sent).await;
-            let fresh = shared.header(tenant).await.map_err(BoxError::from)?;
+            shared.evict(tenant, subject.as_ref(), &sent).await;
+            let fresh = shared
+                .header(tenant, subject.as_ref())
+                .await
+                .map_err(BoxError::from)?;
             set_authorization(&mut replay, fresh);
             inner.ready().await.map_err(Into::into)?;
             inner.call(replay).await.map_err(Into::into)

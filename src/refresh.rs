@@ -1,0 +1,526 @@
+//! Refresh tokens: a user's session that renews its access token with the
+//! `refresh_token` grant.
+//!
+//! HelseID rotates refresh tokens: every refresh returns a new one, and the old one is
+//! dead (using it again is `invalid_grant`). Two refreshes with one refresh token at once
+//! would therefore end the session. A [`RefreshSession`] holds the current
+//! [`TokenSet`] behind a lock: refreshes are strictly one after another, each uses the
+//! refresh token the previous one returned, and the new set replaces the old at once
+//! (and goes to a [`TokenStore`], when there is one). An expired or refused refresh token
+//! is [`Error::LoginRequired`]: the user must log in again.
+//!
+//! # Example
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use helseid::config::ClientConfig;
+//! use helseid::endpoint::TokenEndpoint;
+//! use helseid::refresh::{FileStore, RefreshSession};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let endpoint = TokenEndpoint::new(ClientConfig::from_file("epj-client.json")?)?;
+//! // The token set the login gave, kept (and rotated) in a file only its owner reads.
+//! let session = RefreshSession::from_store(endpoint, FileStore::new("tokens.json")).await?;
+//! let client = ServiceBuilder::new()
+//!     .layer(session.layer().await)
+//!     .service(helseid::transport::https_client::<Full<Bytes>>()?);
+//! let request = http::Request::get("https://api.example/x").body(Full::new(Bytes::new()))?;
+//! match client.oneshot(request).await {
+//!     Err(e) if e.downcast_ref::<helseid::Error>().is_some_and(helseid::Error::is_login_required) => {
+//!         eprintln!("log in again");
+//!     }
+//!     other => drop(other?),
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::auth::HelseIdLayer;
+use crate::cache::{CacheKey, FetchFuture, FetchToken, TokenCache};
+use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
+use crate::error::{Error, Result};
+use crate::token::{AccessToken, RefreshToken, TokenType};
+
+/// An access token, its refresh token and their expiries, as wall-clock times: what a
+/// [`TokenStore`] keeps.
+///
+/// `Debug` never shows the tokens. Serialised (by [`FileStore`]) as
+/// `{"access_token", "token_type", "expires_at", "refresh_token",
+/// "refresh_token_expires_at", "scope"}` with Unix times in seconds; reading also
+/// accepts a token endpoint's answer (`expires_in`, `rt_expires_in`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_token: Option<Zeroizing<String>>,
+    #[serde(default = "bearer")]
+    token_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
+    #[serde(default, skip_serializing)]
+    expires_in: Option<u64>,
+    refresh_token: Zeroizing<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_token_expires_at: Option<u64>,
+    #[serde(default, skip_serializing)]
+    rt_expires_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+fn bearer() -> String {
+    "Bearer".to_owned()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("token_type", &self.token_type)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_token", &"[redacted]")
+            .field("refresh_token_expires_at", &self.refresh_token_expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl TokenSet {
+    /// The set in an access token that came with a refresh token.
+    ///
+    /// # Errors
+    /// [`Error::LoginRequired`] when the token has no refresh token.
+    pub fn from_access_token(token: &AccessToken) -> Result<Self> {
+        let refresh = token.refresh_token().ok_or_else(|| Error::LoginRequired {
+            reason: "the token response has no refresh_token".into(),
+            source: None,
+        })?;
+        let now = unix_now();
+        let wall = |at: Instant| now + at.saturating_duration_since(Instant::now()).as_secs();
+        let scopes: Vec<&str> = token.scopes().collect();
+        Ok(TokenSet {
+            access_token: Some(Zeroizing::new(token.secret().to_owned())),
+            token_type: token.token_type().scheme().to_owned(),
+            expires_at: Some(wall(token.expires_at())),
+            expires_in: None,
+            refresh_token: Zeroizing::new(refresh.secret().to_owned()),
+            refresh_token_expires_at: token.refresh_token_expires_at().map(wall),
+            rt_expires_in: None,
+            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+        })
+    }
+
+    /// Reads a stored set, or a token endpoint's JSON answer that has a refresh token.
+    ///
+    /// # Errors
+    /// [`Error::TokenStore`] naming what is wrong (never quoting the text).
+    pub fn from_json(json: &str) -> Result<Self> {
+        let mut set: TokenSet = serde_json::from_str(json).map_err(|e| Error::TokenStore {
+            reason: format!(
+                "not a token set: {}",
+                crate::key::json_error_without_input(&e)
+            ),
+            source: None,
+        })?;
+        let now = unix_now();
+        if set.expires_at.is_none() {
+            set.expires_at = set.expires_in.take().map(|s| now + s);
+        }
+        if set.refresh_token_expires_at.is_none() {
+            set.refresh_token_expires_at = set.rt_expires_in.take().map(|s| now + s);
+        }
+        if set.refresh_token.is_empty() {
+            return Err(Error::TokenStore {
+                reason: "not a token set: `refresh_token` is empty".into(),
+                source: None,
+            });
+        }
+        Ok(set)
+    }
+
+    /// The set as JSON, as [`FileStore`] writes it.
+    ///
+    /// # Security
+    /// The JSON holds the tokens.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        Zeroizing::new(serde_json::to_string_pretty(self).unwrap_or_default())
+    }
+
+    /// The access token, unless it has expired (or is missing).
+    pub fn access_token(&self) -> Option<AccessToken> {
+        let secret = self.access_token.as_ref()?;
+        let left = self.expires_at?.checked_sub(unix_now())?;
+        if left == 0 {
+            return None;
+        }
+        let token_type = TokenType::parse(&self.token_type).unwrap_or(TokenType::Bearer);
+        AccessToken::new(secret.as_str(), token_type, Duration::from_secs(left)).ok()
+    }
+
+    /// The refresh token.
+    pub fn refresh_token(&self) -> RefreshToken {
+        RefreshToken::new(self.refresh_token.as_str())
+    }
+
+    /// When the refresh token expires, when HelseID said so.
+    pub fn refresh_token_expires_at(&self) -> Option<SystemTime> {
+        self.refresh_token_expires_at
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// Whether the refresh token is known to have expired.
+    pub fn is_refresh_token_expired(&self) -> bool {
+        self.refresh_token_expires_at
+            .is_some_and(|at| unix_now() >= at)
+    }
+
+    /// The scopes the access token was granted, when known.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+    }
+}
+
+/// A boxed future of a [`TokenStore`].
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Where a session's rotated token set is kept, so that it survives a restart.
+pub trait TokenStore: Send + Sync + 'static {
+    /// The stored set, or `None` when nothing is stored.
+    fn load(&self) -> StoreFuture<'_, Option<TokenSet>>;
+
+    /// Stores `set` in place of the previous one.
+    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()>;
+}
+
+/// A [`TokenStore`] in a JSON file that only its owner may read.
+///
+/// A save writes a new file next to the old one, flushes it to disk, and renames it over
+/// the old one: a crash at any point leaves either the old set or the new one, never a
+/// truncated file.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// A store in the file at `path` (created on the first save).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io_error(&self, action: &str, e: std::io::Error) -> Error {
+        Error::TokenStore {
+            reason: format!("cannot {action} {}", self.path.display()),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// Reads the file.
+    fn read(&self) -> Result<Option<TokenSet>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => {
+                let text = Zeroizing::new(text);
+                TokenSet::from_json(&text).map(Some).map_err(|e| match e {
+                    Error::TokenStore { reason, source } => Error::TokenStore {
+                        reason: format!("{}: {reason}", self.path.display()),
+                        source,
+                    },
+                    other => other,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("read", e)),
+        }
+    }
+
+    /// Writes `set` to a new temporary file beside the store, on disk; returns its path.
+    /// The store itself is untouched until [`commit`](Self::commit).
+    fn stage(&self, set: &TokenSet) -> Result<PathBuf> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "tokens".to_owned());
+        let mut random = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut random);
+        let temp = dir.join(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(random)));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&temp).and_then(|mut file| {
+            file.write_all(set.to_json().as_bytes())?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(self.io_error("write a new version of", e));
+        }
+        Ok(temp)
+    }
+
+    /// Renames the staged file over the store and flushes the directory.
+    fn commit(&self, temp: &Path) -> Result<()> {
+        if let Err(e) = std::fs::rename(temp, &self.path) {
+            let _ = std::fs::remove_file(temp);
+            return Err(self.io_error("replace", e));
+        }
+        #[cfg(unix)]
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // The rename is durable once the directory is.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(())
+    }
+}
+
+impl TokenStore for FileStore {
+    fn load(&self) -> StoreFuture<'_, Option<TokenSet>> {
+        Box::pin(async move { self.read() })
+    }
+
+    fn save<'a>(&'a self, set: &'a TokenSet) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let temp = self.stage(set)?;
+            self.commit(&temp)
+        })
+    }
+}
+
+/// A user's session: the current token set, renewed with the `refresh_token` grant.
+///
+/// Cheap to clone: clones share the session. Refreshes are serialised; each uses the
+/// refresh token the previous one returned. It is a [`FetchToken`], so
+/// [`layer`](Self::layer) gives a [`HelseIdLayer`] whose tokens come from it (cached,
+/// one refresh at a time, the key unique to this session).
+#[derive(Clone)]
+pub struct RefreshSession {
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    endpoint: TokenEndpoint,
+    partition: u64,
+    /// `None` once the session has ended (the refresh token was refused).
+    state: tokio::sync::Mutex<Option<TokenSet>>,
+    store: Option<Arc<dyn TokenStore>>,
+    refreshes: AtomicU64,
+}
+
+impl fmt::Debug for RefreshSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshSession")
+            .field("client_id", &self.inner.endpoint.config().client_id())
+            .field("partition", &self.inner.partition)
+            .field("refreshes", &self.refreshes())
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_PARTITION: AtomicU64 = AtomicU64::new(1);
+
+impl RefreshSession {
+    /// A session starting from `set`, refreshing at `endpoint` (whose client the refresh
+    /// token was issued to). Nothing is stored.
+    pub fn new(endpoint: TokenEndpoint, set: TokenSet) -> Self {
+        Self::build(endpoint, Some(set), None)
+    }
+
+    /// A session starting from `set` that stores every rotated set in `store`.
+    pub fn with_store(endpoint: TokenEndpoint, set: TokenSet, store: impl TokenStore) -> Self {
+        Self::build(endpoint, Some(set), Some(Arc::new(store)))
+    }
+
+    /// A session from the set in `store`, storing every rotated set there.
+    ///
+    /// # Errors
+    /// The store's error; [`Error::LoginRequired`] when it holds nothing.
+    pub async fn from_store(endpoint: TokenEndpoint, store: impl TokenStore) -> Result<Self> {
+        let set = store.load().await?.ok_or_else(|| Error::LoginRequired {
+            reason: "no token set is stored".into(),
+            source: None,
+        })?;
+        Ok(Self::build(endpoint, Some(set), Some(Arc::new(store))))
+    }
+
+    fn build(
+        endpoint: TokenEndpoint,
+        set: Option<TokenSet>,
+        store: Option<Arc<dyn TokenStore>>,
+    ) -> Self {
+        RefreshSession {
+            inner: Arc::new(SessionInner {
+                endpoint,
+                partition: NEXT_PARTITION.fetch_add(1, Ordering::Relaxed),
+                state: tokio::sync::Mutex::new(set),
+                store,
+                refreshes: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How many refreshes this session made.
+    pub fn refreshes(&self) -> u64 {
+        self.inner.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// The current token set; `None` once the session has ended.
+    pub async fn token_set(&self) -> Option<TokenSet> {
+        self.inner.state.lock().await.clone()
+    }
+
+    /// The current access token when it is still valid, or a refreshed one.
+    ///
+    /// # Errors
+    /// As [`refresh`](Self::refresh).
+    pub async fn access_token(&self) -> Result<AccessToken> {
+        let mut state = self.inner.state.lock().await;
+        // Checked under the lock: a refresh that finished while this call waited has
+        // left a fresh token.
+        if let Some(token) = state.as_ref().and_then(TokenSet::access_token)
+            && token.expires_in() > Duration::from_secs(10)
+        {
+            return Ok(token);
+        }
+        self.refresh_locked(&mut state, &[]).await
+    }
+
+    /// Refreshes now, for `scopes` (none: the session's scopes), and returns the new
+    /// access token. The rotated set replaces the old one, and is stored.
+    ///
+    /// # Errors
+    /// - [`Error::LoginRequired`] when the refresh token has expired, when HelseID
+    ///   refuses it (`invalid_grant`: used already, revoked, expired), or when the
+    ///   session ended that way before; the user must log in again.
+    /// - [`Error::InvalidResponse`] when HelseID answered without a new refresh token.
+    /// - Any other error of [`TokenEndpoint::request`]; the session stays as it was.
+    pub async fn refresh(&self, scopes: &[String]) -> Result<AccessToken> {
+        let mut state = self.inner.state.lock().await;
+        self.refresh_locked(&mut state, scopes).await
+    }
+
+    async fn refresh_locked(
+        &self,
+        state: &mut Option<TokenSet>,
+        scopes: &[String],
+    ) -> Result<AccessToken> {
+        let Some(set) = state.as_ref() else {
+            return Err(Error::LoginRequired {
+                reason: "the session has ended".into(),
+                source: None,
+            });
+        };
+        if set.is_refresh_token_expired() {
+            *state = None;
+            return Err(Error::LoginRequired {
+                reason: "the refresh token has expired".into(),
+                source: None,
+            });
+        }
+        let request = TokenRequest::refresh(set.refresh_token(), scopes.iter().cloned());
+        let token = match self.inner.endpoint.request(&request).await {
+            Ok(token) => token,
+            Err(e) if e.oauth_error().is_some_and(|o| o.error == "invalid_grant") => {
+                *state = None;
+                tracing::warn!("the refresh token was refused: the user must log in again");
+                return Err(Error::LoginRequired {
+                    reason: "HelseID refused the refresh token (invalid_grant)".into(),
+                    source: Some(Box::new(e)),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if token.refresh_token().is_none() {
+            return Err(Error::InvalidResponse {
+                endpoint: "token endpoint",
+                status: http::StatusCode::OK,
+                reason: "the refresh response has no new refresh_token (HelseID rotates them)"
+                    .into(),
+            });
+        }
+        let new_set = TokenSet::from_access_token(&token)?;
+        *state = Some(new_set.clone());
+        self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
+        if let Some(store) = &self.inner.store
+            && let Err(e) = store.save(&new_set).await
+        {
+            // The session goes on with the new set in memory; only a restart loses it.
+            tracing::warn!(error = %e, "cannot store the rotated token set");
+        }
+        Ok(token)
+    }
+
+    /// A layer that attaches this session's access tokens: the current one while it
+    /// lasts, then refreshed ones, cached under a key unique to this session.
+    pub async fn layer(&self) -> HelseIdLayer {
+        self.layer_with_cache(TokenCache::new()).await
+    }
+
+    /// As [`layer`](Self::layer), in a shared `cache`.
+    pub async fn layer_with_cache(&self, cache: TokenCache) -> HelseIdLayer {
+        let request = TokenRequest::with_grant(Grant::RefreshToken, Vec::<String>::new());
+        let key = CacheKey::for_source(self, &request);
+        let current = self
+            .inner
+            .state
+            .lock()
+            .await
+            .as_ref()
+            .and_then(TokenSet::access_token);
+        if let Some(token) = current {
+            cache.seed(&key, token).await;
+        }
+        HelseIdLayer::builder(self.clone())
+            .request(request)
+            .cache(cache)
+            .build()
+    }
+}
+
+impl FetchToken for RefreshSession {
+    fn fetch(&self, request: TokenRequest) -> FetchFuture {
+        let session = self.clone();
+        Box::pin(async move { session.refresh(request.scopes()).await })
+    }
+
+    fn client_id(&self) -> &str {
+        self.inner.endpoint.config().client_id()
+    }
+
+    fn partition(&self) -> u64 {
+        self.inner.partition
+    }
+}
