@@ -137,6 +137,10 @@ async fn export_lists_every_party_and_the_last_event() {
         parties.iter().any(|p| p["Valid"]["To"].is_string()),
         "some are deactivated"
     );
+    // The names the module documentation gives as examples.
+    for name in ["Legekontoret Storgata", "Fastlege Kari Dahl"] {
+        assert!(parties.iter().any(|p| p["Name"] == name), "{name}");
+    }
 
     // The export ends where the feed ends.
     let pages = all_pages(&emulator, &token, "/CommunicationPartyEvents").await;

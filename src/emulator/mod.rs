@@ -38,11 +38,12 @@
 //! the parameter.
 //!
 //! The register is the same on every run: 300 parties (organisations such as
-//! `Oslo universitetssykehus HF`, their services, persons with a role such as
-//! `Fastlege Kari Nordmann`) with HER-ids, organisation numbers with valid check digits
-//! and municipality numbers, some deactivated (`Valid.To` in the past), and 487 events
-//! from January to June 2025 with opaque 16-hex-digit ids. Date-times are written as .NET
-//! writes them (`2025-05-01T12:00:00.1234567+02:00`), some without an offset
+//! `Oslo universitetssykehus HF` or `Legekontoret Storgata`, their services, persons
+//! with a role such as `Fastlege Kari Dahl`) with HER-ids, organisation numbers with
+//! valid check digits and municipality numbers, some deactivated (`Valid.To` in the
+//! past), and 487 events from January to June 2025 with opaque 16-hex-digit ids.
+//! Date-times are written as .NET writes them (`2025-05-01T12:00:00.1234567+02:00`, up
+//! to seven fractional digits, trailing zeros trimmed), some without an offset
 //! (`2025-05-01T10:00:00.1234567`, UTC). [`Emulator::publish_cpe_update`] appends an
 //! event, to test polling for changes.
 //!
@@ -225,7 +226,8 @@ impl EmulatorBuilder {
     /// [`Error::Config`] when a registration is wrong (an empty or repeated client id, a
     /// public key the emulator cannot use, a parent organisation number that is not nine
     /// digits), when the access token lifetime is under one second, when the CPE page
-    /// size is zero, or when the address cannot be bound. [`Error::Sign`] if the signing key cannot be generated.
+    /// size is zero, or when the address cannot be bound. [`Error::Sign`] if the signing
+    /// key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
         install_crypto_provider();
         let lifetime = self.access_token_lifetime;

@@ -485,7 +485,6 @@ impl Seeder {
 
     /// Drafts one organisation and the parties under it.
     fn block(&mut self, block: Block) {
-        let municipality = self.rng.pick(MUNICIPALITIES);
         match block {
             Block::Hospital(index) => {
                 let (name, number) = HOSPITALS.get(index).copied().unwrap_or_default();
@@ -516,14 +515,17 @@ impl Seeder {
                 }
             }
             Block::GpOffice => {
-                let pattern = self.rng.pick(GP_OFFICES);
                 // Named after a street anywhere, or a district of a city.
-                let (place, number) = if self.rng.one_in(2) {
-                    (self.rng.pick(STREETS), municipality.0)
-                } else {
-                    self.rng.pick(DISTRICTS)
-                };
-                let org = self.organisation(pattern.replace("{}", place), number);
+                let (name, number) = self.untaken(|rng| {
+                    let pattern = rng.pick(GP_OFFICES);
+                    let (place, number) = if rng.one_in(2) {
+                        (rng.pick(STREETS), rng.pick(MUNICIPALITIES).0)
+                    } else {
+                        rng.pick(DISTRICTS)
+                    };
+                    (pattern.replace("{}", place), number)
+                });
+                let org = self.organisation(name, number);
                 for _ in 0..self.rng.between(2, 4) {
                     self.person(org, "Fastlege");
                 }
@@ -532,9 +534,12 @@ impl Seeder {
                 }
             }
             Block::Pharmacy => {
-                let chain = self.rng.pick(&["Apotek 1", "Vitusapotek", "Boots apotek"]);
-                let name = format!("{chain} {}", self.rng.pick(STREETS));
-                self.organisation(name, municipality.0);
+                let (name, number) = self.untaken(|rng| {
+                    let chain = rng.pick(&["Apotek 1", "Vitusapotek", "Boots apotek"]);
+                    let street = rng.pick(STREETS);
+                    (format!("{chain} {street}"), rng.pick(MUNICIPALITIES).0)
+                });
+                self.organisation(name, number);
             }
             Block::Laboratory => {
                 let name = self.rng.pick(&[
@@ -542,22 +547,45 @@ impl Seeder {
                     "Unilabs Laboratoriemedisin",
                     "Oslo Medisinske Laboratorium",
                 ]);
-                let org = self.organisation(name.to_owned(), municipality.0);
+                let (number, _) = self.rng.pick(MUNICIPALITIES);
+                let org = self.organisation(name.to_owned(), number);
                 self.service(org, "Prøvemottak".to_owned());
             }
             Block::Dentist => {
-                let name = format!("Tannlegene i {}", self.rng.pick(STREETS));
-                let org = self.organisation(name, municipality.0);
+                let (name, number) = self.untaken(|rng| {
+                    let street = rng.pick(STREETS);
+                    (format!("Tannlegene i {street}"), rng.pick(MUNICIPALITIES).0)
+                });
+                let org = self.organisation(name, number);
                 for _ in 0..self.rng.between(1, 2) {
                     self.person(org, "Tannlege");
                 }
             }
             Block::Physiotherapy => {
-                let name = format!("{} fysioterapi", municipality.1);
-                let org = self.organisation(name, municipality.0);
+                let (name, number) = self.untaken(|rng| {
+                    let (number, place) = rng.pick(MUNICIPALITIES);
+                    (format!("{place} fysioterapi"), number)
+                });
+                let org = self.organisation(name, number);
                 self.person(org, "Fysioterapeut");
             }
         }
+    }
+
+    /// A name and municipality from `make` whose name is not taken yet, within a few
+    /// tries (then the last try: [`unique_name`](Self::unique_name) tells it apart).
+    fn untaken(
+        &mut self,
+        mut make: impl FnMut(&mut Mix) -> (String, &'static str),
+    ) -> (String, &'static str) {
+        let mut tried = make(&mut self.rng);
+        for _ in 0..8 {
+            if !self.names.contains(&tried.0) {
+                break;
+            }
+            tried = make(&mut self.rng);
+        }
+        tried
     }
 
     /// A unique name: `name`, or `name` with the municipality's name after it.
