@@ -1,4 +1,5 @@
-//! A local HelseID emulator, for tests and for running without a registration at NHN.
+//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) behind it,
+//! for tests and for running without a registration at NHN.
 //!
 //! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
 //! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
@@ -9,6 +10,42 @@
 //! - `GET /.well-known/openid-configuration/jwks`: the emulator's own signing key;
 //! - `POST /connect/token`: the `client_credentials` grant, with `private_key_jwt`
 //!   client authentication only.
+//!
+//! On the same listener, with the issuer as its base URL ([`Emulator::cpe_base_url`]),
+//! it serves the CPE API as `openapi/cpe.json` describes it:
+//!
+//! - `GET /CommunicationPartyEvents?EventId=..&fromDatetime=..`: the event feed, oldest
+//!   first, one page at a time ([`EmulatorBuilder::cpe_page_size`], default 100).
+//!   Without `EventId` the feed starts at its beginning, with it at the event after
+//!   that one; `fromDatetime` keeps the events created at or after that time (with an
+//!   offset, or without one for UTC; up to seven fractional digits).
+//!   `Links.Next.Href` is `/CommunicationPartyEvents?EventId=<last event on the page>`
+//!   while more events follow, and absent (`"Links": {}`) on the last page;
+//! - `GET /CommunicationPartyExport`: every party, with `LastEventId` and
+//!   `LastDateTimeOffset` of the feed's last event;
+//! - `GET /CommunicationParties/{herId}`: one party;
+//! - `GET /openapi.json`: the CPE API's OpenAPI 3.1 document (no token needed).
+//!
+//! Each CPE call needs `Authorization: Bearer <token>` with an unexpired access token
+//! this emulator issued (its signature checked with the key in the JWKS, `typ: at+jwt`,
+//! `iss`, `exp`) that carries the scope `nhn:cp-api/access`. Anything else gets 401 with
+//! `WWW-Authenticate: Bearer error="invalid_token", error_description="..."` saying what
+//! is wrong, never quoting the token. Parameters are read strictly, more strictly than
+//! ASP.NET: names are case-sensitive, each may appear once, unknown parameters are
+//! refused; an unknown or malformed `EventId`, a malformed `fromDatetime` (a `+` that was
+//! not URL-encoded as `%2B` is named as such) or a `herId` that is not a 32-bit integer
+//! gets 400, an unknown `herId` 404, each with a ProblemDetails body whose `detail` names
+//! the parameter.
+//!
+//! The register is the same on every run: 300 parties (organisations such as
+//! `Oslo universitetssykehus HF` or `Legekontoret Storgata`, their services, persons
+//! with a role such as `Fastlege Kari Dahl`) with HER-ids, organisation numbers with
+//! valid check digits and municipality numbers, some deactivated (`Valid.To` in the
+//! past), and 487 events from January to June 2025 with opaque 16-hex-digit ids.
+//! Date-times are written as .NET writes them (`2025-05-01T12:00:00.1234567+02:00`, up
+//! to seven fractional digits, trailing zeros trimmed), some without an offset
+//! (`2025-05-01T10:00:00.1234567`, UTC). [`Emulator::publish_cpe_update`] appends an
+//! event, to test polling for changes.
 //!
 //! A client assertion is rejected (`invalid_client`) unless its header has
 //! `typ: client-authentication+jwt` and an asymmetric `alg` that fits the registered key,
@@ -47,8 +84,10 @@
 //! ```
 
 mod client_auth;
+mod cpe;
 mod discovery;
 mod form;
+mod register;
 mod response;
 mod state;
 mod tenancy;
@@ -138,6 +177,7 @@ pub struct EmulatorBuilder {
     clients: Vec<ClientRegistration>,
     access_token_lifetime: Duration,
     bind: SocketAddr,
+    cpe_page_size: usize,
 }
 
 impl Default for EmulatorBuilder {
@@ -146,6 +186,7 @@ impl Default for EmulatorBuilder {
             clients: Vec::new(),
             access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -171,14 +212,22 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How many events a page of `GET /CommunicationPartyEvents` holds. Default: 100.
+    /// Zero is refused by [`start`](Self::start).
+    pub fn cpe_page_size(mut self, size: usize) -> Self {
+        self.cpe_page_size = size;
+        self
+    }
+
     /// Binds the listener, generates the emulator's signing key, and serves on the
     /// current tokio runtime until the [`Emulator`] is shut down or dropped.
     ///
     /// # Errors
     /// [`Error::Config`] when a registration is wrong (an empty or repeated client id, a
     /// public key the emulator cannot use, a parent organisation number that is not nine
-    /// digits), when the access token lifetime is under one second, or when the address
-    /// cannot be bound. [`Error::Sign`] if the signing key cannot be generated.
+    /// digits), when the access token lifetime is under one second, when the CPE page
+    /// size is zero, or when the address cannot be bound. [`Error::Sign`] if the signing
+    /// key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
         install_crypto_provider();
         let lifetime = self.access_token_lifetime;
@@ -186,6 +235,12 @@ impl EmulatorBuilder {
             return Err(Error::config(
                 "access_token_lifetime",
                 "must be at least one second",
+            ));
+        }
+        if self.cpe_page_size == 0 {
+            return Err(Error::config(
+                "cpe_page_size",
+                "must be at least one event per page",
             ));
         }
         let mut clients = HashMap::with_capacity(self.clients.len());
@@ -209,7 +264,8 @@ impl EmulatorBuilder {
         let issuer = format!("http://{}", reachable(local_addr));
 
         let signing_key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256)?)?;
-        let state = Arc::new(State::new(issuer, clients, signing_key, lifetime)?);
+        let cpe = cpe::Cpe::new(self.cpe_page_size);
+        let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
@@ -255,6 +311,7 @@ impl fmt::Debug for Emulator {
             .field("clients", &self.state.clients.len())
             .field("token_requests", &self.token_requests())
             .field("tokens_issued", &self.tokens_issued())
+            .field("cpe_requests", &self.cpe_requests())
             .finish_non_exhaustive()
     }
 }
@@ -313,6 +370,38 @@ impl Emulator {
     /// A description of what is wrong; it never contains the token.
     pub fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, String> {
         self.state.verify_access_token(token)
+    }
+
+    /// The base URL of the CPE API: the issuer (the CPE endpoints share its listener),
+    /// for example `http://127.0.0.1:38421`, without a trailing slash.
+    pub fn cpe_base_url(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// How many requests reached the CPE endpoints (`/CommunicationPartyEvents`,
+    /// `/CommunicationPartyExport`, `/CommunicationParties/{herId}`), whatever their
+    /// outcome, refused ones included. `/openapi.json` is not counted.
+    pub fn cpe_requests(&self) -> u64 {
+        self.state.cpe.requests()
+    }
+
+    /// How many events the CPE feed holds: 487 when the emulator starts, one more for each
+    /// [`publish_cpe_update`](Self::publish_cpe_update).
+    pub fn cpe_events(&self) -> usize {
+        self.state.cpe.events()
+    }
+
+    /// How many communication parties the CPE register holds (300).
+    pub fn cpe_parties(&self) -> usize {
+        self.state.cpe.parties()
+    }
+
+    /// Appends a `CommunicationPartyUpdated` event for the party with this HER-id, created
+    /// now (and after every earlier event), and returns its `EventId`; `None` when no party
+    /// has this HER-id. The event shows up after the previous last event of the feed, and
+    /// the export's `LastEventId` becomes its id.
+    pub fn publish_cpe_update(&self, her_id: i32) -> Option<String> {
+        self.state.cpe.publish_update(her_id)
     }
 
     /// Stops the server: no new connections are accepted, requests in flight get up to
@@ -403,5 +492,9 @@ fn router(state: Arc<State>) -> Router {
             get(discovery::jwks),
         )
         .route("/connect/token", post(token::token))
+        .route("/CommunicationPartyEvents", get(cpe::events))
+        .route("/CommunicationPartyExport", get(cpe::export))
+        .route("/CommunicationParties/{herId}", get(cpe::party))
+        .route("/openapi.json", get(cpe::openapi))
         .with_state(state)
 }

@@ -1,5 +1,5 @@
-//! The emulator's shared state: registered clients, its signing key, counters and the
-//! replay cache.
+//! The emulator's shared state: registered clients, its signing key, counters, the
+//! replay cache, and the CPE register.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +11,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::Tenancy;
+use super::cpe::Cpe;
 use crate::error::{Error, Result};
 use crate::key::{Algorithm, PublicJwk, SigningKey, b64_decode};
 
@@ -26,7 +27,7 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 /// Locks a mutex, carrying on after a panic elsewhere (the data stays usable).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -152,6 +153,8 @@ pub(crate) struct State {
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
     seen_jtis: Mutex<HashMap<String, i64>>,
+    /// The CPE API: its register, page size and request counter.
+    pub(crate) cpe: Cpe,
 }
 
 impl State {
@@ -160,6 +163,7 @@ impl State {
         clients: HashMap<String, RegisteredClient>,
         signing_key: SigningKey,
         access_token_lifetime: Duration,
+        cpe: Cpe,
     ) -> Result<Self> {
         let public = signing_key.public_jwk();
         let verifying_key = DecodingKey::from_rsa_components(
@@ -180,6 +184,7 @@ impl State {
             tokens_issued: AtomicU64::new(0),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
+            cpe,
         })
     }
 

@@ -233,3 +233,41 @@ pub async fn request_token(
     fields.extend_from_slice(extra);
     post_form(&emulator.token_endpoint(), &fields).await
 }
+
+/// GETs `url`, with `Authorization: <authorization>` when given; returns the status, the
+/// headers and the body.
+pub async fn get_with_authorization(
+    url: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut request = Request::builder().uri(url);
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    send(request.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// GETs `url` with `Authorization: Bearer <token>`; returns the status, the headers and
+/// the JSON body (`Value::Null` for an empty body).
+pub async fn get_bearer(url: &str, token: &str) -> (StatusCode, HeaderMap, Value) {
+    let (status, headers, body) =
+        get_with_authorization(url, Some(&format!("Bearer {token}"))).await;
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        json_body(&body)
+    };
+    (status, headers, body)
+}
+
+/// An access token for `client` from the emulator's token endpoint: the client
+/// credentials grant with a freshly signed client assertion, all of the client's scopes.
+pub async fn access_token(emulator: &Emulator, client: &TestClient) -> String {
+    let (status, body) =
+        request_token(emulator, &client.id, &client.assertion(emulator), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}

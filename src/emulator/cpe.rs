@@ -1,0 +1,662 @@
+//! The CPE side of the emulator: NHN's CommunicationParty Events API over the seeded
+//! register ([`super::register`]), behind HelseID bearer tokens, documented with utoipa
+//! and served at `/openapi.json`.
+//!
+//! The response types here are the contract of `openapi/cpe.json`: their JSON field
+//! names (PascalCase), types and formats are what the utoipa document says, and the
+//! drift test holds that document against `openapi/cpe.json`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State as Extract};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::server::Server;
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::register::{Register, parse_dotnet};
+use super::response::quote;
+use super::state::{State, lock};
+
+/// The scope a token needs for the CPE API.
+pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
+
+/// The default number of events on a page of the feed.
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// The path of the event feed.
+const EVENTS_PATH: &str = "/CommunicationPartyEvents";
+
+/// The CPE API's state: the register, the page size and a request counter.
+#[derive(Debug)]
+pub(crate) struct Cpe {
+    register: Mutex<Register>,
+    page_size: usize,
+    requests: AtomicU64,
+}
+
+impl Cpe {
+    /// The seeded register, served `page_size` events at a time.
+    pub(crate) fn new(page_size: usize) -> Self {
+        Cpe {
+            register: Mutex::new(Register::seed()),
+            page_size,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// How many requests reached the CPE endpoints.
+    pub(crate) fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// How many events the feed holds.
+    pub(crate) fn events(&self) -> usize {
+        lock(&self.register).events()
+    }
+
+    /// How many parties the register holds.
+    pub(crate) fn parties(&self) -> usize {
+        lock(&self.register).parties()
+    }
+
+    /// Appends an update event for a party, now.
+    pub(crate) fn publish_update(&self, her_id: i32) -> Option<String> {
+        lock(&self.register).publish_update(her_id, Utc::now())
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One page of the event feed.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct EventResponse {
+    /// The events on this page, oldest first.
+    pub(crate) communication_parties: Vec<EventValue>,
+    /// Links to further pages.
+    #[schema(required = false)]
+    pub(crate) links: Links,
+}
+
+/// Links to further pages.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Links {
+    /// The next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) next: Option<Link>,
+}
+
+/// A link; absent when there is nothing to link to.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Link {
+    /// The URL of the next page, absolute or relative to the API's base URL.
+    pub(crate) href: String,
+}
+
+/// One change to a communication party.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct EventValue {
+    /// The id of the event; pass it as `EventId` to read the events after it.
+    pub(crate) event_id: String,
+    /// When the event was created.
+    #[schema(format = DateTime)]
+    pub(crate) from_datetime: String,
+    /// The HER-id of the party that changed.
+    pub(crate) her_id: i32,
+    /// The organisation number of the party's organisation.
+    pub(crate) org_nr: Option<i32>,
+    /// `CommunicationPartyCreated` or `CommunicationPartyUpdated`.
+    pub(crate) event_type: &'static str,
+    /// The party, as it is now.
+    #[schema(required = false)]
+    pub(crate) communication_party: CommunicationParty,
+}
+
+/// A communication party in the legacy AR data model.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CommunicationParty {
+    /// The party's HER-id.
+    pub(crate) her_id: i32,
+    /// The party's name.
+    pub(crate) name: String,
+    /// `Organization`, `Service` or `Person`.
+    #[serde(rename = "Type")]
+    #[schema(rename = "Type")]
+    pub(crate) kind: Option<&'static str>,
+    /// The HER-id of the organisation the party belongs to.
+    pub(crate) parent_her_id: Option<i32>,
+    /// The name of the organisation the party belongs to.
+    pub(crate) parent_name: Option<String>,
+    /// The organisation number (nine digits).
+    pub(crate) organization_number: Option<i32>,
+    /// The municipality number (four digits).
+    pub(crate) municipality: Option<String>,
+    /// When the party is valid.
+    #[schema(required = false)]
+    pub(crate) valid: Period,
+}
+
+/// When a party is valid: active while `To` is absent or in the future.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Period {
+    /// Valid from.
+    #[schema(format = DateTime)]
+    pub(crate) from: String,
+    /// Valid until; absent for no end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub(crate) to: Option<String>,
+}
+
+/// A full export of the register.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ExportResponse {
+    /// The creation time of the last event the export includes.
+    #[schema(format = DateTime)]
+    pub(crate) last_date_time_offset: Option<String>,
+    /// The id of the last event the export includes: read the events after it.
+    pub(crate) last_event_id: String,
+    /// Every communication party.
+    pub(crate) communication_parties: Vec<CommunicationParty>,
+}
+
+/// An RFC 9457 problem description, as ASP.NET writes it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct ProblemDetails {
+    /// A URI that identifies the kind of problem.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(rename = "type")]
+    pub(crate) kind: Option<String>,
+    /// A short summary of the kind of problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    /// The HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<i32>,
+    /// What is wrong with this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) detail: Option<String>,
+    /// The path of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) instance: Option<String>,
+}
+
+/// The CPE API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "CommunicationParty Events API (CPE)",
+        version = "1",
+        description = "Norsk Helsenett's event feed of changes to the communication parties in \
+            Adresseregisteret (AR), as the helseid emulator serves it. Every call needs a HelseID \
+            access token with the scope `nhn:cp-api/access`."
+    ),
+    paths(events, export, party),
+    components(schemas(
+        EventResponse,
+        Links,
+        Link,
+        EventValue,
+        CommunicationParty,
+        Period,
+        ExportResponse,
+        ProblemDetails
+    )),
+    modifiers(&HelseIdScheme),
+    security(("HelseID" = []))
+)]
+pub(crate) struct CpeApi;
+
+/// Adds the `HelseID` security scheme: a bearer JWT.
+struct HelseIdScheme;
+
+impl Modify for HelseIdScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // The crate's license is not the API's.
+        openapi.info.license = None;
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "HelseID",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A HelseID access token with the scope `nhn:cp-api/access`, as \
+                         `Authorization: Bearer <token>`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /openapi.json`: the CPE API's OpenAPI document, with this emulator as its
+/// server. Needs no token.
+pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
+    let mut doc = CpeApi::openapi();
+    doc.servers = Some(vec![Server::new(state.issuer.clone())]);
+    Json(doc).into_response()
+}
+
+/// `GET /CommunicationPartyEvents`.
+#[utoipa::path(
+    get,
+    path = "/CommunicationPartyEvents",
+    operation_id = "getCommunicationPartyEvents",
+    tag = "CPE",
+    summary = "Events after a given event",
+    description = "The events that follow the event `EventId` (or that were created after \
+        `fromDatetime`), oldest first, one page at a time. Follow `Links.Next.Href` until it is \
+        absent to read the whole feed.",
+    params(
+        ("EventId" = Option<String>, Query,
+            description = "The id of the last event already processed; start from the \
+                `LastEventId` of an export. Without it the feed starts at its beginning."),
+        ("fromDatetime" = Option<String>, Query, format = DateTime,
+            description = "Only events created at or after this time (URL encoded)."),
+    ),
+    responses(
+        (status = 200, description = "One page of events", body = EventResponse),
+        (status = 400, description = "A parameter is malformed", body = ProblemDetails),
+        (status = 401, description = "The access token is missing, invalid, expired or lacks the scope"),
+    )
+)]
+pub(crate) async fn events(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    state.cpe.count();
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(&reason);
+    }
+    let register = lock(&state.cpe.register);
+    let query = match EventsQuery::parse(&register, query.as_deref().unwrap_or_default()) {
+        Ok(query) => query,
+        Err(detail) => return problem(StatusCode::BAD_REQUEST, detail, EVENTS_PATH),
+    };
+    let page = register.page(query.after, query.from, state.cpe.page_size);
+    drop(register);
+    let next = page.next_after.map(|id| Link {
+        href: format!("{EVENTS_PATH}?EventId={id}"),
+    });
+    Json(EventResponse {
+        communication_parties: page.events,
+        links: Links { next },
+    })
+    .into_response()
+}
+
+/// `GET /CommunicationPartyExport`.
+#[utoipa::path(
+    get,
+    path = "/CommunicationPartyExport",
+    operation_id = "getCommunicationPartyExport",
+    tag = "CPE",
+    summary = "A full export of the register",
+    description = "Every communication party, with the id of the last event the export \
+        includes: continue with the events after `LastEventId`.",
+    responses(
+        (status = 200, description = "The export", body = ExportResponse),
+        (status = 401, description = "The access token is missing, invalid, expired or lacks the scope"),
+    )
+)]
+pub(crate) async fn export(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+    state.cpe.count();
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(&reason);
+    }
+    let export = lock(&state.cpe.register).export();
+    Json(export).into_response()
+}
+
+/// `GET /CommunicationParties/{herId}`.
+#[utoipa::path(
+    get,
+    path = "/CommunicationParties/{herId}",
+    operation_id = "getCommunicationParty",
+    tag = "CPE",
+    summary = "One communication party",
+    params(
+        ("herId" = i32, Path, description = "The party's HER-id."),
+    ),
+    responses(
+        (status = 200, description = "The party", body = CommunicationParty),
+        (status = 400, description = "The HER-id is not a 32-bit integer", body = ProblemDetails),
+        (status = 401, description = "The access token is missing, invalid, expired or lacks the scope"),
+        (status = 404, description = "No party has this HER-id", body = ProblemDetails),
+    )
+)]
+pub(crate) async fn party(
+    Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
+    Path(her_id): Path<String>,
+) -> Response {
+    state.cpe.count();
+    if let Err(reason) = authorize(&state, &headers) {
+        return unauthorized(&reason);
+    }
+    let instance = format!("/CommunicationParties/{her_id}");
+    let Ok(number) = her_id.parse::<i32>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "herId {} is not a HER-id: a 32-bit integer is expected",
+                quote(&her_id)
+            ),
+            &instance,
+        );
+    };
+    let found = lock(&state.cpe.register).party(number).cloned();
+    match found {
+        Some(party) => Json(party).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            format!("no communication party has herId {number}"),
+            &instance,
+        ),
+    }
+}
+
+/// The parameters of `GET /CommunicationPartyEvents`.
+#[derive(Debug, Default)]
+struct EventsQuery {
+    /// The position of the event `EventId`.
+    after: Option<usize>,
+    from: Option<DateTime<Utc>>,
+}
+
+impl EventsQuery {
+    /// Reads the (URL-encoded) query string. Parameter names are matched exactly; each
+    /// may appear once; other parameters are refused.
+    fn parse(register: &Register, query: &str) -> Result<Self, String> {
+        let mut parsed = EventsQuery::default();
+        let (mut event_id_seen, mut from_seen) = (false, false);
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "EventId" => {
+                    if std::mem::replace(&mut event_id_seen, true) {
+                        return Err("the query parameter EventId is given more than once".into());
+                    }
+                    if value.is_empty() {
+                        return Err(
+                            "the query parameter EventId is empty; leave it out to read \
+                             the feed from its beginning"
+                                .into(),
+                        );
+                    }
+                    let Some(position) = register.position(&value) else {
+                        return Err(if is_event_id_shaped(&value) {
+                            format!(
+                                "EventId {} is not the id of an event in the feed",
+                                quote(&value)
+                            )
+                        } else {
+                            format!(
+                                "EventId {} is malformed: event ids are 16 hexadecimal digits, \
+                                 as the feed and the export give them",
+                                quote(&value)
+                            )
+                        });
+                    };
+                    parsed.after = Some(position);
+                }
+                "fromDatetime" => {
+                    if std::mem::replace(&mut from_seen, true) {
+                        return Err(
+                            "the query parameter fromDatetime is given more than once".into()
+                        );
+                    }
+                    let from = parse_dotnet(&value)
+                        .map_err(|reason| format!("fromDatetime {} {reason}", quote(&value)))?;
+                    parsed.from = Some(from);
+                }
+                other => {
+                    let known = ["EventId", "fromDatetime"]
+                        .into_iter()
+                        .find(|known| known.eq_ignore_ascii_case(other));
+                    return Err(match known {
+                        Some(known) => format!(
+                            "the query parameter {} must be spelled {known}",
+                            quote(other)
+                        ),
+                        None => format!(
+                            "unknown query parameter {}: CommunicationPartyEvents takes EventId \
+                             and fromDatetime",
+                            quote(other)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// Whether a value looks like one of the feed's event ids: 16 lowercase hexadecimal
+/// digits.
+fn is_event_id_shaped(value: &str) -> bool {
+    value.len() == 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A ProblemDetails answer, as ASP.NET writes one.
+fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
+    let kind = match status {
+        StatusCode::NOT_FOUND => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        _ => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+    };
+    tracing::debug!(status = status.as_u16(), detail = %detail, "helseid emulator refused a CPE request");
+    let body = ProblemDetails {
+        kind: Some(kind.to_owned()),
+        title: status.canonical_reason().map(str::to_owned),
+        status: Some(i32::from(status.as_u16())),
+        detail: Some(detail),
+        instance: Some(instance.to_owned()),
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Checks `Authorization: Bearer <token>`: a token this emulator issued, unexpired, with
+/// the scope [`CPE_SCOPE`]. Otherwise what is wrong, for [`unauthorized`].
+fn authorize(state: &State, headers: &HeaderMap) -> Result<(), String> {
+    let token = bearer_token(headers)?;
+    let claims = state.verify_access_token(token)?;
+    if has_scope(&claims, CPE_SCOPE) {
+        Ok(())
+    } else if claims.get("scope").is_none() {
+        Err(format!(
+            "the access token has no scope claim; the CPE API needs the scope {CPE_SCOPE}"
+        ))
+    } else {
+        Err(format!(
+            "the access token does not carry the scope {CPE_SCOPE}"
+        ))
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, String> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(
+            "the request has no Authorization header; send Authorization: Bearer <access token>"
+                .to_owned(),
+        );
+    };
+    if values.next().is_some() {
+        return Err("the request has more than one Authorization header".to_owned());
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?;
+    let Some((scheme, credentials)) = value.trim().split_once(' ') else {
+        return Err(
+            "the Authorization header is not a scheme and credentials; send Bearer <access token>"
+                .to_owned(),
+        );
+    };
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        // Name the scheme only when it looks like one, never anything that could be a
+        // credential.
+        let looks_like_scheme =
+            scheme.len() <= 16 && scheme.bytes().all(|b| b.is_ascii_alphanumeric());
+        return Err(if looks_like_scheme {
+            format!("the Authorization scheme is {scheme}; the CPE API takes Bearer tokens")
+        } else {
+            "the Authorization scheme is not Bearer; the CPE API takes Bearer tokens".to_owned()
+        });
+    }
+    let token = credentials.trim();
+    if token.is_empty() {
+        return Err("the Authorization header has no token after Bearer".to_owned());
+    }
+    Ok(token)
+}
+
+/// Whether the claims carry `scope`: in a `scope` array, or a space-separated string.
+fn has_scope(claims: &Value, scope: &str) -> bool {
+    match claims.get("scope") {
+        Some(Value::Array(scopes)) => scopes.iter().any(|s| s.as_str() == Some(scope)),
+        Some(Value::String(scopes)) => scopes.split(' ').any(|s| s == scope),
+        _ => false,
+    }
+}
+
+/// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token", error_description=...`.
+fn unauthorized(description: &str) -> Response {
+    tracing::debug!(description, "helseid emulator refused a CPE token");
+    // A quoted-string: no quotes or backslashes inside, visible ASCII only.
+    let description: String = description
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect();
+    let challenge = HeaderValue::from_str(&format!(
+        "Bearer error=\"invalid_token\", error_description=\"{description}\""
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::key::{Algorithm, PrivateJwk, SigningKey};
+
+    fn state() -> State {
+        let key =
+            SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("key"))
+                .expect("signing key");
+        State::new(
+            "http://127.0.0.1:1".to_owned(),
+            HashMap::new(),
+            key,
+            Duration::from_secs(60),
+            Cpe::new(DEFAULT_PAGE_SIZE),
+        )
+        .expect("state")
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        headers
+    }
+
+    fn challenge(response: &Response) -> &str {
+        response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .expect("ASCII")
+    }
+
+    #[test]
+    fn tokens_signed_by_the_emulator_are_checked_for_exp_and_scope() {
+        crate::emulator::install_crypto_provider();
+        let state = state();
+        let now = super::super::state::unix_now();
+        let claims = |exp: i64| json!({"iss": state.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
+        let fresh = state
+            .signing_key
+            .sign_jwt("at+jwt", &claims(now + 60))
+            .expect("sign");
+        assert!(authorize(&state, &bearer(&fresh)).is_ok());
+
+        let expired = state
+            .signing_key
+            .sign_jwt("at+jwt", &claims(now - 60))
+            .expect("sign");
+        let reason = authorize(&state, &bearer(&expired)).expect_err("expired");
+        assert_eq!(reason, "the access token has expired");
+        let refused = unauthorized(&reason);
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&refused),
+            "Bearer error=\"invalid_token\", error_description=\"the access token has expired\""
+        );
+
+        let unscoped = json!({"iss": state.issuer, "exp": now + 60});
+        let unscoped = state
+            .signing_key
+            .sign_jwt("at+jwt", &unscoped)
+            .expect("sign");
+        assert_eq!(
+            authorize(&state, &bearer(&unscoped)),
+            Err("the access token has no scope claim; the CPE API needs the scope nhn:cp-api/access".to_owned())
+        );
+        let spaced =
+            json!({"iss": state.issuer, "exp": now + 60, "scope": "openid nhn:cp-api/access"});
+        let spaced = state.signing_key.sign_jwt("at+jwt", &spaced).expect("sign");
+        assert_eq!(authorize(&state, &bearer(&spaced)), Ok(()));
+    }
+
+    #[test]
+    fn descriptions_never_carry_a_credential() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("eyJhbGciOiJSUzI1NiJ9.secret-looking-token secret"),
+        );
+        let reason = bearer_token(&headers).expect_err("not a scheme");
+        assert!(!reason.contains("eyJ"), "{reason}");
+        let response = unauthorized("quote \" and \\ and ø");
+        assert_eq!(
+            challenge(&response),
+            "Bearer error=\"invalid_token\", error_description=\"quote ' and ' and ?\""
+        );
+    }
+}
