@@ -136,3 +136,46 @@ fn every_command_has_help() {
         assert!(text(&output.stdout).contains("Usage: helseid"), "{args:?}");
     }
 }
+
+#[test]
+fn events_without_config_runs_the_whole_flow_against_the_embedded_emulator() {
+    let output = run(&["events", "--limit", "5"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.contains("CommunicationParty") && l.contains("[event ")),
+        "{stdout}"
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("embedded HelseID + CPE emulator"), "{stderr}");
+    assert!(stderr.contains("5 events; continue with --from-event-id"), "{stderr}");
+
+    // --json: one object per line, as the API sends it; --from-event-id continues.
+    let output = run(&["events", "--limit", "3", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let events: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 3);
+    let second = events[1]["EventId"].as_str().expect("EventId");
+    let output = run(&["events", "--limit", "1", "--json", "--from-event-id", second]);
+    let next: serde_json::Value =
+        serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
+    assert_eq!(next, events[2]);
+}
+
+#[tokio::test]
+async fn events_with_the_config_the_emulator_wrote() {
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let (_emulator, _issuer) = start_emulator(&config);
+    let output = run(&["events", "--config", config.to_str().expect("path"), "--limit", "2"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout).lines().count(), 2);
+    assert!(!text(&output.stderr).contains("embedded"));
+    let _ = std::fs::remove_dir_all(dir);
+}

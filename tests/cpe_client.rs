@@ -277,3 +277,119 @@ async fn the_default_base_url_follows_the_authority() {
         assert_eq!(cpe.baseurl(), expected);
     }
 }
+
+/// An emulator with `client` holding the CPE scope, and a CPE client for it.
+async fn cpe_against_emulator(id: &str) -> (helseid::emulator::Emulator, Client) {
+    let client = client_and_key(id);
+    let emulator = support::emulator_with(&client.0).await;
+    let cpe = Client::builder(config(&client, emulator.issuer()))
+        .build()
+        .expect("client");
+    (emulator, cpe)
+}
+
+#[tokio::test]
+async fn every_operation_works_against_the_emulator_through_the_layer() {
+    let (emulator, cpe) = cpe_against_emulator("epj").await;
+    assert_eq!(cpe.baseurl(), emulator.cpe_base_url());
+
+    let export = cpe
+        .get_communication_party_export()
+        .await
+        .expect("export")
+        .into_inner();
+    assert_eq!(export.communication_parties.len(), emulator.cpe_parties());
+    let her_id = export.communication_parties[0].her_id;
+
+    let party = cpe
+        .get_communication_party(her_id)
+        .await
+        .expect("party")
+        .into_inner();
+    assert_eq!(party, export.communication_parties[0]);
+
+    let page = cpe
+        .get_communication_party_events(None, None)
+        .await
+        .expect("events")
+        .into_inner();
+    assert!(!page.communication_parties.is_empty());
+    assert!(page.links.and_then(|l| l.next).is_some(), "the feed has more pages");
+
+    // A documented error comes back typed.
+    match cpe.get_communication_party(1).await {
+        Err(cpe::Error::ErrorResponse(problem)) => {
+            assert_eq!(problem.status(), StatusCode::NOT_FOUND);
+        }
+        other => panic!("expected a 404 problem, got {other:?}"),
+    }
+    // One token served all of it.
+    assert_eq!(emulator.tokens_issued(), 1);
+    assert_eq!(emulator.cpe_requests(), 4);
+}
+
+#[tokio::test]
+async fn the_stream_reads_the_whole_feed_once_and_polls_from_the_last_event() {
+    use futures_util::TryStreamExt;
+
+    let (emulator, cpe) = cpe_against_emulator("epj").await;
+    let events: Vec<_> = cpe
+        .events_after(None)
+        .try_collect()
+        .await
+        .expect("the whole feed");
+    assert_eq!(events.len(), emulator.cpe_events());
+    let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "every event exactly once");
+    assert!(emulator.cpe_requests() >= 3, "several pages");
+    // The seed writes some date-times without an offset; they did not fail the pages.
+    assert!(events.iter().any(|e| !e.from_datetime.has_offset()));
+    assert!(events.iter().any(|e| e.from_datetime.has_offset()));
+
+    // Polling: nothing new after the last event, then exactly what was published.
+    let last = events.last().expect("events").event_id.clone();
+    let none: Vec<_> = cpe.events_after(Some(&last)).try_collect().await.expect("poll");
+    assert!(none.is_empty());
+    let her_id = events[0].her_id;
+    let published = emulator.publish_cpe_update(her_id).expect("a known party");
+    let new: Vec<_> = cpe.events_after(Some(&last)).try_collect().await.expect("poll");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].event_id, published);
+    assert_eq!(new[0].her_id, her_id);
+
+    // From a time: only events at or after it.
+    let from = events[events.len() / 2].from_datetime;
+    let later: Vec<_> = cpe.events_from(from).try_collect().await.expect("from");
+    assert!(!later.is_empty());
+    assert!(later.iter().all(|e| e.from_datetime >= from));
+}
+
+#[tokio::test]
+async fn a_401_from_the_api_is_retried_once_then_returned() {
+    // A client whose tokens lack the CPE scope: the API answers 401 invalid_token.
+    let client = client_and_key("other-api");
+    let emulator = helseid::emulator::Emulator::builder()
+        .client(client.0.registration(&[support::CP_SCOPE, "nhn:other/api"]))
+        .start()
+        .await
+        .expect("emulator");
+    // A layer that asks for another scope than CPE's.
+    let endpoint = helseid::endpoint::TokenEndpoint::new(config(&client, emulator.issuer()))
+        .expect("endpoint");
+    let stack = tower::ServiceBuilder::new()
+        .layer(
+            helseid::HelseIdLayer::builder(endpoint)
+                .scopes(["nhn:other/api"])
+                .build(),
+        )
+        .service(helseid::transport::https_client::<Full<Bytes>>().expect("https client"));
+    let cpe = Client::from_service(emulator.cpe_base_url(), stack).expect("client");
+    let e = cpe.get_communication_party_export().await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED), "{e:?}");
+    assert!(helseid_error(&e).is_none(), "an answer of the API, not of the stack");
+    // The layer evicted the refused token and tried once more with a fresh one.
+    assert_eq!(emulator.tokens_issued(), 2);
+    assert_eq!(emulator.cpe_requests(), 2);
+}
