@@ -150,8 +150,14 @@ fn events_without_config_runs_the_whole_flow_against_the_embedded_emulator() {
         "{stdout}"
     );
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("embedded HelseID + CPE emulator"), "{stderr}");
-    assert!(stderr.contains("5 events; continue with --from-event-id"), "{stderr}");
+    assert!(
+        stderr.contains("embedded HelseID + CPE emulator"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("5 events; continue with --from-event-id"),
+        "{stderr}"
+    );
 
     // --json: one object per line, as the API sends it; --from-event-id continues.
     let output = run(&["events", "--limit", "3", "--json"]);
@@ -162,9 +168,15 @@ fn events_without_config_runs_the_whole_flow_against_the_embedded_emulator() {
         .collect();
     assert_eq!(events.len(), 3);
     let second = events[1]["EventId"].as_str().expect("EventId");
-    let output = run(&["events", "--limit", "1", "--json", "--from-event-id", second]);
-    let next: serde_json::Value =
-        serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
+    let output = run(&[
+        "events",
+        "--limit",
+        "1",
+        "--json",
+        "--from-event-id",
+        second,
+    ]);
+    let next: serde_json::Value = serde_json::from_str(text(&output.stdout).trim()).expect("JSON");
     assert_eq!(next, events[2]);
 }
 
@@ -173,7 +185,13 @@ async fn events_with_the_config_the_emulator_wrote() {
     let dir = tempdir();
     let config = dir.join("client.json");
     let (_emulator, _issuer) = start_emulator(&config);
-    let output = run(&["events", "--config", config.to_str().expect("path"), "--limit", "2"]);
+    let output = run(&[
+        "events",
+        "--config",
+        config.to_str().expect("path"),
+        "--limit",
+        "2",
+    ]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(text(&output.stdout).lines().count(), 2);
     assert!(!text(&output.stderr).contains("embedded"));

@@ -314,7 +314,10 @@ async fn every_operation_works_against_the_emulator_through_the_layer() {
         .expect("events")
         .into_inner();
     assert!(!page.communication_parties.is_empty());
-    assert!(page.links.and_then(|l| l.next).is_some(), "the feed has more pages");
+    assert!(
+        page.links.and_then(|l| l.next).is_some(),
+        "the feed has more pages"
+    );
 
     // A documented error comes back typed.
     match cpe.get_communication_party(1).await {
@@ -350,11 +353,19 @@ async fn the_stream_reads_the_whole_feed_once_and_polls_from_the_last_event() {
 
     // Polling: nothing new after the last event, then exactly what was published.
     let last = events.last().expect("events").event_id.clone();
-    let none: Vec<_> = cpe.events_after(Some(&last)).try_collect().await.expect("poll");
+    let none: Vec<_> = cpe
+        .events_after(Some(&last))
+        .try_collect()
+        .await
+        .expect("poll");
     assert!(none.is_empty());
     let her_id = events[0].her_id;
     let published = emulator.publish_cpe_update(her_id).expect("a known party");
-    let new: Vec<_> = cpe.events_after(Some(&last)).try_collect().await.expect("poll");
+    let new: Vec<_> = cpe
+        .events_after(Some(&last))
+        .try_collect()
+        .await
+        .expect("poll");
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].event_id, published);
     assert_eq!(new[0].her_id, her_id);
@@ -388,7 +399,10 @@ async fn a_401_from_the_api_is_retried_once_then_returned() {
     let cpe = Client::from_service(emulator.cpe_base_url(), stack).expect("client");
     let e = cpe.get_communication_party_export().await.unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED), "{e:?}");
-    assert!(helseid_error(&e).is_none(), "an answer of the API, not of the stack");
+    assert!(
+        helseid_error(&e).is_none(),
+        "an answer of the API, not of the stack"
+    );
     // The layer evicted the refused token and tried once more with a fresh one.
     assert_eq!(emulator.tokens_issued(), 2);
     assert_eq!(emulator.cpe_requests(), 2);
