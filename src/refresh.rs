@@ -524,3 +524,117 @@ impl FetchToken for RefreshSession {
         self.inner.partition
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(refresh: &str) -> TokenSet {
+        TokenSet::from_json(&format!(
+            r#"{{"access_token":"a-{refresh}","token_type":"Bearer","expires_in":3600,
+                "refresh_token":"{refresh}","rt_expires_in":28800,"scope":"openid offline_access"}}"#
+        ))
+        .expect("token set")
+    }
+
+    fn tempdir() -> PathBuf {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).expect("random");
+        let dir =
+            std::env::temp_dir().join(format!("helseid-store-{:x}", u64::from_le_bytes(random)));
+        std::fs::create_dir_all(&dir).expect("tempdir");
+        dir
+    }
+
+    #[test]
+    fn a_token_response_becomes_a_set_with_wall_clock_expiries() {
+        let set = set("r1");
+        let now = unix_now();
+        assert!(
+            set.expires_at
+                .is_some_and(|at| at >= now + 3599 && at <= now + 3600)
+        );
+        assert!(!set.is_refresh_token_expired());
+        assert_eq!(set.refresh_token().secret(), "r1");
+        assert_eq!(
+            set.scopes().collect::<Vec<_>>(),
+            ["openid", "offline_access"]
+        );
+        assert_eq!(set.access_token().expect("valid").secret(), "a-r1");
+        // What is stored reads back the same, with absolute times.
+        let again = TokenSet::from_json(&set.to_json()).expect("round trip");
+        assert_eq!(again.expires_at, set.expires_at);
+        assert_eq!(again.refresh_token_expires_at, set.refresh_token_expires_at);
+        assert!(!set.to_json().contains("expires_in"));
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_tokens() {
+        let set = set("very-secret-refresh");
+        let debug = format!("{set:?}");
+        assert!(!debug.contains("very-secret"), "{debug}");
+        let e = TokenSet::from_json(r#"{"refresh_token": 42, "access_token": "very-secret"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a token set") && !e.contains("very-secret"),
+            "{e}"
+        );
+        let e = TokenSet::from_json(r#"{"refresh_token": ""}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`refresh_token` is empty"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_file_store_survives_a_crash_between_write_and_rename() {
+        let dir = tempdir();
+        let store = FileStore::new(dir.join("tokens.json"));
+        assert!(store.load().await.expect("load").is_none());
+        store.save(&set("r1")).await.expect("save");
+
+        // A crash after the new version is written, before it replaces the old one: the
+        // store still holds the old set, whole.
+        let staged = store.stage(&set("r2")).expect("stage");
+        assert!(staged.exists());
+        let loaded = FileStore::new(store.path())
+            .load()
+            .await
+            .expect("load")
+            .expect("set");
+        assert_eq!(loaded.refresh_token().secret(), "r1");
+        // A crash in the middle of writing the new version leaves a torn temporary
+        // file; the store is untouched by it.
+        std::fs::write(&staged, br#"{"refresh_tok"#).expect("torn write");
+        let loaded = store.load().await.expect("load").expect("set");
+        assert_eq!(loaded.refresh_token().secret(), "r1");
+
+        // The next save goes through.
+        store.save(&set("r3")).await.expect("save");
+        let loaded = store.load().await.expect("load").expect("set");
+        assert_eq!(loaded.refresh_token().secret(), "r3");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(store.path())
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_store_is_an_error_naming_the_file() {
+        let dir = tempdir();
+        let path = dir.join("tokens.json");
+        std::fs::write(&path, "{ not json").expect("write");
+        let e = FileStore::new(&path).load().await.unwrap_err().to_string();
+        assert!(
+            e.contains("tokens.json") && e.contains("not a token set"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
