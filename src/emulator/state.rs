@@ -11,6 +11,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::Tenancy;
+use super::refresh::RefreshStore;
 use crate::error::{Error, Result};
 use crate::key::{Algorithm, PublicJwk, SigningKey, b64_decode};
 
@@ -26,7 +27,7 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 /// Locks a mutex, carrying on after a panic elsewhere (the data stays usable).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -126,6 +127,9 @@ pub(crate) struct RegisteredClient {
     pub(crate) scopes: Vec<String>,
     pub(crate) tenancy: Tenancy,
     pub(crate) key: ClientKey,
+    /// The APIs (token audiences) the client is, for token exchange: a subject token is
+    /// meant for the client when its `aud` holds one of them.
+    pub(crate) audiences: Vec<String>,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -134,6 +138,7 @@ impl fmt::Debug for RegisteredClient {
             .field("id", &self.id)
             .field("scopes", &self.scopes)
             .field("tenancy", &self.tenancy)
+            .field("audiences", &self.audiences)
             .finish_non_exhaustive()
     }
 }
@@ -148,6 +153,14 @@ pub(crate) struct State {
     pub(crate) access_token_lifetime: Duration,
     pub(crate) token_requests: AtomicU64,
     pub(crate) tokens_issued: AtomicU64,
+    /// Successful token exchanges.
+    pub(crate) token_exchanges: AtomicU64,
+    /// Successful refreshes.
+    pub(crate) refreshes: AtomicU64,
+    /// `invalid_grant` answers of the token endpoint, all grants.
+    pub(crate) invalid_grants: AtomicU64,
+    /// The refresh tokens issued, used and revoked.
+    pub(crate) refresh_tokens: RefreshStore,
     token_delay: Mutex<Duration>,
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
@@ -178,9 +191,19 @@ impl State {
             access_token_lifetime,
             token_requests: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
+            token_exchanges: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            invalid_grants: AtomicU64::new(0),
+            refresh_tokens: RefreshStore::default(),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets the lifetime of the refresh tokens the emulator will issue.
+    pub(crate) fn with_refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_tokens = RefreshStore::new(lifetime);
+        self
     }
 
     /// The JWKS URI announced in the discovery document.
