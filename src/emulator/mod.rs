@@ -243,10 +243,11 @@ impl EmulatorBuilder {
     /// current tokio runtime until the [`Emulator`] is shut down or dropped.
     ///
     /// # Errors
-    /// [`Error::Config`] when a registration is wrong (an empty or repeated client id, a
+    /// [`Error::Config`] when the refresh token lifetime is under one second, when a
+    /// client's audience is empty or holds spaces, when a registration is wrong otherwise
+    /// (an empty or repeated client id, a
     /// public key the emulator cannot use, a parent organisation number that is not nine
-    /// digits, an audience that is empty or holds spaces), when the access or refresh token lifetime is under one
-    /// second, or when the address
+    /// digits), when the access token lifetime is under one second, or when the address
     /// cannot be bound. [`Error::Sign`] if the signing key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
         install_crypto_provider();
@@ -285,11 +286,9 @@ impl EmulatorBuilder {
         let issuer = format!("http://{}", reachable(local_addr));
 
         let signing_key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256)?)?;
-        let state = Arc::new(
-            State::new(issuer, clients, signing_key, lifetime)?
-                .with_refresh_token_lifetime(refresh_token_lifetime),
-        );
+        let state = Arc::new(State::new(issuer, clients, signing_key, lifetime)?);
 
+        state.refresh_tokens.set_lifetime(refresh_token_lifetime);
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {

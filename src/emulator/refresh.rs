@@ -79,40 +79,43 @@ pub(crate) struct NewRefreshToken {
 }
 
 /// The refresh tokens the emulator issued, used and revoked.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct RefreshStore {
-    lifetime: Duration,
     inner: Mutex<Inner>,
 }
 
 /// The store's mutable part.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    /// How long a session lasts.
+    lifetime: Duration,
     tokens: HashMap<String, Entry>,
     next_family: u64,
 }
 
-impl Default for RefreshStore {
+impl Default for Inner {
     fn default() -> Self {
-        RefreshStore::new(DEFAULT_LIFETIME)
+        Inner {
+            lifetime: DEFAULT_LIFETIME,
+            tokens: HashMap::new(),
+            next_family: 0,
+        }
     }
 }
 
 impl RefreshStore {
-    /// A store whose sessions last `lifetime`.
-    pub(crate) fn new(lifetime: Duration) -> Self {
-        RefreshStore {
-            lifetime,
-            inner: Mutex::new(Inner::default()),
-        }
+    /// Sets how long the sessions started from now on last (the emulator sets it once,
+    /// before it serves requests).
+    pub(crate) fn set_lifetime(&self, lifetime: Duration) {
+        lock(&self.inner).lifetime = lifetime;
     }
 
     /// Starts a session: its first refresh token, expiring after the lifetime.
     pub(crate) fn start(&self, session: Session) -> Result<NewRefreshToken, TokenError> {
         let now = unix_now();
-        let lifetime = i64::try_from(self.lifetime.as_secs()).unwrap_or(i64::MAX);
-        let expires_at = now.saturating_add(lifetime);
         let mut inner = lock(&self.inner);
+        let lifetime = i64::try_from(inner.lifetime.as_secs()).unwrap_or(i64::MAX);
+        let expires_at = now.saturating_add(lifetime);
         inner
             .tokens
             .retain(|_, entry| entry.expires_at.saturating_add(REMEMBER_EXPIRED) > now);

@@ -11,7 +11,6 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::Tenancy;
-use super::refresh::RefreshStore;
 use crate::error::{Error, Result};
 use crate::key::{Algorithm, PublicJwk, SigningKey, b64_decode};
 
@@ -160,7 +159,7 @@ pub(crate) struct State {
     /// `invalid_grant` answers of the token endpoint, all grants.
     pub(crate) invalid_grants: AtomicU64,
     /// The refresh tokens issued, used and revoked.
-    pub(crate) refresh_tokens: RefreshStore,
+    pub(crate) refresh_tokens: super::refresh::RefreshStore,
     token_delay: Mutex<Duration>,
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
@@ -194,16 +193,10 @@ impl State {
             token_exchanges: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             invalid_grants: AtomicU64::new(0),
-            refresh_tokens: RefreshStore::default(),
+            refresh_tokens: super::refresh::RefreshStore::default(),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Sets the lifetime of the refresh tokens the emulator will issue.
-    pub(crate) fn with_refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
-        self.refresh_tokens = RefreshStore::new(lifetime);
-        self
     }
 
     /// The JWKS URI announced in the discovery document.
