@@ -288,6 +288,7 @@ impl EmulatorBuilder {
         let signing_key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256)?)?;
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime)?);
 
+        // Before the router exists, so that no request sees the default lifetime.
         state.refresh_tokens.set_lifetime(refresh_token_lifetime);
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
