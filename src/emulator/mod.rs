@@ -8,8 +8,10 @@
 //!
 //! - `GET /.well-known/openid-configuration`: the discovery document;
 //! - `GET /.well-known/openid-configuration/jwks`: the emulator's own signing key;
-//! - `POST /connect/token`: the `client_credentials` grant, with `private_key_jwt`
-//!   client authentication only.
+//! - `POST /connect/token`: the `client_credentials`, token exchange
+//!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
+//!   with `private_key_jwt` client authentication only;
+//! - `POST /test-token`: user token sets for tests (emulator only, see below).
 //!
 //! On the same listener, with the issuer as its base URL ([`Emulator::cpe_base_url`]),
 //! it serves the CPE API as `openapi/cpe.json` describes it:
@@ -61,6 +63,40 @@
 //! Issued access tokens are RS256 JWTs with `typ: at+jwt`, signed with a key the
 //! emulator generates when it starts; [`Emulator::verify_access_token`] checks them.
 //!
+//! **Token exchange** (RFC 8693, as SFM uses it): an API registered with
+//! [`ClientRegistration::audience`] (the actor) authenticates with its own client
+//! assertion and sends `subject_token` (an access token it received),
+//! `subject_token_type=urn:ietf:params:oauth:token-type:access_token` and `scope` (the
+//! downstream API's scopes, which must be granted to the actor). The subject token must
+//! be an unexpired access token of this emulator whose `aud` holds one of the actor's
+//! audiences; otherwise the answer is `invalid_grant`. Another `subject_token_type`,
+//! an `actor_token` or a missing parameter is `invalid_request`. The new access token is
+//! for the downstream scopes but keeps the identity of the subject token: `client_id`,
+//! `client_amr`, `sub`, `amr`, `auth_time`, `idp` and every `helseid://claims/...` claim
+//! (organisations, pid, security level), adds `act: {"client_id": <actor>}` (nesting
+//! the subject token's own `act`), and expires no later than the subject token. The
+//! response adds `issued_token_type`. [`Emulator::token_exchanges`] counts them.
+//!
+//! **Refresh tokens** rotate, as HelseID's do: `grant_type=refresh_token` with
+//! `refresh_token`, authenticated by the client the refresh token was issued to, answers
+//! with a new access token (the same user claims), a new `refresh_token` and
+//! `rt_expires_in`, and the old refresh token is spent. An unknown, expired, spent or
+//! foreign refresh token is `invalid_grant`; a spent one coming back also revokes the
+//! session's newest refresh token (reuse detection), so the session ends. Every refresh
+//! token of a session expires when its first one does
+//! ([`EmulatorBuilder::refresh_token_lifetime`], default 8 hours). `scope` may narrow
+//! the session's scopes, not widen them (`invalid_scope`). [`Emulator::refreshes`]
+//! counts refreshes, [`Emulator::invalid_grants`] every `invalid_grant` answer.
+//!
+//! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
+//! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
+//! registered client and its scopes, and optionally a `pid`, a `securityLevel` and the
+//! organisations; it answers like a token response with an access token carrying the
+//! client's claims and a test person's (`sub`, `amr`, `helseid://claims/identity/pid`,
+//! `helseid://claims/identity/security_level`, ...) and the first refresh token of a
+//! session. An unknown client, a scope not granted or a malformed body gets 400 with an
+//! OAuth error body. [`Emulator::mint_user_tokens`] does the same from Rust.
+//!
 //! # Example
 //! ```
 //! use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
@@ -93,6 +129,13 @@ mod state;
 mod tenancy;
 mod token;
 
+// Token exchange, refresh tokens and the test token endpoint.
+mod exchange;
+mod refresh;
+mod test_token;
+
+pub use self::test_token::TestTokenRequest;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -105,7 +148,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, OAuthError, Result};
 use crate::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 
 use self::state::{ClientKey, RegisteredClient, State};
@@ -142,6 +185,7 @@ pub struct ClientRegistration {
     jwk: PublicJwk,
     scopes: Vec<String>,
     tenancy: Tenancy,
+    audiences: Vec<String>,
 }
 
 impl ClientRegistration {
@@ -154,7 +198,19 @@ impl ClientRegistration {
             jwk,
             scopes: Vec::new(),
             tenancy: Tenancy::Multi,
+            audiences: Vec::new(),
         }
+    }
+
+    /// Registers the client as an API that exchanges the tokens it receives (RFC 8693),
+    /// as SFM does: `audience` is the `aud` of tokens meant for it (for example
+    /// `e-helse:sfm.api`, the `aud` of tokens with scope `e-helse:sfm.api/access`). A
+    /// token exchange by this client is refused (`invalid_grant`) unless the subject
+    /// token's `aud` holds one of its audiences. Call again to add another audience.
+    /// Default: none, so the client can exchange no token.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
     }
 
     /// The scopes this client may request (for example `nhn:cp-api/access`). A token
@@ -176,6 +232,7 @@ impl ClientRegistration {
 pub struct EmulatorBuilder {
     clients: Vec<ClientRegistration>,
     access_token_lifetime: Duration,
+    refresh_token_lifetime: Duration,
     bind: SocketAddr,
     cpe_page_size: usize,
 }
@@ -185,6 +242,7 @@ impl Default for EmulatorBuilder {
         EmulatorBuilder {
             clients: Vec::new(),
             access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
+            refresh_token_lifetime: refresh::DEFAULT_LIFETIME,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
         }
@@ -202,6 +260,16 @@ impl EmulatorBuilder {
     /// token response), in whole seconds. Default: 3600 seconds.
     pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
         self.access_token_lifetime = lifetime;
+        self
+    }
+
+    /// The lifetime of a session's refresh tokens, in whole seconds: how long after the
+    /// first one is issued (by `POST /test-token` or [`Emulator::mint_test_token`]) it
+    /// and every refresh token that replaces it expire; `rt_expires_in` in token
+    /// responses counts down to it. Default: 8 hours. Under one second is refused by
+    /// [`start`](Self::start).
+    pub fn refresh_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.refresh_token_lifetime = lifetime;
         self
     }
 
@@ -223,7 +291,9 @@ impl EmulatorBuilder {
     /// current tokio runtime until the [`Emulator`] is shut down or dropped.
     ///
     /// # Errors
-    /// [`Error::Config`] when a registration is wrong (an empty or repeated client id, a
+    /// [`Error::Config`] when the refresh token lifetime is under one second, when a
+    /// client's audience is empty or holds spaces, when a registration is wrong otherwise
+    /// (an empty or repeated client id, a
     /// public key the emulator cannot use, a parent organisation number that is not nine
     /// digits), when the access token lifetime is under one second, when the CPE page
     /// size is zero, or when the address cannot be bound. [`Error::Sign`] if the signing
@@ -254,6 +324,13 @@ impl EmulatorBuilder {
             }
             clients.insert(client.id.clone(), client);
         }
+        let refresh_token_lifetime = self.refresh_token_lifetime;
+        if refresh_token_lifetime.as_secs() == 0 {
+            return Err(Error::config(
+                "refresh_token_lifetime",
+                "must be at least one second",
+            ));
+        }
 
         let listener = tokio::net::TcpListener::bind(self.bind)
             .await
@@ -267,6 +344,8 @@ impl EmulatorBuilder {
         let cpe = cpe::Cpe::new(self.cpe_page_size);
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
+        // Before the router exists, so that no request sees the default lifetime.
+        state.refresh_tokens.set_lifetime(refresh_token_lifetime);
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
@@ -353,6 +432,71 @@ impl Emulator {
     /// How many access tokens the emulator issued.
     pub fn tokens_issued(&self) -> u64 {
         self.state.tokens_issued.load(Ordering::Relaxed)
+    }
+
+    /// How many token exchanges (RFC 8693) succeeded.
+    pub fn token_exchanges(&self) -> u64 {
+        self.state.token_exchanges.load(Ordering::Relaxed)
+    }
+
+    /// How many refreshes (`grant_type=refresh_token`) succeeded.
+    pub fn refreshes(&self) -> u64 {
+        self.state.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// How many times the token endpoint answered `invalid_grant`, whatever the grant:
+    /// an invalid, expired or foreign subject token, an unknown, used, revoked, expired
+    /// or foreign refresh token.
+    pub fn invalid_grants(&self) -> u64 {
+        self.state.invalid_grants.load(Ordering::Relaxed)
+    }
+
+    /// Mints a user token set for the registered client `client_id`, as `POST
+    /// /test-token` does: for the default test person (pid `13116900216`) at security
+    /// level 4, with these scopes (all of the client's scopes when empty). Returns the
+    /// token response body: `access_token`, `token_type`, `expires_in`,
+    /// `refresh_token`, `rt_expires_in`, `scope`.
+    ///
+    /// # Errors
+    /// The OAuth error `POST /test-token` would answer with: `invalid_client` for an
+    /// unknown client, `invalid_scope` for a scope not granted to it.
+    pub fn mint_user_tokens(
+        &self,
+        client_id: &str,
+        scopes: &[&str],
+    ) -> std::result::Result<serde_json::Value, OAuthError> {
+        self.mint_test_token(&TestTokenRequest::new(client_id, scopes.iter().copied()))
+    }
+
+    /// Mints a user token set as `POST /test-token` does; see [`TestTokenRequest`].
+    ///
+    /// # Errors
+    /// The OAuth error `POST /test-token` would answer with (`invalid_client`,
+    /// `invalid_scope`, `invalid_request`), with a description of what is wrong.
+    pub fn mint_test_token(
+        &self,
+        request: &TestTokenRequest,
+    ) -> std::result::Result<serde_json::Value, OAuthError> {
+        test_token::mint(&self.state, request).map_err(|e| e.into_oauth())
+    }
+
+    /// Signs any claims as an access token of this emulator (RS256, `typ: at+jwt`, the
+    /// emulator's key and `kid`), exactly as given: nothing is added or checked. For
+    /// tests that need tokens the token endpoint would never issue, such as an expired
+    /// subject token for a token exchange. Not counted in
+    /// [`tokens_issued`](Self::tokens_issued).
+    ///
+    /// # Errors
+    /// [`Error::Sign`] if the claims cannot be serialised or signed.
+    pub fn sign_access_token(&self, claims: &serde_json::Value) -> Result<String> {
+        self.state.signing_key.sign_jwt("at+jwt", claims)
+    }
+
+    /// Makes a refresh token this emulator issued expire now, as if its session's
+    /// lifetime had passed, so that tests need not wait. Returns `false` when the
+    /// emulator does not know the refresh token.
+    pub fn expire_refresh_token(&self, refresh_token: &str) -> bool {
+        self.state.refresh_tokens.expire(refresh_token)
     }
 
     /// Makes the token endpoint answer only after `delay` (a `tokio::time::sleep` after
@@ -446,6 +590,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         jwk,
         scopes,
         tenancy,
+        audiences,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::config("client_id", "must not be empty"));
@@ -472,11 +617,20 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
             granted.push(scope);
         }
     }
+    for audience in &audiences {
+        if audience.is_empty() || audience.contains(char::is_whitespace) {
+            return Err(Error::config(
+                "audience",
+                format!("client `{client_id}`: `{audience}` is not a valid audience"),
+            ));
+        }
+    }
     Ok(RegisteredClient {
         id: client_id,
         scopes: granted,
         tenancy,
         key,
+        audiences,
     })
 }
 
@@ -487,6 +641,7 @@ fn router(state: Arc<State>) -> Router {
             "/.well-known/openid-configuration",
             get(discovery::configuration),
         )
+        .route("/test-token", post(test_token::test_token))
         .route(
             "/.well-known/openid-configuration/jwks",
             get(discovery::jwks),

@@ -47,6 +47,10 @@ impl TokenError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_client", description)
     }
 
+    pub(crate) fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
     pub(crate) fn invalid_scope(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
@@ -77,6 +81,11 @@ impl TokenError {
 
     pub(crate) fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The error body, for answers given in Rust rather than over HTTP.
+    pub(crate) fn into_oauth(self) -> OAuthError {
+        OAuthError::new(self.code, self.description)
     }
 }
 

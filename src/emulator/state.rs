@@ -127,6 +127,9 @@ pub(crate) struct RegisteredClient {
     pub(crate) scopes: Vec<String>,
     pub(crate) tenancy: Tenancy,
     pub(crate) key: ClientKey,
+    /// The APIs (token audiences) the client is, for token exchange: a subject token is
+    /// meant for the client when its `aud` holds one of them.
+    pub(crate) audiences: Vec<String>,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -135,6 +138,7 @@ impl fmt::Debug for RegisteredClient {
             .field("id", &self.id)
             .field("scopes", &self.scopes)
             .field("tenancy", &self.tenancy)
+            .field("audiences", &self.audiences)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +153,14 @@ pub(crate) struct State {
     pub(crate) access_token_lifetime: Duration,
     pub(crate) token_requests: AtomicU64,
     pub(crate) tokens_issued: AtomicU64,
+    /// Successful token exchanges.
+    pub(crate) token_exchanges: AtomicU64,
+    /// Successful refreshes.
+    pub(crate) refreshes: AtomicU64,
+    /// `invalid_grant` answers of the token endpoint, all grants.
+    pub(crate) invalid_grants: AtomicU64,
+    /// The refresh tokens issued, used and revoked.
+    pub(crate) refresh_tokens: super::refresh::RefreshStore,
     token_delay: Mutex<Duration>,
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
@@ -182,6 +194,10 @@ impl State {
             access_token_lifetime,
             token_requests: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
+            token_exchanges: AtomicU64::new(0),
+            refreshes: AtomicU64::new(0),
+            invalid_grants: AtomicU64::new(0),
+            refresh_tokens: super::refresh::RefreshStore::default(),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
             cpe,

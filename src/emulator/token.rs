@@ -8,17 +8,22 @@ use axum::body::Bytes;
 use axum::extract::State as Extract;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Tenancy;
 use super::client_auth::{AuthenticatedClient, authenticate};
 use super::form::TokenForm;
 use super::response::{TokenError, no_store, quote};
-use super::state::{State, unix_now};
+use super::state::{RegisteredClient, State, unix_now};
+use super::tenancy::Organisation;
+use super::{exchange, refresh};
 use crate::key::b64;
 
 /// The token exchange grant type (RFC 8693).
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// The refresh token grant type (RFC 6749 section 6).
+pub(crate) const REFRESH_TOKEN: &str = "refresh_token";
 
 /// `POST /connect/token`.
 pub(crate) async fn token(
@@ -35,6 +40,9 @@ pub(crate) async fn token(
     match result {
         Ok(response) => response,
         Err(error) => {
+            if error.code() == "invalid_grant" {
+                state.invalid_grants.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::debug!(
                 error = error.code(),
                 description = error.description(),
@@ -53,12 +61,13 @@ fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, T
             let client = authenticate(state, &form)?;
             client_credentials(state, &form, &client)
         }
-        // Token exchange (RFC 8693) and refresh tokens are announced in the discovery
-        // document, as HelseID announces them, and will get their own arms here.
-        Some(grant @ (TOKEN_EXCHANGE | "refresh_token")) => {
-            Err(TokenError::unsupported_grant_type(format!(
-                "grant_type {grant} is not implemented by the emulator yet"
-            )))
+        Some(TOKEN_EXCHANGE) => {
+            let actor = authenticate(state, &form)?;
+            exchange::exchange(state, &form, &actor)
+        }
+        Some(REFRESH_TOKEN) => {
+            let client = authenticate(state, &form)?;
+            refresh::refresh(state, &form, &client)
         }
         Some(other) => Err(TokenError::unsupported_grant_type(format!(
             "grant_type {} is not supported",
@@ -74,7 +83,15 @@ fn client_credentials(
     form: &TokenForm,
     client: &AuthenticatedClient<'_>,
 ) -> Result<Response, TokenError> {
-    let scopes = granted_scopes(form.get("scope"), client)?;
+    let scopes = granted_scopes(form.get("scope"), client.client)?;
+    let resources = resources(form)?;
+    let identity = client_claims(client.client, &client.organisation);
+    let issued = issue_access_token(state, identity, &scopes, resources, None)?;
+    Ok(token_response(issued.response_body()))
+}
+
+/// The `resource` parameters of a request (RFC 8707): at most one, not empty.
+pub(crate) fn resources(form: &TokenForm) -> Result<&[String], TokenError> {
     let resources = form.resources();
     if resources.len() > 1 {
         return Err(TokenError::invalid_target(
@@ -86,31 +103,26 @@ fn client_credentials(
             "the resource parameter is empty",
         ));
     }
-    issue(state, client, &scopes, resources)
+    Ok(resources)
 }
 
 /// The scopes to grant: those requested (space separated), or all the client's scopes
 /// when none are requested. Every requested scope must be granted to the client.
-fn granted_scopes(
+pub(crate) fn granted_scopes(
     requested: Option<&str>,
-    client: &AuthenticatedClient<'_>,
+    client: &RegisteredClient,
 ) -> Result<Vec<String>, TokenError> {
-    let registered = &client.client.scopes;
+    let registered = &client.scopes;
     let Some(requested) = requested.filter(|s| !s.trim().is_empty()) else {
         if registered.is_empty() {
             return Err(TokenError::invalid_scope(format!(
                 "no scope was requested and client {} has no scopes",
-                quote(&client.client.id)
+                quote(&client.id)
             )));
         }
         return Ok(registered.clone());
     };
-    let mut scopes: Vec<String> = Vec::new();
-    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !scopes.iter().any(|s| s == scope) {
-            scopes.push(scope.to_owned());
-        }
-    }
+    let scopes = split_scopes(requested);
     let refused: Vec<String> = scopes
         .iter()
         .filter(|s| !registered.contains(s))
@@ -120,10 +132,21 @@ fn granted_scopes(
         return Err(TokenError::invalid_scope(format!(
             "scope {} is not granted to client {}",
             refused.join(", "),
-            quote(&client.client.id)
+            quote(&client.id)
         )));
     }
     Ok(scopes)
+}
+
+/// The scopes of a space-separated `scope` parameter, without duplicates, in order.
+pub(crate) fn split_scopes(requested: &str) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !scopes.iter().any(|s| s == scope) {
+            scopes.push(scope.to_owned());
+        }
+    }
+    scopes
 }
 
 /// The API a scope belongs to: the part before its last `/` (`nhn:cp-api/access` ->
@@ -132,13 +155,70 @@ fn audience_of(scope: &str) -> &str {
     scope.rsplit_once('/').map_or(scope, |(api, _)| api)
 }
 
-/// Signs an access token and writes the token response.
-fn issue(
+/// The claims that say which client a token was issued to: `client_id`, `client_amr`,
+/// the tenancy, and the organisations it acts for.
+pub(crate) fn client_claims(
+    client: &RegisteredClient,
+    organisation: &Organisation,
+) -> Map<String, Value> {
+    let mut claims = Map::new();
+    claims.insert("client_id".into(), json!(client.id));
+    claims.insert("client_amr".into(), json!("private_key_jwt"));
+    claims.insert(
+        "helseid://claims/client/client_tenancy".into(),
+        json!(match client.tenancy {
+            Tenancy::Multi => "multi",
+            Tenancy::Single { .. } => "single",
+        }),
+    );
+    if let Some(parent) = &organisation.parent {
+        claims.insert(
+            "helseid://claims/client/claims/orgnr_parent".into(),
+            json!(parent),
+        );
+    }
+    if let Some(child) = &organisation.child {
+        claims.insert(
+            "helseid://claims/client/claims/orgnr_child".into(),
+            json!(child),
+        );
+    }
+    claims
+}
+
+/// A signed access token, and what its token response says about it.
+#[derive(Debug)]
+pub(crate) struct IssuedToken {
+    pub(crate) access_token: String,
+    /// Seconds until the token expires.
+    pub(crate) expires_in: i64,
+    /// The granted scopes, space separated.
+    pub(crate) scope: String,
+}
+
+impl IssuedToken {
+    /// The token response body (RFC 6749 section 5.1) for this token alone.
+    pub(crate) fn response_body(self) -> Value {
+        json!({
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "scope": self.scope,
+        })
+    }
+}
+
+/// Signs an access token: `identity` (whose token it is: client and user claims) plus
+/// `iss`, `aud` (the APIs of the scopes, then the resources), `scope`, `iat`, `nbf`,
+/// `exp` and `jti`. `exp` is `now` plus the access token lifetime, or `not_after` when
+/// that is earlier.
+pub(crate) fn issue_access_token(
     state: &State,
-    client: &AuthenticatedClient<'_>,
+    identity: Map<String, Value>,
     scopes: &[String],
     resources: &[String],
-) -> Result<Response, TokenError> {
+    not_after: Option<i64>,
+) -> Result<IssuedToken, TokenError> {
     let mut audiences: Vec<&str> = Vec::new();
     for aud in scopes
         .iter()
@@ -153,53 +233,50 @@ fn issue(
         [one] => json!(one),
         many => json!(many),
     };
-    let lifetime = state.access_token_lifetime.as_secs();
+    let lifetime = i64::try_from(state.access_token_lifetime.as_secs()).unwrap_or(i64::MAX);
     let now = unix_now();
+    let mut exp = now.saturating_add(lifetime);
+    if let Some(not_after) = not_after {
+        exp = exp.min(not_after);
+    }
     let mut jti = [0u8; 16];
     aws_lc_rs::rand::fill(&mut jti)
         .map_err(|_| TokenError::server_error("cannot generate a jti"))?;
-    let registered = client.client;
-    let mut claims = json!({
-        "iss": state.issuer,
-        "aud": aud,
-        "scope": scopes,
-        "client_id": registered.id,
-        "iat": now,
-        "nbf": now,
-        "exp": now.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
-        "jti": b64(jti),
-        "client_amr": "private_key_jwt",
-        "helseid://claims/client/client_tenancy": match registered.tenancy {
-            Tenancy::Multi => "multi",
-            Tenancy::Single { .. } => "single",
-        },
-    });
-    if let Value::Object(map) = &mut claims {
-        let organisation = &client.organisation;
-        if let Some(parent) = &organisation.parent {
-            map.insert(
-                "helseid://claims/client/claims/orgnr_parent".into(),
-                json!(parent),
-            );
-        }
-        if let Some(child) = &organisation.child {
-            map.insert(
-                "helseid://claims/client/claims/orgnr_child".into(),
-                json!(child),
-            );
-        }
+    let mut claims = identity;
+    for (name, value) in [
+        ("iss", json!(state.issuer)),
+        ("aud", aud),
+        ("scope", json!(scopes)),
+        ("iat", json!(now)),
+        ("nbf", json!(now)),
+        ("exp", json!(exp)),
+        ("jti", json!(b64(jti))),
+    ] {
+        claims.insert(name.into(), value);
     }
     let access_token = state
         .signing_key
         .sign_jwt("at+jwt", &claims)
         .map_err(|_| TokenError::server_error("cannot sign the access token"))?;
     state.tokens_issued.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(client_id = %registered.id, scope = %scopes.join(" "), "helseid emulator issued an access token");
-    let body = json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": lifetime,
-        "scope": scopes.join(" "),
-    });
-    Ok(no_store(Json(body).into_response()))
+    let scope = scopes.join(" ");
+    let client_id = claims
+        .get("client_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    tracing::debug!(
+        client_id = %client_id,
+        scope = %scope,
+        "helseid emulator issued an access token"
+    );
+    Ok(IssuedToken {
+        access_token,
+        expires_in: exp.saturating_sub(now),
+        scope,
+    })
+}
+
+/// A successful token response: the body as JSON, with `Cache-Control: no-store`.
+pub(crate) fn token_response(body: Value) -> Response {
+    no_store(Json(body).into_response())
 }
