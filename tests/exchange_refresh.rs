@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::Full;
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 use helseid::HelseIdLayer;
 use helseid::config::ClientConfig;
@@ -39,7 +40,10 @@ impl Client {
     }
 
     fn registration(&self, scopes: &[&str]) -> ClientRegistration {
-        let public = SigningKey::from_jwk(&self.jwk).expect("key").public_jwk().clone();
+        let public = SigningKey::from_jwk(&self.jwk)
+            .expect("key")
+            .public_jwk()
+            .clone();
         ClientRegistration::new(self.id, public).scopes(scopes.iter().copied())
     }
 
@@ -60,10 +64,7 @@ async fn sfm_setup() -> (Emulator, Client, Client) {
     let sfm = Client::new("sfm");
     let emulator = Emulator::builder()
         .client(epj.registration(&[SFM_SCOPE]))
-        .client(
-            sfm.registration(&[DOWNSTREAM_SCOPE])
-                .audience(SFM_AUDIENCE),
-        )
+        .client(sfm.registration(&[DOWNSTREAM_SCOPE]).audience(SFM_AUDIENCE))
         .start()
         .await
         .expect("emulator");
@@ -75,11 +76,8 @@ type Seen = Arc<Mutex<Vec<String>>>;
 
 fn downstream(
     seen: Seen,
-) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>
-+ Clone
-+ Send
-+ 'static {
-    service_fn(move |request: Request<Full<Bytes>>| {
+) -> BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible> {
+    BoxCloneSyncService::new(service_fn(move |request: Request<Full<Bytes>>| {
         let value = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -88,7 +86,7 @@ fn downstream(
             .to_owned();
         seen.lock().expect("lock").push(value);
         async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
-    })
+    }))
 }
 
 fn request_with(subject: Option<&SubjectToken>) -> Request<Full<Bytes>> {
@@ -107,7 +105,9 @@ async fn an_exchanged_token_carries_act_and_the_original_clients_claims() {
         .request(&TokenRequest::client_credentials([SFM_SCOPE]))
         .await
         .expect("EPJ token");
-    let subject_claims = emulator.verify_access_token(epj_token.secret()).expect("valid");
+    let subject_claims = emulator
+        .verify_access_token(epj_token.secret())
+        .expect("valid");
 
     // SFM receives the EPJ's call and takes the token from its Authorization header.
     let mut incoming = http::HeaderMap::new();
@@ -129,14 +129,19 @@ async fn an_exchanged_token_carries_act_and_the_original_clients_claims() {
 
     let sent = seen.lock().expect("lock")[0].clone();
     let token = sent.strip_prefix("Bearer ").expect("a bearer token");
-    let claims = emulator.verify_access_token(token).expect("the exchanged token verifies");
+    let claims = emulator
+        .verify_access_token(token)
+        .expect("the exchanged token verifies");
     assert_eq!(claims["act"]["client_id"], "sfm");
     assert_eq!(claims["client_id"], "epj", "the original client's identity");
     assert_eq!(
         claims["helseid://claims/client/claims/orgnr_parent"],
         subject_claims["helseid://claims/client/claims/orgnr_parent"]
     );
-    assert!(claims["scope"].to_string().contains(DOWNSTREAM_SCOPE), "{claims}");
+    assert!(
+        claims["scope"].to_string().contains(DOWNSTREAM_SCOPE),
+        "{claims}"
+    );
     assert!(claims["exp"].as_i64() <= subject_claims["exp"].as_i64());
     assert_eq!(emulator.token_exchanges(), 1);
 }
@@ -169,7 +174,11 @@ async fn two_subject_tokens_make_two_cache_entries() {
             .await
             .expect("call");
     }
-    assert_eq!(emulator.token_exchanges(), 2, "one exchange per subject token");
+    assert_eq!(
+        emulator.token_exchanges(),
+        2,
+        "one exchange per subject token"
+    );
     assert_eq!(layer.cache().stats().fetches, 2);
     let seen = seen.lock().expect("lock");
     assert_eq!(seen[0], seen[2]);
@@ -229,7 +238,11 @@ async fn a_cached_exchange_never_outlives_its_subject_token() {
     call().await.expect("first call");
     tokio::time::advance(Duration::from_secs(100)).await;
     call().await.expect("cached");
-    assert_eq!(fetches.lock().expect("lock").len(), 1, "still within the subject's life");
+    assert_eq!(
+        fetches.lock().expect("lock").len(),
+        1,
+        "still within the subject's life"
+    );
     tokio::time::advance(Duration::from_secs(25)).await;
     call().await.expect("after the subject expired");
     assert_eq!(
@@ -325,7 +338,10 @@ async fn a_reused_refresh_token_means_log_in_again() {
     let stale = RefreshSession::new(epj.endpoint(&emulator), old);
     let e = stale.refresh(&[]).await.unwrap_err();
     assert!(e.is_login_required(), "{e}");
-    assert_eq!(e.oauth_error().map(|o| o.error.as_str()), Some("invalid_grant"));
+    assert_eq!(
+        e.oauth_error().map(|o| o.error.as_str()),
+        Some("invalid_grant")
+    );
     assert_eq!(emulator.invalid_grants(), 1);
     // The session has ended: no more requests to HelseID.
     let requests = emulator.token_requests();
@@ -352,7 +368,10 @@ async fn an_expired_refresh_token_means_log_in_again() {
         .access_token()
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("the refresh token has expired"), "{e}");
+    assert!(
+        e.to_string().contains("the refresh token has expired"),
+        "{e}"
+    );
     assert_eq!(emulator.token_requests(), requests);
 }
 
@@ -371,14 +390,23 @@ async fn the_file_store_keeps_the_rotated_set() {
     let stored = store.load().await.expect("load").expect("set");
     let current = session.token_set().await.expect("set");
     assert_eq!(stored.refresh_token(), current.refresh_token());
-    assert_eq!(stored.access_token().expect("valid").secret(), token.secret());
+    assert_eq!(
+        stored.access_token().expect("valid").secret(),
+        token.secret()
+    );
 
     // A new process carries on from the file.
     let again = RefreshSession::from_store(epj.endpoint(&emulator), store.clone())
         .await
         .expect("session");
-    assert_eq!(again.access_token().await.expect("still valid").secret(), token.secret());
-    again.refresh(&[]).await.expect("refresh with the stored token");
+    assert_eq!(
+        again.access_token().await.expect("still valid").secret(),
+        token.secret()
+    );
+    again
+        .refresh(&[])
+        .await
+        .expect("refresh with the stored token");
     assert_eq!(emulator.invalid_grants(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
