@@ -290,7 +290,8 @@ async fn a_hundred_concurrent_requests_at_expiry_make_one_refresh() {
     assert_eq!(emulator.refreshes(), 1);
     assert_eq!(emulator.invalid_grants(), 0);
     assert_eq!(session.refreshes(), 1);
-    let seen = seen.lock().expect("lock");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 100);
     assert!(seen.iter().all(|v| *v == seen[0]), "one token for all");
     let token = seen[0].strip_prefix("Bearer ").expect("bearer");
     let claims = emulator.verify_access_token(token).expect("valid");
