@@ -15,6 +15,7 @@ use helseid::config::{Authority, ClientConfig, Environment};
 use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -94,6 +95,10 @@ struct TokenArgs {
     /// Print the token's header and claims instead of the token.
     #[arg(long)]
     decode: bool,
+    /// Renew a user's access token from the token set in FILE (refresh_token grant),
+    /// and write the rotated set back to FILE.
+    #[arg(long, value_name = "FILE", requires = "config", conflicts_with = "tenant")]
+    refresh_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -111,6 +116,10 @@ struct EmulatorArgs {
     /// at this emulator; `helseid token --config FILE` accepts it.
     #[arg(long, value_name = "FILE")]
     write_config: Option<PathBuf>,
+    /// Write a test user's token set (access and refresh token) for that client;
+    /// `helseid token --config .. --refresh-token-file FILE` renews it.
+    #[arg(long, value_name = "FILE")]
+    write_token_set: Option<PathBuf>,
 }
 
 /// Prints an error and its sources on one line.
@@ -338,12 +347,17 @@ async fn token(args: TokenArgs) -> CliResult {
     } else {
         args.scopes.clone()
     };
-    let mut request = TokenRequest::client_credentials(scopes);
-    if let Some(tenant) = tenant {
-        request = request.with_tenant(tenant);
-    }
     let endpoint = TokenEndpoint::new(config)?;
-    let token = endpoint.request(&request).await?;
+    let token = match &args.refresh_token_file {
+        Some(path) => refresh_from_file(endpoint, path, &args.scopes).await?,
+        None => {
+            let mut request = TokenRequest::client_credentials(scopes);
+            if let Some(tenant) = tenant {
+                request = request.with_tenant(tenant);
+            }
+            endpoint.request(&request).await?
+        }
+    };
     let mut out = std::io::stdout().lock();
     if args.decode {
         let (header, claims) = decode_jwt(token.secret())?;
@@ -353,6 +367,26 @@ async fn token(args: TokenArgs) -> CliResult {
         writeln!(out, "{}", token.secret())?;
     }
     Ok(())
+}
+
+/// Renews the access token of the set in `path` and writes the rotated set back.
+async fn refresh_from_file(
+    endpoint: TokenEndpoint,
+    path: &Path,
+    scopes: &[String],
+) -> Result<helseid::token::AccessToken, helseid::Error> {
+    let store = FileStore::new(path);
+    let set = store.load().await?.ok_or_else(|| helseid::Error::TokenStore {
+        reason: format!("{} does not exist", path.display()),
+        source: None,
+    })?;
+    let session = RefreshSession::new(endpoint, set);
+    let token = session.refresh(scopes).await?;
+    if let Some(rotated) = session.token_set().await {
+        // The old refresh token is spent: without this file the user logs in again.
+        store.save(&rotated).await?;
+    }
+    Ok(token)
 }
 
 /// Splits a JWT and decodes its header and claims, without verifying it.
@@ -373,6 +407,19 @@ async fn emulator(args: EmulatorArgs) -> CliResult {
         write_private_file(path, &serde_json::to_vec_pretty(&demo.config_file())?)?;
         eprintln!(
             "helseid: wrote a client configuration for `{DEMO_CLIENT_ID}` to {}",
+            path.display()
+        );
+    }
+    if let Some(path) = &args.write_token_set {
+        let minted = demo
+            .emulator
+            .mint_user_tokens(DEMO_CLIENT_ID, &[])
+            .map_err(|e| format!("cannot mint a test user's tokens: {}", e.error))?;
+        FileStore::new(path)
+            .save(&TokenSet::from_json(&minted.to_string())?)
+            .await?;
+        eprintln!(
+            "helseid: wrote a test user's token set for `{DEMO_CLIENT_ID}` to {}",
             path.display()
         );
     }

@@ -197,3 +197,51 @@ async fn events_with_the_config_the_emulator_wrote() {
     assert!(!text(&output.stderr).contains("embedded"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let tokens = dir.join("tokens.json");
+    let mut child = Command::new(BIN)
+        .args(["emulator", "--write-config"])
+        .arg(&config)
+        .arg("--write-token-set")
+        .arg(&tokens)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("helseid emulator starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let _emulator = Running(child);
+    let mut issuer = String::new();
+    BufReader::new(stdout).read_line(&mut issuer).expect("issuer");
+    let original = std::fs::read(&tokens).expect("the token set was written");
+
+    let renew = || {
+        run(&[
+            "token",
+            "--config",
+            config.to_str().expect("path"),
+            "--refresh-token-file",
+            tokens.to_str().expect("path"),
+            "--decode",
+        ])
+    };
+    for _ in 0..2 {
+        let output = renew();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        assert!(text(&output.stdout).contains("13116900216"), "a user's token");
+    }
+    let rotated = std::fs::read(&tokens).expect("token set");
+    assert_ne!(rotated, original, "the rotated set was written back");
+
+    // The spent set: HelseID refuses it, and the user must log in again.
+    std::fs::write(&tokens, &original).expect("restore the spent set");
+    let output = renew();
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("must log in again"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
