@@ -97,7 +97,12 @@ struct TokenArgs {
     decode: bool,
     /// Renew a user's access token from the token set in FILE (refresh_token grant),
     /// and write the rotated set back to FILE.
-    #[arg(long, value_name = "FILE", requires = "config", conflicts_with = "tenant")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "config",
+        conflicts_with = "tenant"
+    )]
     refresh_token_file: Option<PathBuf>,
 }
 
@@ -376,10 +381,13 @@ async fn refresh_from_file(
     scopes: &[String],
 ) -> Result<helseid::token::AccessToken, helseid::Error> {
     let store = FileStore::new(path);
-    let set = store.load().await?.ok_or_else(|| helseid::Error::TokenStore {
-        reason: format!("{} does not exist", path.display()),
-        source: None,
-    })?;
+    let set = store
+        .load()
+        .await?
+        .ok_or_else(|| helseid::Error::TokenStore {
+            reason: format!("{} does not exist", path.display()),
+            source: None,
+        })?;
     let session = RefreshSession::new(endpoint, set);
     let token = session.refresh(scopes).await?;
     if let Some(rotated) = session.token_set().await {

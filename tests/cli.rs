@@ -215,7 +215,9 @@ fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     let stdout = child.stdout.take().expect("stdout");
     let _emulator = Running(child);
     let mut issuer = String::new();
-    BufReader::new(stdout).read_line(&mut issuer).expect("issuer");
+    BufReader::new(stdout)
+        .read_line(&mut issuer)
+        .expect("issuer");
     let original = std::fs::read(&tokens).expect("the token set was written");
 
     let renew = || {
@@ -231,7 +233,10 @@ fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     for _ in 0..2 {
         let output = renew();
         assert!(output.status.success(), "{}", text(&output.stderr));
-        assert!(text(&output.stdout).contains("13116900216"), "a user's token");
+        assert!(
+            text(&output.stdout).contains("13116900216"),
+            "a user's token"
+        );
     }
     let rotated = std::fs::read(&tokens).expect("token set");
     assert_ne!(rotated, original, "the rotated set was written back");
