@@ -10,6 +10,8 @@
 //! cargo run --example sfm
 //! ```
 
+#![allow(clippy::print_stdout)] // an example prints its result
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
