@@ -14,6 +14,9 @@
 //!   by default hyper-util with rustls ([`transport`]);
 //! - caches them ([`cache`]: single flight, refresh ahead, back-off) and attaches them
 //!   to the requests of any tower/hyper service ([`auth`]: [`HelseIdLayer`]);
+//! - exchanges the tokens a service receives for downstream tokens ([`exchange`], RFC
+//!   8693, as SFM does) and renews users' tokens with rotating refresh tokens
+//!   ([`refresh`]);
 //! - calls NHN's CommunicationParty Events API through typed functions that progenitor
 //!   generates from `openapi/cpe.json`, sent through the same tower stack ([`cpe`],
 //!   feature `cpe`);
