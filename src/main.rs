@@ -72,7 +72,7 @@ struct EventsArgs {
     json: bool,
     /// Act for an organisation: PARENT or PARENT:CHILD organisation numbers.
     #[arg(long, value_name = "PARENT[:CHILD]")]
-    tenant: Option<String>,
+    tenant: Option<Tenant>,
 }
 
 #[derive(clap::Args)]
@@ -91,7 +91,7 @@ struct TokenArgs {
     scopes: Vec<String>,
     /// Act for an organisation: PARENT or PARENT:CHILD organisation numbers.
     #[arg(long, value_name = "PARENT[:CHILD]")]
-    tenant: Option<String>,
+    tenant: Option<Tenant>,
     /// Print the token's header and claims instead of the token.
     #[arg(long)]
     decode: bool,
@@ -240,11 +240,7 @@ async fn config_or_demo(
 }
 
 async fn events(args: EventsArgs) -> CliResult {
-    let tenant = args
-        .tenant
-        .as_deref()
-        .map(str::parse::<Tenant>)
-        .transpose()?;
+    let tenant = args.tenant;
     // Keeps the embedded emulator running until the events are printed.
     let mut demo = None;
     let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;
@@ -333,11 +329,7 @@ fn describe_cpe_error(error: &helseid::cpe::FeedError) -> String {
 }
 
 async fn token(args: TokenArgs) -> CliResult {
-    let tenant = args
-        .tenant
-        .as_deref()
-        .map(str::parse::<Tenant>)
-        .transpose()?;
+    let tenant = args.tenant;
     // Keeps the embedded emulator running until the token is printed.
     let mut demo = None;
     let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;

@@ -40,9 +40,15 @@ fn tempdir() -> PathBuf {
 
 /// `helseid emulator --write-config FILE`, running; returns it with its issuer URL.
 fn start_emulator(config: &std::path::Path) -> (Running, String) {
+    start_emulator_with(config, &[])
+}
+
+/// As [`start_emulator`], with more arguments.
+fn start_emulator_with(config: &std::path::Path, more: &[&std::ffi::OsStr]) -> (Running, String) {
     let mut child = Command::new(BIN)
         .args(["emulator", "--write-config"])
         .arg(config)
+        .args(more)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
