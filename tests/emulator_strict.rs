@@ -29,28 +29,6 @@ fn details(system: &str, value: &str) -> Value {
     })
 }
 
-/// Asserts an OAuth error: HTTP 400, the code, a fragment of the description, and a
-/// description that does not quote the assertion.
-#[track_caller]
-fn assert_refused(result: &(StatusCode, Value), code: &str, fragment: &str, assertion: &str) {
-    let (status, body) = result;
-    assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    let description = body["error_description"]
-        .as_str()
-        .expect("error_description");
-    assert!(
-        description.contains(fragment),
-        "description {description:?} should contain {fragment:?}"
-    );
-    for part in assertion.split('.').filter(|p| p.len() >= 16) {
-        assert!(
-            !description.contains(part),
-            "the description quotes the assertion"
-        );
-    }
-}
-
 /// Requests a token with assertion claims changed by `edit`, signed by the client.
 async fn refused_with_claims(edit: impl FnOnce(&mut Value)) -> ((StatusCode, Value), String) {
     let client = TestClient::ec("edited-client");
@@ -370,7 +348,7 @@ async fn signature_by_another_key_is_invalid_client() {
         &result,
         "invalid_client",
         "signature does not verify",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -390,7 +368,7 @@ async fn tampered_claims_are_invalid_client() {
         &result,
         "invalid_client",
         "signature does not verify",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -404,13 +382,13 @@ async fn aud_token_endpoint_is_invalid_client() {
         &result,
         "invalid_client",
         "aud must be the issuer",
-        &assertion,
+        &[&assertion],
     );
     assert_refused(
         &result,
         "invalid_client",
         "not the token endpoint",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -433,7 +411,7 @@ async fn aud_other_than_exactly_the_issuer_is_invalid_client() {
             &result,
             "invalid_client",
             "must be exactly the issuer",
-            &assertion,
+            &[&assertion],
         );
     }
     // Missing aud.
@@ -441,7 +419,7 @@ async fn aud_other_than_exactly_the_issuer_is_invalid_client() {
     claims.as_object_mut().expect("object").remove("aud");
     let assertion = client.sign(&claims);
     let result = request_token(&emulator, &client.id, &assertion, &[]).await;
-    assert_refused(&result, "invalid_client", "no aud claim", &assertion);
+    assert_refused(&result, "invalid_client", "no aud claim", &[&assertion]);
     // An array holding only the issuer is fine.
     let mut claims = client.claims(&issuer);
     claims["aud"] = json!([issuer]);
@@ -456,7 +434,7 @@ async fn iss_other_than_client_is_invalid_client() {
         &result,
         "invalid_client",
         "iss `someone-else` must equal the client_id",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -467,7 +445,7 @@ async fn sub_other_than_client_is_invalid_client() {
         &result,
         "invalid_client",
         "sub `someone-else` must equal the client_id",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -484,7 +462,7 @@ async fn lifetime_over_60_seconds_is_invalid_client() {
         &result,
         "invalid_client",
         "exp - iat is 120 s; at most 60 s",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -497,7 +475,7 @@ async fn expired_assertion_is_invalid_client() {
         c["exp"] = json!(now - 30);
     })
     .await;
-    assert_refused(&result, "invalid_client", "has expired", &assertion);
+    assert_refused(&result, "invalid_client", "has expired", &[&assertion]);
 }
 
 #[tokio::test]
@@ -509,7 +487,12 @@ async fn nbf_in_the_future_is_invalid_client() {
         c["exp"] = json!(now + 40);
     })
     .await;
-    assert_refused(&result, "invalid_client", "not valid yet: nbf", &assertion);
+    assert_refused(
+        &result,
+        "invalid_client",
+        "not valid yet: nbf",
+        &[&assertion],
+    );
 }
 
 #[tokio::test]
@@ -521,7 +504,12 @@ async fn iat_in_the_future_is_invalid_client() {
         c["exp"] = json!(now + 40);
     })
     .await;
-    assert_refused(&result, "invalid_client", "not valid yet: iat", &assertion);
+    assert_refused(
+        &result,
+        "invalid_client",
+        "not valid yet: iat",
+        &[&assertion],
+    );
 }
 
 #[tokio::test]
@@ -536,7 +524,7 @@ async fn replayed_jti_is_invalid_client() {
         &result,
         "invalid_client",
         "has been used before",
-        &assertion,
+        &[&assertion],
     );
 
     // A new assertion that reuses the jti is refused too.
@@ -545,7 +533,7 @@ async fn replayed_jti_is_invalid_client() {
     claims["jti"] = first["jti"].clone();
     let again = client.sign(&claims);
     let result = request_token(&emulator, &client.id, &again, &[]).await;
-    assert_refused(&result, "invalid_client", "has been used before", &again);
+    assert_refused(&result, "invalid_client", "has been used before", &[&again]);
     assert_eq!(emulator.tokens_issued(), 1);
 }
 
@@ -555,7 +543,7 @@ async fn missing_jti_is_invalid_client() {
         c.as_object_mut().expect("object").remove("jti");
     })
     .await;
-    assert_refused(&result, "invalid_client", "no jti claim", &assertion);
+    assert_refused(&result, "invalid_client", "no jti claim", &[&assertion]);
 }
 
 #[tokio::test]
@@ -571,13 +559,13 @@ async fn typ_jwt_is_invalid_client() {
         &result,
         "invalid_client",
         "typ `JWT` is not accepted",
-        &assertion,
+        &[&assertion],
     );
     assert_refused(
         &result,
         "invalid_client",
         "client-authentication+jwt",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -589,7 +577,7 @@ async fn missing_typ_is_invalid_client() {
     let header = json!({"alg": "ES256", "kid": client.key.kid()});
     let assertion = raw_jwt(&header, &client.claims(emulator.issuer()), &[0u8; 64]);
     let result = request_token(&emulator, &client.id, &assertion, &[]).await;
-    assert_refused(&result, "invalid_client", "no typ", &assertion);
+    assert_refused(&result, "invalid_client", "no typ", &[&assertion]);
 }
 
 #[tokio::test]
@@ -610,7 +598,7 @@ async fn forged_hs256_is_invalid_client() {
         &result,
         "invalid_client",
         "alg `HS256` is not accepted",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -626,7 +614,7 @@ async fn alg_none_is_invalid_client() {
         &result,
         "invalid_client",
         "alg `none` is not accepted",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -641,7 +629,7 @@ async fn alg_that_does_not_fit_the_key_is_invalid_client() {
         &result,
         "invalid_client",
         "alg RS256 does not fit the EC P-256 key",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -652,7 +640,7 @@ async fn string_iat_is_invalid_client() {
         &result,
         "invalid_client",
         "iat is a string; it must be a JSON number",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -662,13 +650,13 @@ async fn missing_or_fractional_times_are_invalid_client() {
         c.as_object_mut().expect("object").remove("nbf");
     })
     .await;
-    assert_refused(&result, "invalid_client", "no nbf claim", &assertion);
+    assert_refused(&result, "invalid_client", "no nbf claim", &[&assertion]);
     let (result, assertion) = refused_with_claims(|c| c["exp"] = json!(now() as f64 + 10.5)).await;
     assert_refused(
         &result,
         "invalid_client",
         "exp must be a whole number",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -697,7 +685,7 @@ async fn scope_not_granted_is_invalid_scope() {
         &result,
         "invalid_scope",
         "scope `e-helse:sfm.api/sfm.api` is not granted",
-        &assertion,
+        &[&assertion],
     );
     assert_eq!(emulator.tokens_issued(), 0);
 }
@@ -757,7 +745,7 @@ async fn malformed_assertion_details_are_invalid_request() {
         claims["assertion_details"] = value.clone();
         let assertion = client.sign(&claims);
         let result = request_token(&emulator, &client.id, &assertion, &[]).await;
-        assert_refused(&result, "invalid_request", fragment, &assertion);
+        assert_refused(&result, "invalid_request", fragment, &[&assertion]);
     }
     assert_eq!(emulator.tokens_issued(), 0);
 }
@@ -788,7 +776,7 @@ async fn malformed_single_tenant_details_are_invalid_request() {
         claims["assertion_details"] = value;
         let assertion = client.sign(&claims);
         let result = request_token(&emulator, &client.id, &assertion, &[]).await;
-        assert_refused(&result, "invalid_request", fragment, &assertion);
+        assert_refused(&result, "invalid_request", fragment, &[&assertion]);
     }
 }
 
@@ -804,7 +792,7 @@ async fn both_details_claims_are_invalid_request() {
         &result,
         "invalid_request",
         "HID-1007: the client assertion carries both assertion_details and authorization_details",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -819,7 +807,7 @@ async fn unknown_client_is_invalid_client() {
         &result,
         "invalid_client",
         "unknown client_id `stranger`",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -842,7 +830,7 @@ async fn wrong_client_assertion_type_is_invalid_client() {
         &result,
         "invalid_client",
         "saml2-bearer` is not supported",
-        &assertion,
+        &[&assertion],
     );
 
     let result = post_form(
@@ -854,7 +842,7 @@ async fn wrong_client_assertion_type_is_invalid_client() {
         &result,
         "invalid_client",
         "client_assertion_type is missing",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -868,13 +856,18 @@ async fn missing_assertion_or_client_id_is_invalid_client() {
         ("client_assertion_type", ASSERTION_TYPE),
     ];
     let result = post_form(&emulator.token_endpoint(), &fields).await;
-    assert_refused(&result, "invalid_client", "client_assertion is missing", "");
+    assert_refused(
+        &result,
+        "invalid_client",
+        "client_assertion is missing",
+        &[""],
+    );
     let fields = [
         ("grant_type", "client_credentials"),
         ("client_secret", "hunter2"),
     ];
     let result = post_form(&emulator.token_endpoint(), &fields).await;
-    assert_refused(&result, "invalid_client", "client_id is missing", "");
+    assert_refused(&result, "invalid_client", "client_id is missing", &[""]);
 }
 
 #[tokio::test]
@@ -895,14 +888,14 @@ async fn unsupported_grant_type_is_refused() {
         &result,
         "unsupported_grant_type",
         "grant_type `password` is not supported",
-        &assertion,
+        &[&assertion],
     );
     let result = post_form(&emulator.token_endpoint(), &fields[1..4]).await;
     assert_refused(
         &result,
         "unsupported_grant_type",
         "grant_type is missing",
-        &assertion,
+        &[&assertion],
     );
 }
 
@@ -924,12 +917,17 @@ async fn non_form_request_is_invalid_request() {
         &(status, body),
         "invalid_request",
         "Content-Type application/x-www-form-urlencoded",
-        &assertion,
+        &[&assertion],
     );
     assert_eq!(headers["cache-control"], "no-store");
     let form = form_body(&[("grant_type", "client_credentials")]);
     let (status, _, body) = post_raw(&emulator.token_endpoint(), None, form).await;
-    assert_refused(&(status, body), "invalid_request", "(got none)", &assertion);
+    assert_refused(
+        &(status, body),
+        "invalid_request",
+        "(got none)",
+        &[&assertion],
+    );
 }
 
 #[tokio::test]
@@ -942,7 +940,7 @@ async fn repeated_parameter_is_invalid_request() {
         &result,
         "invalid_request",
         "parameter `client_id` is given more than once",
-        &assertion,
+        &[&assertion],
     );
 }
 

@@ -271,3 +271,27 @@ pub async fn access_token(emulator: &Emulator, client: &TestClient) -> String {
         .expect("access_token")
         .to_owned()
 }
+
+/// Asserts an OAuth error: HTTP 400, the code, a fragment of the description, and a
+/// description that quotes none of `secrets` (tokens, or their long parts).
+#[track_caller]
+pub fn assert_refused(result: &(StatusCode, Value), code: &str, fragment: &str, secrets: &[&str]) {
+    let (status, body) = result;
+    assert_eq!(*status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    let description = body["error_description"]
+        .as_str()
+        .expect("error_description");
+    assert!(
+        description.contains(fragment),
+        "description {description:?} should contain {fragment:?}"
+    );
+    for secret in secrets {
+        for part in secret.split('.').filter(|p| p.len() >= 16) {
+            assert!(
+                !description.contains(part),
+                "the description quotes a token: {description}"
+            );
+        }
+    }
+}
