@@ -14,6 +14,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 use helseid::HelseIdLayer;
+use helseid::cache::FetchToken;
 use helseid::config::ClientConfig;
 use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
@@ -89,6 +90,14 @@ fn downstream(
     }))
 }
 
+/// A layer that exchanges each request's subject token for the downstream scope.
+fn exchange_layer(source: impl FetchToken) -> HelseIdLayer {
+    HelseIdLayer::builder(source)
+        .token_exchange()
+        .scopes([DOWNSTREAM_SCOPE])
+        .build()
+}
+
 fn request_with(subject: Option<&SubjectToken>) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(Bytes::new()));
     if let Some(subject) = subject {
@@ -115,10 +124,7 @@ async fn an_exchanged_token_carries_act_and_the_original_clients_claims() {
     let subject = SubjectToken::from_headers(&incoming).expect("subject");
 
     let seen = Seen::default();
-    let layer = HelseIdLayer::builder(sfm.endpoint(&emulator))
-        .token_exchange()
-        .scopes([DOWNSTREAM_SCOPE])
-        .build();
+    let layer = exchange_layer(sfm.endpoint(&emulator));
     let service = ServiceBuilder::new()
         .layer(layer)
         .service(downstream(seen.clone()));
@@ -160,10 +166,7 @@ async fn two_subject_tokens_make_two_cache_entries() {
     }
     assert_ne!(subjects[0], subjects[1]);
     let seen = Seen::default();
-    let layer = HelseIdLayer::builder(sfm.endpoint(&emulator))
-        .token_exchange()
-        .scopes([DOWNSTREAM_SCOPE])
-        .build();
+    let layer = exchange_layer(sfm.endpoint(&emulator));
     let service = ServiceBuilder::new()
         .layer(layer.clone())
         .service(downstream(seen.clone()));
@@ -189,10 +192,7 @@ async fn two_subject_tokens_make_two_cache_entries() {
 #[tokio::test]
 async fn a_request_without_a_subject_token_fails_clearly() {
     let (emulator, _, sfm) = sfm_setup().await;
-    let layer = HelseIdLayer::builder(sfm.endpoint(&emulator))
-        .token_exchange()
-        .scopes([DOWNSTREAM_SCOPE])
-        .build();
+    let layer = exchange_layer(sfm.endpoint(&emulator));
     let e = ServiceBuilder::new()
         .layer(layer)
         .service(downstream(Seen::default()))
@@ -226,10 +226,7 @@ async fn a_cached_exchange_never_outlives_its_subject_token() {
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::json!({ "exp": exp }).to_string());
     let subject = SubjectToken::new(format!("eyJhbGciOiJSUzI1NiJ9.{claims}.c2ln"));
-    let layer = HelseIdLayer::builder(source)
-        .token_exchange()
-        .scopes([DOWNSTREAM_SCOPE])
-        .build();
+    let layer = exchange_layer(source);
     let service = ServiceBuilder::new()
         .layer(layer)
         .service(downstream(Seen::default()));

@@ -113,28 +113,6 @@ impl fmt::Debug for Stack {
 }
 
 impl Stack {
-    fn new<S, B>(service: S) -> Self
-    where
-        S: tower_service::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + Sync + 'static,
-        B::Data: Into<Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let service = service
-            .map_response(|response: http::Response<B>| response.map(reqwest::Body::wrap))
-            .map_err(stack_error);
-        Stack {
-            service: BoxCloneSyncService::new(service),
-            tenant: None,
-        }
-    }
-
     /// Sends one request through the stack.
     async fn send(&self, request: reqwest::Request) -> Result<reqwest::Response, crate::Error> {
         let mut request = into_http(request)?;
@@ -294,10 +272,17 @@ impl Client {
         let reqwest = reqwest::Client::builder()
             .build()
             .map_err(|e| crate::Error::config("reqwest", e.to_string()))?;
+        let service = service
+            .map_response(|response: http::Response<B>| response.map(reqwest::Body::wrap))
+            .map_err(stack_error);
+        let stack = Stack {
+            service: BoxCloneSyncService::new(service),
+            tenant: None,
+        };
         Ok(Client::new_with_client(
             url.as_str().trim_end_matches('/'),
             reqwest,
-            Stack::new(service),
+            stack,
         ))
     }
 
