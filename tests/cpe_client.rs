@@ -150,6 +150,13 @@ async fn an_error_of_the_stack_reaches_the_caller() {
     };
     assert_eq!(*endpoint, "CPE API");
     assert!(source.downcast_ref::<CircuitOpen>().is_some());
+
+    // The event stream fails once with it, then ends.
+    use futures_util::StreamExt;
+    let mut events = cpe.events_after(None);
+    let e = events.next().await.expect("an item").unwrap_err();
+    assert!(helseid_error(&e).is_some(), "{e:?}");
+    assert!(events.next().await.is_none());
 }
 
 /// A client with a fresh key, and the configuration that signs with it.

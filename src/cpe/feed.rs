@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{TryStreamExt, stream};
 
 use super::types::{EventResponse, EventValue, ProblemDetails};
 use super::{Client, DateTimeOffset, Error};
@@ -91,15 +91,8 @@ impl Client {
         });
         let events = pages
             .map_ok(|events| stream::iter(events.into_iter().map(Ok)))
-            .try_flatten()
-            // After an error, the stream ends.
-            .scan(false, |failed, item| {
-                let emit = if *failed { None } else { Some(item) };
-                if emit.as_ref().is_some_and(Result::is_err) {
-                    *failed = true;
-                }
-                futures_util::future::ready(emit)
-            });
+            // `try_unfold` ends after its error, so the stream fails once and ends.
+            .try_flatten();
         EventStream {
             inner: Box::pin(events),
         }
