@@ -244,15 +244,11 @@ async fn events(args: EventsArgs) -> CliResult {
     // Keeps the embedded emulator running until the events are printed.
     let mut demo = None;
     let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;
-    let mut builder_env = None;
     if let Some(env) = args.env {
+        // The default CPE base URL follows the authority: CPE in that environment.
         config = config.with_authority(env.environment().authority());
-        builder_env = Some(env.environment());
     }
     let mut builder = helseid::cpe::Client::builder(config);
-    if let Some(env) = builder_env {
-        builder = builder.environment(env);
-    }
     if let Some(url) = &args.base_url {
         builder = builder.base_url(url);
     }

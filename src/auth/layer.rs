@@ -213,13 +213,9 @@ impl fmt::Debug for HelseIdLayerBuilder {
 
 impl HelseIdLayerBuilder {
     /// The scopes to ask for. Default: none (HelseID grants the client's scopes).
-    pub fn scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        let mut request = TokenRequest::with_grant(self.request.grant().clone(), scopes);
-        if let Some(resource) = self.request.resource() {
-            request = request.with_resource(resource);
-        }
-        self.request = request;
-        self
+    pub fn scopes(self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let grant = self.request.grant().clone();
+        self.grant(grant, scopes.into_iter().map(Into::into).collect())
     }
 
     /// Token exchange (RFC 8693) instead of client credentials: each request must carry
@@ -228,9 +224,14 @@ impl HelseIdLayerBuilder {
     /// layer's [`scopes`](Self::scopes). Exchanged tokens are cached per subject token,
     /// never past its expiry. A request without one fails with
     /// [`Error::SubjectToken`].
-    pub fn token_exchange(mut self) -> Self {
-        let mut request =
-            TokenRequest::with_grant(Grant::TokenExchange, self.request.scopes().to_vec());
+    pub fn token_exchange(self) -> Self {
+        let scopes = self.request.scopes().to_vec();
+        self.grant(Grant::TokenExchange, scopes)
+    }
+
+    /// The request with `grant` and `scopes`, keeping the resource.
+    fn grant(mut self, grant: Grant, scopes: Vec<String>) -> Self {
+        let mut request = TokenRequest::with_grant(grant, scopes);
         if let Some(resource) = self.request.resource() {
             request = request.with_resource(resource);
         }
