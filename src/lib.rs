@@ -73,6 +73,7 @@ pub mod config;
 #[cfg(feature = "cpe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cpe")))]
 pub mod cpe;
+pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod exchange;

@@ -11,6 +11,8 @@ use tower_service::Service;
 use super::ResponseFuture;
 use super::layer::{HelseIdLayer, Shared};
 use crate::assertion::Tenant;
+use crate::cache::Entry;
+use crate::dpop::{self, DPOP, DpopKey, Target};
 use crate::endpoint::TokenEndpoint;
 use crate::error::BoxError;
 use crate::exchange::SubjectToken;
@@ -203,45 +205,120 @@ where
         } else {
             None
         };
-        let fast = if tenant.is_none() && !shared.exchanges {
+        let fast = if tenant.is_none() && !shared.exchanges && shared.dpop.is_none() {
             shared.fast_header()
         } else {
             None
         };
         ResponseFuture::new(async move {
-            let sent = match fast {
-                Some(value) => value,
-                None => shared
-                    .header(tenant, subject.as_ref())
-                    .await
-                    .map_err(BoxError::from)?,
+            let (sent, proofs) = match fast {
+                Some(value) => (value, None),
+                None => {
+                    let entry = shared
+                        .entry(tenant, subject.as_ref())
+                        .await
+                        .map_err(BoxError::from)?;
+                    let proofs = Proofs::new(&shared, request.uri(), &entry)?;
+                    (entry.token.authorization().clone(), proofs)
+                }
             };
-            let replay = if shared.retry_on_invalid_token {
+            let replay = if shared.retry_on_invalid_token || proofs.is_some() {
                 replayable(&request)
             } else {
                 None
             };
             set_authorization(&mut request, sent.clone());
-            let response = inner.call(request).await.map_err(Into::into)?;
+            let response = send(&mut inner, request, proofs.as_ref()).await?;
             let Some(mut replay) = replay else {
                 return Ok(response);
             };
-            if !says_invalid_token(&response) {
+            if let Some(proofs) = &proofs
+                && dpop::is_nonce_challenge(response.status(), response.headers())
+                && proofs
+                    .key
+                    .remember_nonce(&proofs.target, response.headers())
+            {
+                tracing::debug!("the service asked for a DPoP nonce: retrying once with it");
+                set_authorization(&mut replay, sent);
+                inner.ready().await.map_err(Into::into)?;
+                return send(&mut inner, replay, Some(proofs)).await;
+            }
+            if !shared.retry_on_invalid_token || !says_invalid_token(&response) {
                 return Ok(response);
             }
             tracing::debug!(
                 "the service answered 401 invalid_token: retrying once with a new token"
             );
             shared.evict(tenant, subject.as_ref(), &sent).await;
-            let fresh = shared
-                .header(tenant, subject.as_ref())
+            let entry = shared
+                .entry(tenant, subject.as_ref())
                 .await
                 .map_err(BoxError::from)?;
-            set_authorization(&mut replay, fresh);
+            let proofs = Proofs::new(&shared, replay.uri(), &entry)?;
+            set_authorization(&mut replay, entry.token.authorization().clone());
             inner.ready().await.map_err(Into::into)?;
-            inner.call(replay).await.map_err(Into::into)
+            send(&mut inner, replay, proofs.as_ref()).await
         })
     }
+}
+
+/// The DPoP side of one call: the key, where the proofs are for, and the token's hash.
+struct Proofs {
+    key: DpopKey,
+    target: Target,
+    ath: String,
+}
+
+impl Proofs {
+    /// The proofs for a request to `uri` with `entry`'s token, when the layer does DPoP.
+    fn new(shared: &Shared, uri: &http::Uri, entry: &Entry) -> Result<Option<Self>, BoxError> {
+        let Some(key) = &shared.dpop else {
+            return Ok(None);
+        };
+        Ok(Some(Proofs {
+            key: key.clone(),
+            target: Target::new(uri)?,
+            ath: dpop::ath(entry.token.secret()),
+        }))
+    }
+
+    /// Sets a new proof, with the server's last nonce, on `request`.
+    fn attach<B>(&self, request: &mut Request<B>) -> Result<(), BoxError> {
+        let nonce = self.key.nonce(&self.target);
+        let proof = self.key.sign(
+            request.method(),
+            &self.target,
+            nonce.as_deref(),
+            Some(&self.ath),
+        )?;
+        request
+            .headers_mut()
+            .insert(DPOP, proof.into_header_value());
+        Ok(())
+    }
+}
+
+/// Calls `inner` with `request`, with a new proof when the layer does DPoP, and
+/// remembers the nonce of the answer.
+async fn send<S, B, ResBody>(
+    inner: &mut S,
+    mut request: Request<B>,
+    proofs: Option<&Proofs>,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    if let Some(proofs) = proofs {
+        proofs.attach(&mut request)?;
+    }
+    let response = inner.call(request).await.map_err(Into::into)?;
+    if let Some(proofs) = proofs {
+        proofs
+            .key
+            .remember_nonce(&proofs.target, response.headers());
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
