@@ -532,7 +532,10 @@ impl TokenEndpoint {
         };
         let url = self.token_endpoint().await?;
         let target = match &request.dpop {
-            Some(_) => Some(Target::from_url(&url)?),
+            Some(key) => {
+                self.check_dpop_algorithm(key)?;
+                Some(Target::from_url(&url)?)
+            }
             None => None,
         };
         let mut challenged = false;
@@ -565,6 +568,25 @@ impl TokenEndpoint {
                 Ok(token) => return Ok(token),
             }
         }
+    }
+
+    /// Refuses a DPoP key whose algorithm the discovery document (when it was read)
+    /// does not list in `dpop_signing_alg_values_supported`.
+    fn check_dpop_algorithm(&self, key: &DpopKey) -> Result<()> {
+        let Some(discovery) = self.inner.discovery.get() else {
+            return Ok(());
+        };
+        let supported = &discovery.dpop_signing_alg_values_supported;
+        let alg = key.algorithm().as_str();
+        if supported.is_empty() || supported.iter().any(|a| a == alg) {
+            return Ok(());
+        }
+        Err(Error::Dpop {
+            reason: format!(
+                "the issuer accepts DPoP proofs signed with {}, not {alg}",
+                supported.join(", ")
+            ),
+        })
     }
 
     /// The HTTP request for `request`, with a new client assertion and, for DPoP, a new
