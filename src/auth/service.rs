@@ -262,23 +262,23 @@ where
     }
 }
 
-/// The DPoP side of one call: the key, where the proofs are for, and the token's hash.
+/// The DPoP side of one call: the key, where the proofs are for, and the token.
 struct Proofs {
     key: DpopKey,
     target: Target,
-    ath: String,
+    entry: Arc<Entry>,
 }
 
 impl Proofs {
     /// The proofs for a request to `uri` with `entry`'s token, when the layer does DPoP.
-    fn new(shared: &Shared, uri: &http::Uri, entry: &Entry) -> Result<Option<Self>, BoxError> {
+    fn new(shared: &Shared, uri: &http::Uri, entry: &Arc<Entry>) -> Result<Option<Self>, BoxError> {
         let Some(key) = &shared.dpop else {
             return Ok(None);
         };
         Ok(Some(Proofs {
             key: key.clone(),
             target: Target::new(uri)?,
-            ath: dpop::ath(entry.token.secret()),
+            entry: entry.clone(),
         }))
     }
 
@@ -289,7 +289,7 @@ impl Proofs {
             request.method(),
             &self.target,
             nonce.as_deref(),
-            Some(&self.ath),
+            Some(self.entry.token.ath()),
         )?;
         request
             .headers_mut()
