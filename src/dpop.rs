@@ -371,21 +371,15 @@ impl DpopProof {
     }
 }
 
-/// Whether `response` is a DPoP nonce challenge from an API (RFC 9449 section 9): `401`
-/// with `WWW-Authenticate: DPoP error="use_dpop_nonce"`.
+/// Whether an answer is a DPoP nonce challenge from an API (RFC 9449 section 9): `401`
+/// with `error="use_dpop_nonce"` in a `WWW-Authenticate` header (alone, or beside a
+/// Bearer challenge in the same header).
 pub(crate) fn is_nonce_challenge(status: http::StatusCode, headers: &HeaderMap) -> bool {
     status == http::StatusCode::UNAUTHORIZED
         && headers
             .get_all(http::header::WWW_AUTHENTICATE)
             .iter()
-            .any(|v| {
-                v.to_str().is_ok_and(|v| {
-                    v.trim_start()
-                        .get(..4)
-                        .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
-                        && v.contains("use_dpop_nonce")
-                })
-            })
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("use_dpop_nonce")))
 }
 
 #[cfg(test)]
@@ -539,6 +533,11 @@ mod tests {
         );
         assert!(is_nonce_challenge(http::StatusCode::UNAUTHORIZED, &headers));
         assert!(!is_nonce_challenge(http::StatusCode::BAD_REQUEST, &headers));
+        headers.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="api", DPoP error="use_dpop_nonce""#),
+        );
+        assert!(is_nonce_challenge(http::StatusCode::UNAUTHORIZED, &headers));
         headers.insert(
             http::header::WWW_AUTHENTICATE,
             HeaderValue::from_static(r#"Bearer error="invalid_token""#),
