@@ -120,8 +120,10 @@
 //! ```
 
 mod client_auth;
+mod cpapi;
 mod cpe;
 mod discovery;
+mod dpop;
 mod form;
 mod register;
 mod response;
@@ -135,6 +137,17 @@ mod refresh;
 mod test_token;
 
 pub use self::test_token::TestTokenRequest;
+
+/// The scope a token needs for the CommunicationParty API v2 the emulator serves
+/// (`nhn:cp-api/access-v2-dpop`); tokens with it must be DPoP-bound to be of use.
+pub const CPAPI_SCOPE: &str = cpapi::CPAPI_SCOPE;
+
+/// The OpenAPI document of the CommunicationParty API v2 the emulator serves, as
+/// `GET /cpapi/openapi.json` serves it but without `servers` (which names the running
+/// emulator): OpenAPI 3.1, JSON.
+pub fn cpapi_openapi() -> serde_json::Value {
+    serde_json::to_value(cpapi::document()).unwrap_or_default()
+}
 
 use std::collections::HashMap;
 use std::fmt;
@@ -186,6 +199,7 @@ pub struct ClientRegistration {
     scopes: Vec<String>,
     tenancy: Tenancy,
     audiences: Vec<String>,
+    require_dpop: bool,
 }
 
 impl ClientRegistration {
@@ -199,7 +213,17 @@ impl ClientRegistration {
             scopes: Vec::new(),
             tenancy: Tenancy::Multi,
             audiences: Vec::new(),
+            require_dpop: false,
         }
+    }
+
+    /// Requires DPoP (RFC 9449) of this client, as HelseID's security profile does:
+    /// every token request must carry a `DPoP` header with a proof, or it is refused
+    /// (`invalid_request`), and every token it gets is DPoP-bound. Default: a client
+    /// may send a proof (and then gets DPoP-bound tokens) but need not.
+    pub fn require_dpop(mut self) -> Self {
+        self.require_dpop = true;
+        self
     }
 
     /// Registers the client as an API that exchanges the tokens it receives (RFC 8693),
@@ -235,6 +259,7 @@ pub struct EmulatorBuilder {
     refresh_token_lifetime: Duration,
     bind: SocketAddr,
     cpe_page_size: usize,
+    cpapi_require_nonce: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -245,6 +270,7 @@ impl Default for EmulatorBuilder {
             refresh_token_lifetime: refresh::DEFAULT_LIFETIME,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
+            cpapi_require_nonce: false,
         }
     }
 }
@@ -284,6 +310,16 @@ impl EmulatorBuilder {
     /// Zero is refused by [`start`](Self::start).
     pub fn cpe_page_size(mut self, size: usize) -> Self {
         self.cpe_page_size = size;
+        self
+    }
+
+    /// Whether the CommunicationParty API v2 requires a DPoP nonce of its own: a proof
+    /// without the API's current (or previous) nonce gets 401 with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` and the nonce in `DPoP-Nonce`.
+    /// [`Emulator::rotate_dpop_nonce`] replaces it. Default: `false` (the token
+    /// endpoint always requires its nonce).
+    pub fn cpapi_require_nonce(mut self, require: bool) -> Self {
+        self.cpapi_require_nonce = require;
         self
     }
 
@@ -344,8 +380,9 @@ impl EmulatorBuilder {
         let cpe = cpe::Cpe::new(self.cpe_page_size);
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
-        // Before the router exists, so that no request sees the default lifetime.
+        // Before the router exists, so that no request sees the defaults.
         state.refresh_tokens.set_lifetime(refresh_token_lifetime);
+        state.cpapi.set_require_nonce(self.cpapi_require_nonce);
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
@@ -391,6 +428,8 @@ impl fmt::Debug for Emulator {
             .field("token_requests", &self.token_requests())
             .field("tokens_issued", &self.tokens_issued())
             .field("cpe_requests", &self.cpe_requests())
+            .field("cpapi_requests", &self.cpapi_requests())
+            .field("dpop_nonce_challenges", &self.dpop_nonce_challenges())
             .finish_non_exhaustive()
     }
 }
@@ -548,6 +587,52 @@ impl Emulator {
         self.state.cpe.publish_update(her_id)
     }
 
+    /// The base URL of the CommunicationParty API v2: the issuer (its endpoints share the
+    /// listener), for example `http://127.0.0.1:38421`, without a trailing slash. A
+    /// proof's `htu` is this followed by the path, for example
+    /// `http://127.0.0.1:38421/api/v1/event`.
+    pub fn cpapi_base_url(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// How many requests reached the CommunicationParty API v2's endpoints (`/api/v1/...`),
+    /// whatever their outcome, refused ones included. `/cpapi/openapi.json` is not
+    /// counted.
+    pub fn cpapi_requests(&self) -> u64 {
+        self.state.cpapi.requests()
+    }
+
+    /// How many events the CommunicationParty API v2's feed holds: the CPE feed's events
+    /// (487 when the emulator starts, one more for each
+    /// [`publish_cpe_update`](Self::publish_cpe_update)), with sequence numbers from 1.
+    pub fn cpapi_events(&self) -> usize {
+        self.state.cpe.events()
+    }
+
+    /// How many times a DPoP proof was answered with `use_dpop_nonce`, by the token
+    /// endpoint (HTTP 400) or by the CommunicationParty API v2 (HTTP 401).
+    pub fn dpop_nonce_challenges(&self) -> u64 {
+        self.state.dpop.nonce_challenges()
+    }
+
+    /// Replaces the DPoP nonces of the token endpoint and of the CommunicationParty API
+    /// v2 with fresh ones and forgets the earlier ones, as if their lifetime had passed
+    /// twice: the next proof that carries an earlier nonce is challenged
+    /// (`use_dpop_nonce`). Without this, a nonce is replaced after five minutes and
+    /// accepted for five more.
+    pub fn rotate_dpop_nonce(&self) {
+        self.state.dpop.token_nonces.rotate();
+        self.state.dpop.api_nonces.rotate();
+    }
+
+    /// The `jti`s of the client assertions whose signature verified (the ones that
+    /// reached the replay check, replays included), oldest first; the last 1024 are
+    /// kept. To test that a client signs a new assertion for every request, retries
+    /// included.
+    pub fn assertion_jtis(&self) -> Vec<String> {
+        self.state.assertion_jtis()
+    }
+
     /// Stops the server: no new connections are accepted, requests in flight get up to
     /// five seconds to finish, then the server task is aborted.
     pub async fn shutdown(self) {
@@ -591,6 +676,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         scopes,
         tenancy,
         audiences,
+        require_dpop,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::config("client_id", "must not be empty"));
@@ -631,6 +717,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         tenancy,
         key,
         audiences,
+        require_dpop,
     })
 }
 
@@ -651,5 +738,10 @@ fn router(state: Arc<State>) -> Router {
         .route("/CommunicationPartyExport", get(cpe::export))
         .route("/CommunicationParties/{herId}", get(cpe::party))
         .route("/openapi.json", get(cpe::openapi))
+        .route("/api/v1/event", get(cpapi::events))
+        .route("/api/v1/event/latest", get(cpapi::latest_event))
+        .route("/api/v1/communicationparty/export", get(cpapi::export))
+        .route("/api/v1/communicationparty/{herId}", get(cpapi::party))
+        .route("/cpapi/openapi.json", get(cpapi::openapi))
         .with_state(state)
 }
