@@ -83,7 +83,11 @@ async fn the_nonce_handshake_gives_a_dpop_bound_token() {
 
     // Every assertion that reached the replay check is recorded, the replay too.
     let jti = |assertion: &str| decode_jwt(assertion).1["jti"].clone();
-    let recorded: Vec<Value> = emulator.assertion_jtis().into_iter().map(Value::from).collect();
+    let recorded: Vec<Value> = emulator
+        .assertion_jtis()
+        .into_iter()
+        .map(Value::from)
+        .collect();
     assert_eq!(recorded, [jti(&first), jti(&first), jti(&second)]);
     assert_eq!(emulator.dpop_nonce_challenges(), 1);
     assert_eq!(emulator.tokens_issued(), 1);
@@ -148,7 +152,11 @@ fn claims_with(emulator: &Emulator, nonce: &str, edit: impl FnOnce(&mut Value)) 
 }
 
 /// A JWS with this header and claims, signed (ES256) by `key` whatever the header says.
-fn sign_with_header(key: &aws_lc_rs::signature::EcdsaKeyPair, header: &Value, claims: &Value) -> String {
+fn sign_with_header(
+    key: &aws_lc_rs::signature::EcdsaKeyPair,
+    header: &Value,
+    claims: &Value,
+) -> String {
     use base64::Engine;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let input = format!(
@@ -346,16 +354,22 @@ async fn every_defect_of_a_proof_is_named() {
         &[&again],
     );
     // The same jti from another key is another proof.
-    let other_key = sign_proof(&dpop_key(), &claims_with(&emulator, &nonce, |c| c["jti"] = json!(jti)));
-    assert_eq!(try_proof(&emulator, &client, &other_key).await.0, StatusCode::OK);
+    let other_key = sign_proof(
+        &dpop_key(),
+        &claims_with(&emulator, &nonce, |c| c["jti"] = json!(jti)),
+    );
+    assert_eq!(
+        try_proof(&emulator, &client, &other_key).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
 async fn rsa_proofs_are_accepted() {
     let (emulator, client) = emulator().await;
     for alg in [Algorithm::RS256, Algorithm::PS512] {
-        let key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, alg).expect("key"))
-            .expect("key");
+        let key =
+            SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, alg).expect("key")).expect("key");
         let token = dpop_access_token(&emulator, &client, &key, "").await;
         assert_eq!(decode_jwt(&token).1["cnf"]["jkt"], key.thumbprint());
     }
@@ -371,7 +385,9 @@ async fn discovery_lists_the_dpop_algorithms() {
     .await;
     assert_eq!(
         discovery["dpop_signing_alg_values_supported"],
-        json!(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"])
+        json!([
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
+        ])
     );
 }
 
@@ -406,7 +422,10 @@ async fn refresh_tokens_stay_bound_to_the_first_dpop_key() {
     // The nonce challenge spends no refresh token.
     let proof = sign_proof(&key, &proof_claims("POST", &endpoint, None));
     let (status, headers, body) = refresh(&emulator, &client, first, Some(&proof)).await;
-    assert_eq!((status, &body["error"]), (StatusCode::BAD_REQUEST, &json!("use_dpop_nonce")));
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::BAD_REQUEST, &json!("use_dpop_nonce"))
+    );
     let nonce = headers[DPOP_NONCE].to_str().expect("ASCII").to_owned();
 
     let proof = sign_proof(&key, &proof_claims("POST", &endpoint, Some(&nonce)));
@@ -415,7 +434,10 @@ async fn refresh_tokens_stay_bound_to_the_first_dpop_key() {
     assert_eq!(body["token_type"], "DPoP");
     let token = body["access_token"].as_str().expect("access_token");
     assert_eq!(decode_jwt(token).1["cnf"]["jkt"], key.thumbprint());
-    let second = body["refresh_token"].as_str().expect("refresh_token").to_owned();
+    let second = body["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned();
 
     // Another key, or no proof, cannot use the session; the refresh token stays usable.
     let thief = sign_proof(&dpop_key(), &proof_claims("POST", &endpoint, Some(&nonce)));

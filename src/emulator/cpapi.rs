@@ -476,10 +476,9 @@ impl IntoResponse for Refusal {
 /// A ProblemDetails answer with `Content-Type: application/problem+json`.
 fn problem_json(status: StatusCode, detail: String, instance: &str) -> Response {
     let mut response = problem(status, detail, instance);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(PROBLEM_JSON),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -507,9 +506,7 @@ fn authorize_without_query(
 fn authorize(state: &State, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
     state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
     let token = authorization_token(headers, "DPoP", API).map_err(invalid_token)?;
-    let claims = state
-        .verify_access_token(token)
-        .map_err(invalid_token)?;
+    let claims = state.verify_access_token(token).map_err(invalid_token)?;
     check_scope(&claims, CPAPI_SCOPE, API).map_err(invalid_token)?;
     let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
         Some(Value::String(jkt)) => jkt.as_str(),

@@ -392,7 +392,11 @@ impl EventsQuery {
     /// Reads the (URL-encoded) query string, strictly (see [`strict_query`]).
     fn parse(register: &Register, query: &str) -> Result<Self, String> {
         let mut parsed = EventsQuery::default();
-        let [event_id, from] = strict_query(query, ["EventId", "fromDatetime"], "CommunicationPartyEvents")?;
+        let [event_id, from] = strict_query(
+            query,
+            ["EventId", "fromDatetime"],
+            "CommunicationPartyEvents",
+        )?;
         if let Some(value) = event_id {
             if value.is_empty() {
                 return Err(

@@ -246,7 +246,12 @@ impl Dpop {
                 Some(_) => {}
             }
         }
-        if !self.remember(&jkt, jti, iat.max(now).saturating_add(MAX_AGE + LEEWAY), now) {
+        if !self.remember(
+            &jkt,
+            jti,
+            iat.max(now).saturating_add(MAX_AGE + LEEWAY),
+            now,
+        ) {
             return Err(invalid(format!(
                 "the DPoP proof's jti {} has been used before with this key: sign a new proof \
                  for every request",
@@ -336,9 +341,8 @@ fn verify_jws(proof: &str) -> Result<(Map<String, Value>, String), ProofError> {
             "the DPoP proof is not one JWS in compact form (three base64url parts separated by dots)",
         ));
     };
-    let header = json_object(header_part).ok_or_else(|| {
-        invalid("the DPoP proof's header is not a base64url-encoded JSON object")
-    })?;
+    let header = json_object(header_part)
+        .ok_or_else(|| invalid("the DPoP proof's header is not a base64url-encoded JSON object"))?;
     match header.get("typ") {
         Some(Value::String(typ)) if typ == PROOF_TYP => {}
         Some(Value::String(typ)) => {
@@ -457,8 +461,9 @@ fn verify_jws(proof: &str) -> Result<(Map<String, Value>, String), ProofError> {
             )));
         }
     };
-    let claims = json_object(payload_part)
-        .ok_or_else(|| invalid("the DPoP proof's payload is not a base64url-encoded JSON object"))?;
+    let claims = json_object(payload_part).ok_or_else(|| {
+        invalid("the DPoP proof's payload is not a base64url-encoded JSON object")
+    })?;
     Ok((claims, public.thumbprint()))
 }
 
@@ -630,7 +635,10 @@ mod tests {
         let now = unix_now();
         let second = nonces.aged(now + NONCE_LIFETIME).current.clone();
         assert_ne!(first, second);
-        assert!(nonces.accepts(&first), "the previous nonce is still accepted");
+        assert!(
+            nonces.accepts(&first),
+            "the previous nonce is still accepted"
+        );
         let third = nonces.aged(now + 3 * NONCE_LIFETIME).current.clone();
         assert_ne!(second, third);
         let state = nonces.aged(now + 3 * NONCE_LIFETIME);

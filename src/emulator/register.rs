@@ -244,8 +244,9 @@ impl Register {
         let edi_address = (kind != cpapi::CommunicationPartyType::Person)
             .then(|| format!("{}@edi.nhn.no", party.her_id));
         // The legacy model writes some date-times without an offset; v2 always has one.
-        let with_offset =
-            |written: &str| parse_dotnet(written).map_or_else(|_| written.to_owned(), |at| write_dotnet(at, true));
+        let with_offset = |written: &str| {
+            parse_dotnet(written).map_or_else(|_| written.to_owned(), |at| write_dotnet(at, true))
+        };
         Some(cpapi::CommunicationParty {
             her_id: party.her_id,
             name: Some(party.name.clone()),

@@ -120,7 +120,11 @@ fn dpop_proof(
         bound_to: None,
         nonces: Some(&state.dpop.token_nonces),
     };
-    state.dpop.verify(proof, &expected).map(Some).map_err(refused)
+    state
+        .dpop
+        .verify(proof, &expected)
+        .map(Some)
+        .map_err(refused)
 }
 
 /// The `client_credentials` grant.
