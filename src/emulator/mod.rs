@@ -1,5 +1,6 @@
-//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) behind it,
-//! for tests and for running without a registration at NHN.
+//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) and
+//! CommunicationParty API v2 behind it, for tests and for running without a registration
+//! at NHN.
 //!
 //! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
 //! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
@@ -12,6 +13,10 @@
 //!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
 //!   with `private_key_jwt` client authentication only;
 //! - `POST /test-token`: user token sets for tests (emulator only, see below).
+//!
+//! The token endpoint takes DPoP proofs (RFC 9449), and the CommunicationParty API v2
+//! on the same listener takes only DPoP-bound tokens: see **DPoP** and
+//! **CommunicationParty API v2** below.
 //!
 //! On the same listener, with the issuer as its base URL ([`Emulator::cpe_base_url`]),
 //! it serves the CPE API as `openapi/cpe.json` describes it:
@@ -87,6 +92,72 @@
 //! ([`EmulatorBuilder::refresh_token_lifetime`], default 8 hours). `scope` may narrow
 //! the session's scopes, not widen them (`invalid_scope`). [`Emulator::refreshes`]
 //! counts refreshes, [`Emulator::invalid_grants`] every `invalid_grant` answer.
+//!
+//! **DPoP** (RFC 9449). A token request may carry a `DPoP` header with a proof; a client
+//! registered with [`ClientRegistration::require_dpop`] must (`invalid_request`
+//! otherwise). The client assertion is checked first, so it is spent whatever happens to
+//! the proof; then the proof, before the grant (a challenge spends no refresh token). A
+//! proof without the token endpoint's nonce, or with a nonce the emulator did not issue
+//! or no longer accepts, gets HTTP 400 `{"error":"use_dpop_nonce"}` with the nonce in a
+//! `DPoP-Nonce` header; the client retries with a new proof carrying it AND a new client
+//! assertion. Nonces are opaque random strings, replaced every five minutes (the one
+//! replaced is accepted five minutes more), or at once by [`Emulator::rotate_dpop_nonce`].
+//! A proof is refused (`invalid_dpop_proof`, the description naming the check) unless:
+//! it is one JWS in compact form; its header has `typ: dpop+jwt`, an `alg` among RS256,
+//! RS384, RS512, PS256, PS384, PS512, ES256, ES384 and ES512 (the discovery document's
+//! `dpop_signing_alg_values_supported`) that fits the key, no `crit`, and a `jwk` that is
+//! an RSA (at least 2048 bits) or EC public key without private members (`d`, ...); the
+//! signature verifies with that key; `jti` is a non-empty string not seen before with
+//! that key (remembered in memory while the proof could still be accepted); `htm` is the
+//! request's method; `htu` is exactly the URL the request was sent to, as the emulator
+//! knows its own base URL (the issuer, then the path), and has no query (`?`) or fragment
+//! (`#`); `iat` is a number at most 60 seconds old and at most 5 seconds ahead. An
+//! accepted proof makes the access token DPoP-bound, for every grant: it carries
+//! `cnf: {"jkt": <the RFC 7638 thumbprint of the proof's key>}` and the response says
+//! `token_type: "DPoP"` (with a `DPoP-Nonce` header when the proof carried the previous
+//! nonce). A token exchange with a proof binds the new token to the actor's key. A refresh
+//! with a proof binds the session to that key: its later refreshes need a proof by the same
+//! key (`invalid_grant` otherwise), and their tokens are bound too.
+//! [`Emulator::dpop_nonce_challenges`] counts the `use_dpop_nonce` answers (token endpoint
+//! and API), [`Emulator::assertion_jtis`] lists the client assertions' `jti`s.
+//!
+//! **CommunicationParty API v2** ([`CPAPI_SCOPE`], `nhn:cp-api/access-v2-dpop`), with the
+//! issuer as its base URL ([`Emulator::cpapi_base_url`]), serves the same register as CPE
+//! (camelCase JSON, date-times always with their offset):
+//!
+//! - `GET /api/v1/event?fromSequenceNumber=..&maxEvents=..`: `{"results": [Event],
+//!   "count": n}`, the events whose `sequenceNumber` is at least `fromSequenceNumber`
+//!   (a 64-bit integer from 1, default 1), ascending, at most `maxEvents` (1 to 1000,
+//!   default 1000); past the end `results` is empty. An `Event` is
+//!   `{"sequenceNumber", "herId", "eventType", "eventTimestamp"}` with `eventType`
+//!   `CommunicationPartyCreated` or `CommunicationPartyUpdated`. The feed is CPE's: the 487
+//!   seeded events have sequence numbers 1 to 487 in feed order, and each
+//!   [`Emulator::publish_cpe_update`] appends the next ([`Emulator::cpapi_events`]);
+//! - `GET /api/v1/event/latest`: the event with the highest sequence number (404 when
+//!   there is none);
+//! - `GET /api/v1/communicationparty/{herId}`: `{"herId", "name", "displayName", "type"
+//!   (Organization, Person or Service), "organizationNumber", "ediAddress", "validFrom",
+//!   "validTo"}`, with `null` for what a party lacks (persons have no organisation number
+//!   or EDI address; `validTo` is `null` for no end);
+//! - `GET /api/v1/communicationparty/export?includeDeactivated=..`:
+//!   `{"lastSequenceNumber", "count", "communicationParties": [herId]}`, the active
+//!   parties (`validTo` null or in the future), or all with `includeDeactivated=true`;
+//! - `GET /cpapi/openapi.json`: the API's OpenAPI 3.1 document (no token needed; also
+//!   [`cpapi_openapi`]), with a security scheme `DPoP`.
+//!
+//! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
+//! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
+//! above for `GET` at the URL called (without the query), with `ath` =
+//! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
+//! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
+//! missing, Bearer, foreign, expired, unbound or unscoped token) or
+//! `error="invalid_dpop_proof"`, an `error_description` saying what is wrong (never quoting
+//! the token or the proof) and `algs="RS256 ... ES512"`. With
+//! [`EmulatorBuilder::cpapi_require_nonce`], a proof must also carry the API's own nonce,
+//! or the answer is 401 `error="use_dpop_nonce"` with the nonce in `DPoP-Nonce`.
+//! Parameters are read as strictly as CPE's, and a bad one gets 400 (an unknown `herId`
+//! 404) with a ProblemDetails body as `application/problem+json`.
+//! [`Emulator::cpapi_requests`] counts the calls.
 //!
 //! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
 //! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
