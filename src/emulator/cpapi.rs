@@ -239,36 +239,30 @@ pub(crate) async fn events(
     uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    if let Err(refused) = authorize(&state, &uri, &headers) {
-        return refused.into_response();
-    }
-    let parsed = strict_query(
-        query.as_deref().unwrap_or_default(),
+) -> Result<Json<EventsResponse>, Refusal> {
+    let [from, max] = authorized(
+        &state,
+        &uri,
+        &headers,
+        query.as_deref(),
         ["fromSequenceNumber", "maxEvents"],
-        "/api/v1/event",
-    )
-    .and_then(|[from, max]| {
-        let from = match from {
-            Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::MAX)?,
-            None => 1,
-        };
-        let max = match max {
-            Some(value) => number_in::<i32>(&value, "maxEvents", 1, MAX_EVENTS)?,
-            None => MAX_EVENTS,
-        };
-        Ok((from, max))
-    });
-    let (from, max) = match parsed {
-        Ok(parsed) => parsed,
-        Err(detail) => return problem_json(StatusCode::BAD_REQUEST, detail, uri.path()),
-    };
+    )?;
+    let from = match from {
+        Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::MAX),
+        None => Ok(1),
+    }
+    .map_err(|detail| Refusal::bad_request(detail, &uri))?;
+    let max = match max {
+        Some(value) => number_in::<i32>(&value, "maxEvents", 1, MAX_EVENTS),
+        None => Ok(MAX_EVENTS),
+    }
+    .map_err(|detail| Refusal::bad_request(detail, &uri))?;
     let results = state
         .cpe
         .register()
         .sequenced_events(from, usize::try_from(max).unwrap_or_default());
     let count = i32::try_from(results.len()).unwrap_or(i32::MAX);
-    Json(EventsResponse { results, count }).into_response()
+    Ok(Json(EventsResponse { results, count }))
 }
 
 /// `GET /api/v1/event/latest`.
@@ -290,19 +284,14 @@ pub(crate) async fn latest_event(
     uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    if let Err(refused) = authorize_without_query(&state, &uri, &headers, query.as_deref()) {
-        return refused.into_response();
-    }
+) -> Result<Json<Event>, Refusal> {
+    let [] = authorized(&state, &uri, &headers, query.as_deref(), [])?;
     let latest = state.cpe.register().latest_sequenced_event();
-    match latest {
-        Some(event) => Json(event).into_response(),
-        None => problem_json(
-            StatusCode::NOT_FOUND,
-            "the feed holds no events".to_owned(),
-            uri.path(),
-        ),
-    }
+    latest.map(Json).ok_or_else(|| Refusal::Problem {
+        status: StatusCode::NOT_FOUND,
+        detail: "the feed holds no events".to_owned(),
+        instance: uri.path().to_owned(),
+    })
 }
 
 /// `GET /api/v1/communicationparty/{herId}`.
@@ -330,29 +319,23 @@ pub(crate) async fn party(
     headers: HeaderMap,
     Path(her_id): Path<String>,
     RawQuery(query): RawQuery,
-) -> Response {
-    if let Err(refused) = authorize_without_query(&state, &uri, &headers, query.as_deref()) {
-        return refused.into_response();
-    }
+) -> Result<Json<CommunicationParty>, Refusal> {
+    let [] = authorized(&state, &uri, &headers, query.as_deref(), [])?;
     let Ok(number) = her_id.parse::<i32>() else {
-        return problem_json(
-            StatusCode::BAD_REQUEST,
+        return Err(Refusal::bad_request(
             format!(
                 "herId {} is not a HER-id: a 32-bit integer is expected",
                 quote(&her_id)
             ),
-            uri.path(),
-        );
+            &uri,
+        ));
     };
     let found = state.cpe.register().party_v2(number);
-    match found {
-        Some(party) => Json(party).into_response(),
-        None => problem_json(
-            StatusCode::NOT_FOUND,
-            format!("no communication party has herId {number}"),
-            uri.path(),
-        ),
-    }
+    found.map(Json).ok_or_else(|| Refusal::Problem {
+        status: StatusCode::NOT_FOUND,
+        detail: format!("no communication party has herId {number}"),
+        instance: uri.path().to_owned(),
+    })
 }
 
 /// `GET /api/v1/communicationparty/export`.
@@ -380,32 +363,32 @@ pub(crate) async fn export(
     uri: Uri,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Response {
-    if let Err(refused) = authorize(&state, &uri, &headers) {
-        return refused.into_response();
-    }
-    let parsed = strict_query(
-        query.as_deref().unwrap_or_default(),
+) -> Result<Json<CommunicationPartyExport>, Refusal> {
+    let [include] = authorized(
+        &state,
+        &uri,
+        &headers,
+        query.as_deref(),
         ["includeDeactivated"],
-        "/api/v1/communicationparty/export",
-    )
-    .and_then(|[include]| match include.as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(format!(
-            "includeDeactivated {} is not a boolean: use true or false",
-            quote(other)
-        )),
-    });
-    let include_deactivated = match parsed {
-        Ok(include) => include,
-        Err(detail) => return problem_json(StatusCode::BAD_REQUEST, detail, uri.path()),
+    )?;
+    let include_deactivated = match include.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(Refusal::bad_request(
+                format!(
+                    "includeDeactivated {} is not a boolean: use true or false",
+                    quote(other)
+                ),
+                &uri,
+            ));
+        }
     };
     let export = state
         .cpe
         .register()
         .export_v2(include_deactivated, Utc::now());
-    Json(export).into_response()
+    Ok(Json(export))
 }
 
 /// A whole number in `low..=high` from a query parameter.
@@ -447,15 +430,30 @@ where
 
 /// Why a request was refused, and how to answer.
 #[derive(Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// 401 with a `WWW-Authenticate: DPoP` challenge, and the nonce to hand out.
     Unauthorized {
         error: &'static str,
         description: String,
         nonce: Option<String>,
     },
-    /// 400 with a ProblemDetails body.
-    BadRequest { detail: String, instance: String },
+    /// A ProblemDetails answer.
+    Problem {
+        status: StatusCode,
+        detail: String,
+        instance: String,
+    },
+}
+
+impl Refusal {
+    /// 400 with a ProblemDetails body for the request at `uri`.
+    fn bad_request(detail: String, uri: &Uri) -> Self {
+        Refusal::Problem {
+            status: StatusCode::BAD_REQUEST,
+            detail,
+            instance: uri.path().to_owned(),
+        }
+    }
 }
 
 impl IntoResponse for Refusal {
@@ -466,9 +464,11 @@ impl IntoResponse for Refusal {
                 description,
                 nonce,
             } => unauthorized(error, &description, nonce.as_deref()),
-            Refusal::BadRequest { detail, instance } => {
-                problem_json(StatusCode::BAD_REQUEST, detail, &instance)
-            }
+            Refusal::Problem {
+                status,
+                detail,
+                instance,
+            } => problem_json(status, detail, &instance),
         }
     }
 }
@@ -482,20 +482,18 @@ fn problem_json(status: StatusCode, detail: String, instance: &str) -> Response 
     response
 }
 
-/// [`authorize`] for an endpoint that takes no query parameters: any is refused (400).
-fn authorize_without_query(
+/// [`authorize`], then the query read strictly (see [`strict_query`]): the values of
+/// the `known` parameters.
+fn authorized<const N: usize>(
     state: &State,
     uri: &Uri,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<(), Refusal> {
+    known: [&str; N],
+) -> Result<[Option<String>; N], Refusal> {
     authorize(state, uri, headers)?;
-    strict_query(query.unwrap_or_default(), [], uri.path())
-        .map(|[]| ())
-        .map_err(|detail| Refusal::BadRequest {
-            detail,
-            instance: uri.path().to_owned(),
-        })
+    strict_query(query.unwrap_or_default(), known, uri.path())
+        .map_err(|detail| Refusal::bad_request(detail, uri))
 }
 
 /// Counts the request and checks `Authorization: DPoP <token>` and the `DPoP` proof:
