@@ -461,3 +461,51 @@ async fn refresh_tokens_stay_bound_to_the_first_dpop_key() {
     assert_eq!(body["token_type"], "DPoP");
     assert_eq!(emulator.refreshes(), 2);
 }
+
+#[tokio::test]
+async fn a_token_exchange_with_a_proof_binds_the_new_token_to_the_actor_key() {
+    let epj = TestClient::ec("epj");
+    let sfm = TestClient::ec("sfm");
+    let emulator = Emulator::builder()
+        .client(epj.registration(&["e-helse:sfm.api/sfm.api"]))
+        .client(
+            sfm.registration(&["nhn:reseptformidleren/access"])
+                .audience("e-helse:sfm.api")
+                .require_dpop(),
+        )
+        .start()
+        .await
+        .expect("emulator starts");
+    let subject = access_token(&emulator, &epj).await;
+    let key = dpop_key();
+    let nonce = token_endpoint_nonce(&emulator, &sfm).await;
+    let proof = sign_proof(
+        &key,
+        &proof_claims("POST", &emulator.token_endpoint(), Some(&nonce)),
+    );
+    let assertion = sfm.assertion(&emulator);
+    let fields = [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("client_id", sfm.id.as_str()),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion.as_str()),
+        ("subject_token", subject.as_str()),
+        (
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("scope", "nhn:reseptformidleren/access"),
+    ];
+    let (status, _, body) =
+        post_form_with_proof(&emulator.token_endpoint(), &fields, Some(&proof)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let claims = decode_jwt(body["access_token"].as_str().expect("access_token")).1;
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+    assert_eq!(claims["client_id"], "epj");
+    assert_eq!(claims["act"], json!({"client_id": "sfm"}));
+    assert_eq!(emulator.token_exchanges(), 1);
+}
