@@ -162,6 +162,21 @@ async fn the_feed_holds_the_cpe_events_with_sequence_numbers() {
     let latest = get_ok(&emulator, &key, &token, "/api/v1/event/latest").await;
     assert_eq!(latest, events[486]);
     assert_eq!(latest["sequenceNumber"], 487);
+
+    // HEAD is answered as GET, with a proof for HEAD.
+    let url = format!("{}/api/v1/event/latest", emulator.cpapi_base_url());
+    let mut claims = proof_claims("HEAD", &url, None);
+    claims["ath"] = json!(ath(&token));
+    let request = http::Request::builder()
+        .method(http::Method::HEAD)
+        .uri(&url)
+        .header(header::AUTHORIZATION, format!("DPoP {token}"))
+        .header(DPOP, sign_proof(&key, &claims))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let (status, _, body) = send(request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
 }
 
 #[tokio::test]

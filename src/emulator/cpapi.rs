@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State as Extract};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{Path, State as Extract};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
@@ -236,27 +237,19 @@ pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
 )]
 pub(crate) async fn events(
     Extract(state): Extract<Arc<State>>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Result<Json<EventsResponse>, Refusal> {
-    let [from, max] = authorized(
-        &state,
-        &uri,
-        &headers,
-        query.as_deref(),
-        ["fromSequenceNumber", "maxEvents"],
-    )?;
+    let [from, max] = authorized(&state, &request, ["fromSequenceNumber", "maxEvents"])?;
     let from = match from {
         Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::MAX),
         None => Ok(1),
     }
-    .map_err(|detail| Refusal::bad_request(detail, &uri))?;
+    .map_err(|detail| Refusal::bad_request(detail, &request.uri))?;
     let max = match max {
         Some(value) => number_in::<i32>(&value, "maxEvents", 1, MAX_EVENTS),
         None => Ok(MAX_EVENTS),
     }
-    .map_err(|detail| Refusal::bad_request(detail, &uri))?;
+    .map_err(|detail| Refusal::bad_request(detail, &request.uri))?;
     let results = state
         .cpe
         .register()
@@ -281,16 +274,14 @@ pub(crate) async fn events(
 )]
 pub(crate) async fn latest_event(
     Extract(state): Extract<Arc<State>>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Result<Json<Event>, Refusal> {
-    let [] = authorized(&state, &uri, &headers, query.as_deref(), [])?;
+    let [] = authorized(&state, &request, [])?;
     let latest = state.cpe.register().latest_sequenced_event();
     latest.map(Json).ok_or_else(|| Refusal::Problem {
         status: StatusCode::NOT_FOUND,
         detail: "the feed holds no events".to_owned(),
-        instance: uri.path().to_owned(),
+        instance: request.uri.path().to_owned(),
     })
 }
 
@@ -315,26 +306,24 @@ pub(crate) async fn latest_event(
 )]
 pub(crate) async fn party(
     Extract(state): Extract<Arc<State>>,
-    uri: Uri,
-    headers: HeaderMap,
     Path(her_id): Path<String>,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Result<Json<CommunicationParty>, Refusal> {
-    let [] = authorized(&state, &uri, &headers, query.as_deref(), [])?;
+    let [] = authorized(&state, &request, [])?;
     let Ok(number) = her_id.parse::<i32>() else {
         return Err(Refusal::bad_request(
             format!(
                 "herId {} is not a HER-id: a 32-bit integer is expected",
                 quote(&her_id)
             ),
-            &uri,
+            &request.uri,
         ));
     };
     let found = state.cpe.register().party_v2(number);
     found.map(Json).ok_or_else(|| Refusal::Problem {
         status: StatusCode::NOT_FOUND,
         detail: format!("no communication party has herId {number}"),
-        instance: uri.path().to_owned(),
+        instance: request.uri.path().to_owned(),
     })
 }
 
@@ -360,17 +349,9 @@ pub(crate) async fn party(
 )]
 pub(crate) async fn export(
     Extract(state): Extract<Arc<State>>,
-    uri: Uri,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Result<Json<CommunicationPartyExport>, Refusal> {
-    let [include] = authorized(
-        &state,
-        &uri,
-        &headers,
-        query.as_deref(),
-        ["includeDeactivated"],
-    )?;
+    let [include] = authorized(&state, &request, ["includeDeactivated"])?;
     let include_deactivated = match include.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -380,7 +361,7 @@ pub(crate) async fn export(
                     "includeDeactivated {} is not a boolean: use true or false",
                     quote(other)
                 ),
-                &uri,
+                &request.uri,
             ));
         }
     };
@@ -486,22 +467,22 @@ fn problem_json(status: StatusCode, detail: String, instance: &str) -> Response 
 /// the `known` parameters.
 fn authorized<const N: usize>(
     state: &State,
-    uri: &Uri,
-    headers: &HeaderMap,
-    query: Option<&str>,
+    request: &Parts,
     known: [&str; N],
 ) -> Result<[Option<String>; N], Refusal> {
-    authorize(state, uri, headers)?;
-    strict_query(query.unwrap_or_default(), known, uri.path())
+    authorize(state, request)?;
+    let uri = &request.uri;
+    strict_query(uri.query().unwrap_or_default(), known, uri.path())
         .map_err(|detail| Refusal::bad_request(detail, uri))
 }
 
 /// Counts the request and checks `Authorization: DPoP <token>` and the `DPoP` proof:
 /// the token is this emulator's, unexpired, with [`CPAPI_SCOPE`] and a `cnf.jkt`; the
-/// proof verifies for `GET` at this URL, with `ath` for the token and the key the token
-/// is bound to, and carries the API's nonce when one is required. Otherwise the 401 to
-/// answer with.
-fn authorize(state: &State, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+/// proof verifies for the request's method at this URL, with `ath` for the token and
+/// the key the token is bound to, and carries the API's nonce when one is required.
+/// Otherwise the 401 to answer with.
+fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
+    let headers = &request.headers;
     state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
     let token = authorization_token(headers, "DPoP", API).map_err(invalid_token)?;
     let claims = state.verify_access_token(token).map_err(invalid_token)?;
@@ -525,14 +506,14 @@ fn authorize(state: &State, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusa
         }
         Err(error) => return Err(refuse_proof(state, error)),
     };
-    let url = format!("{}{}", state.issuer, uri.path());
+    let url = format!("{}{}", state.issuer, request.uri.path());
     let nonces = state
         .cpapi
         .require_nonce
         .load(Ordering::Relaxed)
         .then_some(&state.dpop.api_nonces);
     let expected = Expected {
-        method: "GET",
+        method: request.method.as_str(),
         url: &url,
         bound_to: Some((token, jkt)),
         nonces,
