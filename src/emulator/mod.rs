@@ -147,7 +147,7 @@
 //!
 //! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
 //! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
-//! above for `GET` at the URL called (without the query), with `ath` =
+//! above for the request's method at the URL called (without the query), with `ath` =
 //! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
 //! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
 //! missing, Bearer, foreign, expired, unbound or unscoped token) or
