@@ -7,7 +7,7 @@
 //! drift test holds that document against `openapi/cpe.json`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State as Extract};
@@ -21,7 +21,7 @@ use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::register::{Register, parse_dotnet};
-use super::response::quote;
+use super::response::{challenge_text, quote};
 use super::state::{State, lock};
 
 /// The scope a token needs for the CPE API.
@@ -73,6 +73,11 @@ impl Cpe {
 
     fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The register, locked; the CommunicationParty API v2 serves it too.
+    pub(crate) fn register(&self) -> MutexGuard<'_, Register> {
+        lock(&self.register)
     }
 }
 
@@ -384,70 +389,87 @@ struct EventsQuery {
 }
 
 impl EventsQuery {
-    /// Reads the (URL-encoded) query string. Parameter names are matched exactly; each
-    /// may appear once; other parameters are refused.
+    /// Reads the (URL-encoded) query string, strictly (see [`strict_query`]).
     fn parse(register: &Register, query: &str) -> Result<Self, String> {
         let mut parsed = EventsQuery::default();
-        let (mut event_id_seen, mut from_seen) = (false, false);
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            match name.as_ref() {
-                "EventId" => {
-                    if std::mem::replace(&mut event_id_seen, true) {
-                        return Err("the query parameter EventId is given more than once".into());
-                    }
-                    if value.is_empty() {
-                        return Err(
-                            "the query parameter EventId is empty; leave it out to read \
-                             the feed from its beginning"
-                                .into(),
-                        );
-                    }
-                    let Some(position) = register.position(&value) else {
-                        return Err(if is_event_id_shaped(&value) {
-                            format!(
-                                "EventId {} is not the id of an event in the feed",
-                                quote(&value)
-                            )
-                        } else {
-                            format!(
-                                "EventId {} is malformed: event ids are 16 hexadecimal digits, \
-                                 as the feed and the export give them",
-                                quote(&value)
-                            )
-                        });
-                    };
-                    parsed.after = Some(position);
-                }
-                "fromDatetime" => {
-                    if std::mem::replace(&mut from_seen, true) {
-                        return Err(
-                            "the query parameter fromDatetime is given more than once".into()
-                        );
-                    }
-                    let from = parse_dotnet(&value)
-                        .map_err(|reason| format!("fromDatetime {} {reason}", quote(&value)))?;
-                    parsed.from = Some(from);
-                }
-                other => {
-                    let known = ["EventId", "fromDatetime"]
-                        .into_iter()
-                        .find(|known| known.eq_ignore_ascii_case(other));
-                    return Err(match known {
-                        Some(known) => format!(
-                            "the query parameter {} must be spelled {known}",
-                            quote(other)
-                        ),
-                        None => format!(
-                            "unknown query parameter {}: CommunicationPartyEvents takes EventId \
-                             and fromDatetime",
-                            quote(other)
-                        ),
-                    });
-                }
+        let [event_id, from] = strict_query(
+            query,
+            ["EventId", "fromDatetime"],
+            "CommunicationPartyEvents",
+        )?;
+        if let Some(value) = event_id {
+            if value.is_empty() {
+                return Err(
+                    "the query parameter EventId is empty; leave it out to read the feed from \
+                     its beginning"
+                        .into(),
+                );
             }
+            let Some(position) = register.position(&value) else {
+                return Err(if is_event_id_shaped(&value) {
+                    format!(
+                        "EventId {} is not the id of an event in the feed",
+                        quote(&value)
+                    )
+                } else {
+                    format!(
+                        "EventId {} is malformed: event ids are 16 hexadecimal digits, as the \
+                         feed and the export give them",
+                        quote(&value)
+                    )
+                });
+            };
+            parsed.after = Some(position);
+        }
+        if let Some(value) = from {
+            let from = parse_dotnet(&value)
+                .map_err(|reason| format!("fromDatetime {} {reason}", quote(&value)))?;
+            parsed.from = Some(from);
         }
         Ok(parsed)
     }
+}
+
+/// Reads a (URL-encoded) query string strictly, more strictly than ASP.NET: parameter
+/// names are matched exactly (case-sensitive), each may appear once, and parameters
+/// other than `known` are refused, naming `endpoint`. Returns the value of each known
+/// parameter, in the order of `known`.
+pub(crate) fn strict_query<const N: usize>(
+    query: &str,
+    known: [&str; N],
+    endpoint: &str,
+) -> Result<[Option<String>; N], String> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let Some(index) = known.iter().position(|known| *known == name) else {
+            let takes = if known.is_empty() {
+                "no query parameters".to_owned()
+            } else {
+                known.join(" and ")
+            };
+            return Err(
+                match known.iter().find(|known| known.eq_ignore_ascii_case(&name)) {
+                    Some(known) => format!(
+                        "the query parameter {} must be spelled {known}",
+                        quote(&name)
+                    ),
+                    None => format!(
+                        "unknown query parameter {}: {endpoint} takes {takes}",
+                        quote(&name)
+                    ),
+                },
+            );
+        };
+        let Some(slot) = values.get_mut(index) else {
+            continue;
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(format!(
+                "the query parameter {name} is given more than once"
+            ));
+        }
+    }
+    Ok(values)
 }
 
 /// Whether a value looks like one of the feed's event ids: 16 lowercase hexadecimal
@@ -460,7 +482,7 @@ fn is_event_id_shaped(value: &str) -> bool {
 }
 
 /// A ProblemDetails answer, as ASP.NET writes one.
-fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
+pub(crate) fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
     let kind = match status {
         StatusCode::NOT_FOUND => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
         _ => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
@@ -481,27 +503,40 @@ fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), String> {
     let token = bearer_token(headers)?;
     let claims = state.verify_access_token(token)?;
-    if has_scope(&claims, CPE_SCOPE) {
+    check_scope(&claims, CPE_SCOPE, "the CPE API")
+}
+
+/// Checks that an access token's claims carry `scope`, which `api` (named in the
+/// description) needs.
+pub(crate) fn check_scope(claims: &Value, scope: &str, api: &str) -> Result<(), String> {
+    if has_scope(claims, scope) {
         Ok(())
     } else if claims.get("scope").is_none() {
         Err(format!(
-            "the access token has no scope claim; the CPE API needs the scope {CPE_SCOPE}"
+            "the access token has no scope claim; {api} needs the scope {scope}"
         ))
     } else {
-        Err(format!(
-            "the access token does not carry the scope {CPE_SCOPE}"
-        ))
+        Err(format!("the access token does not carry the scope {scope}"))
     }
 }
 
 /// The token of an `Authorization: Bearer` header.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, String> {
+    authorization_token(headers, "Bearer", "the CPE API")
+}
+
+/// The token of an `Authorization: <scheme> <token>` header, for `api` (named in the
+/// descriptions). The scheme name is case-insensitive.
+pub(crate) fn authorization_token<'h>(
+    headers: &'h HeaderMap,
+    scheme: &str,
+    api: &str,
+) -> Result<&'h str, String> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
-        return Err(
-            "the request has no Authorization header; send Authorization: Bearer <access token>"
-                .to_owned(),
-        );
+        return Err(format!(
+            "the request has no Authorization header; send Authorization: {scheme} <access token>"
+        ));
     };
     if values.next().is_some() {
         return Err("the request has more than one Authorization header".to_owned());
@@ -509,26 +544,27 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, String> {
     let value = value
         .to_str()
         .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?;
-    let Some((scheme, credentials)) = value.trim().split_once(' ') else {
-        return Err(
-            "the Authorization header is not a scheme and credentials; send Bearer <access token>"
-                .to_owned(),
-        );
+    let Some((given, credentials)) = value.trim().split_once(' ') else {
+        return Err(format!(
+            "the Authorization header is not a scheme and credentials; send {scheme} <access token>"
+        ));
     };
-    if !scheme.eq_ignore_ascii_case("Bearer") {
+    if !given.eq_ignore_ascii_case(scheme) {
         // Name the scheme only when it looks like one, never anything that could be a
         // credential.
         let looks_like_scheme =
-            scheme.len() <= 16 && scheme.bytes().all(|b| b.is_ascii_alphanumeric());
+            given.len() <= 16 && given.bytes().all(|b| b.is_ascii_alphanumeric());
         return Err(if looks_like_scheme {
-            format!("the Authorization scheme is {scheme}; the CPE API takes Bearer tokens")
+            format!("the Authorization scheme is {given}; {api} takes {scheme} tokens")
         } else {
-            "the Authorization scheme is not Bearer; the CPE API takes Bearer tokens".to_owned()
+            format!("the Authorization scheme is not {scheme}; {api} takes {scheme} tokens")
         });
     }
     let token = credentials.trim();
     if token.is_empty() {
-        return Err("the Authorization header has no token after Bearer".to_owned());
+        return Err(format!(
+            "the Authorization header has no token after {scheme}"
+        ));
     }
     Ok(token)
 }
@@ -545,15 +581,7 @@ fn has_scope(claims: &Value, scope: &str) -> bool {
 /// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token", error_description=...`.
 fn unauthorized(description: &str) -> Response {
     tracing::debug!(description, "helseid emulator refused a CPE token");
-    // A quoted-string: no quotes or backslashes inside, visible ASCII only.
-    let description: String = description
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' => '\'',
-            c if c.is_ascii() && !c.is_ascii_control() => c,
-            _ => '?',
-        })
-        .collect();
+    let description = challenge_text(description);
     let challenge = HeaderValue::from_str(&format!(
         "Bearer error=\"invalid_token\", error_description=\"{description}\""
     ))

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::State as Extract;
 use serde_json::{Value, json};
 
+use super::dpop;
 use super::state::State;
 use super::token::TOKEN_EXCHANGE;
 
@@ -25,8 +26,7 @@ pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<V
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported":
             ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"],
-        "dpop_signing_alg_values_supported":
-            ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
+        "dpop_signing_alg_values_supported": dpop::ALGS,
         "scopes_supported": scopes,
     }))
 }

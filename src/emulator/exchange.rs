@@ -26,11 +26,13 @@ const KEPT_CLAIMS: &[&str] = &["client_id", "client_amr", "sub", "amr", "auth_ti
 /// which the exchanged token keeps.
 const KEPT_PREFIX: &str = "helseid://claims/";
 
-/// The token exchange grant, for an actor that has authenticated.
+/// The token exchange grant, for an actor that has authenticated. With `jkt` (the
+/// actor's DPoP key) the new token is bound to the actor's key.
 pub(crate) fn exchange(
     state: &State,
     form: &TokenForm,
     actor: &AuthenticatedClient<'_>,
+    jkt: Option<&str>,
 ) -> Result<Response, TokenError> {
     match form.get("subject_token_type") {
         Some(ACCESS_TOKEN_TYPE) => {}
@@ -116,7 +118,7 @@ pub(crate) fn exchange(
     }
     identity.insert("act".into(), Value::Object(act));
 
-    let issued = issue_access_token(state, identity, &scopes, resources, Some(exp))?;
+    let issued = issue_access_token(state, identity, &scopes, resources, Some(exp), jkt)?;
     state.token_exchanges.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(actor = %actor.client.id, "helseid emulator exchanged a token");
     let mut body = issued.response_body();

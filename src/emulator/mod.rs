@@ -1,5 +1,6 @@
-//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) behind it,
-//! for tests and for running without a registration at NHN.
+//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) and
+//! CommunicationParty API v2 behind it, for tests and for running without a registration
+//! at NHN.
 //!
 //! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
 //! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
@@ -12,6 +13,10 @@
 //!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
 //!   with `private_key_jwt` client authentication only;
 //! - `POST /test-token`: user token sets for tests (emulator only, see below).
+//!
+//! The token endpoint takes DPoP proofs (RFC 9449), and the CommunicationParty API v2
+//! on the same listener takes only DPoP-bound tokens: see **DPoP** and
+//! **CommunicationParty API v2** below.
 //!
 //! On the same listener, with the issuer as its base URL ([`Emulator::cpe_base_url`]),
 //! it serves the CPE API as `openapi/cpe.json` describes it:
@@ -88,6 +93,72 @@
 //! the session's scopes, not widen them (`invalid_scope`). [`Emulator::refreshes`]
 //! counts refreshes, [`Emulator::invalid_grants`] every `invalid_grant` answer.
 //!
+//! **DPoP** (RFC 9449). A token request may carry a `DPoP` header with a proof; a client
+//! registered with [`ClientRegistration::require_dpop`] must (`invalid_request`
+//! otherwise). The client assertion is checked first, so it is spent whatever happens to
+//! the proof; then the proof, before the grant (a challenge spends no refresh token). A
+//! proof without the token endpoint's nonce, or with a nonce the emulator did not issue
+//! or no longer accepts, gets HTTP 400 `{"error":"use_dpop_nonce"}` with the nonce in a
+//! `DPoP-Nonce` header; the client retries with a new proof carrying it AND a new client
+//! assertion. Nonces are opaque random strings, replaced every five minutes (the one
+//! replaced is accepted five minutes more), or at once by [`Emulator::rotate_dpop_nonce`].
+//! A proof is refused (`invalid_dpop_proof`, the description naming the check) unless:
+//! it is one JWS in compact form; its header has `typ: dpop+jwt`, an `alg` among RS256,
+//! RS384, RS512, PS256, PS384, PS512, ES256, ES384 and ES512 (the discovery document's
+//! `dpop_signing_alg_values_supported`) that fits the key, no `crit`, and a `jwk` that is
+//! an RSA (at least 2048 bits) or EC public key without private members (`d`, ...); the
+//! signature verifies with that key; `jti` is a non-empty string not seen before with
+//! that key (remembered in memory while the proof could still be accepted); `htm` is the
+//! request's method; `htu` is exactly the URL the request was sent to, as the emulator
+//! knows its own base URL (the issuer, then the path), and has no query (`?`) or fragment
+//! (`#`); `iat` is a number at most 60 seconds old and at most 5 seconds ahead. An
+//! accepted proof makes the access token DPoP-bound, for every grant: it carries
+//! `cnf: {"jkt": <the RFC 7638 thumbprint of the proof's key>}` and the response says
+//! `token_type: "DPoP"` (with a `DPoP-Nonce` header when the proof carried the previous
+//! nonce). A token exchange with a proof binds the new token to the actor's key. A refresh
+//! with a proof binds the session to that key: its later refreshes need a proof by the same
+//! key (`invalid_grant` otherwise), and their tokens are bound too.
+//! [`Emulator::dpop_nonce_challenges`] counts the `use_dpop_nonce` answers (token endpoint
+//! and API), [`Emulator::assertion_jtis`] lists the client assertions' `jti`s.
+//!
+//! **CommunicationParty API v2** ([`CPAPI_SCOPE`], `nhn:cp-api/access-v2-dpop`), with the
+//! issuer as its base URL ([`Emulator::cpapi_base_url`]), serves the same register as CPE
+//! (camelCase JSON, date-times always with their offset):
+//!
+//! - `GET /api/v1/event?fromSequenceNumber=..&maxEvents=..`: `{"results": [Event],
+//!   "count": n}`, the events whose `sequenceNumber` is at least `fromSequenceNumber`
+//!   (a 64-bit integer from 1, default 1), ascending, at most `maxEvents` (1 to 1000,
+//!   default 1000); past the end `results` is empty. An `Event` is
+//!   `{"sequenceNumber", "herId", "eventType", "eventTimestamp"}` with `eventType`
+//!   `CommunicationPartyCreated` or `CommunicationPartyUpdated`. The feed is CPE's: the 487
+//!   seeded events have sequence numbers 1 to 487 in feed order, and each
+//!   [`Emulator::publish_cpe_update`] appends the next ([`Emulator::cpapi_events`]);
+//! - `GET /api/v1/event/latest`: the event with the highest sequence number (404 when
+//!   there is none);
+//! - `GET /api/v1/communicationparty/{herId}`: `{"herId", "name", "displayName", "type"
+//!   (Organization, Person or Service), "organizationNumber", "ediAddress", "validFrom",
+//!   "validTo"}`, with `null` for what a party lacks (persons have no organisation number
+//!   or EDI address; `validTo` is `null` for no end);
+//! - `GET /api/v1/communicationparty/export?includeDeactivated=..`:
+//!   `{"lastSequenceNumber", "count", "communicationParties": [herId]}`, the active
+//!   parties (`validTo` null or in the future), or all with `includeDeactivated=true`;
+//! - `GET /cpapi/openapi.json`: the API's OpenAPI 3.1 document (no token needed; also
+//!   [`cpapi_openapi`]), with a security scheme `DPoP`.
+//!
+//! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
+//! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
+//! above for the request's method at the URL called (without the query), with `ath` =
+//! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
+//! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
+//! missing, Bearer, foreign, expired, unbound or unscoped token) or
+//! `error="invalid_dpop_proof"`, an `error_description` saying what is wrong (never quoting
+//! the token or the proof) and `algs="RS256 ... ES512"`. With
+//! [`EmulatorBuilder::cpapi_require_nonce`], a proof must also carry the API's own nonce,
+//! or the answer is 401 `error="use_dpop_nonce"` with the nonce in `DPoP-Nonce`.
+//! Parameters are read as strictly as CPE's, and a bad one gets 400 (an unknown `herId`
+//! 404) with a ProblemDetails body as `application/problem+json`.
+//! [`Emulator::cpapi_requests`] counts the calls.
+//!
 //! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
 //! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
 //! registered client and its scopes, and optionally a `pid`, a `securityLevel` and the
@@ -120,8 +191,10 @@
 //! ```
 
 mod client_auth;
+mod cpapi;
 mod cpe;
 mod discovery;
+mod dpop;
 mod form;
 mod register;
 mod response;
@@ -135,6 +208,17 @@ mod refresh;
 mod test_token;
 
 pub use self::test_token::TestTokenRequest;
+
+/// The scope a token needs for the CommunicationParty API v2 the emulator serves
+/// (`nhn:cp-api/access-v2-dpop`); tokens with it must be DPoP-bound to be of use.
+pub const CPAPI_SCOPE: &str = cpapi::CPAPI_SCOPE;
+
+/// The OpenAPI document of the CommunicationParty API v2 the emulator serves, as
+/// `GET /cpapi/openapi.json` serves it but without `servers` (which names the running
+/// emulator): OpenAPI 3.1, JSON.
+pub fn cpapi_openapi() -> serde_json::Value {
+    serde_json::to_value(cpapi::document()).unwrap_or_default()
+}
 
 use std::collections::HashMap;
 use std::fmt;
@@ -186,6 +270,7 @@ pub struct ClientRegistration {
     scopes: Vec<String>,
     tenancy: Tenancy,
     audiences: Vec<String>,
+    require_dpop: bool,
 }
 
 impl ClientRegistration {
@@ -199,7 +284,17 @@ impl ClientRegistration {
             scopes: Vec::new(),
             tenancy: Tenancy::Multi,
             audiences: Vec::new(),
+            require_dpop: false,
         }
+    }
+
+    /// Requires DPoP (RFC 9449) of this client, as HelseID's security profile does:
+    /// every token request must carry a `DPoP` header with a proof, or it is refused
+    /// (`invalid_request`), and every token it gets is DPoP-bound. Default: a client
+    /// may send a proof (and then gets DPoP-bound tokens) but need not.
+    pub fn require_dpop(mut self) -> Self {
+        self.require_dpop = true;
+        self
     }
 
     /// Registers the client as an API that exchanges the tokens it receives (RFC 8693),
@@ -235,6 +330,7 @@ pub struct EmulatorBuilder {
     refresh_token_lifetime: Duration,
     bind: SocketAddr,
     cpe_page_size: usize,
+    cpapi_require_nonce: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -245,6 +341,7 @@ impl Default for EmulatorBuilder {
             refresh_token_lifetime: refresh::DEFAULT_LIFETIME,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
+            cpapi_require_nonce: false,
         }
     }
 }
@@ -284,6 +381,16 @@ impl EmulatorBuilder {
     /// Zero is refused by [`start`](Self::start).
     pub fn cpe_page_size(mut self, size: usize) -> Self {
         self.cpe_page_size = size;
+        self
+    }
+
+    /// Whether the CommunicationParty API v2 requires a DPoP nonce of its own: a proof
+    /// without the API's current (or previous) nonce gets 401 with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` and the nonce in `DPoP-Nonce`.
+    /// [`Emulator::rotate_dpop_nonce`] replaces it. Default: `false` (the token
+    /// endpoint always requires its nonce).
+    pub fn cpapi_require_nonce(mut self, require: bool) -> Self {
+        self.cpapi_require_nonce = require;
         self
     }
 
@@ -344,8 +451,9 @@ impl EmulatorBuilder {
         let cpe = cpe::Cpe::new(self.cpe_page_size);
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
-        // Before the router exists, so that no request sees the default lifetime.
+        // Before the router exists, so that no request sees the defaults.
         state.refresh_tokens.set_lifetime(refresh_token_lifetime);
+        state.cpapi.set_require_nonce(self.cpapi_require_nonce);
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
@@ -391,6 +499,8 @@ impl fmt::Debug for Emulator {
             .field("token_requests", &self.token_requests())
             .field("tokens_issued", &self.tokens_issued())
             .field("cpe_requests", &self.cpe_requests())
+            .field("cpapi_requests", &self.cpapi_requests())
+            .field("dpop_nonce_challenges", &self.dpop_nonce_challenges())
             .finish_non_exhaustive()
     }
 }
@@ -548,6 +658,52 @@ impl Emulator {
         self.state.cpe.publish_update(her_id)
     }
 
+    /// The base URL of the CommunicationParty API v2: the issuer (its endpoints share the
+    /// listener), for example `http://127.0.0.1:38421`, without a trailing slash. A
+    /// proof's `htu` is this followed by the path, for example
+    /// `http://127.0.0.1:38421/api/v1/event`.
+    pub fn cpapi_base_url(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// How many requests reached the CommunicationParty API v2's endpoints (`/api/v1/...`),
+    /// whatever their outcome, refused ones included. `/cpapi/openapi.json` is not
+    /// counted.
+    pub fn cpapi_requests(&self) -> u64 {
+        self.state.cpapi.requests()
+    }
+
+    /// How many events the CommunicationParty API v2's feed holds: the CPE feed's events
+    /// (487 when the emulator starts, one more for each
+    /// [`publish_cpe_update`](Self::publish_cpe_update)), with sequence numbers from 1.
+    pub fn cpapi_events(&self) -> usize {
+        self.state.cpe.events()
+    }
+
+    /// How many times a DPoP proof was answered with `use_dpop_nonce`, by the token
+    /// endpoint (HTTP 400) or by the CommunicationParty API v2 (HTTP 401).
+    pub fn dpop_nonce_challenges(&self) -> u64 {
+        self.state.dpop.nonce_challenges()
+    }
+
+    /// Replaces the DPoP nonces of the token endpoint and of the CommunicationParty API
+    /// v2 with fresh ones and forgets the earlier ones, as if their lifetime had passed
+    /// twice: the next proof that carries an earlier nonce is challenged
+    /// (`use_dpop_nonce`). Without this, a nonce is replaced after five minutes and
+    /// accepted for five more.
+    pub fn rotate_dpop_nonce(&self) {
+        self.state.dpop.token_nonces.rotate();
+        self.state.dpop.api_nonces.rotate();
+    }
+
+    /// The `jti`s of the client assertions whose signature verified (the ones that
+    /// reached the replay check, replays included), oldest first; the last 1024 are
+    /// kept. To test that a client signs a new assertion for every request, retries
+    /// included.
+    pub fn assertion_jtis(&self) -> Vec<String> {
+        self.state.assertion_jtis()
+    }
+
     /// Stops the server: no new connections are accepted, requests in flight get up to
     /// five seconds to finish, then the server task is aborted.
     pub async fn shutdown(self) {
@@ -591,6 +747,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         scopes,
         tenancy,
         audiences,
+        require_dpop,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::config("client_id", "must not be empty"));
@@ -631,6 +788,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         tenancy,
         key,
         audiences,
+        require_dpop,
     })
 }
 
@@ -651,5 +809,10 @@ fn router(state: Arc<State>) -> Router {
         .route("/CommunicationPartyExport", get(cpe::export))
         .route("/CommunicationParties/{herId}", get(cpe::party))
         .route("/openapi.json", get(cpe::openapi))
+        .route("/api/v1/event", get(cpapi::events))
+        .route("/api/v1/event/latest", get(cpapi::latest_event))
+        .route("/api/v1/communicationparty/export", get(cpapi::export))
+        .route("/api/v1/communicationparty/{herId}", get(cpapi::party))
+        .route("/cpapi/openapi.json", get(cpapi::openapi))
         .with_state(state)
 }

@@ -46,6 +46,9 @@ pub(crate) struct Session {
     /// The user's claims (`sub`, `helseid://claims/identity/pid`, ...), copied into every
     /// access token of the session.
     pub(crate) user: Map<String, Value>,
+    /// The thumbprint of the DPoP key the session is bound to: set by its first refresh
+    /// with a DPoP proof, and required of every later refresh.
+    pub(crate) jkt: Option<String>,
 }
 
 /// Where a refresh token stands.
@@ -128,14 +131,17 @@ impl RefreshStore {
         })
     }
 
-    /// Redeems a refresh token presented by `client_id`: checks it, lets `scopes` choose
-    /// the access token's scopes from the session's, marks it used and returns the
-    /// session (with the chosen scopes) and the refresh token that replaces it. Nothing
-    /// changes when a check fails, except that a used refresh token revokes its session.
+    /// Redeems a refresh token presented by `client_id` with a DPoP proof by the key
+    /// `jkt` (or none): checks it, lets `scopes` choose the access token's scopes from
+    /// the session's, marks it used and returns the session (with the chosen scopes) and
+    /// the refresh token that replaces it. A session bound to a DPoP key needs a proof by
+    /// that key; an unbound one becomes bound to `jkt`. Nothing changes when a check
+    /// fails, except that a used refresh token revokes its session.
     fn redeem(
         &self,
         refresh_token: &str,
         client_id: &str,
+        jkt: Option<&str>,
         scopes: impl FnOnce(&Session) -> Result<Vec<String>, TokenError>,
     ) -> Result<(Session, NewRefreshToken), TokenError> {
         let now = unix_now();
@@ -177,6 +183,20 @@ impl RefreshStore {
             )));
         }
         let mut session = entry.session.clone();
+        match (session.jkt.as_deref(), jkt) {
+            (Some(bound), Some(jkt)) if bound != jkt => {
+                return Err(TokenError::invalid_grant(
+                    "the refresh_token is bound to another DPoP key: refresh with a proof signed by the key the session is bound to",
+                ));
+            }
+            (Some(_), None) => {
+                return Err(TokenError::invalid_grant(
+                    "the refresh_token is bound to a DPoP key: the refresh needs a DPoP proof signed by that key",
+                ));
+            }
+            (None, Some(jkt)) => session.jkt = Some(jkt.to_owned()),
+            _ => {}
+        }
         let (family, expires_at) = (entry.family, entry.expires_at);
         let chosen = scopes(&session)?;
         let replacement = insert(&mut inner, session.clone(), family, expires_at)?;
@@ -229,11 +249,13 @@ fn insert(
     Ok(token)
 }
 
-/// The `refresh_token` grant, for a client that has authenticated.
+/// The `refresh_token` grant, for a client that has authenticated, with a DPoP proof
+/// by the key `jkt` or none.
 pub(crate) fn refresh(
     state: &State,
     form: &TokenForm,
     client: &AuthenticatedClient<'_>,
+    jkt: Option<&str>,
 ) -> Result<Response, TokenError> {
     let Some(refresh_token) = form.get("refresh_token") else {
         return Err(TokenError::invalid_request("refresh_token is missing"));
@@ -249,7 +271,7 @@ pub(crate) fn refresh(
     let requested = form.get("scope").filter(|s| !s.trim().is_empty());
     let (session, next) = state
         .refresh_tokens
-        .redeem(refresh_token, &client.client.id, |session| {
+        .redeem(refresh_token, &client.client.id, jkt, |session| {
             if client.organisation != unnamed && client.organisation != session.organisation {
                 return Err(TokenError::invalid_grant(
                     "the refresh_token was issued for other organisations than the client assertion's assertion_details names",
@@ -274,7 +296,14 @@ pub(crate) fn refresh(
         })?;
     let mut identity = client_claims(client.client, &session.organisation);
     identity.extend(session.user);
-    let issued = issue_access_token(state, identity, &session.scopes, &[], None)?;
+    let issued = issue_access_token(
+        state,
+        identity,
+        &session.scopes,
+        &[],
+        None,
+        session.jkt.as_deref(),
+    )?;
     state.refreshes.fetch_add(1, Ordering::Relaxed);
     let mut body = issued.response_body();
     if let Value::Object(map) = &mut body {

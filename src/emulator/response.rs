@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::dpop::DPOP_NONCE;
 use crate::error::OAuthError;
 
 /// The longest claim or parameter value quoted in an error description.
@@ -22,12 +23,27 @@ pub(crate) fn quote(value: &str) -> String {
     }
 }
 
+/// Makes a description fit in a quoted-string of a `WWW-Authenticate` challenge: no
+/// quotes or backslashes inside, visible ASCII only.
+pub(crate) fn challenge_text(description: &str) -> String {
+    description
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// A failed token request.
 #[derive(Debug)]
 pub(crate) struct TokenError {
     status: StatusCode,
     code: &'static str,
     description: String,
+    /// The nonce a `use_dpop_nonce` answer hands out in `DPoP-Nonce`.
+    nonce: Option<String>,
 }
 
 impl TokenError {
@@ -36,6 +52,19 @@ impl TokenError {
             status,
             code,
             description: description.into(),
+            nonce: None,
+        }
+    }
+
+    pub(crate) fn invalid_dpop_proof(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
+    }
+
+    /// `use_dpop_nonce`, handing out `nonce` in the `DPoP-Nonce` header.
+    pub(crate) fn use_dpop_nonce(description: impl Into<String>, nonce: String) -> Self {
+        TokenError {
+            nonce: Some(nonce),
+            ..Self::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", description)
         }
     }
 
@@ -91,13 +120,17 @@ impl TokenError {
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        no_store(
+        let mut response = no_store(
             (
                 self.status,
                 Json(OAuthError::new(self.code, self.description)),
             )
                 .into_response(),
-        )
+        );
+        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            response.headers_mut().insert(DPOP_NONCE, nonce);
+        }
+        response
     }
 }
 

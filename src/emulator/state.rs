@@ -1,7 +1,7 @@
 //! The emulator's shared state: registered clients, its signing key, counters, the
 //! replay cache, and the CPE register.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,7 +11,9 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
 use super::Tenancy;
+use super::cpapi::Cpapi;
 use super::cpe::Cpe;
+use super::dpop::Dpop;
 use crate::error::{Error, Result};
 use crate::key::{Algorithm, PublicJwk, SigningKey, b64_decode};
 
@@ -130,6 +132,8 @@ pub(crate) struct RegisteredClient {
     /// The APIs (token audiences) the client is, for token exchange: a subject token is
     /// meant for the client when its `aud` holds one of them.
     pub(crate) audiences: Vec<String>,
+    /// Whether the client's token requests must carry a DPoP proof.
+    pub(crate) require_dpop: bool,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -139,6 +143,7 @@ impl fmt::Debug for RegisteredClient {
             .field("scopes", &self.scopes)
             .field("tenancy", &self.tenancy)
             .field("audiences", &self.audiences)
+            .field("require_dpop", &self.require_dpop)
             .finish_non_exhaustive()
     }
 }
@@ -165,9 +170,19 @@ pub(crate) struct State {
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
     seen_jtis: Mutex<HashMap<String, i64>>,
+    /// The client assertion `jti`s that reached the replay check, oldest first (at most
+    /// [`MAX_ASSERTION_JTIS`]).
+    assertion_jtis: Mutex<VecDeque<String>>,
     /// The CPE API: its register, page size and request counter.
     pub(crate) cpe: Cpe,
+    /// DPoP: nonces, the proof replay store, counters.
+    pub(crate) dpop: Dpop,
+    /// The CommunicationParty API v2 (which serves the CPE register).
+    pub(crate) cpapi: Cpapi,
 }
+
+/// How many client assertion `jti`s [`State::assertion_jtis`] keeps.
+pub(crate) const MAX_ASSERTION_JTIS: usize = 1024;
 
 impl State {
     pub(crate) fn new(
@@ -200,7 +215,12 @@ impl State {
             refresh_tokens: super::refresh::RefreshStore::default(),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
+            assertion_jtis: Mutex::new(VecDeque::new()),
             cpe,
+            dpop: Dpop::new().ok_or(Error::Sign {
+                what: "the emulator's DPoP nonces",
+            })?,
+            cpapi: Cpapi::default(),
         })
     }
 
@@ -222,10 +242,18 @@ impl State {
         *lock(&self.token_delay) = delay;
     }
 
-    /// Records a client assertion's `jti`, to be remembered until `keep_until`.
+    /// Records a client assertion's `jti`, to be remembered until `keep_until`, and in
+    /// [`assertion_jtis`](Self::assertion_jtis).
     /// Returns `false` when it was seen before (a replay). Forgets `jti`s whose time has
     /// passed.
     pub(crate) fn remember_jti(&self, jti: &str, keep_until: i64, now: i64) -> bool {
+        {
+            let mut jtis = lock(&self.assertion_jtis);
+            if jtis.len() >= MAX_ASSERTION_JTIS {
+                jtis.pop_front();
+            }
+            jtis.push_back(jti.to_owned());
+        }
         let mut seen = lock(&self.seen_jtis);
         seen.retain(|_, until| *until >= now);
         if seen.contains_key(jti) {
@@ -233,6 +261,11 @@ impl State {
         }
         seen.insert(jti.to_owned(), keep_until);
         true
+    }
+
+    /// The client assertion `jti`s that reached the replay check, oldest first.
+    pub(crate) fn assertion_jtis(&self) -> Vec<String> {
+        lock(&self.assertion_jtis).iter().cloned().collect()
     }
 
     /// Checks an access token this emulator issued and returns its claims.

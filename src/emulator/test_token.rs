@@ -194,12 +194,13 @@ pub(crate) fn mint(state: &State, request: &TestTokenRequest) -> Result<Value, T
 
     let mut identity = client_claims(client, &organisation);
     identity.extend(user.clone());
-    let issued = issue_access_token(state, identity, &scopes, &[], None)?;
+    let issued = issue_access_token(state, identity, &scopes, &[], None, None)?;
     let refresh = state.refresh_tokens.start(Session {
         client_id: client.id.clone(),
         scopes,
         organisation,
         user,
+        jkt: None,
     })?;
     let mut body = issued.response_body();
     if let Value::Object(map) = &mut body {

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State as Extract;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::Tenancy;
 use super::client_auth::{AuthenticatedClient, authenticate};
+use super::dpop::{DPOP_NONCE, Expected, Proof, ProofError, proof_header};
 use super::form::TokenForm;
 use super::response::{TokenError, no_store, quote};
 use super::state::{RegisteredClient, State, unix_now};
@@ -53,28 +54,77 @@ pub(crate) async fn token(
     }
 }
 
-/// Checks a token request and answers it.
+/// Checks a token request and answers it: the grant type, the client assertion, the
+/// DPoP proof (before the grant, so that a nonce challenge spends no refresh token),
+/// then the grant.
 fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, TokenError> {
     let form = TokenForm::parse(headers, body)?;
-    match form.get("grant_type") {
-        Some("client_credentials") => {
-            let client = authenticate(state, &form)?;
-            client_credentials(state, &form, &client)
+    let grant = match form.get("grant_type") {
+        Some(grant @ ("client_credentials" | TOKEN_EXCHANGE | REFRESH_TOKEN)) => grant,
+        Some(other) => {
+            return Err(TokenError::unsupported_grant_type(format!(
+                "grant_type {} is not supported",
+                quote(other)
+            )));
         }
-        Some(TOKEN_EXCHANGE) => {
-            let actor = authenticate(state, &form)?;
-            exchange::exchange(state, &form, &actor)
+        None => return Err(TokenError::unsupported_grant_type("grant_type is missing")),
+    };
+    let client = authenticate(state, &form)?;
+    let proof = dpop_proof(state, headers, client.client)?;
+    let jkt = proof.as_ref().map(|proof| proof.jkt.as_str());
+    let mut response = match grant {
+        TOKEN_EXCHANGE => exchange::exchange(state, &form, &client, jkt),
+        REFRESH_TOKEN => refresh::refresh(state, &form, &client, jkt),
+        _ => client_credentials(state, &form, &client, jkt),
+    }?;
+    // A proof that carried the previous nonce learns the current one.
+    if let Some(proof) = proof {
+        let current = state.dpop.token_nonces.current();
+        if proof.nonce.as_deref() != Some(current.as_str())
+            && let Ok(current) = HeaderValue::from_str(&current)
+        {
+            response.headers_mut().insert(DPOP_NONCE, current);
         }
-        Some(REFRESH_TOKEN) => {
-            let client = authenticate(state, &form)?;
-            refresh::refresh(state, &form, &client)
-        }
-        Some(other) => Err(TokenError::unsupported_grant_type(format!(
-            "grant_type {} is not supported",
-            quote(other)
-        ))),
-        None => Err(TokenError::unsupported_grant_type("grant_type is missing")),
     }
+    Ok(response)
+}
+
+/// Checks the request's DPoP proof, if it has one: a proof for `POST` at the token
+/// endpoint with the token endpoint's nonce. A client registered to require DPoP must
+/// send one.
+fn dpop_proof(
+    state: &State,
+    headers: &HeaderMap,
+    client: &RegisteredClient,
+) -> Result<Option<Proof>, TokenError> {
+    let refused = |error| match error {
+        ProofError::Invalid(description) => TokenError::invalid_dpop_proof(description),
+        ProofError::UseNonce(description) => {
+            state.dpop.count_challenge();
+            TokenError::use_dpop_nonce(description, state.dpop.token_nonces.current())
+        }
+    };
+    let Some(proof) = proof_header(headers).map_err(refused)? else {
+        if client.require_dpop {
+            return Err(TokenError::invalid_request(format!(
+                "client {} is registered to require DPoP, and the token request has no DPoP \
+                 header: send a DPoP proof",
+                quote(&client.id)
+            )));
+        }
+        return Ok(None);
+    };
+    let expected = Expected {
+        method: "POST",
+        url: &state.token_endpoint,
+        bound_to: None,
+        nonces: Some(&state.dpop.token_nonces),
+    };
+    state
+        .dpop
+        .verify(proof, &expected)
+        .map(Some)
+        .map_err(refused)
 }
 
 /// The `client_credentials` grant.
@@ -82,11 +132,12 @@ fn client_credentials(
     state: &State,
     form: &TokenForm,
     client: &AuthenticatedClient<'_>,
+    jkt: Option<&str>,
 ) -> Result<Response, TokenError> {
     let scopes = granted_scopes(form.get("scope"), client.client)?;
     let resources = resources(form)?;
     let identity = client_claims(client.client, &client.organisation);
-    let issued = issue_access_token(state, identity, &scopes, resources, None)?;
+    let issued = issue_access_token(state, identity, &scopes, resources, None, jkt)?;
     Ok(token_response(issued.response_body()))
 }
 
@@ -194,6 +245,8 @@ pub(crate) struct IssuedToken {
     pub(crate) expires_in: i64,
     /// The granted scopes, space separated.
     pub(crate) scope: String,
+    /// `DPoP` for a token bound to a DPoP key, `Bearer` otherwise.
+    pub(crate) token_type: &'static str,
 }
 
 impl IssuedToken {
@@ -201,7 +254,7 @@ impl IssuedToken {
     pub(crate) fn response_body(self) -> Value {
         json!({
             "access_token": self.access_token,
-            "token_type": "Bearer",
+            "token_type": self.token_type,
             "expires_in": self.expires_in,
             "scope": self.scope,
         })
@@ -211,13 +264,15 @@ impl IssuedToken {
 /// Signs an access token: `identity` (whose token it is: client and user claims) plus
 /// `iss`, `aud` (the APIs of the scopes, then the resources), `scope`, `iat`, `nbf`,
 /// `exp` and `jti`. `exp` is `now` plus the access token lifetime, or `not_after` when
-/// that is earlier.
+/// that is earlier. With `jkt` (the thumbprint of a DPoP proof's key) the token is bound
+/// to that key: `cnf: {"jkt": ..}`, and its type is `DPoP`.
 pub(crate) fn issue_access_token(
     state: &State,
     identity: Map<String, Value>,
     scopes: &[String],
     resources: &[String],
     not_after: Option<i64>,
+    jkt: Option<&str>,
 ) -> Result<IssuedToken, TokenError> {
     let mut audiences: Vec<&str> = Vec::new();
     for aud in scopes
@@ -254,6 +309,9 @@ pub(crate) fn issue_access_token(
     ] {
         claims.insert(name.into(), value);
     }
+    if let Some(jkt) = jkt {
+        claims.insert("cnf".into(), json!({ "jkt": jkt }));
+    }
     let access_token = state
         .signing_key
         .sign_jwt("at+jwt", &claims)
@@ -273,6 +331,7 @@ pub(crate) fn issue_access_token(
         access_token,
         expires_in: exp.saturating_sub(now),
         scope,
+        token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
     })
 }
 

@@ -295,3 +295,167 @@ pub fn assert_refused(result: &(StatusCode, Value), code: &str, fragment: &str, 
         }
     }
 }
+
+/// The CommunicationParty API v2 scope (DPoP-bound tokens only).
+pub const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
+
+/// The `DPoP` request header.
+pub const DPOP: &str = "dpop";
+
+/// The `DPoP-Nonce` response header.
+pub const DPOP_NONCE: &str = "dpop-nonce";
+
+/// A fresh P-256 key for DPoP proofs.
+pub fn dpop_key() -> SigningKey {
+    SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("EC key"))
+        .expect("signing key")
+}
+
+/// DPoP proof claims for `method` at `htu`: a fresh `jti`, `iat` now, and `nonce` when
+/// given.
+pub fn proof_claims(method: &str, htu: &str, nonce: Option<&str>) -> Value {
+    let mut claims = json!({"jti": random_jti(), "htm": method, "htu": htu, "iat": now()});
+    if let Some(nonce) = nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    claims
+}
+
+/// Signs DPoP proof claims: `typ: dpop+jwt`, the public key as `jwk`.
+pub fn sign_proof(key: &SigningKey, claims: &Value) -> String {
+    key.sign_jwt_with_jwk("dpop+jwt", claims).expect("sign")
+}
+
+/// `base64url(SHA-256(token))`: a proof's `ath`.
+pub fn ath(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// Requests a token with the client credentials grant, with `DPoP: <proof>` when given;
+/// returns status, headers and JSON body.
+pub async fn request_token_with_proof(
+    emulator: &Emulator,
+    client: &TestClient,
+    assertion: &str,
+    proof: Option<&str>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Value) {
+    let mut fields = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client.id.as_str()),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    fields.extend_from_slice(extra);
+    post_form_with_proof(&emulator.token_endpoint(), &fields, proof).await
+}
+
+/// Posts a form with `DPoP: <proof>` when given; returns status, headers and JSON body.
+pub async fn post_form_with_proof(
+    url: &str,
+    fields: &[(&str, &str)],
+    proof: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(proof) = proof {
+        request = request.header(DPOP, proof);
+    }
+    let request = request
+        .body(Full::new(Bytes::from(form_body(fields))))
+        .expect("request");
+    let (status, headers, body) = send(request).await;
+    (status, headers, json_body(&body))
+}
+
+/// The token endpoint's current DPoP nonce: what a token request with a proof without
+/// a nonce is told (the client's assertion is spent on it).
+pub async fn token_endpoint_nonce(emulator: &Emulator, client: &TestClient) -> String {
+    let proof = sign_proof(
+        &dpop_key(),
+        &proof_claims("POST", &emulator.token_endpoint(), None),
+    );
+    let (status, headers, body) = request_token_with_proof(
+        emulator,
+        client,
+        &client.assertion(emulator),
+        Some(&proof),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "use_dpop_nonce", "{body}");
+    headers[DPOP_NONCE].to_str().expect("ASCII").to_owned()
+}
+
+/// A DPoP-bound access token for `client`, bound to `key`, for `scope` (all of the
+/// client's scopes when empty): the nonce handshake, then a new assertion and proof.
+pub async fn dpop_access_token(
+    emulator: &Emulator,
+    client: &TestClient,
+    key: &SigningKey,
+    scope: &str,
+) -> String {
+    let nonce = token_endpoint_nonce(emulator, client).await;
+    let proof = sign_proof(
+        key,
+        &proof_claims("POST", &emulator.token_endpoint(), Some(&nonce)),
+    );
+    let extra: &[(&str, &str)] = if scope.is_empty() {
+        &[]
+    } else {
+        &[("scope", scope)]
+    };
+    let (status, _, body) = request_token_with_proof(
+        emulator,
+        client,
+        &client.assertion(emulator),
+        Some(&proof),
+        extra,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// GETs `url` with `Authorization: <authorization>` and `DPoP: <proof>` when given;
+/// returns the status, the headers and the JSON body (`Value::Null` for an empty body).
+pub async fn get_with_proof(
+    url: &str,
+    authorization: Option<&str>,
+    proof: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = Request::builder().uri(url);
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization);
+    }
+    if let Some(proof) = proof {
+        request = request.header(DPOP, proof);
+    }
+    let (status, headers, body) =
+        send(request.body(Full::new(Bytes::new())).expect("request")).await;
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        json_body(&body)
+    };
+    (status, headers, body)
+}
+
+/// Asserts that `text` quotes none of `secrets` (tokens, proofs, assertions, or their
+/// long parts).
+#[track_caller]
+pub fn assert_quotes_no_secret(text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        for part in secret.split('.').filter(|p| p.len() >= 16) {
+            assert!(!text.contains(part), "{text:?} quotes a secret");
+        }
+    }
+}
