@@ -168,6 +168,7 @@ impl Client {
 /// # Example
 /// ```
 /// use helseid::config::ClientConfig;
+/// use helseid::cpapi::ClientInfo;
 /// use helseid::key::{Algorithm, PrivateJwk};
 ///
 /// # fn run() -> helseid::Result<()> {
