@@ -1,6 +1,7 @@
-//! The cost of one client assertion (claims, a fresh `jti`, one signature), per key type.
+//! The cost of one client assertion (claims, a fresh `jti`, one signature), per key type,
+//! and of one DPoP proof (the same, plus `htu` from the request URL and `ath`).
 //!
-//! Run: `cargo bench --bench assertion`
+//! Run: `cargo bench --bench assertion` (proofs only: `cargo bench --bench assertion -- dpop_proof`)
 //!
 //! For comparison it also signs the same claims with `jsonwebtoken::encode`, which parses
 //! the DER key again on every call; this crate keeps the parsed aws-lc key instead.
@@ -15,6 +16,7 @@ use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use criterion::{Criterion, criterion_group, criterion_main};
 use helseid::assertion::{ClientAssertion, Tenant};
+use helseid::dpop::DpopKey;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 
 fn assertions(jwk: PrivateJwk) -> ClientAssertion {
@@ -51,6 +53,35 @@ fn client_assertion(c: &mut Criterion) {
     group.finish();
 }
 
+fn dpop_proof(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dpop_proof");
+    let uri: http::Uri = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequenceNumber=1"
+        .parse()
+        .expect("uri");
+    // A 900-character token, as HelseID's are: `ath` hashes it for every proof.
+    let token = "x".repeat(900);
+    let cases = [
+        ("P-256 ES256 (default)", DpopKey::generate()),
+        (
+            "RSA-4096 RS512",
+            PrivateJwk::generate_rsa(4096, Algorithm::RS512)
+                .and_then(|jwk| DpopKey::from_jwk(&jwk)),
+        ),
+    ];
+    for (name, key) in cases {
+        let key = key.expect("key");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(
+                    key.proof(&http::Method::GET, &uri, Some(&token))
+                        .expect("proof"),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn jsonwebtoken_baseline(c: &mut Criterion) {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let claims = serde_json::json!({
@@ -78,5 +109,5 @@ fn jsonwebtoken_baseline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, client_assertion, jsonwebtoken_baseline);
+criterion_group!(benches, client_assertion, dpop_proof, jsonwebtoken_baseline);
 criterion_main!(benches);

@@ -11,6 +11,9 @@
 //!   8 tasks, over one key and over 10,000 tenants.
 //! - `layer_hits`: requests per second through the layer's hot path (and, for
 //!   comparison, through the static bearer) from 1, 2 and 8 tasks.
+//! - `layer_hits_dpop`: requests per second to an absolute URL through the warm layer
+//!   with Bearer tokens and with DPoP (a fresh P-256 proof per request), from 1 and 2
+//!   tasks.
 //! - `cold_start`: 10,000 concurrent requests through a fresh layer against the
 //!   emulator's token endpoint over HTTP on 127.0.0.1, with a 50 ms token delay: the
 //!   time until all are served, and exactly one token request per run.
@@ -26,6 +29,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use helseid::assertion::Tenant;
 use helseid::auth::HelseIdLayer;
 use helseid::cache::{FetchToken, TokenCache};
+use helseid::dpop::DpopKey;
 use helseid::endpoint::TokenRequest;
 use helseid::token::{AccessToken, TokenType};
 use http::{HeaderValue, Request, Response, header};
@@ -51,12 +55,17 @@ fn bearer_token() -> Arc<str> {
     token.into()
 }
 
-/// A token source that answers at once with `token`, valid for an hour.
+/// A token source that answers at once with `token`, valid for an hour: a DPoP token
+/// when the request asks for one.
 fn source(token: Arc<str>) -> impl FetchToken + Clone {
-    move |_request: TokenRequest| {
+    move |request: TokenRequest| {
+        let token_type = match request.dpop() {
+            Some(_) => TokenType::DPoP,
+            None => TokenType::Bearer,
+        };
         std::future::ready(AccessToken::new(
             token.to_string(),
-            TokenType::Bearer,
+            token_type,
             Duration::from_secs(3600),
         ))
     }
@@ -295,6 +304,7 @@ fn bench_hits<S>(
     name: String,
     tasks: usize,
     svc: &S,
+    request: fn() -> Request<()>,
 ) where
     S: tower::Service<Request<()>> + Clone + Send + 'static,
     S::Future: Send,
@@ -307,12 +317,7 @@ fn bench_hits<S>(
                 let svc = svc.clone();
                 async move {
                     for _ in 0..n {
-                        black_box(
-                            svc.clone()
-                                .oneshot(Request::new(()))
-                                .await
-                                .expect("response"),
-                        );
+                        black_box(svc.clone().oneshot(request()).await.expect("response"));
                     }
                 }
             })
@@ -347,6 +352,7 @@ fn layer_hits(c: &mut Criterion) {
             format!("static_bearer/{tasks} tasks"),
             tasks,
             &static_bearer,
+            Request::default,
         );
         bench_hits(
             &mut group,
@@ -354,10 +360,73 @@ fn layer_hits(c: &mut Criterion) {
             format!("helseid/{tasks} tasks"),
             tasks,
             &helseid,
+            Request::default,
         );
     }
     group.finish();
     assert_eq!(layer.cache().stats().fetches, 1, "every request was a hit");
+}
+
+/// A request to an absolute URL with a query, as a client sends it.
+fn api_request() -> Request<()> {
+    Request::get("https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequenceNumber=1")
+        .body(())
+        .expect("request")
+}
+
+fn layer_hits_dpop(c: &mut Criterion) {
+    let rt = two_workers();
+    let token = bearer_token();
+    let bearer = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .build();
+    let dpop = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .dpop(DpopKey::generate().expect("key"))
+        .build();
+    let services = [("bearer", bearer.clone()), ("dpop", dpop.clone())].map(|(name, layer)| {
+        (
+            name,
+            ServiceBuilder::new()
+                .layer(layer)
+                .service(tower::service_fn(echo)),
+        )
+    });
+    // Checks, once, that the DPoP layer sends the DPoP scheme and a proof.
+    let seen = rt
+        .block_on(
+            ServiceBuilder::new()
+                .layer(dpop.clone())
+                .service_fn(|request: Request<()>| async move {
+                    Ok::<_, Infallible>(Response::new(request.headers().clone()))
+                })
+                .oneshot(api_request()),
+        )
+        .expect("response")
+        .into_body();
+    assert!(seen[header::AUTHORIZATION].as_bytes().starts_with(b"DPoP "));
+    assert!(seen.contains_key("dpop"));
+
+    let mut group = c.benchmark_group("layer_hits_dpop");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for tasks in [1, 2] {
+        for (name, service) in &services {
+            bench_hits(
+                &mut group,
+                &rt,
+                format!("{name}/{tasks} tasks"),
+                tasks,
+                service,
+                api_request,
+            );
+        }
+    }
+    group.finish();
+    assert_eq!(bearer.cache().stats().fetches, 1, "every request was a hit");
+    assert_eq!(dpop.cache().stats().fetches, 1, "every request was a hit");
 }
 
 #[cfg(feature = "emulator")]
@@ -448,5 +517,12 @@ fn cold_start(_c: &mut Criterion) {
     eprintln!("cold_start needs the `emulator` feature");
 }
 
-criterion_group!(benches, hot_path, cache_hits, layer_hits, cold_start);
+criterion_group!(
+    benches,
+    hot_path,
+    cache_hits,
+    layer_hits,
+    layer_hits_dpop,
+    cold_start
+);
 criterion_main!(benches);

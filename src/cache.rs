@@ -49,6 +49,7 @@ use futures_util::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
 use crate::assertion::Tenant;
+use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
 use crate::exchange::SubjectToken;
@@ -108,6 +109,8 @@ pub struct CacheKey {
     tenant: Option<Tenant>,
     /// A token exchange's subject token, compared by its SHA-256 fingerprint.
     subject: Option<SubjectToken>,
+    /// The DPoP key a token is bound to, compared by its thumbprint.
+    dpop: Option<DpopKey>,
     partition: u64,
 }
 
@@ -125,6 +128,7 @@ impl CacheKey {
             resource: request.resource().map(Into::into),
             tenant: request.tenant().copied(),
             subject: request.subject().cloned(),
+            dpop: request.dpop().cloned(),
             partition: 0,
         }
     }
@@ -149,6 +153,9 @@ impl CacheKey {
         }
         if let Some(subject) = &self.subject {
             request = request.with_subject(subject.clone());
+        }
+        if let Some(key) = &self.dpop {
+            request = request.with_dpop(key.clone());
         }
         request
     }
@@ -749,7 +756,22 @@ mod tests {
             .await
             .expect("d");
         assert_ne!(a.secret(), d.secret(), "another resource, another token");
-        assert_eq!(source.calls.load(Ordering::SeqCst), 3);
+        let key = DpopKey::generate().expect("dpop key");
+        let bound = TokenRequest::client_credentials(["a", "b"]).with_dpop(key.clone());
+        let e = cache.get(&source, &bound).await.expect("e");
+        assert_ne!(
+            a.secret(),
+            e.secret(),
+            "a DPoP-bound token is not a Bearer token"
+        );
+        let again = TokenRequest::client_credentials(["a", "b"]).with_dpop(key);
+        let f = cache.get(&source, &again).await.expect("f");
+        assert_eq!(e.secret(), f.secret(), "the same DPoP key, the same token");
+        let other = TokenRequest::client_credentials(["a", "b"])
+            .with_dpop(DpopKey::generate().expect("another key"));
+        let g = cache.get(&source, &other).await.expect("g");
+        assert_ne!(e.secret(), g.secret(), "another DPoP key, another token");
+        assert_eq!(source.calls.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,7 @@ use zeroize::Zeroizing;
 
 use crate::assertion::{ASSERTION_TYPE, ClientAssertion, Tenant};
 use crate::config::{ClientConfig, check_url};
+use crate::dpop::{DPOP, DpopKey, Target};
 use crate::error::{BoxError, Error, OAuthError, Result};
 use crate::exchange::{ACCESS_TOKEN_TYPE, SubjectToken, TOKEN_EXCHANGE_GRANT};
 use crate::key::json_error_without_input;
@@ -114,6 +115,7 @@ pub struct TokenRequest {
     tenant: Option<Tenant>,
     subject: Option<SubjectToken>,
     refresh_token: Option<RefreshToken>,
+    dpop: Option<DpopKey>,
 }
 
 impl TokenRequest {
@@ -154,6 +156,7 @@ impl TokenRequest {
             tenant: None,
             subject: None,
             refresh_token: None,
+            dpop: None,
         }
     }
 
@@ -198,6 +201,19 @@ impl TokenRequest {
     /// The tenant acted for.
     pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_ref()
+    }
+
+    /// Asks for a DPoP-bound token (RFC 9449): the request carries a proof made with
+    /// `key`, HelseID's nonce challenge is answered, and the token that comes back must
+    /// be `token_type: DPoP`.
+    pub fn with_dpop(mut self, key: DpopKey) -> Self {
+        self.dpop = Some(key);
+        self
+    }
+
+    /// The DPoP key the token is to be bound to.
+    pub fn dpop(&self) -> Option<&DpopKey> {
+        self.dpop.as_ref()
     }
 }
 
@@ -418,18 +434,20 @@ impl TokenEndpoint {
                     .header(header::ACCEPT, "application/json")
                     .body(Full::new(Bytes::new()))
                     .map_err(|e| Error::config("authority", e.to_string()))?;
-                let (status, content_type, body) = self.send(DISCOVERY, request).await?;
+                let answer = self.send(DISCOVERY, request).await?;
+                let (status, content_type, body) =
+                    (answer.status, answer.content_type(), &answer.body);
                 if !status.is_success() {
                     return Err(invalid(DISCOVERY, status, "expected HTTP 200"));
                 }
-                let doc: Discovery = serde_json::from_slice(&body).map_err(|e| {
+                let doc: Discovery = serde_json::from_slice(body).map_err(|e| {
                     invalid(
                         DISCOVERY,
                         status,
                         format!(
                             "{} ({})",
                             json_error_without_input(&e),
-                            describe(content_type.as_deref())
+                            describe(content_type)
                         ),
                     )
                 })?;
@@ -513,8 +531,74 @@ impl TokenEndpoint {
             }
         };
         let url = self.token_endpoint().await?;
+        let target = match &request.dpop {
+            Some(key) => {
+                self.check_dpop_algorithm(key)?;
+                Some(Target::from_url(&url)?)
+            }
+            None => None,
+        };
+        let mut challenged = false;
+        loop {
+            // A new assertion and a new proof every time: HelseID refuses a `jti` it
+            // has seen, so the retry after a nonce challenge signs both again.
+            let http_request =
+                self.token_http_request(request, &url, grant_token, target.as_ref())?;
+            let answer = self.send(TOKEN_ENDPOINT, http_request).await?;
+            tracing::Span::current().record("status", answer.status.as_u16());
+            let mut fresh_nonce = false;
+            if let (Some(key), Some(target)) = (&request.dpop, &target) {
+                fresh_nonce = key.remember_nonce(target, &answer.headers);
+            }
+            let result = parse_token_response(answer.status, answer.content_type(), &answer.body)
+                .and_then(|token| bound_as_asked(token, request, answer.status));
+            match result {
+                Err(e)
+                    if !challenged
+                        && fresh_nonce
+                        && e.oauth_error().is_some_and(|e| e.error == "use_dpop_nonce") =>
+                {
+                    tracing::debug!("the token endpoint asked for a DPoP nonce: retrying once");
+                    challenged = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "token request failed");
+                    return Err(e);
+                }
+                Ok(token) => return Ok(token),
+            }
+        }
+    }
+
+    /// Refuses a DPoP key whose algorithm the discovery document (when it was read)
+    /// does not list in `dpop_signing_alg_values_supported`.
+    fn check_dpop_algorithm(&self, key: &DpopKey) -> Result<()> {
+        let Some(discovery) = self.inner.discovery.get() else {
+            return Ok(());
+        };
+        let supported = &discovery.dpop_signing_alg_values_supported;
+        let alg = key.algorithm().as_str();
+        if supported.is_empty() || supported.iter().any(|a| a == alg) {
+            return Ok(());
+        }
+        Err(Error::Dpop {
+            reason: format!(
+                "the issuer accepts DPoP proofs signed with {}, not {alg}",
+                supported.join(", ")
+            ),
+        })
+    }
+
+    /// The HTTP request for `request`, with a new client assertion and, for DPoP, a new
+    /// proof carrying the server's last nonce.
+    fn token_http_request(
+        &self,
+        request: &TokenRequest,
+        url: &str,
+        grant_token: Option<(&str, &str)>,
+        target: Option<&Target>,
+    ) -> Result<Request<Full<Bytes>>> {
         let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
-        // The serializer is not `Send`: keep it out of the awaits.
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
             form.append_pair("grant_type", request.grant.grant_type())
@@ -535,28 +619,23 @@ impl TokenEndpoint {
             }
             Zeroizing::new(form.finish())
         };
-        let http_request = Request::builder()
+        let mut builder = Request::builder()
             .method(Method::POST)
-            .uri(&*url)
+            .uri(url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-            .map_err(|e| Error::config("tokenEndpoint", e.to_string()))?;
-        let (status, content_type, body) = self.send(TOKEN_ENDPOINT, http_request).await?;
-        tracing::Span::current().record("status", status.as_u16());
-        let result = parse_token_response(status, content_type.as_deref(), &body);
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "token request failed");
+            .header(header::ACCEPT, "application/json");
+        if let (Some(key), Some(target)) = (&request.dpop, target) {
+            let nonce = key.nonce(target);
+            let proof = key.sign(&Method::POST, target, nonce.as_deref(), None)?;
+            builder = builder.header(DPOP, proof.into_header_value());
         }
-        result
+        builder
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .map_err(|e| Error::config("tokenEndpoint", e.to_string()))
     }
 
     /// Sends `request` through the HTTP service under the timeout, and reads the body.
-    async fn send(
-        &self,
-        endpoint: &'static str,
-        request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Option<String>, Bytes)> {
+    async fn send(&self, endpoint: &'static str, request: Request<Full<Bytes>>) -> Result<Answer> {
         let exchange = async {
             let response = self
                 .inner
@@ -568,14 +647,13 @@ impl TokenEndpoint {
                     endpoint,
                     source: shared(source),
                 })?;
-            let status = response.status();
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = read_limited(response.into_body(), endpoint, status).await?;
-            Ok((status, content_type, body))
+            let (parts, body) = response.into_parts();
+            let body = read_limited(body, endpoint, parts.status).await?;
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
         tokio::time::timeout(self.inner.timeout, exchange)
             .await
@@ -584,6 +662,41 @@ impl TokenEndpoint {
                 after: self.inner.timeout,
             })?
     }
+}
+
+/// A server's whole answer.
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `token`, when it is bound as `request` asked: a DPoP request must get a DPoP token
+/// (a Bearer token sent with `Authorization: DPoP` would fail at every API).
+fn bound_as_asked(
+    token: AccessToken,
+    request: &TokenRequest,
+    status: StatusCode,
+) -> Result<AccessToken> {
+    if request.dpop.is_some() && *token.token_type() != TokenType::DPoP {
+        return Err(invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!(
+                "a DPoP-bound token was asked for, and the answer is token_type `{}`",
+                token.token_type().scheme()
+            ),
+        ));
+    }
+    Ok(token)
 }
 
 /// Reads a whole body of at most `MAX_BODY` bytes.

@@ -89,6 +89,14 @@ pub enum Error {
         source: SharedError,
     },
 
+    /// A DPoP proof cannot be made for this request (a URL that is not absolute, say),
+    /// or the token endpoint did not bind the token to the DPoP key.
+    #[error("dpop: {reason}")]
+    Dpop {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The subject token of a token exchange is missing or unusable (see
     /// [`SubjectToken`](crate::exchange::SubjectToken)).
     #[error("cannot exchange the subject token: {reason}")]

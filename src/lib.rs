@@ -78,6 +78,7 @@ pub mod cpapi;
 #[cfg(feature = "cpe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cpe")))]
 pub mod cpe;
+pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod exchange;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use futures_util::TryStreamExt;
 use helseid::assertion::Tenant;
 use helseid::config::{Authority, ClientConfig, Environment};
+use helseid::dpop::DpopKey;
 use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
@@ -19,6 +20,10 @@ use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
+/// The scope of NHN's CommunicationParty API v2 (DPoP-bound tokens only).
+const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
+/// CP API v2 in HelseID's test environment (no production URL is published).
+const CPAPI_TEST_URL: &str = "https://cpapi.test.grunndata.nhn.no";
 /// The client id of the client the embedded emulator registers.
 const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
 
@@ -95,6 +100,14 @@ struct TokenArgs {
     /// Print the token's header and claims instead of the token.
     #[arg(long)]
     decode: bool,
+    /// Ask for a DPoP-bound token (RFC 9449) with a new P-256 key, answering HelseID's
+    /// nonce challenge, and print a sample DPoP proof on the line after the token.
+    #[arg(long)]
+    dpop: bool,
+    /// The URL the sample proof is for (its `htu`, without the query). Default: CP API
+    /// v2's event feed in the authority's environment.
+    #[arg(long, value_name = "URL", requires = "dpop")]
+    proof_url: Option<String>,
     /// Renew a user's access token from the token set in FILE (refresh_token grant),
     /// and write the rotated set back to FILE.
     #[arg(
@@ -180,7 +193,7 @@ async fn start_demo(bind: SocketAddr) -> Result<Demo, helseid::Error> {
     let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
     let emulator = Emulator::builder()
         .bind(bind)
-        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([CPE_SCOPE]))
+        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([CPE_SCOPE, CPAPI_SCOPE]))
         .start()
         .await?;
     Ok(Demo { emulator, jwk })
@@ -340,6 +353,18 @@ async fn token(args: TokenArgs) -> CliResult {
     } else {
         args.scopes.clone()
     };
+    let dpop = if args.dpop {
+        let url = match &args.proof_url {
+            Some(url) => url.clone(),
+            None => format!("{}/api/v1/event", cpapi_base_url(&config)?),
+        };
+        let url: http::Uri = url
+            .parse()
+            .map_err(|e| format!("--proof-url `{url}` is not a URL: {e}"))?;
+        Some((DpopKey::generate()?, url))
+    } else {
+        None
+    };
     let endpoint = TokenEndpoint::new(config)?;
     let token = match &args.refresh_token_file {
         Some(path) => refresh_from_file(endpoint, path, &args.scopes).await?,
@@ -348,18 +373,50 @@ async fn token(args: TokenArgs) -> CliResult {
             if let Some(tenant) = tenant {
                 request = request.with_tenant(tenant);
             }
+            if let Some((key, _)) = &dpop {
+                request = request.with_dpop(key.clone());
+            }
             endpoint.request(&request).await?
         }
     };
+    let proof = match &dpop {
+        Some((key, url)) => Some(key.proof(&http::Method::GET, url, Some(token.secret()))?),
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
-    if args.decode {
-        let (header, claims) = decode_jwt(token.secret())?;
-        writeln!(out, "{}", serde_json::to_string_pretty(&header)?)?;
-        writeln!(out, "{}", serde_json::to_string_pretty(&claims)?)?;
-    } else {
-        writeln!(out, "{}", token.secret())?;
+    for jwt in std::iter::once(token.secret()).chain(proof.as_ref().map(|p| p.as_str())) {
+        if args.decode {
+            let (header, claims) = decode_jwt(jwt)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&header)?)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&claims)?)?;
+        } else {
+            writeln!(out, "{jwt}")?;
+        }
+    }
+    out.flush()?;
+    if let Some(proof) = &proof {
+        eprintln!(
+            "helseid: a DPoP-bound token, then a DPoP proof for GET {}: send both once, within a minute, as `Authorization: DPoP <token>` and `DPoP: <proof>`",
+            proof.htu()
+        );
     }
     Ok(())
+}
+
+/// CP API v2 in the environment of `config`'s authority: the emulator itself, or NHN's
+/// test environment.
+fn cpapi_base_url(config: &ClientConfig) -> Result<String, String> {
+    let issuer = config.authority().issuer();
+    if issuer == Environment::Test.issuer() {
+        Ok(CPAPI_TEST_URL.to_owned())
+    } else if issuer.starts_with("http://") {
+        // Only a loopback authority may be http: the emulator, which serves CP API v2.
+        Ok(issuer.to_owned())
+    } else {
+        Err(format!(
+            "no CP API v2 URL is known for the authority {issuer}: give --proof-url"
+        ))
+    }
 }
 
 /// Renews the access token of the set in `path` and writes the rotated set back.

@@ -14,6 +14,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -66,6 +67,8 @@ pub struct AccessToken {
     refresh_token: Option<RefreshToken>,
     refresh_token_expires_at: Option<Instant>,
     authorization: HeaderValue,
+    /// The DPoP `ath` (SHA-256 of the token), computed on first use.
+    ath: OnceLock<String>,
 }
 
 impl fmt::Debug for AccessToken {
@@ -101,6 +104,7 @@ impl AccessToken {
             refresh_token: None,
             refresh_token_expires_at: None,
             authorization,
+            ath: OnceLock::new(),
         })
     }
 
@@ -170,6 +174,11 @@ impl AccessToken {
     /// sensitive so that HTTP/2 never indexes it and `Debug` hides it.
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// The token's hash for DPoP proofs (`ath`, RFC 9449 section 4.2).
+    pub(crate) fn ath(&self) -> &str {
+        self.ath.get_or_init(|| crate::dpop::ath(&self.secret))
     }
 }
 

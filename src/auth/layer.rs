@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use super::HelseId;
 use crate::assertion::Tenant;
 use crate::cache::{CacheKey, Entry, FetchToken, TokenCache};
+use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
 use crate::exchange::SubjectToken;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) retry_on_invalid_token: bool,
     /// Token exchange: each request's [`SubjectToken`] is exchanged.
     pub(crate) exchanges: bool,
+    /// DPoP: tokens are bound to this key, and every request carries a proof.
+    pub(crate) dpop: Option<DpopKey>,
 }
 
 /// The layer's own token while it is not due for a refresh. A timer task removes it
@@ -97,12 +100,12 @@ impl Shared {
     }
 
     /// The token for `tenant` and `subject` (or the layer's own), through the cache.
-    pub(crate) async fn header(
+    pub(crate) async fn entry(
         self: &Arc<Self>,
         tenant: Option<Tenant>,
         subject: Option<&SubjectToken>,
-    ) -> Result<HeaderValue> {
-        let entry = match (tenant, subject) {
+    ) -> Result<Arc<Entry>> {
+        Ok(match (tenant, subject) {
             (None, None) => {
                 if self.exchanges {
                     return Err(Error::SubjectToken {
@@ -117,8 +120,7 @@ impl Shared {
                 let key = self.key(tenant, subject);
                 self.cache.entry(&self.source, &key).await?
             }
-        };
-        Ok(entry.token.authorization().clone())
+        })
     }
 
     /// Forgets the token that was sent as `sent`, if it is still the current one.
@@ -229,13 +231,28 @@ impl HelseIdLayerBuilder {
         self.grant(Grant::TokenExchange, scopes)
     }
 
-    /// The request with `grant` and `scopes`, keeping the resource.
+    /// The request with `grant` and `scopes`, keeping the resource and DPoP key.
     fn grant(mut self, grant: Grant, scopes: Vec<String>) -> Self {
         let mut request = TokenRequest::with_grant(grant, scopes);
         if let Some(resource) = self.request.resource() {
             request = request.with_resource(resource);
         }
+        if let Some(key) = self.request.dpop() {
+            request = request.with_dpop(key.clone());
+        }
         self.request = request;
+        self
+    }
+
+    /// DPoP (RFC 9449) with `key`, usually [`DpopKey::generate`]: tokens are asked for
+    /// bound to the key (answering HelseID's nonce challenge) and cached per key, and
+    /// every request gets `Authorization: DPoP <token>` and a fresh `DPoP` proof for
+    /// its method and URL (which must be absolute). An API's `401` with
+    /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a `DPoP-Nonce` is answered
+    /// once with a new proof carrying the nonce, when the body can be replayed.
+    /// Default: off (Bearer tokens).
+    pub fn dpop(mut self, key: DpopKey) -> Self {
+        self.request = self.request.with_dpop(key);
         self
     }
 
@@ -276,6 +293,7 @@ impl HelseIdLayerBuilder {
                 front: ArcSwapOption::empty(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
                 exchanges,
+                dpop: self.request.dpop().cloned(),
             }),
         }
     }

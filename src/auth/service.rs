@@ -11,6 +11,8 @@ use tower_service::Service;
 use super::ResponseFuture;
 use super::layer::{HelseIdLayer, Shared};
 use crate::assertion::Tenant;
+use crate::cache::Entry;
+use crate::dpop::{self, DPOP, DpopKey, Target};
 use crate::endpoint::TokenEndpoint;
 use crate::error::BoxError;
 use crate::exchange::SubjectToken;
@@ -203,45 +205,120 @@ where
         } else {
             None
         };
-        let fast = if tenant.is_none() && !shared.exchanges {
+        let fast = if tenant.is_none() && !shared.exchanges && shared.dpop.is_none() {
             shared.fast_header()
         } else {
             None
         };
         ResponseFuture::new(async move {
-            let sent = match fast {
-                Some(value) => value,
-                None => shared
-                    .header(tenant, subject.as_ref())
-                    .await
-                    .map_err(BoxError::from)?,
+            let (sent, proofs) = match fast {
+                Some(value) => (value, None),
+                None => {
+                    let entry = shared
+                        .entry(tenant, subject.as_ref())
+                        .await
+                        .map_err(BoxError::from)?;
+                    let proofs = Proofs::new(&shared, request.uri(), &entry)?;
+                    (entry.token.authorization().clone(), proofs)
+                }
             };
-            let replay = if shared.retry_on_invalid_token {
+            let replay = if shared.retry_on_invalid_token || proofs.is_some() {
                 replayable(&request)
             } else {
                 None
             };
             set_authorization(&mut request, sent.clone());
-            let response = inner.call(request).await.map_err(Into::into)?;
+            let response = send(&mut inner, request, proofs.as_ref()).await?;
             let Some(mut replay) = replay else {
                 return Ok(response);
             };
-            if !says_invalid_token(&response) {
+            if let Some(proofs) = &proofs
+                && dpop::is_nonce_challenge(response.status(), response.headers())
+                && proofs
+                    .key
+                    .remember_nonce(&proofs.target, response.headers())
+            {
+                tracing::debug!("the service asked for a DPoP nonce: retrying once with it");
+                set_authorization(&mut replay, sent);
+                inner.ready().await.map_err(Into::into)?;
+                return send(&mut inner, replay, Some(proofs)).await;
+            }
+            if !shared.retry_on_invalid_token || !says_invalid_token(&response) {
                 return Ok(response);
             }
             tracing::debug!(
                 "the service answered 401 invalid_token: retrying once with a new token"
             );
             shared.evict(tenant, subject.as_ref(), &sent).await;
-            let fresh = shared
-                .header(tenant, subject.as_ref())
+            let entry = shared
+                .entry(tenant, subject.as_ref())
                 .await
                 .map_err(BoxError::from)?;
-            set_authorization(&mut replay, fresh);
+            let proofs = Proofs::new(&shared, replay.uri(), &entry)?;
+            set_authorization(&mut replay, entry.token.authorization().clone());
             inner.ready().await.map_err(Into::into)?;
-            inner.call(replay).await.map_err(Into::into)
+            send(&mut inner, replay, proofs.as_ref()).await
         })
     }
+}
+
+/// The DPoP side of one call: the key, where the proofs are for, and the token.
+struct Proofs {
+    key: DpopKey,
+    target: Target,
+    entry: Arc<Entry>,
+}
+
+impl Proofs {
+    /// The proofs for a request to `uri` with `entry`'s token, when the layer does DPoP.
+    fn new(shared: &Shared, uri: &http::Uri, entry: &Arc<Entry>) -> Result<Option<Self>, BoxError> {
+        let Some(key) = &shared.dpop else {
+            return Ok(None);
+        };
+        Ok(Some(Proofs {
+            key: key.clone(),
+            target: Target::new(uri)?,
+            entry: entry.clone(),
+        }))
+    }
+
+    /// Sets a new proof, with the server's last nonce, on `request`.
+    fn attach<B>(&self, request: &mut Request<B>) -> Result<(), BoxError> {
+        let nonce = self.key.nonce(&self.target);
+        let proof = self.key.sign(
+            request.method(),
+            &self.target,
+            nonce.as_deref(),
+            Some(self.entry.token.ath()),
+        )?;
+        request
+            .headers_mut()
+            .insert(DPOP, proof.into_header_value());
+        Ok(())
+    }
+}
+
+/// Calls `inner` with `request`, with a new proof when the layer does DPoP, and
+/// remembers the nonce of the answer.
+async fn send<S, B, ResBody>(
+    inner: &mut S,
+    mut request: Request<B>,
+    proofs: Option<&Proofs>,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    if let Some(proofs) = proofs {
+        proofs.attach(&mut request)?;
+    }
+    let response = inner.call(request).await.map_err(Into::into)?;
+    if let Some(proofs) = proofs {
+        proofs
+            .key
+            .remember_nonce(&proofs.target, response.headers());
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
@@ -374,5 +451,195 @@ mod tests {
             .expect("refreshed");
         assert_eq!(response.body(), "Bearer t2");
         assert_eq!(layer.cache().stats().refreshes, 1);
+    }
+
+    fn claims(proof: &HeaderValue) -> serde_json::Value {
+        let jwt = proof.to_str().expect("ascii");
+        let part = jwt.split('.').nth(1).expect("claims");
+        serde_json::from_slice(&crate::key::b64_decode(part).expect("base64")).expect("json")
+    }
+
+    /// A source of DPoP tokens that checks it was asked for them.
+    fn dpop_source(calls: Arc<AtomicUsize>) -> impl crate::cache::FetchToken {
+        move |request: TokenRequest| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                assert!(
+                    request.dpop().is_some(),
+                    "the token request carries the key"
+                );
+                AccessToken::new(format!("t{n}"), TokenType::DPoP, Duration::from_secs(3600))
+            }
+        }
+    }
+
+    type Seen = Arc<std::sync::Mutex<Vec<(Option<HeaderValue>, Option<HeaderValue>)>>>;
+
+    /// An API that records `Authorization` and `DPoP`, and challenges every proof
+    /// without nonce `n1` when `challenge` is set.
+    fn api(
+        seen: Seen,
+        challenge: bool,
+    ) -> impl Service<Request<String>, Response = Response<String>, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static {
+        tower::service_fn(move |request: Request<String>| {
+            let auth = request.headers().get(header::AUTHORIZATION).cloned();
+            let proof = request.headers().get(DPOP).cloned();
+            let nonce_ok = proof.as_ref().is_some_and(|p| claims(p)["nonce"] == "n1");
+            seen.lock().expect("lock").push((auth, proof));
+            let mut response = Response::new(String::new());
+            if challenge && !nonce_ok {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),
+                );
+            }
+            response
+                .headers_mut()
+                .insert(dpop::DPOP_NONCE, HeaderValue::from_static("n1"));
+            async move { Ok::<_, Infallible>(response) }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dpop_sends_a_fresh_proof_with_every_request() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let key = DpopKey::generate().expect("key");
+        let layer = HelseIdLayer::builder(dpop_source(calls.clone()))
+            .dpop(key.clone())
+            .build();
+        let seen = Seen::default();
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .service(api(seen.clone(), false));
+        for path in ["/a?x=1", "/b#f", "/a?x=1"] {
+            let request = Request::post(format!("http://api.test:8080{path}"))
+                .body(String::new())
+                .expect("request");
+            let response = service.clone().oneshot(request).await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one token for all");
+        let seen = seen.lock().expect("lock");
+        let mut jtis = std::collections::HashSet::new();
+        for (i, (auth, proof)) in seen.iter().enumerate() {
+            let auth = auth.as_ref().expect("authorization");
+            assert_eq!(auth.to_str().expect("ascii"), "DPoP t1");
+            let proof = proof.as_ref().expect("a proof");
+            assert!(proof.is_sensitive());
+            let claims = claims(proof);
+            assert_eq!(claims["htm"], "POST");
+            let path = if i == 1 { "/b" } else { "/a" };
+            assert_eq!(claims["htu"], format!("http://api.test:8080{path}"));
+            assert_eq!(claims["ath"], dpop::ath("t1"));
+            assert!(jtis.insert(claims["jti"].as_str().expect("jti").to_owned()));
+            // The first request knew no nonce; the API's answer gave one.
+            assert_eq!(claims.get("nonce").is_some(), i > 0, "{claims}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_api_nonce_challenge_is_answered_once() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Seen::default();
+        let service = ServiceBuilder::new()
+            .layer(
+                HelseIdLayer::builder(dpop_source(calls.clone()))
+                    .dpop(DpopKey::generate().expect("key"))
+                    .build(),
+            )
+            .service(api(seen.clone(), true));
+        let request = || {
+            Request::get("http://api.test/events")
+                .body(String::new())
+                .expect("request")
+        };
+        let response = service.clone().oneshot(request()).await.expect("response");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the retry carried the nonce"
+        );
+        assert_eq!(
+            seen.lock().expect("lock").len(),
+            2,
+            "challenged, then answered"
+        );
+        let response = service.clone().oneshot(request()).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            seen.lock().expect("lock").len(),
+            3,
+            "the nonce was remembered"
+        );
+        let seen = seen.lock().expect("lock");
+        let jtis: std::collections::HashSet<_> = seen
+            .iter()
+            .map(|(_, p)| claims(p.as_ref().expect("proof"))["jti"].to_string())
+            .collect();
+        assert_eq!(jtis.len(), 3, "a new proof each time");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the token was kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nonce_challenge_is_not_answered_twice() {
+        let seen = Seen::default();
+        // The API wants a nonce it never hands out: challenge, retry, challenge, stop.
+        let stubborn = {
+            let seen = seen.clone();
+            tower::service_fn(move |request: Request<String>| {
+                seen.lock()
+                    .expect("lock")
+                    .push((None, request.headers().get(DPOP).cloned()));
+                let mut response = Response::new(String::new());
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"DPoP error="use_dpop_nonce""#),
+                );
+                let nonce = format!("n{}", seen.lock().expect("lock").len());
+                response.headers_mut().insert(
+                    dpop::DPOP_NONCE,
+                    HeaderValue::try_from(nonce).expect("nonce"),
+                );
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
+        let service = ServiceBuilder::new()
+            .layer(
+                HelseIdLayer::builder(dpop_source(Arc::default()))
+                    .dpop(DpopKey::generate().expect("key"))
+                    .build(),
+            )
+            .service(stubborn);
+        let request = Request::get("http://api.test/x")
+            .body(String::new())
+            .expect("request");
+        let response = service.oneshot(request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 2, "one retry, no more");
+        assert_eq!(claims(seen[1].1.as_ref().expect("proof"))["nonce"], "n1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dpop_needs_an_absolute_url() {
+        let service = ServiceBuilder::new()
+            .layer(
+                HelseIdLayer::builder(dpop_source(Arc::default()))
+                    .dpop(DpopKey::generate().expect("key"))
+                    .build(),
+            )
+            .service(api(Seen::default(), false));
+        let err = service
+            .oneshot(Request::new(String::new()))
+            .await
+            .expect_err("no URL to prove");
+        let err = err.downcast::<crate::Error>().expect("a helseid::Error");
+        assert!(matches!(*err, crate::Error::Dpop { .. }), "{err}");
+        assert!(err.to_string().contains("not absolute"), "{err}");
     }
 }
