@@ -12,7 +12,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http::{Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
@@ -30,6 +30,12 @@ struct Api {
     stuck: bool,
     /// The query of every `/api/v1/event` request.
     queries: Vec<String>,
+    /// The `Authorization` and `DPoP` headers of every `/api/v1/event/latest` request.
+    latest_auth: Vec<(Option<String>, Option<String>)>,
+    /// Whether each token request carried a DPoP proof.
+    token_requests_with_proof: Vec<bool>,
+    /// The server's own URL: the fake HelseID's issuer.
+    url: String,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -105,8 +111,17 @@ async fn events(State(api): State<Shared>, RawQuery(query): RawQuery) -> Respons
     ok(json!({ "count": results.len(), "results": results }))
 }
 
-async fn latest(State(api): State<Shared>) -> Response {
-    match api.lock().expect("lock").events.last() {
+async fn latest(State(api): State<Shared>, headers: HeaderMap) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut api = api.lock().expect("lock");
+    api.latest_auth
+        .push((header("authorization"), header("dpop")));
+    match api.events.last() {
         Some(&n) => ok(event(n)),
         None => problem(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -143,6 +158,26 @@ async fn export(RawQuery(query): RawQuery) -> Response {
     ok(json!({ "lastSequenceNumber": 42, "count": parties.len(), "communicationParties": parties }))
 }
 
+/// A HelseID of the barest kind: a discovery document, and a token endpoint that hands
+/// out the same DPoP-bound token to anyone.
+async fn discovery(State(api): State<Shared>) -> Response {
+    let issuer = api.lock().expect("lock").url.clone();
+    ok(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/connect/token"),
+        "dpop_signing_alg_values_supported": ["ES256"],
+    }))
+}
+
+async fn token(State(api): State<Shared>, headers: HeaderMap) -> Response {
+    let proof = headers.contains_key("dpop");
+    api.lock()
+        .expect("lock")
+        .token_requests_with_proof
+        .push(proof);
+    ok(json!({ "access_token": "the-token", "token_type": "DPoP", "expires_in": 600 }))
+}
+
 /// Starts the test server; returns a client for it (through hyper-util, no token) and
 /// what the server serves and sees.
 async fn serve(numbers: &[i64]) -> (Client, Shared) {
@@ -161,11 +196,17 @@ async fn serve(numbers: &[i64]) -> (Client, Shared) {
             "/api/v1/communicationparty/{herId}",
             axum::routing::get(party),
         )
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(discovery),
+        )
+        .route("/connect/token", axum::routing::post(token))
         .with_state(Arc::clone(&api));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("address"));
+    api.lock().expect("lock").url = url.trim_end_matches('/').to_owned();
     tokio::spawn(async move { axum::serve(listener, router).await });
     let stack = helseid::transport::https_client::<Full<Bytes>>().expect("client");
     (Client::from_service(&url, stack).expect("client"), api)
@@ -491,4 +532,53 @@ async fn the_builder_finds_the_base_url_or_says_why_not() {
         .unwrap_err();
     assert!(e.to_string().contains("not a HelseID environment"), "{e}");
     assert_eq!(cpapi::base_url(helseid::config::Environment::Prod), None);
+}
+
+/// The claims of a JWT, unverified.
+fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+#[tokio::test]
+async fn the_default_stack_sends_dpop_bound_tokens_with_a_proof_per_call() {
+    let (_, api) = serve(&[5]).await;
+    let issuer = api.lock().unwrap().url.clone();
+    let key = helseid::dpop::DpopKey::generate().unwrap();
+    // The authority is a loopback address: the API is expected there too.
+    let cpapi = Client::builder(config(&issuer))
+        .dpop_key(key.clone())
+        .build()
+        .unwrap();
+    assert_eq!(cpapi.baseurl(), issuer);
+    for _ in 0..2 {
+        let event = cpapi.get_latest_event().await.unwrap().into_inner();
+        assert_eq!(event.sequence_number, 5);
+    }
+
+    let api = api.lock().unwrap();
+    // One token, bound to the key, served both calls.
+    assert_eq!(api.token_requests_with_proof, [true]);
+    let mut jtis = Vec::new();
+    for (authorization, proof) in &api.latest_auth {
+        assert_eq!(authorization.as_deref(), Some("DPoP the-token"));
+        let proof = claims(proof.as_deref().expect("a DPoP proof"));
+        assert_eq!(proof["htm"], "GET");
+        assert_eq!(proof["htu"], format!("{issuer}/api/v1/event/latest"));
+        assert!(proof["ath"].is_string(), "{proof}");
+        jtis.push(proof["jti"].as_str().expect("jti").to_owned());
+    }
+    assert_eq!(jtis.len(), 2);
+    assert_ne!(jtis[0], jtis[1], "a fresh proof per call");
+    // The builder's Debug names the key by its thumbprint only.
+    let debug = format!(
+        "{:?}",
+        Client::builder(config(&issuer)).dpop_key(key.clone())
+    );
+    assert!(debug.contains(key.thumbprint()), "{debug}");
+    assert!(!debug.contains("\"d\""), "{debug}");
 }

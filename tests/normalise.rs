@@ -120,7 +120,12 @@ fn without_application_json_keeps_the_first_json_media_type() {
 
 /// The media types of a body, in order.
 fn media_types(content: &Value) -> Vec<String> {
-    content.as_object().expect("an object").keys().cloned().collect()
+    content
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect()
 }
 
 #[test]

@@ -59,6 +59,7 @@ pub use self::events::{EventStream, FeedError};
 use crate::assertion::Tenant;
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
+use crate::dpop::DpopKey;
 use crate::error::BoxError;
 pub use crate::typed::{DEFAULT_TIMEOUT, DateTimeOffset, ParseDateTimeError, Stack, helseid_error};
 use crate::typed::{Settings, Urls};
@@ -115,6 +116,7 @@ impl Client {
     pub fn builder(config: ClientConfig) -> ClientBuilder {
         ClientBuilder {
             settings: Settings::new(config),
+            dpop_key: None,
         }
     }
 
@@ -188,12 +190,15 @@ impl Client {
 /// ```
 pub struct ClientBuilder {
     settings: Settings,
+    dpop_key: Option<DpopKey>,
 }
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ClientBuilder")
-            .field(&self.settings)
+        // The key's Debug shows its algorithm and thumbprint, never the private key.
+        f.debug_struct("ClientBuilder")
+            .field("settings", &self.settings)
+            .field("dpop_key", &self.dpop_key)
             .finish()
     }
 }
@@ -221,15 +226,28 @@ impl ClientBuilder {
         self
     }
 
+    /// Binds the tokens to `key`, and signs the DPoP proofs with it. Default: a new
+    /// P-256 key ([`DpopKey::generate`]), made by [`build`](Self::build), that lives as
+    /// long as the client. Give a key to share it (and its tokens) with other layers.
+    pub fn dpop_key(mut self, key: DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
     /// [`crate::Error::Config`] naming `base_url` when it is malformed, or when none was
     /// set and the configuration's authority is neither HelseID test nor a loopback
     /// address; naming `timeout` when it is zero; `tls` if rustls refuses its
-    /// configuration.
+    /// configuration; [`crate::Error::Sign`] if no DPoP key was given and the system's
+    /// random generator fails to make one.
     pub fn build(self) -> crate::Result<Client> {
-        let (url, reqwest, stack) = self.settings.build(&URLS, SCOPE, |layer| layer)?;
+        let key = match self.dpop_key {
+            Some(key) => key,
+            None => DpopKey::generate()?,
+        };
+        let (url, reqwest, stack) = self.settings.build(&URLS, SCOPE, |layer| layer.dpop(key))?;
         Ok(Client::new_with_client(&url, reqwest, stack))
     }
 }
