@@ -52,32 +52,14 @@ mod events;
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-
 pub use self::events::{EventStream, FeedError};
-use crate::assertion::Tenant;
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
 use crate::dpop::DpopKey;
-use crate::error::BoxError;
 pub use crate::typed::{DEFAULT_TIMEOUT, DateTimeOffset, ParseDateTimeError, Stack, helseid_error};
 use crate::typed::{Settings, Urls};
 
-#[allow(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    unused_qualifications,
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used
-)]
-mod generated {
-    include!(concat!(env!("OUT_DIR"), "/cpapi.rs"));
-}
-
-pub use generated::{ByteStream, Client, ClientInfo, Error, ResponseValue, types};
+crate::typed::stack_client!("cpapi.rs", URLS.api, "the token and its DPoP proof");
 
 /// The HelseID scope the API requires; its tokens must be DPoP-bound.
 pub const SCOPE: &str = "nhn:cp-api/access-v2-dpop";
@@ -100,16 +82,6 @@ pub fn base_url(environment: Environment) -> Option<&'static str> {
     }
 }
 
-impl progenitor_client::ClientHooks<Stack> for Client {
-    async fn exec(
-        &self,
-        request: reqwest::Request,
-        _: &progenitor_client::OperationInfo,
-    ) -> reqwest::Result<reqwest::Response> {
-        self.inner.exec(request).await
-    }
-}
-
 impl Client {
     /// Starts building a client that gets its tokens with `config` (see
     /// [`ClientBuilder`]).
@@ -118,48 +90,6 @@ impl Client {
             settings: Settings::new(config),
             dpop_key: None,
         }
-    }
-
-    /// A client that sends through `service`, a tower stack of your own that attaches
-    /// the token and its DPoP proof (with [`HelseIdLayer`](crate::HelseIdLayer)) and
-    /// reaches the network.
-    ///
-    /// # Errors
-    /// [`crate::Error::Config`] naming `base_url` if it is not an `https` URL (or `http`
-    /// to a loopback address), or has a query.
-    pub fn from_service<S, B>(base_url: &str, service: S) -> crate::Result<Self>
-    where
-        S: tower_service::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        B: http_body::Body + Send + Sync + 'static,
-        B::Data: Into<Bytes>,
-        B::Error: Into<BoxError>,
-    {
-        let (url, reqwest) = crate::typed::client_parts(base_url)?;
-        Ok(Client::new_with_client(
-            &url,
-            reqwest,
-            Stack::new(URLS.api, service),
-        ))
-    }
-
-    /// The same client acting for `tenant`: its calls carry that organisation's token
-    /// (a multi-tenant system names the parent and child organisation in the client
-    /// assertion). The stack and the token cache are shared.
-    pub fn with_tenant(&self, tenant: Tenant) -> Self {
-        let mut client = self.clone();
-        client.inner.set_tenant(tenant);
-        client
-    }
-
-    /// The tenant this client acts for, if any.
-    pub fn tenant(&self) -> Option<&Tenant> {
-        self.inner.tenant()
     }
 }
 

@@ -105,6 +105,89 @@ impl Stack {
     }
 }
 
+/// The generated client of the calling module: `$OUT_DIR/$file` (from `build.rs`) in a
+/// module of its own, its public items re-exported, and what its `Client` gets on top
+/// of progenitor's code: the hook that sends its calls through the [`Stack`], the
+/// constructor `from_service`, and tenancy. `$api` names the API in errors,
+/// `$attaches` says in `from_service`'s docs what the caller's stack attaches.
+///
+/// Each generated client is its own type, so these inherent methods are written once
+/// here, not once per client.
+macro_rules! stack_client {
+    ($file:literal, $api:expr, $attaches:literal) => {
+        #[allow(
+            missing_docs,
+            missing_debug_implementations,
+            unreachable_pub,
+            unused_qualifications,
+            clippy::all,
+            clippy::pedantic,
+            clippy::unwrap_used
+        )]
+        mod generated {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+
+        pub use generated::{ByteStream, Client, ClientInfo, Error, ResponseValue, types};
+
+        impl progenitor_client::ClientHooks<$crate::typed::Stack> for Client {
+            async fn exec(
+                &self,
+                request: reqwest::Request,
+                _: &progenitor_client::OperationInfo,
+            ) -> reqwest::Result<reqwest::Response> {
+                self.inner.exec(request).await
+            }
+        }
+
+        impl Client {
+            #[doc = concat!(
+                "A client that sends through `service`, a tower stack of your own that attaches ",
+                $attaches,
+                " (with [`HelseIdLayer`](crate::HelseIdLayer)) and reaches the network."
+            )]
+            ///
+            /// # Errors
+            /// [`crate::Error::Config`] naming `base_url` if it is not an `https` URL (or
+            /// `http` to a loopback address), or has a query.
+            pub fn from_service<S, B>(base_url: &str, service: S) -> $crate::Result<Self>
+            where
+                S: tower_service::Service<
+                        http::Request<http_body_util::Full<bytes::Bytes>>,
+                        Response = http::Response<B>,
+                    > + Clone
+                    + Send
+                    + Sync
+                    + 'static,
+                S::Error: Into<$crate::error::BoxError>,
+                S::Future: Send + 'static,
+                B: http_body::Body + Send + Sync + 'static,
+                B::Data: Into<bytes::Bytes>,
+                B::Error: Into<$crate::error::BoxError>,
+            {
+                let (url, reqwest) = $crate::typed::client_parts(base_url)?;
+                let stack = $crate::typed::Stack::new($api, service);
+                Ok(Client::new_with_client(&url, reqwest, stack))
+            }
+
+            /// The same client acting for `tenant`: its calls carry that organisation's
+            /// token (a multi-tenant system names the parent and child organisation in
+            /// the client assertion). The stack and the token cache are shared.
+            pub fn with_tenant(&self, tenant: $crate::assertion::Tenant) -> Self {
+                let mut client = self.clone();
+                client.inner.set_tenant(tenant);
+                client
+            }
+
+            /// The tenant this client acts for, if any.
+            pub fn tenant(&self) -> Option<&$crate::assertion::Tenant> {
+                self.inner.tenant()
+            }
+        }
+    };
+}
+pub(crate) use stack_client;
+
 /// The base URL without its trailing slash, and the `reqwest::Client` that only builds
 /// the requests: what a generated client is made of besides its [`Stack`].
 ///
