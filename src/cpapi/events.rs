@@ -15,6 +15,9 @@ use super::{Client, Error};
 /// back).
 pub type FeedError = Error<ProblemDetails>;
 
+/// The events, read page by page.
+type Pages = Pin<Box<dyn Stream<Item = Result<Event, FeedError>> + Send>>;
+
 /// The most events the API returns in one page, and what a stream asks for by default.
 const MAX_EVENTS: NonZeroU32 = NonZeroU32::new(1000).expect("1000 is not zero");
 
@@ -38,7 +41,7 @@ pub struct EventStream {
     client: Client,
     max_events: NonZeroU32,
     next: i64,
-    pages: Pin<Box<dyn Stream<Item = Result<Event, FeedError>> + Send>>,
+    pages: Pages,
 }
 
 impl fmt::Debug for EventStream {
@@ -100,11 +103,7 @@ impl Stream for EventStream {
 }
 
 /// The events from `from` on, `max_events` per page.
-fn pages(
-    client: Client,
-    from: i64,
-    max_events: NonZeroU32,
-) -> Pin<Box<dyn Stream<Item = Result<Event, FeedError>> + Send>> {
+fn pages(client: Client, from: i64, max_events: NonZeroU32) -> Pages {
     let pages = stream::try_unfold(Some(from), move |from| {
         let client = client.clone();
         async move {
