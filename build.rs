@@ -1,32 +1,39 @@
 //! Generates the typed API clients from the OpenAPI documents in `openapi/`.
 //!
 //! With the `cpe` feature, progenitor turns `openapi/cpe.json` into `$OUT_DIR/cpe.rs`,
-//! which `src/cpe.rs` includes. Every generated call goes through
-//! `ClientHooks::exec`, which `src/cpe.rs` implements by sending through a tower stack.
-//! Date-times become `crate::cpe::DateTimeOffset`, which reads the way .NET writes them.
+//! which `src/cpe/mod.rs` includes; with the `cpapi` feature, `openapi/cpapi.json` into
+//! `$OUT_DIR/cpapi.rs`, which `src/cpapi/mod.rs` includes. Every generated call goes
+//! through `ClientHooks::exec`, which each module implements by sending through a tower
+//! stack (`<module>::Stack`). Date-times become `<module>::DateTimeOffset`, which reads
+//! the way .NET writes them.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     #[cfg(feature = "cpe")]
-    if let Err(e) = generate::client("openapi/cpe.json", "cpe.rs") {
+    if let Err(e) = generate::client("openapi/cpe.json", "cpe.rs", "crate::cpe") {
+        println!("cargo::error={e}");
+    }
+    #[cfg(feature = "cpapi")]
+    if let Err(e) = generate::client("openapi/cpapi.json", "cpapi.rs", "crate::cpapi") {
         println!("cargo::error={e}");
     }
 }
 
-#[cfg(feature = "cpe")]
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
 #[allow(dead_code)]
 #[path = "build/normalise.rs"]
 mod normalise;
 
-#[cfg(feature = "cpe")]
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
 mod generate {
     use std::path::{Path, PathBuf};
 
     use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 
     /// Generates a client from the OpenAPI document at `spec` (relative to the crate) into
-    /// `$OUT_DIR/<out>`.
-    pub(super) fn client(spec: &str, out: &str) -> Result<(), String> {
+    /// `$OUT_DIR/<out>`, for the module `module`: its `Stack` is the client's inner type,
+    /// its `DateTimeOffset` every date-time.
+    pub(super) fn client(spec: &str, out: &str, module: &str) -> Result<(), String> {
         println!("cargo::rerun-if-changed={spec}");
         println!("cargo::rerun-if-changed=build/normalise.rs");
         let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {spec}: {e}"))?;
@@ -41,11 +48,11 @@ mod generate {
             .with_interface(InterfaceStyle::Positional)
             .with_tag(TagStyle::Merged)
             .with_hooks(HooksMode::Expected)
-            .with_inner_type(quote("crate::cpe::Stack")?)
+            .with_inner_type(quote(&format!("{module}::Stack"))?)
             .with_derive("PartialEq")
             .with_conversion(
                 date_time_schema(),
-                "crate::cpe::DateTimeOffset",
+                format!("{module}::DateTimeOffset"),
                 [progenitor::TypeImpl::Display].into_iter(),
             );
         let mut generator = Generator::new(&settings);

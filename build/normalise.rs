@@ -7,6 +7,11 @@
 //! - A request or response body offered in several media types (`application/json`,
 //!   `text/json`, `application/*+json`) keeps one: `application/json` when offered, else
 //!   the first JSON media type, else the first (progenitor panics on more than one).
+//! - A response body in a JSON media type other than `application/json`
+//!   (`application/problem+json`, `text/json`) is declared `application/json`:
+//!   progenitor types only `application/json` bodies and hands any other as bytes, and
+//!   the generated client decodes a body as JSON whatever its `Content-Type`. Request
+//!   bodies keep their media type: it is the `Content-Type` the client sends.
 //! - An operation whose success responses have different bodies keeps the ones like its
 //!   lowest success code; one whose error responses have different bodies drops the
 //!   error responses without a body, and if the rest still differ, their bodies
@@ -65,7 +70,9 @@ fn operation(name: &str, op: &mut Map<String, Value>, notes: &mut Vec<String>) {
     };
     for (status, response) in responses.iter_mut() {
         if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) {
-            one_media_type(&format!("{name} response {status}"), content, notes);
+            let what = format!("{name} response {status}");
+            one_media_type(&what, content, notes);
+            json_as_application_json(&what, content, notes);
         }
     }
     one_success_type(name, responses, notes);
@@ -97,6 +104,27 @@ fn one_media_type(what: &str, content: &mut Map<String, Value>, notes: &mut Vec<
             .collect::<Vec<_>>()
             .join(", ")
     ));
+}
+
+/// Declares a (single) JSON body of another JSON media type as `application/json`.
+fn json_as_application_json(what: &str, content: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    let Some(media_type) = content.keys().next().cloned() else {
+        return;
+    };
+    if content.len() != 1 || !is_json(&media_type) || is_application_json(&media_type) {
+        return;
+    }
+    if let Some(media) = content.remove(&media_type) {
+        content.insert("application/json".to_owned(), media);
+        notes.push(format!(
+            "{what}: `{media_type}` read as `application/json` (progenitor types no other)"
+        ));
+    }
+}
+
+/// `application/json`, with or without parameters: what progenitor types.
+fn is_application_json(media_type: &str) -> bool {
+    media_type.split(';').next().unwrap_or("").trim() == "application/json"
 }
 
 fn is_json(media_type: &str) -> bool {

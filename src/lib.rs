@@ -19,7 +19,8 @@
 //!   ([`refresh`]);
 //! - calls NHN's CommunicationParty Events API through typed functions that progenitor
 //!   generates from `openapi/cpe.json`, sent through the same tower stack ([`cpe`],
-//!   feature `cpe`);
+//!   feature `cpe`), and its successor, the CommunicationParty API v2, with DPoP-bound
+//!   tokens ([`cpapi`], feature `cpapi`);
 //! - ships a strict local HelseID + CPE emulator ([`emulator`], feature `emulator`) so
 //!   that everything runs, and is tested, without a registration at NHN.
 //!
@@ -53,6 +54,7 @@
 //! | feature    | default | what it adds |
 //! |------------|---------|--------------|
 //! | `cpe`      | via `cli` | [`cpe`]: the typed CPE client (progenitor in `build.rs`) |
+//! | `cpapi`    | via `cli` | [`cpapi`]: the typed CommunicationParty API v2 client, with DPoP |
 //! | `emulator` | via `cli` | [`emulator`]: a local HelseID + CPE (axum, utoipa) for tests and demos |
 //! | `cli`      | yes     | the `helseid` command line |
 //!
@@ -70,6 +72,9 @@ pub mod assertion;
 pub mod auth;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "cpapi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cpapi")))]
+pub mod cpapi;
 #[cfg(feature = "cpe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cpe")))]
 pub mod cpe;
@@ -81,6 +86,8 @@ pub mod key;
 pub mod refresh;
 pub mod token;
 pub mod transport;
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
+mod typed;
 
 #[cfg(feature = "emulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]

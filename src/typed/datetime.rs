@@ -12,9 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// to seven (or nine) fractional digits, and sometimes without any offset
 /// (`2024-05-01T12:00:00.1234567`, a `DateTime` of unspecified kind).
 ///
-/// Every `date-time` in the generated CPE types is a `DateTimeOffset`, so one value
-/// without an offset does not fail a whole response. A value without an offset is read
-/// as UTC, and [`has_offset`](Self::has_offset) says so; it is written back the way it
+/// Every `date-time` in the generated types (`helseid::cpe`, `helseid::cpapi`) is a
+/// `DateTimeOffset`, so one value without an offset does not fail a whole response. A
+/// value without an offset is read as UTC, and [`has_offset`](Self::has_offset) says so; it is written back the way it
 /// came (seven fractional digits, with or without its offset).
 ///
 /// Equality, ordering and hashing are by instant.
