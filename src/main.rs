@@ -20,10 +20,6 @@ use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
-/// The scope of NHN's CommunicationParty API v2 (DPoP-bound tokens only).
-const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
-/// CP API v2 in HelseID's test environment (no production URL is published).
-const CPAPI_TEST_URL: &str = "https://cpapi.test.grunndata.nhn.no";
 /// The client id of the client the embedded emulator registers.
 const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
 
@@ -40,11 +36,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the events of NHN's CommunicationParty Events API (CPE), oldest first.
+    /// List the events of NHN's CommunicationParty Events API (CPE), or with --api v2 of
+    /// the CommunicationParty API v2 (DPoP-bound tokens), oldest first.
     ///
     /// Without --config, starts the embedded emulator in-process, registers a demo
     /// client there, and runs the whole flow against it: a token from its HelseID side,
-    /// events from its CPE side.
+    /// events from its API side.
     Events(EventsArgs),
     /// Get an access token with client credentials and print it on stdout.
     ///
@@ -63,12 +60,20 @@ struct EventsArgs {
     /// Use this HelseID environment, and CPE in it, instead of the file's authority.
     #[arg(long, value_enum, requires = "config")]
     env: Option<EnvArg>,
-    /// CPE's base URL. Default: CPE in the authority's environment (or the emulator).
+    /// The API: v1 is CPE (Bearer tokens); v2 is the CommunicationParty API v2, called
+    /// with a DPoP-bound token and a fresh DPoP proof per request.
+    #[arg(long, value_enum, default_value = "v1")]
+    api: ApiArg,
+    /// The API's base URL. Default: the API in the authority's environment (or the
+    /// emulator).
     #[arg(long, value_name = "URL", requires = "config")]
     base_url: Option<String>,
-    /// Start after this event (the last one you processed). Default: the beginning.
-    #[arg(long, value_name = "ID")]
+    /// v1: start after this event (the last one you processed). Default: the beginning.
+    #[arg(long, value_name = "ID", conflicts_with = "from_sequence_number")]
     from_event_id: Option<String>,
+    /// v2: start at this sequence number (the last one you processed + 1). Default: 1.
+    #[arg(long, value_name = "N")]
+    from_sequence_number: Option<i64>,
     /// Stop after N events. Default: read the whole feed.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -117,6 +122,12 @@ struct TokenArgs {
         conflicts_with = "tenant"
     )]
     refresh_token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ApiArg {
+    V1,
+    V2,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -193,7 +204,10 @@ async fn start_demo(bind: SocketAddr) -> Result<Demo, helseid::Error> {
     let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
     let emulator = Emulator::builder()
         .bind(bind)
-        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([CPE_SCOPE, CPAPI_SCOPE]))
+        .client(
+            ClientRegistration::new(DEMO_CLIENT_ID, public)
+                .scopes([CPE_SCOPE, helseid::cpapi::SCOPE]),
+        )
         .start()
         .await?;
     Ok(Demo { emulator, jwk })
@@ -253,14 +267,46 @@ async fn config_or_demo(
 }
 
 async fn events(args: EventsArgs) -> CliResult {
-    let tenant = args.tenant;
+    match (args.api, &args.from_event_id, args.from_sequence_number) {
+        (ApiArg::V1, _, Some(_)) => {
+            return Err(
+                "--from-sequence-number is for --api v2; CPE (v1) takes --from-event-id".into(),
+            );
+        }
+        (ApiArg::V2, Some(_), _) => {
+            return Err(
+                "--from-event-id is for CPE (--api v1); --api v2 takes --from-sequence-number"
+                    .into(),
+            );
+        }
+        _ => {}
+    }
     // Keeps the embedded emulator running until the events are printed.
     let mut demo = None;
     let mut config = config_or_demo(args.config.as_deref(), &mut demo).await?;
     if let Some(env) = args.env {
-        // The default CPE base URL follows the authority: CPE in that environment.
+        // The default base URL follows the authority: the API in that environment.
         config = config.with_authority(env.environment().authority());
     }
+    match args.api {
+        ApiArg::V1 => events_v1(config, &args).await,
+        ApiArg::V2 => events_v2(config, &args).await,
+    }
+}
+
+/// How many events were printed, and where to continue.
+fn summary(count: usize, resume: Option<String>) {
+    match resume {
+        Some(resume) if count > 0 => eprintln!(
+            "helseid: {count} event{}; continue with {resume}",
+            if count == 1 { "" } else { "s" }
+        ),
+        _ => eprintln!("helseid: no events"),
+    }
+}
+
+async fn events_v1(config: ClientConfig, args: &EventsArgs) -> CliResult {
+    let tenant = args.tenant;
     let mut builder = helseid::cpe::Client::builder(config);
     if let Some(url) = &args.base_url {
         builder = builder.base_url(url);
@@ -279,7 +325,7 @@ async fn events(args: EventsArgs) -> CliResult {
         let event = match stream.try_next().await {
             Ok(Some(event)) => event,
             Ok(None) => break,
-            Err(e) => return Err(describe_cpe_error(&e).into()),
+            Err(e) => return Err(describe_api_error("CPE", &e).into()),
         };
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&event)?)?;
@@ -298,42 +344,97 @@ async fn events(args: EventsArgs) -> CliResult {
         last = Some(event.event_id);
     }
     out.flush()?;
-    match last {
-        Some(id) => eprintln!(
-            "helseid: {count} event{}; continue with --from-event-id {id}",
-            if count == 1 { "" } else { "s" }
-        ),
-        None => eprintln!("helseid: no events"),
-    }
+    summary(count, last.map(|id| format!("--from-event-id {id}")));
     Ok(())
 }
 
-/// One line for a failed CPE call: the stack's own error when there is one, else what
+async fn events_v2(config: ClientConfig, args: &EventsArgs) -> CliResult {
+    let mut builder = helseid::cpapi::Client::builder(config);
+    if let Some(url) = &args.base_url {
+        builder = builder.base_url(url);
+    }
+    let mut cpapi = builder.build()?;
+    if let Some(tenant) = args.tenant {
+        cpapi = cpapi.with_tenant(tenant);
+    }
+    let limit = args.limit.unwrap_or(usize::MAX);
+    // Never more per page than will be printed.
+    let page = u32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+    let mut stream = cpapi
+        .events_from(args.from_sequence_number.unwrap_or(1))
+        .max_events(page);
+    let mut out = std::io::stdout().lock();
+    let mut count = 0;
+    while count < limit {
+        let event = match stream.try_next().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(e) => return Err(describe_api_error("CP API v2", &e).into()),
+        };
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(&event)?)?;
+        } else {
+            writeln!(
+                out,
+                "{}  {:<27} {:>9}  [sequence number {}]",
+                event.event_timestamp, event.event_type, event.her_id, event.sequence_number
+            )?;
+        }
+        count += 1;
+    }
+    out.flush()?;
+    summary(
+        count,
+        Some(format!(
+            "--from-sequence-number {}",
+            stream.next_sequence_number()
+        )),
+    );
+    Ok(())
+}
+
+/// A ProblemDetails body, as both APIs' generated types have it.
+trait Problem {
+    fn text(&self) -> Option<&str>;
+}
+
+impl Problem for helseid::cpe::types::ProblemDetails {
+    fn text(&self) -> Option<&str> {
+        self.detail.as_deref().or(self.title.as_deref())
+    }
+}
+
+impl Problem for helseid::cpapi::types::ProblemDetails {
+    fn text(&self) -> Option<&str> {
+        self.detail.as_deref().or(self.title.as_deref())
+    }
+}
+
+/// One line for a failed API call: the stack's own error when there is one, else what
 /// the API answered.
-fn describe_cpe_error(error: &helseid::cpe::FeedError) -> String {
+fn describe_api_error<P: Problem + std::fmt::Debug + 'static>(
+    api: &str,
+    error: &progenitor_client::Error<P>,
+) -> String {
     if let Some(e) = helseid::cpe::helseid_error(error) {
         return report(e);
     }
     match error {
-        helseid::cpe::Error::ErrorResponse(problem) => format!(
-            "CPE answered HTTP {}: {}",
+        progenitor_client::Error::ErrorResponse(problem) => format!(
+            "{api} answered HTTP {}: {}",
             problem.status(),
-            problem
-                .detail
-                .as_deref()
-                .or(problem.title.as_deref())
-                .unwrap_or("no details")
+            problem.text().unwrap_or("no details")
         ),
-        helseid::cpe::Error::UnexpectedResponse(response) => {
+        progenitor_client::Error::UnexpectedResponse(response) => {
             let challenge = response
                 .headers()
                 .get(http::header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| format!(" ({v})"))
                 .unwrap_or_default();
-            format!("CPE answered HTTP {}{challenge}", response.status())
+            format!("{api} answered HTTP {}{challenge}", response.status())
         }
-        other => format!("CPE call failed: {}", report(other)),
+        other => format!("{api} call failed: {}", report(other)),
     }
 }
 
@@ -407,15 +508,17 @@ async fn token(args: TokenArgs) -> CliResult {
 /// test environment.
 fn cpapi_base_url(config: &ClientConfig) -> Result<String, String> {
     let issuer = config.authority().issuer();
-    if issuer == Environment::Test.issuer() {
-        Ok(CPAPI_TEST_URL.to_owned())
-    } else if issuer.starts_with("http://") {
+    let known = [Environment::Test, Environment::Prod]
+        .into_iter()
+        .find(|env| env.issuer() == issuer)
+        .and_then(helseid::cpapi::base_url);
+    match known {
+        Some(url) => Ok(url.to_owned()),
         // Only a loopback authority may be http: the emulator, which serves CP API v2.
-        Ok(issuer.to_owned())
-    } else {
-        Err(format!(
+        None if issuer.starts_with("http://") => Ok(issuer.to_owned()),
+        None => Err(format!(
             "no CP API v2 URL is known for the authority {issuer}: give --proof-url"
-        ))
+        )),
     }
 }
 

@@ -186,6 +186,82 @@ fn events_without_config_runs_the_whole_flow_against_the_embedded_emulator() {
     assert_eq!(next, events[2]);
 }
 
+#[test]
+fn events_api_v2_goes_through_the_dpop_stack_against_the_embedded_emulator() {
+    let output = run(&["events", "--api", "v2", "--limit", "5"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.contains("CommunicationParty"), "{line}");
+        assert!(
+            line.ends_with(&format!("[sequence number {}]", i + 1)),
+            "{line}"
+        );
+    }
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("5 events; continue with --from-sequence-number 6"),
+        "{stderr}"
+    );
+
+    // --json continues from --from-sequence-number, one object per line as sent.
+    let output = run(&[
+        "events",
+        "--api",
+        "v2",
+        "--json",
+        "--from-sequence-number",
+        "6",
+        "--limit",
+        "2",
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let events: Vec<serde_json::Value> = text(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["sequenceNumber"], 6);
+    assert_eq!(events[1]["sequenceNumber"], 7);
+    assert!(events[0]["herId"].is_i64() && events[0]["eventTimestamp"].is_string());
+
+    // Each API's cursor belongs to it.
+    let output = run(&["events", "--api", "v2", "--from-event-id", "abc"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("--from-sequence-number"));
+}
+
+#[test]
+fn token_dpop_prints_a_bound_token_and_a_proof_for_it() {
+    let output = run(&["token", "--dpop"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "a token, then a proof: {stdout}");
+    let (token, proof) = (lines[0], lines[1]);
+    let (_, claims) = support::decode_jwt(token);
+    let (header, proof_claims) = support::decode_jwt(proof);
+    assert_eq!(header["typ"], "dpop+jwt");
+    let jwk: helseid::key::PublicJwk =
+        serde_json::from_value(header["jwk"].clone()).expect("a public JWK");
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        jwk.thumbprint(),
+        "bound to the proof's key"
+    );
+    assert_eq!(proof_claims["ath"], helseid::dpop::ath(token));
+    assert_eq!(proof_claims["htm"], "GET");
+    let htu = proof_claims["htu"].as_str().expect("htu");
+    assert!(
+        htu.starts_with("http://127.0.0.1:") && htu.ends_with("/api/v1/event"),
+        "{htu}"
+    );
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("DPoP proof for GET"), "{stderr}");
+}
+
 #[tokio::test]
 async fn events_with_the_config_the_emulator_wrote() {
     let dir = tempdir();
