@@ -23,7 +23,7 @@
 //! ```
 //! use helseid::dpop::DpopKey;
 //!
-//! # fn main() -> Result<(), helseid::Error> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = DpopKey::generate()?;
 //! let uri: http::Uri = "https://cpapi.test.grunndata.nhn.no/api/v1/event?maxEvents=10".parse()?;
 //! let proof = key.proof(&http::Method::GET, &uri, Some("eyJhbGciOi..."))?;

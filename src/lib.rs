@@ -14,6 +14,9 @@
 //!   by default hyper-util with rustls ([`transport`]);
 //! - caches them ([`cache`]: single flight, refresh ahead, back-off) and attaches them
 //!   to the requests of any tower/hyper service ([`auth`]: [`HelseIdLayer`]);
+//! - binds tokens to a key with DPoP (RFC 9449, [`dpop`]): one setting of the layer,
+//!   and every request carries a fresh proof; HelseID's and the APIs' nonce challenges
+//!   are answered;
 //! - exchanges the tokens a service receives for downstream tokens ([`exchange`], RFC
 //!   8693, as SFM does) and renews users' tokens with rotating refresh tokens
 //!   ([`refresh`]);
@@ -21,7 +24,7 @@
 //!   generates from `openapi/cpe.json`, sent through the same tower stack ([`cpe`],
 //!   feature `cpe`), and its successor, the CommunicationParty API v2, with DPoP-bound
 //!   tokens ([`cpapi`], feature `cpapi`);
-//! - ships a strict local HelseID + CPE emulator ([`emulator`], feature `emulator`) so
+//! - ships a strict local HelseID + CPE + CP API v2 emulator ([`emulator`], feature `emulator`) so
 //!   that everything runs, and is tested, without a registration at NHN.
 //!
 //! # Example
