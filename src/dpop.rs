@@ -387,6 +387,12 @@ mod tests {
     use super::*;
     use crate::key::b64_decode;
 
+    /// A proof for `GET url`, without a token.
+    fn get_proof(key: &DpopKey, url: &str) -> DpopProof {
+        key.proof(&Method::GET, &url.parse().expect("uri"), None)
+            .expect("proof")
+    }
+
     fn part(jwt: &str, i: usize) -> serde_json::Value {
         let part = jwt.split('.').nth(i).expect("part");
         serde_json::from_slice(&b64_decode(part).expect("base64")).expect("json")
@@ -473,13 +479,7 @@ mod tests {
         headers.insert(DPOP_NONCE, HeaderValue::from_static("bad\"nonce"));
         assert!(!key.remember_nonce(&a, &headers));
         assert_eq!(key.nonce(&a).as_deref(), Some("n2"));
-        let proof = key
-            .proof(
-                &Method::GET,
-                &"https://a.example/x".parse().expect("uri"),
-                None,
-            )
-            .expect("proof");
+        let proof = get_proof(&key, "https://a.example/x");
         assert_eq!(part(proof.as_str(), 1)["nonce"], "n2");
     }
 
@@ -488,13 +488,7 @@ mod tests {
         let jwk = PrivateJwk::generate_rsa(2048, Algorithm::RS512).expect("jwk");
         let key = DpopKey::from_jwk(&jwk).expect("key");
         assert_eq!(key.algorithm(), Algorithm::RS512);
-        let proof = key
-            .proof(
-                &Method::GET,
-                &"https://a.example/".parse().expect("uri"),
-                None,
-            )
-            .expect("proof");
+        let proof = get_proof(&key, "https://a.example/");
         let header = part(proof.as_str(), 0);
         assert_eq!(header["alg"], "RS512");
         assert_eq!(header["jwk"]["kty"], "RSA");
@@ -506,13 +500,7 @@ mod tests {
     fn debug_shows_neither_key_nor_proof() {
         let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("jwk");
         let key = DpopKey::from_jwk(&jwk).expect("key");
-        let proof = key
-            .proof(
-                &Method::GET,
-                &"https://a.example/".parse().expect("uri"),
-                None,
-            )
-            .expect("proof");
+        let proof = get_proof(&key, "https://a.example/");
         let json = jwk.to_json();
         let d = serde_json::from_str::<serde_json::Value>(&json).expect("json")["d"]
             .as_str()

@@ -339,29 +339,14 @@ async fn parties_and_the_export() {
     );
 }
 
-/// Asserts a ProblemDetails answer (`application/problem+json`) whose detail contains
-/// `fragment`.
+/// Asserts a ProblemDetails answer whose detail contains `fragment`.
 #[track_caller]
 fn assert_problem(
     result: &(StatusCode, http::HeaderMap, Value),
     status: StatusCode,
     fragment: &str,
 ) {
-    let (actual, headers, body) = result;
-    assert_eq!(*actual, status, "{body}");
-    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert_eq!(body["title"], status.canonical_reason().expect("reason"));
-    assert!(
-        body["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("https://"))
-    );
-    let detail = body["detail"].as_str().expect("detail");
-    assert!(
-        detail.contains(fragment),
-        "detail {detail:?} should contain {fragment:?}"
-    );
+    support::assert_problem(result, "application/problem+json", status, fragment);
 }
 
 #[tokio::test]

@@ -459,3 +459,30 @@ pub fn assert_quotes_no_secret(text: &str, secrets: &[&str]) {
         }
     }
 }
+
+/// Asserts a ProblemDetails answer of `content_type` (`application/json` from CPE,
+/// `application/problem+json` from CP API v2) whose detail contains `fragment`.
+#[track_caller]
+pub fn assert_problem(
+    result: &(StatusCode, HeaderMap, Value),
+    content_type: &str,
+    status: StatusCode,
+    fragment: &str,
+) {
+    let (actual, headers, body) = result;
+    assert_eq!(*actual, status, "{body}");
+    assert_eq!(headers[http::header::CONTENT_TYPE], content_type);
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["title"], status.canonical_reason().expect("reason"));
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://tools.ietf.org/html/rfc9110#section-15.5.")),
+        "{body}"
+    );
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(fragment),
+        "detail {detail:?} should contain {fragment:?}"
+    );
+}
