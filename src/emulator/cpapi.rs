@@ -4,7 +4,12 @@
 //! `/cpapi/openapi.json`.
 //!
 //! The response types here are the contract of `openapi/cpapi.json`: their JSON field
-//! names (camelCase), types and formats are what the utoipa document says.
+//! names (camelCase), types, formats and `required` lists are what the utoipa document
+//! says, and `tests/cpapi_openapi_drift.rs` holds that document against cpapi.json.
+//! They are only serialised: `deny_unknown_fields` changes nothing on the wire, it only
+//! documents the objects as closed (`additionalProperties: false`), as cpapi.json has
+//! them. A field is required unless it is marked `required = false`; every field is
+//! always sent (optional ones as `null`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +64,7 @@ impl Cpapi {
 
 /// Some events of the feed.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct EventsResponse {
     /// The events, by ascending sequence number.
     pub(crate) results: Vec<Event>,
@@ -71,19 +76,16 @@ pub(crate) struct EventsResponse {
 /// One change to a communication party. Read the party itself with
 /// `GET /api/v1/communicationparty/{herId}`.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Event {
     /// The event's position in the feed, from 1; continue after the last one read.
-    #[schema(required = false)]
     pub(crate) sequence_number: i64,
     /// The HER-id of the party that changed.
-    #[schema(required = false)]
     pub(crate) her_id: i32,
     /// What happened to the party.
-    #[schema(required = false)]
     pub(crate) event_type: EventType,
     /// When the event was created.
-    #[schema(format = DateTime, required = false)]
+    #[schema(format = DateTime)]
     pub(crate) event_timestamp: String,
 }
 
@@ -98,7 +100,7 @@ pub(crate) enum EventType {
 
 /// A communication party.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CommunicationParty {
     /// The party's HER-id.
     pub(crate) her_id: i32,
@@ -140,16 +142,14 @@ pub(crate) enum CommunicationPartyType {
 
 /// The HER-ids of the register's parties.
 #[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CommunicationPartyExport {
     /// The sequence number of the feed's last event: continue with the events after it.
-    #[schema(required = false)]
     pub(crate) last_sequence_number: i64,
     /// How many HER-ids `communicationParties` holds.
     #[schema(required = false)]
     pub(crate) count: i32,
     /// The HER-ids of the parties.
-    #[schema(required = false)]
     pub(crate) communication_parties: Vec<i32>,
 }
 

@@ -4,6 +4,8 @@
 // that they read as an API: neither is worth a warning.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod openapi_drift;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
