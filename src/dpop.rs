@@ -428,6 +428,15 @@ mod tests {
     }
 
     #[test]
+    fn ath_is_the_rfc_9449_example() {
+        // RFC 9449 section 7.1: the access token and its `ath`.
+        assert_eq!(
+            ath("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+
+    #[test]
     fn every_proof_has_a_new_jti() {
         let key = DpopKey::generate().expect("key");
         let uri: Uri = "https://a.example/".parse().expect("uri");
