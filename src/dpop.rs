@@ -158,18 +158,15 @@ impl DpopKey {
         uri: &Uri,
         access_token: Option<&str>,
     ) -> Result<DpopProof> {
-        let target = Target::new(uri)?;
-        let nonce = self.nonce(&target);
         let ath = access_token.map(ath);
-        self.sign(method, &target, nonce.as_deref(), ath.as_deref())
+        self.sign(method, &Target::new(uri)?, ath.as_deref())
     }
 
-    /// A proof for `target`, with the nonce given (not looked up).
+    /// A new proof for `method` on `target`, with the nonce last seen from its server.
     pub(crate) fn sign(
         &self,
         method: &Method,
         target: &Target,
-        nonce: Option<&str>,
         ath: Option<&str>,
     ) -> Result<DpopProof> {
         #[derive(Serialize)]
@@ -188,6 +185,7 @@ impl DpopKey {
             what: "a DPoP proof (no randomness for the jti)",
         })?;
         let jti = b64(random);
+        let nonce = self.nonce(target);
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -197,7 +195,7 @@ impl DpopKey {
             htm: method.as_str(),
             htu: &target.htu,
             iat,
-            nonce,
+            nonce: nonce.as_deref(),
             ath,
         };
         let jwt = self
@@ -216,7 +214,7 @@ impl DpopKey {
     }
 
     /// The nonce last seen from `target`'s server.
-    pub(crate) fn nonce(&self, target: &Target) -> Option<Arc<str>> {
+    fn nonce(&self, target: &Target) -> Option<Arc<str>> {
         self.nonces().get(target.origin()).cloned()
     }
 

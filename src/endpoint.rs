@@ -625,8 +625,7 @@ impl TokenEndpoint {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json");
         if let (Some(key), Some(target)) = (&request.dpop, target) {
-            let nonce = key.nonce(target);
-            let proof = key.sign(&Method::POST, target, nonce.as_deref(), None)?;
+            let proof = key.sign(&Method::POST, target, None)?;
             builder = builder.header(DPOP, proof.into_header_value());
         }
         builder

@@ -282,15 +282,11 @@ impl Proofs {
         }))
     }
 
-    /// Sets a new proof, with the server's last nonce, on `request`.
+    /// Sets a new proof (with the server's last nonce) on `request`.
     fn attach<B>(&self, request: &mut Request<B>) -> Result<(), BoxError> {
-        let nonce = self.key.nonce(&self.target);
-        let proof = self.key.sign(
-            request.method(),
-            &self.target,
-            nonce.as_deref(),
-            Some(self.entry.token.ath()),
-        )?;
+        let proof = self
+            .key
+            .sign(request.method(), &self.target, Some(self.entry.token.ath()))?;
         request
             .headers_mut()
             .insert(DPOP, proof.into_header_value());
