@@ -531,10 +531,11 @@ impl TokenEndpoint {
             }
         };
         let url = self.token_endpoint().await?;
-        let target = match &request.dpop {
+        // The DPoP key, and the token endpoint as its proofs name it.
+        let dpop = match &request.dpop {
             Some(key) => {
                 self.check_dpop_algorithm(key)?;
-                Some(Target::from_url(&url)?)
+                Some((key, Target::from_url(&url)?))
             }
             None => None,
         };
@@ -543,13 +544,12 @@ impl TokenEndpoint {
             // A new assertion and a new proof every time: HelseID refuses a `jti` it
             // has seen, so the retry after a nonce challenge signs both again.
             let http_request =
-                self.token_http_request(request, &url, grant_token, target.as_ref())?;
+                self.token_http_request(request, &url, grant_token, dpop.as_ref())?;
             let answer = self.send(TOKEN_ENDPOINT, http_request).await?;
             tracing::Span::current().record("status", answer.status.as_u16());
-            let mut fresh_nonce = false;
-            if let (Some(key), Some(target)) = (&request.dpop, &target) {
-                fresh_nonce = key.remember_nonce(target, &answer.headers);
-            }
+            let fresh_nonce = dpop
+                .as_ref()
+                .is_some_and(|(key, target)| key.remember_nonce(target, &answer.headers));
             let result = parse_token_response(answer.status, answer.content_type(), &answer.body)
                 .and_then(|token| bound_as_asked(token, request, answer.status));
             match result {
@@ -596,7 +596,7 @@ impl TokenEndpoint {
         request: &TokenRequest,
         url: &str,
         grant_token: Option<(&str, &str)>,
-        target: Option<&Target>,
+        dpop: Option<&(&DpopKey, Target)>,
     ) -> Result<Request<Full<Bytes>>> {
         let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
         let body = {
@@ -624,7 +624,7 @@ impl TokenEndpoint {
             .uri(url)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json");
-        if let (Some(key), Some(target)) = (&request.dpop, target) {
+        if let Some((key, target)) = dpop {
             let proof = key.sign(&Method::POST, target, None)?;
             builder = builder.header(DPOP, proof.into_header_value());
         }
