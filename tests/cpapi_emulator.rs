@@ -8,37 +8,25 @@ mod support;
 use std::collections::HashSet;
 
 use futures_util::TryStreamExt;
-use helseid::config::ClientConfig;
 use helseid::cpapi::{self, Client, ClientInfo};
-use helseid::emulator::{ClientRegistration, Emulator, EmulatorBuilder};
-use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid::emulator::{Emulator, EmulatorBuilder};
 use http::StatusCode;
+use support::TestClient;
 
 const CLIENT_ID: &str = "epj-v2";
 
 async fn cpapi_against(builder: EmulatorBuilder) -> (Emulator, Client) {
-    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
-    let public = SigningKey::from_jwk(&jwk)
-        .expect("key")
-        .public_jwk()
-        .clone();
+    let client = TestClient::ec(CLIENT_ID);
     let emulator = builder
-        .client(
-            ClientRegistration::new(CLIENT_ID, public)
-                .scopes([cpapi::SCOPE])
-                .require_dpop(),
-        )
+        .client(client.registration(&[cpapi::SCOPE]).require_dpop())
         .start()
         .await
         .expect("emulator");
-    let config = ClientConfig::builder()
-        .client_id(CLIENT_ID)
-        .authority_url(emulator.issuer())
-        .private_jwk(&jwk)
+    // No scopes in the configuration: the client's builder asks for its API's.
+    let cpapi = Client::builder(client.config(emulator.issuer(), &[]))
         .build()
-        .expect("config");
-    let client = Client::builder(config).build().expect("client");
-    (emulator, client)
+        .expect("client");
+    (emulator, cpapi)
 }
 
 #[tokio::test]

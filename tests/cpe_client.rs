@@ -16,7 +16,6 @@ use tower::service_fn;
 use helseid::assertion::Tenant;
 use helseid::config::ClientConfig;
 use helseid::cpe::{self, Client, ClientInfo, DateTimeOffset, helseid_error};
-use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use support::TestClient;
 
 /// A stack that answers every request itself and keeps the requests it saw.
@@ -160,29 +159,14 @@ async fn an_error_of_the_stack_reaches_the_caller() {
 }
 
 /// A client with a fresh key, and the configuration that signs with it.
-fn client_and_key(id: &str) -> (TestClient, PrivateJwk) {
-    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
-    let client = TestClient {
-        id: id.to_owned(),
-        key: SigningKey::from_jwk(&jwk).expect("key"),
-    };
-    (client, jwk)
-}
-
-fn config((client, jwk): &(TestClient, PrivateJwk), authority: &str) -> ClientConfig {
-    ClientConfig::builder()
-        .client_id(&client.id)
-        .authority_url(authority)
-        .scopes([cpe::SCOPE])
-        .private_jwk(jwk)
-        .build()
-        .expect("config")
+fn config(client: &TestClient, authority: &str) -> ClientConfig {
+    client.config(authority, &[cpe::SCOPE])
 }
 
 #[tokio::test]
 async fn without_a_token_the_call_fails_with_helseids_answer() {
     let registered = TestClient::ec("registered");
-    let stranger = client_and_key("stranger");
+    let stranger = TestClient::ec("stranger");
     let emulator = support::emulator_with(&registered).await;
     let cpe = Client::builder(config(&stranger, emulator.issuer()))
         .build()
@@ -195,8 +179,8 @@ async fn without_a_token_the_call_fails_with_helseids_answer() {
 
 #[tokio::test]
 async fn a_refused_connection_fails_as_a_transport_error() {
-    let client = client_and_key("c");
-    let emulator = support::emulator_with(&client.0).await;
+    let client = TestClient::ec("c");
+    let emulator = support::emulator_with(&client).await;
     // A port that was free a moment ago: nobody listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
@@ -216,8 +200,8 @@ async fn a_refused_connection_fails_as_a_transport_error() {
 
 #[tokio::test]
 async fn a_call_that_gets_no_answer_times_out() {
-    let client = client_and_key("c");
-    let emulator = support::emulator_with(&client.0).await;
+    let client = TestClient::ec("c");
+    let emulator = support::emulator_with(&client).await;
     // Accepts connections and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
@@ -243,7 +227,7 @@ async fn a_call_that_gets_no_answer_times_out() {
 
 #[test]
 fn the_builder_names_what_is_wrong() {
-    let client = client_and_key("c");
+    let client = TestClient::ec("c");
     let case = |authority: &str, base_url: Option<&str>, timeout: Duration| {
         let mut builder = Client::builder(config(&client, authority)).timeout(timeout);
         if let Some(url) = base_url {
@@ -274,7 +258,7 @@ fn the_builder_names_what_is_wrong() {
 
 #[tokio::test]
 async fn the_default_base_url_follows_the_authority() {
-    let client = client_and_key("c");
+    let client = TestClient::ec("c");
     for (authority, expected) in [
         ("https://helseid-sts.test.nhn.no", cpe::TEST_URL),
         ("https://helseid-sts.nhn.no", cpe::PROD_URL),
@@ -287,8 +271,8 @@ async fn the_default_base_url_follows_the_authority() {
 
 /// An emulator with `client` holding the CPE scope, and a CPE client for it.
 async fn cpe_against_emulator(id: &str) -> (helseid::emulator::Emulator, Client) {
-    let client = client_and_key(id);
-    let emulator = support::emulator_with(&client.0).await;
+    let client = TestClient::ec(id);
+    let emulator = support::emulator_with(&client).await;
     let cpe = Client::builder(config(&client, emulator.issuer()))
         .build()
         .expect("client");
@@ -387,9 +371,9 @@ async fn the_stream_reads_the_whole_feed_once_and_polls_from_the_last_event() {
 #[tokio::test]
 async fn a_401_from_the_api_is_retried_once_then_returned() {
     // A client whose tokens lack the CPE scope: the API answers 401 invalid_token.
-    let client = client_and_key("other-api");
+    let client = TestClient::ec("other-api");
     let emulator = helseid::emulator::Emulator::builder()
-        .client(client.0.registration(&[support::CP_SCOPE, "nhn:other/api"]))
+        .client(client.registration(&[support::CP_SCOPE, "nhn:other/api"]))
         .start()
         .await
         .expect("emulator");

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use helseid::HelseIdLayer;
-use helseid::config::ClientConfig;
+
 use helseid::dpop::{self, DpopKey};
-use helseid::emulator::{ClientRegistration, Emulator, EmulatorBuilder};
+use helseid::emulator::{Emulator, EmulatorBuilder};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::error::BoxError;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
@@ -19,7 +19,7 @@ use helseid::token::TokenType;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use support::decode_jwt;
+use support::{TestClient, decode_jwt};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
@@ -102,43 +102,28 @@ fn recording_client(
 
 struct Setup {
     emulator: Emulator,
-    jwk: PrivateJwk,
+    client: TestClient,
     /// The token endpoint's exchanges.
     tokens: Log,
 }
 
 impl Setup {
     async fn new(builder: EmulatorBuilder) -> Self {
-        let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
-        let public = SigningKey::from_jwk(&jwk)
-            .expect("key")
-            .public_jwk()
-            .clone();
+        let client = TestClient::ec(CLIENT_ID);
         let emulator = builder
-            .client(
-                ClientRegistration::new(CLIENT_ID, public)
-                    .scopes([CPAPI_SCOPE])
-                    .require_dpop(),
-            )
+            .client(client.registration(&[CPAPI_SCOPE]).require_dpop())
             .start()
             .await
             .expect("emulator");
         Setup {
             emulator,
-            jwk,
+            client,
             tokens: Log::default(),
         }
     }
 
     fn endpoint(&self) -> TokenEndpoint {
-        let config = ClientConfig::builder()
-            .client_id(CLIENT_ID)
-            .authority_url(self.emulator.issuer())
-            .scopes([CPAPI_SCOPE])
-            .private_jwk(&self.jwk)
-            .build()
-            .expect("config");
-        TokenEndpoint::builder(config)
+        TokenEndpoint::builder(self.client.config(self.emulator.issuer(), &[CPAPI_SCOPE]))
             .http_service(recording_client(self.tokens.clone()))
             .build()
             .expect("endpoint")

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use helseid::config::ClientConfig;
 use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 
@@ -147,6 +148,8 @@ pub fn raw_jwt(header: &Value, claims: &Value, signature: &[u8]) -> String {
 pub struct TestClient {
     pub id: String,
     pub key: SigningKey,
+    /// The private JWK `key` was made from, for a `ClientConfig`.
+    pub jwk: PrivateJwk,
 }
 
 impl TestClient {
@@ -167,7 +170,19 @@ impl TestClient {
         TestClient {
             id: id.to_owned(),
             key: SigningKey::from_jwk(&jwk).expect("signing key"),
+            jwk,
         }
+    }
+
+    /// This client's configuration for the HelseID at `authority`, asking for `scopes`.
+    pub fn config(&self, authority: &str, scopes: &[&str]) -> ClientConfig {
+        ClientConfig::builder()
+            .client_id(&self.id)
+            .authority_url(authority)
+            .scopes(scopes.iter().copied())
+            .private_jwk(&self.jwk)
+            .build()
+            .expect("config")
     }
 
     /// A registration of this client with the given scopes (multi-tenant).
