@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use helseid::assertion::Tenant;
 use helseid::auth::HelseIdLayer;
-use helseid::config::ClientConfig;
-use helseid::emulator::{ClientRegistration, Emulator};
+use helseid::emulator::Emulator;
 use helseid::endpoint::TokenEndpoint;
-use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use support::TestClient;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const SCOPE: &str = "nhn:cp-api/access";
@@ -26,25 +25,14 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
-    let public = SigningKey::from_jwk(&jwk)
-        .expect("key")
-        .public_jwk()
-        .clone();
+    let client = TestClient::ec("layer-client");
     let emulator = Emulator::builder()
-        .client(ClientRegistration::new("layer-client", public).scopes([SCOPE]))
+        .client(client.registration(&[SCOPE]))
         .start()
         .await
         .expect("emulator");
-    let config = ClientConfig::builder()
-        .client_id("layer-client")
-        .authority_url(emulator.issuer())
-        .scopes([SCOPE])
-        .private_jwk(&jwk)
-        .build()
-        .expect("config");
     Setup {
-        endpoint: TokenEndpoint::new(config).expect("endpoint"),
+        endpoint: TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint"),
         emulator: Arc::new(emulator),
     }
 }
