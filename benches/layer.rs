@@ -58,7 +58,7 @@ fn bearer_token() -> Arc<str> {
 /// A token source that answers at once with `token`, valid for an hour: a DPoP token
 /// when the request asks for one.
 fn source(token: Arc<str>) -> impl FetchToken + Clone {
-    move |request: TokenRequest| {
+    helseid::cache::fetch_fn("bench", move |request: TokenRequest| {
         let token_type = match request.dpop() {
             Some(_) => TokenType::DPoP,
             None => TokenType::Bearer,
@@ -68,7 +68,7 @@ fn source(token: Arc<str>) -> impl FetchToken + Clone {
             token_type,
             Duration::from_secs(3600),
         ))
-    }
+    })
 }
 
 /// The in-memory echo service: `tower::service_fn(echo)`.
@@ -429,12 +429,11 @@ fn layer_hits_dpop(c: &mut Criterion) {
     assert_eq!(dpop.cache().stats().fetches, 1, "every request was a hit");
 }
 
-#[cfg(feature = "emulator")]
 fn cold_start(c: &mut Criterion) {
     use helseid::config::ClientConfig;
-    use helseid::emulator::{ClientRegistration, Emulator};
     use helseid::endpoint::TokenEndpoint;
     use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+    use helseid_emulator::{ClientRegistration, Emulator};
 
     const REQUESTS: usize = 10_000;
     const CLIENT: &str = "bench-client";
@@ -510,11 +509,6 @@ fn cold_start(c: &mut Criterion) {
         emulator.token_requests()
     );
     rt.block_on(emulator.shutdown());
-}
-
-#[cfg(not(feature = "emulator"))]
-fn cold_start(_c: &mut Criterion) {
-    eprintln!("cold_start needs the `emulator` feature");
 }
 
 criterion_group!(

@@ -26,10 +26,10 @@ use tower::util::BoxCloneSyncService;
 
 use helseid::HelseIdLayer;
 use helseid::config::ClientConfig;
-use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::exchange::SubjectToken;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid_emulator::{ClientRegistration, Emulator};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

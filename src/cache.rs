@@ -25,9 +25,9 @@
 //! # async fn main() -> Result<(), helseid::Error> {
 //! let cache = TokenCache::new();
 //! // Any `FetchToken`: a `TokenEndpoint`, or a closure as here.
-//! let source = |_request: TokenRequest| async {
+//! let source = helseid::cache::fetch_fn("my-client", |_request: TokenRequest| async {
 //!     AccessToken::new("token", TokenType::Bearer, Duration::from_secs(3600))
-//! };
+//! });
 //! let request = TokenRequest::client_credentials(["nhn:cp-api/access"]);
 //! let first = cache.get(&source, &request).await?;
 //! let second = cache.get(&source, &request).await?;
@@ -55,18 +55,54 @@ use crate::error::{Error, Result};
 use crate::exchange::SubjectToken;
 use crate::token::AccessToken;
 
-/// A boxed token fetch.
-pub type FetchFuture = Pin<Box<dyn Future<Output = Result<AccessToken>> + Send + 'static>>;
+/// The future of one token fetch ([`FetchToken::fetch`]): a boxed future in a named
+/// type.
+#[must_use = "futures do nothing unless polled"]
+pub struct FetchFuture {
+    inner: Pin<Box<dyn Future<Output = Result<AccessToken>> + Send + 'static>>,
+}
 
-/// Something that gets tokens: a [`TokenEndpoint`], or a closure
-/// `Fn(TokenRequest) -> impl Future<Output = Result<AccessToken>>` (tests, custom sources).
+impl FetchFuture {
+    /// Boxes `future`.
+    pub fn new(future: impl Future<Output = Result<AccessToken>> + Send + 'static) -> Self {
+        FetchFuture {
+            inner: Box::pin(future),
+        }
+    }
+}
+
+impl Future for FetchFuture {
+    type Output = Result<AccessToken>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for FetchFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchFuture").finish_non_exhaustive()
+    }
+}
+
+/// Something that gets tokens: a [`TokenEndpoint`], or a closure made one with
+/// [`fetch_fn`] (tests, custom sources).
 pub trait FetchToken: Send + Sync + 'static {
     /// Fetches a new token for `request`.
     fn fetch(&self, request: TokenRequest) -> FetchFuture;
 
-    /// The client id the tokens are for; part of the cache key.
-    fn client_id(&self) -> &str {
-        ""
+    /// The client id the tokens are for; part of the cache key, so that two sources
+    /// for different clients never share a token in one cache.
+    fn client_id(&self) -> &str;
+
+    /// The scopes a [`HelseIdLayer`](crate::HelseIdLayer) asks for when its builder is
+    /// given none. Default: none (HelseID then grants the client's scopes); a
+    /// [`TokenEndpoint`]'s are its configuration's.
+    fn default_scopes(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// Tells apart sources of one client whose tokens are not interchangeable, such as
@@ -79,21 +115,71 @@ pub trait FetchToken: Send + Sync + 'static {
 impl FetchToken for TokenEndpoint {
     fn fetch(&self, request: TokenRequest) -> FetchFuture {
         let endpoint = self.clone();
-        Box::pin(async move { endpoint.request(&request).await })
+        FetchFuture::new(async move { endpoint.request(&request).await })
     }
 
     fn client_id(&self) -> &str {
         self.config().client_id()
     }
+
+    fn default_scopes(&self) -> Vec<String> {
+        self.config().scopes().to_vec()
+    }
 }
 
-impl<F, Fut> FetchToken for F
+/// A [`FetchToken`] made of a closure `Fn(TokenRequest) -> impl Future<Output =
+/// Result<AccessToken>>`, for the client `client_id`: see [`fetch_fn`].
+#[derive(Clone)]
+pub struct FetchFn<F> {
+    client_id: Arc<str>,
+    fetch: F,
+}
+
+impl<F> fmt::Debug for FetchFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FetchFn")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes a closure a [`FetchToken`] for the client `client_id` (which keys its tokens
+/// in a cache: two sources with one client id share tokens).
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use helseid::cache::fetch_fn;
+/// use helseid::endpoint::TokenRequest;
+/// use helseid::token::{AccessToken, TokenType};
+///
+/// let source = fetch_fn("my-client", |_request: TokenRequest| async {
+///     AccessToken::new("token", TokenType::Bearer, Duration::from_secs(3600))
+/// });
+/// # drop(source);
+/// ```
+pub fn fetch_fn<F, Fut>(client_id: impl Into<Arc<str>>, fetch: F) -> FetchFn<F>
+where
+    F: Fn(TokenRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<AccessToken>> + Send + 'static,
+{
+    FetchFn {
+        client_id: client_id.into(),
+        fetch,
+    }
+}
+
+impl<F, Fut> FetchToken for FetchFn<F>
 where
     F: Fn(TokenRequest) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<AccessToken>> + Send + 'static,
 {
     fn fetch(&self, request: TokenRequest) -> FetchFuture {
-        Box::pin(self(request))
+        FetchFuture::new((self.fetch)(request))
+    }
+
+    fn client_id(&self) -> &str {
+        &self.client_id
     }
 }
 
@@ -117,7 +203,7 @@ pub struct CacheKey {
 impl CacheKey {
     /// The key of `request` for `client_id`. A refresh request's refresh token is not
     /// part of it: the token rotates, the session stays.
-    pub fn new(client_id: &str, request: &TokenRequest) -> Self {
+    pub(crate) fn new(client_id: &str, request: &TokenRequest) -> Self {
         let mut scopes = request.scopes().to_vec();
         scopes.sort_unstable();
         scopes.dedup();
@@ -531,8 +617,7 @@ impl TokenCache {
         });
         let fetch = async move {
             task.await.unwrap_or_else(|e| {
-                Err(Error::Transport {
-                    endpoint: "token fetch",
+                Err(Error::FetchTask {
                     source: Arc::new(e),
                 })
             })
@@ -675,7 +760,7 @@ mod tests {
             let delay = self.delay;
             let fail = self.fail.load(Ordering::SeqCst);
             let lifetime = self.lifetime.unwrap_or(Duration::from_secs(3600));
-            Box::pin(async move {
+            FetchFuture::new(async move {
                 tokio::time::sleep(delay).await;
                 if fail {
                     return Err(Error::OAuth {

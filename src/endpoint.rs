@@ -314,7 +314,15 @@ impl TokenEndpointBuilder {
         }
         let http = match self.http {
             Some(http) => http,
+            #[cfg(feature = "transport")]
             None => erase(crate::transport::https_client::<Full<Bytes>>()?),
+            #[cfg(not(feature = "transport"))]
+            None => {
+                return Err(Error::config(
+                    "http_service",
+                    "no HTTP client: give one with `http_service`, or enable the `transport` feature",
+                ));
+            }
         };
         Ok(TokenEndpoint {
             inner: Arc::new(Inner {

@@ -89,6 +89,15 @@ pub enum Error {
         source: SharedError,
     },
 
+    /// The task that fetched a token panicked or was cancelled (its runtime shut down);
+    /// the join error is the [`source`](std::error::Error::source).
+    #[error("the token fetch task failed")]
+    FetchTask {
+        /// Why the task ended without a result.
+        #[source]
+        source: Arc<tokio::task::JoinError>,
+    },
+
     /// A DPoP proof cannot be made for this request (a URL that is not absolute, say),
     /// or the token endpoint did not bind the token to the DPoP key.
     #[error("dpop: {reason}")]

@@ -88,13 +88,11 @@ pub mod exchange;
 pub mod key;
 pub mod refresh;
 pub mod token;
+#[cfg(feature = "transport")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;
 #[cfg(any(feature = "cpe", feature = "cpapi"))]
 mod typed;
-
-#[cfg(feature = "emulator")]
-#[cfg_attr(docsrs, doc(cfg(feature = "emulator")))]
-pub mod emulator;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;

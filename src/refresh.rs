@@ -513,7 +513,7 @@ impl RefreshSession {
 impl FetchToken for RefreshSession {
     fn fetch(&self, request: TokenRequest) -> FetchFuture {
         let session = self.clone();
-        Box::pin(async move { session.refresh(request.scopes()).await })
+        FetchFuture::new(async move { session.refresh(request.scopes()).await })
     }
 
     fn client_id(&self) -> &str {

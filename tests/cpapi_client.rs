@@ -1,7 +1,7 @@
 //! The generated CommunicationParty API v2 client against a server on 127.0.0.1 that
 //! answers the way the API does (ASP.NET: problem details as `application/problem+json`,
 //! .NET date-times with and without an offset), and its event stream.
-#![cfg(all(feature = "cpapi", feature = "emulator"))]
+#![cfg(feature = "cpapi")]
 
 use std::convert::Infallible;
 use std::num::{NonZeroU32, NonZeroU64};

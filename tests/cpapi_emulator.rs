@@ -1,7 +1,7 @@
 //! The typed CommunicationParty API v2 client through its default stack (HelseID layer
 //! with DPoP, timeout, hyper-util) against the emulator, which demands a DPoP-bound
 //! token and a matching proof on every call.
-#![cfg(all(feature = "cpapi", feature = "emulator"))]
+#![cfg(feature = "cpapi")]
 
 mod support;
 
@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use futures_util::TryStreamExt;
 use helseid::cpapi::{self, Client, ClientInfo};
-use helseid::emulator::{Emulator, EmulatorBuilder};
+use helseid_emulator::{Emulator, EmulatorBuilder};
 use http::StatusCode;
 use support::TestClient;
 

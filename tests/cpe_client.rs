@@ -1,6 +1,6 @@
 //! The generated CPE client: its calls go through the tower stack, and the stack's
 //! failures reach the caller as `helseid::Error`.
-#![cfg(all(feature = "cpe", feature = "emulator"))]
+#![cfg(feature = "cpe")]
 
 mod support;
 
@@ -270,7 +270,7 @@ async fn the_default_base_url_follows_the_authority() {
 }
 
 /// An emulator with `client` holding the CPE scope, and a CPE client for it.
-async fn cpe_against_emulator(id: &str) -> (helseid::emulator::Emulator, Client) {
+async fn cpe_against_emulator(id: &str) -> (helseid_emulator::Emulator, Client) {
     let client = TestClient::ec(id);
     let emulator = support::emulator_with(&client).await;
     let cpe = Client::builder(config(&client, emulator.issuer()))
@@ -372,7 +372,7 @@ async fn the_stream_reads_the_whole_feed_once_and_polls_from_the_last_event() {
 async fn a_401_from_the_api_is_retried_once_then_returned() {
     // A client whose tokens lack the CPE scope: the API answers 401 invalid_token.
     let client = TestClient::ec("other-api");
-    let emulator = helseid::emulator::Emulator::builder()
+    let emulator = helseid_emulator::Emulator::builder()
         .client(client.registration(&[support::CP_SCOPE, "nhn:other/api"]))
         .start()
         .await

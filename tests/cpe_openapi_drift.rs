@@ -2,7 +2,6 @@
 //! the contract, `openapi/cpe.json`, by the comparison of `support::openapi_drift` (see
 //! there for what is compared). CPE's contract allows no differences: every media type
 //! and security scheme must be as cpe.json has it.
-#![cfg(feature = "emulator")]
 
 mod support;
 

@@ -1,6 +1,5 @@
 //! DPoP (RFC 9449) end to end: the client's token requests and API calls against the
 //! emulator over real HTTP on 127.0.0.1, every request and answer recorded on the way.
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -11,11 +10,11 @@ use bytes::Bytes;
 use helseid::HelseIdLayer;
 
 use helseid::dpop::{self, DpopKey};
-use helseid::emulator::{Emulator, EmulatorBuilder};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::error::BoxError;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::token::TokenType;
+use helseid_emulator::{Emulator, EmulatorBuilder};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};

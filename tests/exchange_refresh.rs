@@ -1,5 +1,4 @@
 //! Token exchange and refresh sessions through the layer, against the emulator.
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -16,12 +15,12 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use helseid::HelseIdLayer;
 use helseid::cache::FetchToken;
 use helseid::config::ClientConfig;
-use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::exchange::SubjectToken;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 use helseid::token::{AccessToken, TokenType};
+use helseid_emulator::{ClientRegistration, Emulator};
 
 const SFM_SCOPE: &str = "e-helse:sfm.api/access";
 const SFM_AUDIENCE: &str = "e-helse:sfm.api";
@@ -211,13 +210,13 @@ async fn a_cached_exchange_never_outlives_its_subject_token() {
     let fetches = Arc::new(Mutex::new(Vec::new()));
     let record = fetches.clone();
     // A source that issues hour-long tokens: only the subject's expiry can end them.
-    let source = move |request: TokenRequest| {
+    let source = helseid::cache::fetch_fn("sfm", move |request: TokenRequest| {
         record
             .lock()
             .expect("lock")
             .push(request.subject().map(SubjectToken::fingerprint));
         async { AccessToken::new("exchanged", TokenType::Bearer, Duration::from_secs(3600)) }
-    };
+    });
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

@@ -1,6 +1,5 @@
 //! The tower layer end to end: tokens from the emulator over real HTTP, attached to the
 //! requests of a hyper-util client calling an API on 127.0.0.1.
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -10,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use helseid::assertion::Tenant;
 use helseid::auth::HelseIdLayer;
-use helseid::emulator::Emulator;
 use helseid::endpoint::TokenEndpoint;
+use helseid_emulator::Emulator;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use support::TestClient;

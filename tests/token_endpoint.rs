@@ -1,6 +1,5 @@
 //! The client side end to end: configuration, client assertions and the token endpoint,
 //! against the emulator over real HTTP on 127.0.0.1.
-#![cfg(feature = "emulator")]
 
 mod support;
 
@@ -12,10 +11,10 @@ use bytes::Bytes;
 use helseid::Error;
 use helseid::assertion::Tenant;
 use helseid::config::ClientConfig;
-use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::token::TokenType;
+use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 use http_body_util::Full;
 use support::decode_jwt;
 

@@ -6,7 +6,7 @@ use http::HeaderValue;
 use tokio::time::Instant;
 use tower_layer::Layer;
 
-use super::HelseId;
+use super::{HelseId, Replay};
 use crate::assertion::Tenant;
 use crate::cache::{CacheKey, Entry, FetchToken, TokenCache};
 use crate::dpop::DpopKey;
@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     /// the hot path. The cache stays the store of record.
     front: ArcSwapOption<Front>,
     pub(crate) retry_on_invalid_token: bool,
+    /// How requests are copied for a retry.
+    pub(crate) replay: Replay,
     /// Token exchange: each request's [`SubjectToken`] is exchanged.
     pub(crate) exchanges: bool,
     /// DPoP: tokens are bound to this key, and every request carries a proof.
@@ -160,20 +162,24 @@ impl fmt::Debug for HelseIdLayer {
 
 impl HelseIdLayer {
     /// Client-credentials tokens for the endpoint's configured scopes, in a new cache
-    /// with the default settings.
+    /// with the default settings: the same as `HelseIdLayer::builder(endpoint).build()`.
     pub fn new(endpoint: TokenEndpoint) -> Self {
-        let scopes = endpoint.config().scopes().to_vec();
-        Self::builder(endpoint).scopes(scopes).build()
+        Self::builder(endpoint).build()
     }
 
     /// Starts building a layer that gets its tokens from `source`: a [`TokenEndpoint`],
-    /// or any [`FetchToken`] (a closure in tests).
+    /// or any [`FetchToken`] ([`fetch_fn`](crate::cache::fetch_fn) makes one of a
+    /// closure). It asks for the source's [`default_scopes`](FetchToken::default_scopes)
+    /// (a `TokenEndpoint`'s: the configuration's) unless [`scopes`](HelseIdLayerBuilder::scopes)
+    /// says otherwise.
     pub fn builder(source: impl FetchToken) -> HelseIdLayerBuilder {
+        let scopes = source.default_scopes();
         HelseIdLayerBuilder {
             source: Arc::new(source),
-            request: TokenRequest::client_credentials(Vec::<String>::new()),
+            request: TokenRequest::client_credentials(scopes),
             cache: None,
             retry_on_invalid_token: true,
+            replay: Replay::new(),
         }
     }
 
@@ -201,6 +207,7 @@ pub struct HelseIdLayerBuilder {
     request: TokenRequest,
     cache: Option<TokenCache>,
     retry_on_invalid_token: bool,
+    replay: Replay,
 }
 
 impl fmt::Debug for HelseIdLayerBuilder {
@@ -209,12 +216,15 @@ impl fmt::Debug for HelseIdLayerBuilder {
             .field("request", &self.request)
             .field("cache", &self.cache)
             .field("retry_on_invalid_token", &self.retry_on_invalid_token)
+            .field("replay", &self.replay)
             .finish_non_exhaustive()
     }
 }
 
 impl HelseIdLayerBuilder {
-    /// The scopes to ask for. Default: none (HelseID grants the client's scopes).
+    /// The scopes to ask for. Default: the source's
+    /// [`default_scopes`](FetchToken::default_scopes): for a [`TokenEndpoint`], the
+    /// scopes of its configuration.
     pub fn scopes(self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
         let grant = self.request.grant().clone();
         self.grant(grant, scopes.into_iter().map(Into::into).collect())
@@ -281,6 +291,26 @@ impl HelseIdLayerBuilder {
         self
     }
 
+    /// How request bodies are copied for a retry (after `401 invalid_token`, or a DPoP
+    /// nonce challenge); [`Replay::never`] switches both retries off. Default:
+    /// [`Replay::new`], the cheap body types.
+    pub fn replay(mut self, replay: Replay) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    /// Copies request bodies of type `B` with `copy` for a retry (`None`: this one
+    /// cannot be), in addition to the policy's other body types. The same as
+    /// `.replay(policy.body(copy))`.
+    pub fn replay_body<B, F>(mut self, copy: F) -> Self
+    where
+        B: Send + 'static,
+        F: Fn(&B) -> Option<B> + Send + Sync + 'static,
+    {
+        self.replay = self.replay.body(copy);
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> HelseIdLayer {
         let key = CacheKey::for_source(&*self.source, &self.request);
@@ -292,6 +322,7 @@ impl HelseIdLayerBuilder {
                 key,
                 front: ArcSwapOption::empty(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
+                replay: self.replay,
                 exchanges,
                 dpop: self.request.dpop().cloned(),
             }),

@@ -11,7 +11,8 @@
 //!
 //! An answer `401` whose `WWW-Authenticate` says `invalid_token` evicts the token and
 //! sends the request once more with a fresh one, when the body can be replayed
-//! ([`ReplayBody`]); otherwise the 401 is returned as it is.
+//! ([`Replay`]: any body passes through the layer, and the cheap ones are copied for
+//! the retry); otherwise the 401 is returned as it is.
 //!
 //! # Example
 //! ```no_run
@@ -40,8 +41,10 @@
 
 mod future;
 mod layer;
+mod replay;
 mod service;
 
 pub use future::ResponseFuture;
 pub use layer::{HelseIdLayer, HelseIdLayerBuilder};
-pub use service::{HelseId, ReplayBody};
+pub use replay::Replay;
+pub use service::HelseId;

@@ -3,7 +3,6 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::ServiceExt;
 use tower_service::Service;
@@ -16,76 +15,6 @@ use crate::dpop::{self, DPOP, DpopKey, Target};
 use crate::endpoint::TokenEndpoint;
 use crate::error::BoxError;
 use crate::exchange::SubjectToken;
-
-/// A request body that may be sent a second time, for the retry after a `401`.
-///
-/// Implemented for the usual client bodies; a streaming body answers `None`, and its
-/// request is never retried.
-pub trait ReplayBody: Sized {
-    /// A copy of the body to send again, or `None` when it cannot be replayed.
-    fn try_clone(&self) -> Option<Self>;
-}
-
-impl<D: Clone> ReplayBody for http_body_util::Full<D> {
-    fn try_clone(&self) -> Option<Self> {
-        Some(self.clone())
-    }
-}
-
-impl<D> ReplayBody for http_body_util::Empty<D> {
-    fn try_clone(&self) -> Option<Self> {
-        Some(http_body_util::Empty::new())
-    }
-}
-
-impl ReplayBody for () {
-    fn try_clone(&self) -> Option<Self> {
-        Some(())
-    }
-}
-
-impl ReplayBody for String {
-    fn try_clone(&self) -> Option<Self> {
-        Some(self.clone())
-    }
-}
-
-impl ReplayBody for Vec<u8> {
-    fn try_clone(&self) -> Option<Self> {
-        Some(self.clone())
-    }
-}
-
-impl ReplayBody for Bytes {
-    fn try_clone(&self) -> Option<Self> {
-        Some(self.clone())
-    }
-}
-
-impl ReplayBody for hyper::body::Incoming {
-    fn try_clone(&self) -> Option<Self> {
-        None
-    }
-}
-
-impl<D, E> ReplayBody for http_body_util::combinators::UnsyncBoxBody<D, E> {
-    fn try_clone(&self) -> Option<Self> {
-        None
-    }
-}
-
-impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
-    fn try_clone(&self) -> Option<Self> {
-        None
-    }
-}
-
-#[cfg(feature = "emulator")]
-impl ReplayBody for axum::body::Body {
-    fn try_clone(&self) -> Option<Self> {
-        None
-    }
-}
 
 /// Sets a HelseID token on every request, then calls the inner service.
 ///
@@ -162,18 +91,6 @@ fn says_invalid_token<B>(response: &Response<B>) -> bool {
             .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
 }
 
-/// A copy of `request` without its `Authorization`, when the body can be replayed.
-fn replayable<B: ReplayBody>(request: &Request<B>) -> Option<Request<B>> {
-    let body = request.body().try_clone()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    *copy.extensions_mut() = request.extensions().clone();
-    Some(copy)
-}
-
 fn set_authorization<B>(request: &mut Request<B>, value: HeaderValue) {
     request.headers_mut().insert(header::AUTHORIZATION, value);
 }
@@ -183,7 +100,7 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: ReplayBody + Send + 'static,
+    B: Send + 'static,
     ResBody: Send + 'static,
 {
     type Response = Response<ResBody>;
@@ -223,7 +140,7 @@ where
                 }
             };
             let replay = if shared.retry_on_invalid_token || proofs.is_some() {
-                replayable(&request)
+                shared.replay.copy(&request)
             } else {
                 None
             };
@@ -338,7 +255,7 @@ mod tests {
         fn fetch(&self, _request: TokenRequest) -> FetchFuture {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             let delay = self.delay;
-            Box::pin(async move {
+            FetchFuture::new(async move {
                 tokio::time::sleep(delay).await;
                 AccessToken::new(
                     format!("t{n}"),
@@ -346,6 +263,10 @@ mod tests {
                     Duration::from_secs(3600),
                 )
             })
+        }
+
+        fn client_id(&self) -> &str {
+            "client"
         }
     }
 
@@ -390,12 +311,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_token_failure_downcasts_to_the_crate_error() {
-        let failing = |_r: TokenRequest| async {
+        let failing = crate::cache::fetch_fn("client", |_r: TokenRequest| async {
             Err(crate::Error::OAuth {
                 status: StatusCode::BAD_REQUEST,
                 error: crate::OAuthError::new("invalid_client", "unknown client"),
             })
-        };
+        });
         let service = ServiceBuilder::new()
             .layer(HelseIdLayer::builder(failing).build())
             .service_fn(echo);
@@ -457,7 +378,7 @@ mod tests {
 
     /// A source of DPoP tokens that checks it was asked for them.
     fn dpop_source(calls: Arc<AtomicUsize>) -> impl crate::cache::FetchToken {
-        move |request: TokenRequest| {
+        crate::cache::fetch_fn("client", move |request: TokenRequest| {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 assert!(
@@ -466,7 +387,7 @@ mod tests {
                 );
                 AccessToken::new(format!("t{n}"), TokenType::DPoP, Duration::from_secs(3600))
             }
-        }
+        })
     }
 
     type Seen = Arc<std::sync::Mutex<Vec<(Option<HeaderValue>, Option<HeaderValue>)>>>;

@@ -19,8 +19,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 use helseid::config::ClientConfig;
-use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 
 /// The CommunicationParty API scope most tests use.
 pub const CP_SCOPE: &str = "nhn:cp-api/access";

@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use helseid::emulator::Emulator;
+use helseid_emulator::Emulator;
 
 /// How the served document is named in differences.
 pub const SERVED: &str = "the emulator's document";

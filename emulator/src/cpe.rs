@@ -601,7 +601,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::key::{Algorithm, PrivateJwk, SigningKey};
+    use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 
     fn state() -> State {
         let key =
@@ -634,7 +634,7 @@ mod tests {
 
     #[test]
     fn tokens_signed_by_the_emulator_are_checked_for_exp_and_scope() {
-        crate::emulator::install_crypto_provider();
+        crate::install_crypto_provider();
         let state = state();
         let now = super::super::state::unix_now();
         let claims = |exp: i64| json!({"iss": state.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});

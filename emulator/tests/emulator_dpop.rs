@@ -1,15 +1,15 @@
 //! DPoP (RFC 9449) at the emulator's token endpoint: the nonce handshake, DPoP-bound
 //! tokens, clients that must use DPoP, and every defect of a proof refused with a
 //! description that names it. Proofs are built by hand, over real HTTP on 127.0.0.1.
-#![cfg(feature = "emulator")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use helseid::emulator::Emulator;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid_emulator::Emulator;
 use support::*;
 
 /// An emulator with one client holding the CPE scope.

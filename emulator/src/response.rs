@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::dpop::DPOP_NONCE;
-use crate::error::OAuthError;
+use crate::error::ErrorBody;
 
 /// The longest claim or parameter value quoted in an error description.
 const MAX_QUOTED: usize = 80;
@@ -113,8 +113,8 @@ impl TokenError {
     }
 
     /// The error body, for answers given in Rust rather than over HTTP.
-    pub(crate) fn into_oauth(self) -> OAuthError {
-        OAuthError::new(self.code, self.description)
+    pub(crate) fn into_oauth(self) -> ErrorBody {
+        ErrorBody::new(self.code, self.description)
     }
 }
 
@@ -123,7 +123,7 @@ impl IntoResponse for TokenError {
         let mut response = no_store(
             (
                 self.status,
-                Json(OAuthError::new(self.code, self.description)),
+                Json(ErrorBody::new(self.code, self.description)),
             )
                 .into_response(),
         );

@@ -1,8 +1,8 @@
 //! Token exchange (RFC 8693, the SFM pattern), rotating refresh tokens and the test token
 //! endpoint of the emulator. Everything goes over real HTTP on 127.0.0.1, with client
 //! assertions signed by the test clients' own keys; no test depends on timing.
-#![cfg(feature = "emulator")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use helseid::emulator::{Emulator, Tenancy, TestTokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid_emulator::{Emulator, Tenancy, TestTokenRequest};
 use support::*;
 
 /// The SFM API's scope: tokens with it have `aud: e-helse:sfm.api`.

@@ -18,7 +18,7 @@ use super::response::{TokenError, no_store, quote};
 use super::state::{RegisteredClient, State, unix_now};
 use super::tenancy::Organisation;
 use super::{exchange, refresh};
-use crate::key::b64;
+use crate::error::b64;
 
 /// The token exchange grant type (RFC 8693).
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -1,8 +1,8 @@
 //! The emulator's CPE side: the CommunicationParty Events API over its seeded register,
 //! behind access tokens from its own token endpoint. Everything goes over real HTTP on
 //! 127.0.0.1 with real signatures.
-#![cfg(feature = "emulator")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;
@@ -11,8 +11,7 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, Utc};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use helseid::Error;
-use helseid::emulator::Emulator;
+use helseid_emulator::Emulator;
 use support::*;
 
 /// An emulator with one client holding the CPE scope, and a token for it.
@@ -231,7 +230,7 @@ async fn the_page_size_is_configurable() {
         .await
         .expect_err("zero");
     assert!(
-        matches!(&error, Error::Config { field, .. } if field == "cpe_page_size"),
+        matches!(&error, helseid_emulator::Error::Setting { setting, .. } if *setting == "cpe_page_size"),
         "{error}"
     );
 }

@@ -14,8 +14,9 @@ use super::Tenancy;
 use super::cpapi::Cpapi;
 use super::cpe::Cpe;
 use super::dpop::Dpop;
+use crate::error::b64_decode;
 use crate::error::{Error, Result};
-use crate::key::{Algorithm, PublicJwk, SigningKey, b64_decode};
+use helseid::key::{Algorithm, PublicJwk, SigningKey};
 
 /// Clock skew allowed when checking `exp`, `nbf` and `iat`, in seconds.
 pub(crate) const LEEWAY: i64 = 5;
@@ -197,9 +198,7 @@ impl State {
             public.n.as_deref().unwrap_or_default(),
             public.e.as_deref().unwrap_or_default(),
         )
-        .map_err(|_| Error::Sign {
-            what: "the emulator's verification key",
-        })?;
+        .map_err(|_| Error::key("make the emulator's verification key", None))?;
         Ok(State {
             token_endpoint: format!("{issuer}/connect/token"),
             issuer,
@@ -217,9 +216,7 @@ impl State {
             seen_jtis: Mutex::new(HashMap::new()),
             assertion_jtis: Mutex::new(VecDeque::new()),
             cpe,
-            dpop: Dpop::new().ok_or(Error::Sign {
-                what: "the emulator's DPoP nonces",
-            })?,
+            dpop: Dpop::new().ok_or_else(|| Error::key("make the emulator's DPoP nonces", None))?,
             cpapi: Cpapi::default(),
         })
     }

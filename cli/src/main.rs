@@ -13,10 +13,10 @@ use futures_util::TryStreamExt;
 use helseid::assertion::Tenant;
 use helseid::config::{Authority, ClientConfig, Environment};
 use helseid::dpop::DpopKey;
-use helseid::emulator::{ClientRegistration, Emulator};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
+use helseid_emulator::{ClientRegistration, Emulator};
 
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -199,7 +199,7 @@ struct Demo {
     jwk: PrivateJwk,
 }
 
-async fn start_demo(bind: SocketAddr) -> Result<Demo, helseid::Error> {
+async fn start_demo(bind: SocketAddr) -> Result<Demo, Box<dyn std::error::Error + Send + Sync>> {
     let jwk = PrivateJwk::generate_ec(Algorithm::ES256)?;
     let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
     let emulator = Emulator::builder()
@@ -252,9 +252,9 @@ impl EnvArg {
 async fn config_or_demo(
     path: Option<&Path>,
     demo: &mut Option<Demo>,
-) -> Result<ClientConfig, helseid::Error> {
+) -> Result<ClientConfig, Box<dyn std::error::Error + Send + Sync>> {
     if let Some(path) = path {
-        return ClientConfig::from_file(path);
+        return Ok(ClientConfig::from_file(path)?);
     }
     let started = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
     eprintln!(

@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 
 use super::response::quote;
 use super::state::{LEEWAY, lock, unix_now};
-use crate::key::{PublicJwk, b64, b64_decode};
+use crate::error::{b64, b64_decode};
+use helseid::key::PublicJwk;
 
 /// The request header that carries a proof.
 pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
@@ -565,7 +566,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::key::{Algorithm, PrivateJwk, SigningKey};
+    use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 
     const URL: &str = "http://127.0.0.1:1/connect/token";
 

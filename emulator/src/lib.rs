@@ -170,11 +170,11 @@
 //!
 //! # Example
 //! ```
-//! use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
+//! use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 //! use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), helseid::Error> {
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256)?)?;
 //! let emulator = Emulator::builder()
 //!     .client(
@@ -232,8 +232,10 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::{Error, OAuthError, Result};
-use crate::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
+mod error;
+
+pub use error::{Error, ErrorBody, Result};
+use helseid::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 
 use self::state::{ClientKey, RegisteredClient, State};
 
@@ -398,24 +400,24 @@ impl EmulatorBuilder {
     /// current tokio runtime until the [`Emulator`] is shut down or dropped.
     ///
     /// # Errors
-    /// [`Error::Config`] when the refresh token lifetime is under one second, when a
+    /// [`Error::Setting`] when the refresh token lifetime is under one second, when a
     /// client's audience is empty or holds spaces, when a registration is wrong otherwise
     /// (an empty or repeated client id, a
     /// public key the emulator cannot use, a parent organisation number that is not nine
     /// digits), when the access token lifetime is under one second, when the CPE page
-    /// size is zero, or when the address cannot be bound. [`Error::Sign`] if the signing
+    /// size is zero, or when the address cannot be bound. [`Error::Key`] if the signing
     /// key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
         install_crypto_provider();
         let lifetime = self.access_token_lifetime;
         if lifetime.as_secs() == 0 {
-            return Err(Error::config(
+            return Err(Error::setting(
                 "access_token_lifetime",
                 "must be at least one second",
             ));
         }
         if self.cpe_page_size == 0 {
-            return Err(Error::config(
+            return Err(Error::setting(
                 "cpe_page_size",
                 "must be at least one event per page",
             ));
@@ -424,7 +426,7 @@ impl EmulatorBuilder {
         for registration in self.clients {
             let client = register(registration)?;
             if clients.contains_key(&client.id) {
-                return Err(Error::config(
+                return Err(Error::setting(
                     "client_id",
                     format!("client `{}` is registered twice", client.id),
                 ));
@@ -433,7 +435,7 @@ impl EmulatorBuilder {
         }
         let refresh_token_lifetime = self.refresh_token_lifetime;
         if refresh_token_lifetime.as_secs() == 0 {
-            return Err(Error::config(
+            return Err(Error::setting(
                 "refresh_token_lifetime",
                 "must be at least one second",
             ));
@@ -441,13 +443,19 @@ impl EmulatorBuilder {
 
         let listener = tokio::net::TcpListener::bind(self.bind)
             .await
-            .map_err(|e| Error::config("bind", format!("cannot listen on {}: {e}", self.bind)))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::config("bind", format!("cannot read the bound address: {e}")))?;
+            .map_err(|source| Error::Bind {
+                address: self.bind,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            address: self.bind,
+            source,
+        })?;
         let issuer = format!("http://{}", reachable(local_addr));
 
-        let signing_key = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256)?)?;
+        let signing_key = PrivateJwk::generate_rsa(2048, Algorithm::RS256)
+            .and_then(|jwk| SigningKey::from_jwk(&jwk))
+            .map_err(|e| Error::key("generate the emulator's signing key", e))?;
         let cpe = cpe::Cpe::new(self.cpe_page_size);
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
@@ -574,7 +582,7 @@ impl Emulator {
         &self,
         client_id: &str,
         scopes: &[&str],
-    ) -> std::result::Result<serde_json::Value, OAuthError> {
+    ) -> std::result::Result<serde_json::Value, ErrorBody> {
         self.mint_test_token(&TestTokenRequest::new(client_id, scopes.iter().copied()))
     }
 
@@ -586,7 +594,7 @@ impl Emulator {
     pub fn mint_test_token(
         &self,
         request: &TestTokenRequest,
-    ) -> std::result::Result<serde_json::Value, OAuthError> {
+    ) -> std::result::Result<serde_json::Value, ErrorBody> {
         test_token::mint(&self.state, request).map_err(|e| e.into_oauth())
     }
 
@@ -597,9 +605,12 @@ impl Emulator {
     /// [`tokens_issued`](Self::tokens_issued).
     ///
     /// # Errors
-    /// [`Error::Sign`] if the claims cannot be serialised or signed.
+    /// [`Error::Key`] if the claims cannot be serialised or signed.
     pub fn sign_access_token(&self, claims: &serde_json::Value) -> Result<String> {
-        self.state.signing_key.sign_jwt("at+jwt", claims)
+        self.state
+            .signing_key
+            .sign_jwt("at+jwt", claims)
+            .map_err(|e| Error::key("sign an access token", e))
     }
 
     /// Makes a refresh token this emulator issued expire now, as if its session's
@@ -750,22 +761,22 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         require_dpop,
     } = registration;
     if client_id.is_empty() {
-        return Err(Error::config("client_id", "must not be empty"));
+        return Err(Error::setting("client_id", "must not be empty"));
     }
     if let Tenancy::Single { parent_orgnr } = &tenancy
         && !tenancy::is_orgnr(parent_orgnr)
     {
-        return Err(Error::config(
+        return Err(Error::setting(
             "parent_orgnr",
             format!("client `{client_id}`: `{parent_orgnr}` is not nine digits"),
         ));
     }
     let key = ClientKey::from_jwk(&jwk)
-        .map_err(|reason| Error::config("jwk", format!("client `{client_id}`: {reason}")))?;
+        .map_err(|reason| Error::setting("jwk", format!("client `{client_id}`: {reason}")))?;
     let mut granted = Vec::with_capacity(scopes.len());
     for scope in scopes {
         if scope.is_empty() || scope.contains(char::is_whitespace) {
-            return Err(Error::config(
+            return Err(Error::setting(
                 "scopes",
                 format!("client `{client_id}`: `{scope}` is not a valid scope"),
             ));
@@ -776,7 +787,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
     }
     for audience in &audiences {
         if audience.is_empty() || audience.contains(char::is_whitespace) {
-            return Err(Error::config(
+            return Err(Error::setting(
                 "audience",
                 format!("client `{client_id}`: `{audience}` is not a valid audience"),
             ));

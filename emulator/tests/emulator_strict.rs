@@ -1,8 +1,8 @@
 //! The emulator is at least as strict as HelseID: every rule of client authentication is
 //! enforced with the error code HelseID uses and a description that says what is wrong.
 //! Everything goes over real HTTP on 127.0.0.1.
-#![cfg(feature = "emulator")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use helseid::emulator::{ClientRegistration, Emulator, Tenancy};
 use helseid::key::Algorithm;
+use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 use support::*;
 
 const PARENT: &str = "912345678";

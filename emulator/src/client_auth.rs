@@ -11,7 +11,8 @@ use super::form::TokenForm;
 use super::response::{TokenError, quote};
 use super::state::{LEEWAY, RegisteredClient, State, unix_now};
 use super::tenancy::{self, Organisation};
-use crate::key::{Algorithm, b64_decode};
+use crate::error::b64_decode;
+use helseid::key::Algorithm;
 
 /// The only `client_assertion_type` HelseID accepts.
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

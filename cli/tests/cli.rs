@@ -1,6 +1,6 @@
 //! The built `helseid` binary, end to end.
-#![cfg(feature = "cli")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -1,8 +1,8 @@
 //! The emulator's CommunicationParty API v2: the sequenced event feed, parties and the
 //! export over the seeded register, behind DPoP-bound tokens and proofs built by hand.
 //! Everything goes over real HTTP on 127.0.0.1 with real signatures.
-#![cfg(feature = "emulator")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
@@ -10,8 +10,8 @@ use std::collections::{BTreeSet, HashSet};
 use http::{StatusCode, header};
 use serde_json::{Value, json};
 
-use helseid::emulator::{self, Emulator};
 use helseid::key::SigningKey;
+use helseid_emulator::{self as emulator, Emulator};
 use support::*;
 
 const ALGS: &str = "RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512";

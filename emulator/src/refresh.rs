@@ -27,7 +27,7 @@ use super::response::{TokenError, quote};
 use super::state::{State, lock, unix_now};
 use super::tenancy::{self, Organisation};
 use super::token::{client_claims, issue_access_token, split_scopes, token_response};
-use crate::key::b64;
+use crate::error::b64;
 
 /// The default lifetime of a session's refresh tokens: 8 hours.
 pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);

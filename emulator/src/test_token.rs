@@ -16,7 +16,7 @@ use super::response::{TokenError, quote};
 use super::state::{RegisteredClient, State, unix_now};
 use super::tenancy::{Organisation, is_orgnr};
 use super::token::{client_claims, granted_scopes, issue_access_token, token_response};
-use crate::key::b64;
+use crate::error::b64;
 
 /// The fødselsnummer of the synthetic test person used when a request names none.
 pub(crate) const DEFAULT_PID: &str = "13116900216";
