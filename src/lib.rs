@@ -11,7 +11,7 @@
 //! - signs client assertions exactly as HelseID wants them ([`assertion`]): `aud` is
 //!   the issuer, each assertion is used once, tenancy goes in `assertion_details`;
 //! - gets tokens from the token endpoint over any tower HTTP service ([`endpoint`]),
-//!   by default hyper-util with rustls ([`transport`]);
+//!   by default hyper-util with rustls (`transport`, feature `transport`);
 //! - caches them ([`cache`]: single flight, refresh ahead, back-off) and attaches them
 //!   to the requests of any tower/hyper service ([`auth`]: [`HelseIdLayer`]);
 //! - binds tokens to a key with DPoP (RFC 9449, [`dpop`]): one setting of the layer,
@@ -24,7 +24,8 @@
 //!   generates from `openapi/cpe.json`, sent through the same tower stack ([`cpe`],
 //!   feature `cpe`), and its successor, the CommunicationParty API v2, with DPoP-bound
 //!   tokens ([`cpapi`], feature `cpapi`);
-//! - ships a strict local HelseID + CPE + CP API v2 emulator ([`emulator`], feature `emulator`) so
+//! - comes with a strict local HelseID + CPE + CP API v2 emulator, the
+//!   `helseid-emulator` package, which a service's tests add as a dev-dependency, so
 //!   that everything runs, and is tested, without a registration at NHN.
 //!
 //! # Example
@@ -54,14 +55,16 @@
 //! ```
 //!
 //! # Features
-//! | feature    | default | what it adds |
-//! |------------|---------|--------------|
-//! | `cpe`      | via `cli` | [`cpe`]: the typed CPE client (progenitor in `build.rs`) |
-//! | `cpapi`    | via `cli` | [`cpapi`]: the typed CommunicationParty API v2 client, with DPoP |
-//! | `emulator` | via `cli` | [`emulator`]: a local HelseID + CPE (axum, utoipa) for tests and demos |
-//! | `cli`      | yes     | the `helseid` command line |
+//! | feature     | default | what it adds |
+//! |-------------|---------|--------------|
+//! | `transport` | yes     | `transport`: the default HTTPS client (hyper-util, rustls with aws-lc-rs, web PKI roots) |
+//! | `cpe`       | no      | `cpe`: the typed CPE client (progenitor in `build.rs`) |
+//! | `cpapi`     | no      | `cpapi`: the typed CommunicationParty API v2 client, with DPoP |
 //!
-//! Library users who need neither: `default-features = false`.
+//! A service that brings its own HTTP client: `default-features = false`, and
+//! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).
+//! The emulator and the `helseid` command line are packages of their own
+//! (`helseid-emulator`, `helseid-cli`).
 //!
 //! # Secrets
 //! Private keys, client assertions, access and refresh tokens never appear in `Debug`,
