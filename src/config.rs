@@ -185,6 +185,47 @@ struct ConfigFile {
     rsa_private_key: Option<serde::de::IgnoredAny>,
 }
 
+/// The largest configuration file [`ClientConfig::from_file`] reads: 64 KiB, many times
+/// a configuration with an RSA-4096 key.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+
+/// Reads `path` as UTF-8 text, when it is a regular file of at most [`MAX_CONFIG_FILE`]
+/// bytes. The text is zeroized when dropped: it holds the private key.
+fn read_config_file(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    // Judged before opening: opening a FIFO for reading waits for a writer.
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    // Room for the whole file at once, so that no copy of the key is left behind in a
+    // buffer that grew.
+    let capacity = file.metadata()?.len().min(MAX_CONFIG_FILE) + 1;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(capacity as usize));
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidData => IoError::new(ErrorKind::InvalidData, "it is not UTF-8 text"),
+            _ => e,
+        })?;
+    if text.len() as u64 > MAX_CONFIG_FILE {
+        return Err(IoError::new(
+            ErrorKind::InvalidData,
+            format!("it is larger than {MAX_CONFIG_FILE} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 impl ClientConfig {
     /// Starts a configuration from its parts.
     pub fn builder() -> ClientConfigBuilder {
@@ -193,17 +234,19 @@ impl ClientConfig {
 
     /// Reads a client configuration file downloaded from HelseID's self-service portal.
     ///
+    /// The file must be a regular file (a directory, FIFO or device is refused before
+    /// it is opened, so nothing blocks) of at most [`MAX_CONFIG_FILE`] bytes, in UTF-8
+    /// with or without a byte order mark (Windows editors write one).
+    ///
     /// # Errors
-    /// [`Error::ConfigFile`] when the file cannot be read, otherwise as
-    /// [`ClientConfig::from_json`].
+    /// [`Error::ConfigFile`] when the file cannot be read, is not a regular file or is
+    /// too large, otherwise as [`ClientConfig::from_json`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            Error::ConfigFile {
-                path: path.display().to_string(),
-                source: Arc::new(source),
-            }
-        })?);
+        let text = read_config_file(path).map_err(|source| Error::ConfigFile {
+            path: path.display().to_string(),
+            source: Arc::new(source),
+        })?;
         Self::from_json(&text)
     }
 
@@ -216,6 +259,7 @@ impl ClientConfig {
     /// # Errors
     /// [`Error::Config`] naming the key that is missing or wrong.
     pub fn from_json(json: &str) -> Result<Self> {
+        let json = json.strip_prefix('\u{feff}').unwrap_or(json);
         let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| Error::config("(file)", json_error_without_input(&e)))?;
         if !value.is_object() {
@@ -517,6 +561,74 @@ mod tests {
             .expect("key")
             .to_json()
             .to_string()
+    }
+
+    /// A directory of this test's own under the system's temporary directory.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("helseid-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    fn selvbetjening_file() -> String {
+        serde_json::json!({
+            "authority": "https://helseid-sts.test.nhn.no",
+            "clientId": "bom-client",
+            "privateJwk": jwk_json(),
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_file_with_a_byte_order_mark_is_read() {
+        let dir = scratch("bom");
+        let path = dir.join("client.json");
+        std::fs::write(&path, format!("\u{feff}{}", selvbetjening_file())).expect("write");
+        let config = ClientConfig::from_file(&path).expect("a BOM is accepted");
+        assert_eq!(config.client_id(), "bom-client");
+        std::fs::remove_dir_all(dir).expect("clean up");
+    }
+
+    fn refusal(path: &Path) -> String {
+        let err = ClientConfig::from_file(path).expect_err("refused");
+        assert!(matches!(err, Error::ConfigFile { .. }), "{err:?}");
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            source = e.source();
+        }
+        text
+    }
+
+    #[test]
+    fn what_is_not_a_small_regular_file_is_refused_at_once() {
+        let dir = scratch("kinds");
+        assert!(refusal(&dir).contains("a directory, not a regular file"));
+
+        // A FIFO without a writer: opening it would block; it is refused unopened.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        assert!(refusal(&fifo).contains("FIFO, socket or device, not a regular file"));
+
+        let big = dir.join("big.json");
+        let padding = " ".repeat(MAX_CONFIG_FILE as usize);
+        std::fs::write(&big, format!("{}{padding}", selvbetjening_file())).expect("write");
+        assert!(refusal(&big).contains("larger than 65536 bytes"));
+
+        let latin1 = dir.join("latin1.json");
+        std::fs::write(&latin1, b"{\"clientId\": \"bl\xe5\"}").expect("write");
+        assert!(refusal(&latin1).contains("not UTF-8"));
+
+        assert!(refusal(&dir.join("missing.json")).contains("cannot read configuration file"));
+        std::fs::remove_dir_all(dir).expect("clean up");
     }
 
     #[test]

@@ -158,7 +158,10 @@ async fn a_stream_body_is_sent_once() {
         Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"str"))),
         Ok(Frame::data(Bytes::from_static(b"eam"))),
     ]);
-    assert_sent_once(&post(StreamBody::new(frames), default_layer).await, b"stream");
+    assert_sent_once(
+        &post(StreamBody::new(frames), default_layer).await,
+        b"stream",
+    );
 }
 
 #[tokio::test]
