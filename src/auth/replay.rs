@@ -48,8 +48,11 @@ pub struct Replay {
     enabled: bool,
 }
 
+/// A copy function of bodies of type `B`.
+type CopyFn<B> = dyn Fn(&B) -> Option<B> + Send + Sync;
+
 /// The copy function of one body type `B`, behind `dyn Any`.
-struct Copier<B>(Box<dyn Fn(&B) -> Option<B> + Send + Sync>);
+struct Copier<B>(Box<CopyFn<B>>);
 
 impl fmt::Debug for Replay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
