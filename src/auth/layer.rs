@@ -1,14 +1,12 @@
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use http::HeaderValue;
-use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::{HelseId, Replay};
 use crate::assertion::Tenant;
-use crate::cache::{CacheKey, Entry, FetchToken, TokenCache};
+use crate::cache::{CacheKey, Entry, FetchToken, Front, TokenCache};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
@@ -21,7 +19,7 @@ pub(crate) struct Shared {
     key: CacheKey,
     /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
     /// the hot path. The cache stays the store of record.
-    front: ArcSwapOption<Front>,
+    front: Front,
     pub(crate) retry_on_invalid_token: bool,
     /// How requests are copied for a retry.
     pub(crate) replay: Replay,
@@ -31,63 +29,13 @@ pub(crate) struct Shared {
     pub(crate) dpop: Option<DpopKey>,
 }
 
-/// The layer's own token while it is not due for a refresh. A timer task removes it
-/// at the refresh point; should the timer's runtime shut down first, the finished
-/// handle retires it all the same.
-struct Front {
-    entry: Arc<Entry>,
-    timer: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Front {
-    fn drop(&mut self) {
-        self.timer.abort();
-    }
-}
-
 impl Shared {
     /// The `Authorization` value of the layer's own token, when it is cached and not yet
     /// due for a refresh: no lock, no clock read, no allocation, no await.
     pub(crate) fn fast_header(&self) -> Option<HeaderValue> {
-        let guard = self.front.load();
-        let front = guard.as_ref()?;
-        if front.timer.is_finished() {
-            return None;
-        }
+        let header = self.front.get()?;
         self.cache.count_hit();
-        Some(front.entry.token.authorization().clone())
-    }
-
-    /// Mirrors `entry` in the front until its refresh point.
-    fn set_front(self: &Arc<Self>, entry: &Arc<Entry>) {
-        let current = self.front.load();
-        if current
-            .as_ref()
-            .is_some_and(|front| Arc::ptr_eq(&front.entry, entry) && !front.timer.is_finished())
-        {
-            return;
-        }
-        if Instant::now() >= entry.refresh_at {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let weak: Weak<Shared> = Arc::downgrade(self);
-        let (due, mine) = (entry.refresh_at, entry.clone());
-        let timer = runtime.spawn(async move {
-            tokio::time::sleep_until(due).await;
-            if let Some(shared) = weak.upgrade() {
-                shared.front.rcu(|current| match current {
-                    Some(front) if Arc::ptr_eq(&front.entry, &mine) => None,
-                    other => other.clone(),
-                });
-            }
-        });
-        self.front.store(Some(Arc::new(Front {
-            entry: entry.clone(),
-            timer,
-        })));
+        Some(header)
     }
 
     fn key(&self, tenant: Option<Tenant>, subject: Option<&SubjectToken>) -> CacheKey {
@@ -103,7 +51,7 @@ impl Shared {
 
     /// The token for `tenant` and `subject` (or the layer's own), through the cache.
     pub(crate) async fn entry(
-        self: &Arc<Self>,
+        &self,
         tenant: Option<Tenant>,
         subject: Option<&SubjectToken>,
     ) -> Result<Arc<Entry>> {
@@ -115,7 +63,7 @@ impl Shared {
                     });
                 }
                 let entry = self.cache.entry(&self.source, &self.key).await?;
-                self.set_front(&entry);
+                self.front.set(&entry);
                 entry
             }
             _ => {
@@ -134,10 +82,7 @@ impl Shared {
     ) {
         let key = self.key(tenant, subject);
         if tenant.is_none() && subject.is_none() {
-            self.front.rcu(|current| match current {
-                Some(front) if front.entry.token.authorization() == sent => None,
-                other => other.clone(),
-            });
+            self.front.retire_if(sent);
         }
         self.cache.evict(&key, sent).await;
     }
@@ -320,7 +265,7 @@ impl HelseIdLayerBuilder {
                 source: self.source,
                 cache: self.cache.unwrap_or_default(),
                 key,
-                front: ArcSwapOption::empty(),
+                front: Front::default(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
                 replay: self.replay,
                 exchanges,

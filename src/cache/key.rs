@@ -1,0 +1,151 @@
+//! The cache key: everything a token depends on.
+
+use std::sync::Arc;
+
+use super::FetchToken;
+use crate::assertion::Tenant;
+use crate::dpop::DpopKey;
+use crate::endpoint::{Grant, TokenRequest};
+use crate::exchange::SubjectToken;
+
+/// Everything a token depends on. Two requests share a token exactly when their keys
+/// are equal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub(super) client_id: Arc<str>,
+    pub(super) grant: Grant,
+    /// Sorted and deduplicated: the order of scopes does not change the token.
+    pub(super) scopes: Arc<[String]>,
+    resource: Option<Arc<str>>,
+    pub(super) tenant: Option<Tenant>,
+    /// A token exchange's subject token, compared by its SHA-256 fingerprint.
+    pub(super) subject: Option<SubjectToken>,
+    /// The DPoP key a token is bound to, compared by its thumbprint.
+    dpop: Option<DpopKey>,
+    partition: u64,
+}
+impl CacheKey {
+    /// The key of `request` for `client_id`. A refresh request's refresh token is not
+    /// part of it: the token rotates, the session stays.
+    pub(crate) fn new(client_id: &str, request: &TokenRequest) -> Self {
+        let mut scopes = request.scopes().to_vec();
+        scopes.sort_unstable();
+        scopes.dedup();
+        CacheKey {
+            client_id: client_id.into(),
+            grant: request.grant().clone(),
+            scopes: scopes.into(),
+            resource: request.resource().map(Into::into),
+            tenant: request.tenant().copied(),
+            subject: request.subject().cloned(),
+            dpop: request.dpop().cloned(),
+            partition: 0,
+        }
+    }
+
+    /// The key of `request` for `source`'s client and partition.
+    pub(crate) fn for_source(source: &dyn FetchToken, request: &TokenRequest) -> Self {
+        CacheKey {
+            partition: source.partition(),
+            ..Self::new(source.client_id(), request)
+        }
+    }
+
+    /// The token request this key stands for (without a refresh token: the source
+    /// holds that).
+    pub fn request(&self) -> TokenRequest {
+        let mut request = TokenRequest::with_grant(self.grant.clone(), self.scopes.iter().cloned());
+        if let Some(resource) = &self.resource {
+            request = request.with_resource(&**resource);
+        }
+        if let Some(tenant) = self.tenant {
+            request = request.with_tenant(tenant);
+        }
+        if let Some(subject) = &self.subject {
+            request = request.with_subject(subject.clone());
+        }
+        if let Some(key) = &self.dpop {
+            request = request.with_dpop(key.clone());
+        }
+        request
+    }
+
+    /// This key with another tenant.
+    pub fn with_tenant(&self, tenant: Option<Tenant>) -> Self {
+        CacheKey {
+            tenant,
+            ..self.clone()
+        }
+    }
+
+    /// This key with another subject token (token exchange).
+    pub fn with_subject(&self, subject: Option<SubjectToken>) -> Self {
+        CacheKey {
+            subject,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crate::assertion::Tenant;
+    use crate::cache::TokenCache;
+    use crate::cache::tests::Counting;
+    use crate::dpop::DpopKey;
+    use crate::endpoint::TokenRequest;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_key_is_what_the_token_depends_on() {
+        let cache = TokenCache::new();
+        let source = Counting::default();
+        let a = cache
+            .get(&source, &TokenRequest::client_credentials(["a", "b"]))
+            .await
+            .expect("a");
+        let b = cache
+            .get(&source, &TokenRequest::client_credentials(["b", "a", "a"]))
+            .await
+            .expect("b");
+        assert_eq!(
+            a.secret(),
+            b.secret(),
+            "scope order and repeats do not matter"
+        );
+        let tenant: Tenant = "111111111:222222222".parse().expect("tenant");
+        let c = cache
+            .get(
+                &source,
+                &TokenRequest::client_credentials(["a", "b"]).with_tenant(tenant),
+            )
+            .await
+            .expect("c");
+        assert_ne!(a.secret(), c.secret(), "another tenant, another token");
+        let d = cache
+            .get(
+                &source,
+                &TokenRequest::client_credentials(["a", "b"]).with_resource("r"),
+            )
+            .await
+            .expect("d");
+        assert_ne!(a.secret(), d.secret(), "another resource, another token");
+        let key = DpopKey::generate().expect("dpop key");
+        let bound = TokenRequest::client_credentials(["a", "b"]).with_dpop(key.clone());
+        let e = cache.get(&source, &bound).await.expect("e");
+        assert_ne!(
+            a.secret(),
+            e.secret(),
+            "a DPoP-bound token is not a Bearer token"
+        );
+        let again = TokenRequest::client_credentials(["a", "b"]).with_dpop(key);
+        let f = cache.get(&source, &again).await.expect("f");
+        assert_eq!(e.secret(), f.secret(), "the same DPoP key, the same token");
+        let other = TokenRequest::client_credentials(["a", "b"])
+            .with_dpop(DpopKey::generate().expect("another key"));
+        let g = cache.get(&source, &other).await.expect("g");
+        assert_ne!(e.secret(), g.secret(), "another DPoP key, another token");
+        assert_eq!(source.calls.load(Ordering::SeqCst), 5);
+    }
+}
