@@ -85,6 +85,7 @@ pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod exchange;
+mod jose;
 pub mod key;
 pub mod refresh;
 pub mod token;

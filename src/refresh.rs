@@ -139,7 +139,7 @@ impl TokenSet {
         let mut set: TokenSet = serde_json::from_str(json).map_err(|e| Error::TokenStore {
             reason: format!(
                 "not a token set: {}",
-                crate::key::json_error_without_input(&e)
+                crate::jose::json_error_without_input(&e)
             ),
             source: None,
         })?;

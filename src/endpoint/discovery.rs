@@ -11,7 +11,7 @@ use super::TokenEndpoint;
 use super::response::{describe, invalid};
 use crate::config::check_url;
 use crate::error::{Error, Result};
-use crate::key::json_error_without_input;
+use crate::jose::json_error_without_input;
 
 const DISCOVERY: &str = "discovery document";
 

@@ -12,7 +12,7 @@ use super::{
     HttpBody, MAX_BODY, MAX_EXPIRES_IN, MAX_RT_EXPIRES_IN, TOKEN_ENDPOINT, TokenRequest, shared,
 };
 use crate::error::{Error, OAuthError, Result};
-use crate::key::json_error_without_input;
+use crate::jose::json_error_without_input;
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
 /// A successful token response (RFC 6749 section 5.1), every member optional so that a
