@@ -97,7 +97,7 @@ mod typed;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
-pub use error::{Error, OAuthError, Result};
+pub use error::{Error, OAuthError, OAuthErrorCode, Result};
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]

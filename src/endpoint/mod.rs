@@ -42,7 +42,7 @@ pub use request::{Grant, TokenRequest};
 use crate::assertion::{ASSERTION_TYPE, ClientAssertion};
 use crate::config::{ClientConfig, check_url};
 use crate::dpop::{DPOP, DpopKey, Target};
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Error, OAuthErrorCode, Result};
 use crate::exchange::ACCESS_TOKEN_TYPE;
 use crate::token::AccessToken;
 use response::{bound_as_asked, parse_token_response, read_limited};
@@ -316,7 +316,8 @@ impl TokenEndpoint {
                 Err(e)
                     if !challenged
                         && fresh_nonce
-                        && e.oauth_error().is_some_and(|e| e.error == "use_dpop_nonce") =>
+                        && e.oauth_error()
+                            .is_some_and(|e| e.error == OAuthErrorCode::UseDpopNonce) =>
                 {
                     tracing::debug!("the token endpoint asked for a DPoP nonce: retrying once");
                     challenged = true;
