@@ -33,7 +33,8 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::key::{SigningKey, b64};
+use crate::jose::b64;
+use crate::key::SigningKey;
 
 /// The `typ` header of a HelseID client assertion.
 pub const ASSERTION_TYP: &str = "client-authentication+jwt";
@@ -336,7 +337,8 @@ impl fmt::Debug for SignedAssertion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{Algorithm, PrivateJwk, b64_decode};
+    use crate::jose::b64_decode;
+    use crate::key::{Algorithm, PrivateJwk};
 
     fn claims(jwt: &str) -> (serde_json::Value, serde_json::Value) {
         let mut parts = jwt.split('.');

@@ -24,7 +24,8 @@ use url::Url;
 
 use crate::assertion::{self, ClientAssertion, DEFAULT_LIFETIME};
 use crate::error::{Error, Result};
-use crate::key::{PrivateJwk, SigningKey, json_error_without_input};
+use crate::jose::json_error_without_input;
+use crate::key::{PrivateJwk, SigningKey};
 
 /// A HelseID environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -45,7 +45,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::key::{Algorithm, PrivateJwk, SigningKey, b64};
+use crate::jose::b64;
+use crate::key::{Algorithm, PrivateJwk, SigningKey};
 
 /// The `DPoP` request header, which carries the proof.
 pub const DPOP: HeaderName = HeaderName::from_static("dpop");
@@ -383,7 +384,7 @@ pub(crate) fn is_nonce_challenge(status: http::StatusCode, headers: &HeaderMap) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::b64_decode;
+    use crate::jose::b64_decode;
 
     /// A proof for `GET url`, without a token.
     fn get_proof(key: &DpopKey, url: &str) -> DpopProof {

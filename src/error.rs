@@ -25,6 +25,7 @@ pub enum Error {
     /// A configuration value is missing or wrong. `field` names it (for example
     /// `clientId`, `privateJwk.crv`, `authority`).
     #[error("invalid configuration: `{field}`: {reason}")]
+    #[non_exhaustive]
     Config {
         /// The field (JSON key or builder setting) that is wrong.
         field: String,
@@ -34,6 +35,7 @@ pub enum Error {
 
     /// A configuration file could not be read.
     #[error("cannot read configuration file {path}")]
+    #[non_exhaustive]
     ConfigFile {
         /// The path that was read.
         path: String,
@@ -44,6 +46,7 @@ pub enum Error {
 
     /// Signing a JWT (client assertion or DPoP proof) failed.
     #[error("cannot sign {what}")]
+    #[non_exhaustive]
     Sign {
         /// What was being signed.
         what: &'static str,
@@ -51,6 +54,7 @@ pub enum Error {
 
     /// The token endpoint answered with an OAuth 2.0 error body.
     #[error("token endpoint returned {error} (HTTP {status})")]
+    #[non_exhaustive]
     OAuth {
         /// The HTTP status of the answer.
         status: StatusCode,
@@ -60,6 +64,7 @@ pub enum Error {
 
     /// A server answered with something that is not what the protocol says it should.
     #[error("{endpoint} answered HTTP {status} with an unusable body: {reason}")]
+    #[non_exhaustive]
     InvalidResponse {
         /// Which endpoint answered (`token endpoint`, `discovery document`).
         endpoint: &'static str,
@@ -71,6 +76,7 @@ pub enum Error {
 
     /// The request did not complete in time.
     #[error("{endpoint} request timed out after {after:?}")]
+    #[non_exhaustive]
     Timeout {
         /// Which endpoint was called.
         endpoint: &'static str,
@@ -81,6 +87,7 @@ pub enum Error {
     /// The HTTP service failed (connection refused, TLS failure, ...). The service's own
     /// error is the [`source`](std::error::Error::source).
     #[error("{endpoint} request failed")]
+    #[non_exhaustive]
     Transport {
         /// Which endpoint was called.
         endpoint: &'static str,
@@ -92,6 +99,7 @@ pub enum Error {
     /// The task that fetched a token panicked or was cancelled (its runtime shut down);
     /// the join error is the [`source`](std::error::Error::source).
     #[error("the token fetch task failed")]
+    #[non_exhaustive]
     FetchTask {
         /// Why the task ended without a result.
         #[source]
@@ -101,6 +109,7 @@ pub enum Error {
     /// A DPoP proof cannot be made for this request (a URL that is not absolute, say),
     /// or the token endpoint did not bind the token to the DPoP key.
     #[error("dpop: {reason}")]
+    #[non_exhaustive]
     Dpop {
         /// What is wrong.
         reason: String,
@@ -109,6 +118,7 @@ pub enum Error {
     /// The subject token of a token exchange is missing or unusable (see
     /// [`SubjectToken`](crate::exchange::SubjectToken)).
     #[error("cannot exchange the subject token: {reason}")]
+    #[non_exhaustive]
     SubjectToken {
         /// What is wrong.
         reason: String,
@@ -118,6 +128,7 @@ pub enum Error {
     /// must log in again. When HelseID said so, its answer is the
     /// [`source`](std::error::Error::source).
     #[error("the user must log in again: {reason}")]
+    #[non_exhaustive]
     LoginRequired {
         /// Why.
         reason: String,
@@ -128,6 +139,7 @@ pub enum Error {
 
     /// A [`TokenStore`](crate::refresh::TokenStore) could not read or write a token set.
     #[error("token store: {reason}")]
+    #[non_exhaustive]
     TokenStore {
         /// What failed (never the tokens).
         reason: String,
@@ -140,6 +152,7 @@ pub enum Error {
     /// HelseID again until the back-off delay has passed. The last failure is the
     /// [`source`](std::error::Error::source).
     #[error("not asking HelseID again for {retry_in:?} after {failures} failed token fetches")]
+    #[non_exhaustive]
     BackingOff {
         /// How long until the next attempt.
         retry_in: Duration,
@@ -205,8 +218,8 @@ impl Error {
 /// the description.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthError {
-    /// The error code, for example `invalid_client`.
-    pub error: String,
+    /// The error code, for example [`OAuthErrorCode::InvalidClient`].
+    pub error: OAuthErrorCode,
     /// A human-readable description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
@@ -217,7 +230,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     /// An error with a code and a description.
-    pub fn new(error: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn new(error: impl Into<OAuthErrorCode>, description: impl Into<String>) -> Self {
         OAuthError {
             error: error.into(),
             error_description: Some(description.into()),
@@ -228,7 +241,7 @@ impl OAuthError {
 
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.error)?;
+        f.write_str(self.error.as_str())?;
         if let Some(description) = &self.error_description {
             write!(f, ": {description}")?;
         }
@@ -237,6 +250,138 @@ impl fmt::Display for OAuthError {
 }
 
 impl std::error::Error for OAuthError {}
+
+/// The `error` code of an OAuth 2.0 error: the codes of RFC 6749 (OAuth 2.0), RFC 6750
+/// (bearer tokens), RFC 8693 (token exchange) and RFC 9449 (DPoP) as variants, anything
+/// else as [`Other`](OAuthErrorCode::Other).
+///
+/// (De)serialises as the code itself, for example `"invalid_client"`. A known code never
+/// parses to `Other`, and equality compares the codes, so
+/// `OAuthErrorCode::Other("invalid_client".into()) == OAuthErrorCode::InvalidClient`.
+#[derive(Clone, Debug, Eq)]
+#[non_exhaustive]
+pub enum OAuthErrorCode {
+    /// `invalid_request`: a parameter is missing, repeated or malformed.
+    InvalidRequest,
+    /// `invalid_client`: client authentication failed (unknown client, bad assertion).
+    InvalidClient,
+    /// `invalid_grant`: the grant (a refresh token, say) is invalid, expired or revoked.
+    InvalidGrant,
+    /// `unauthorized_client`: the client may not use this grant type.
+    UnauthorizedClient,
+    /// `unsupported_grant_type`: the server does not support the grant type.
+    UnsupportedGrantType,
+    /// `unsupported_response_type`: the server does not support the response type.
+    UnsupportedResponseType,
+    /// `invalid_scope`: a scope is unknown, malformed or not granted to the client.
+    InvalidScope,
+    /// `access_denied`: the resource owner or the server refused the request.
+    AccessDenied,
+    /// `server_error`: the server failed.
+    ServerError,
+    /// `temporarily_unavailable`: the server is overloaded or down for maintenance.
+    TemporarilyUnavailable,
+    /// `invalid_token` (RFC 6750): the access token is expired, revoked or malformed.
+    InvalidToken,
+    /// `insufficient_scope` (RFC 6750): the access token lacks a scope the request needs.
+    InsufficientScope,
+    /// `invalid_target` (RFC 8693): the requested resource or audience is unknown.
+    InvalidTarget,
+    /// `invalid_dpop_proof` (RFC 9449): the DPoP proof is invalid.
+    InvalidDpopProof,
+    /// `use_dpop_nonce` (RFC 9449): the DPoP proof must carry the server's nonce.
+    UseDpopNonce,
+    /// Any other code, as sent.
+    Other(String),
+}
+
+impl OAuthErrorCode {
+    /// The code as sent, for example `invalid_client`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::AccessDenied => "access_denied",
+            OAuthErrorCode::ServerError => "server_error",
+            OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::InvalidToken => "invalid_token",
+            OAuthErrorCode::InsufficientScope => "insufficient_scope",
+            OAuthErrorCode::InvalidTarget => "invalid_target",
+            OAuthErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            OAuthErrorCode::UseDpopNonce => "use_dpop_nonce",
+            OAuthErrorCode::Other(code) => code,
+        }
+    }
+
+    /// The variant of a known code.
+    fn known(code: &str) -> Option<Self> {
+        Some(match code {
+            "invalid_request" => OAuthErrorCode::InvalidRequest,
+            "invalid_client" => OAuthErrorCode::InvalidClient,
+            "invalid_grant" => OAuthErrorCode::InvalidGrant,
+            "unauthorized_client" => OAuthErrorCode::UnauthorizedClient,
+            "unsupported_grant_type" => OAuthErrorCode::UnsupportedGrantType,
+            "unsupported_response_type" => OAuthErrorCode::UnsupportedResponseType,
+            "invalid_scope" => OAuthErrorCode::InvalidScope,
+            "access_denied" => OAuthErrorCode::AccessDenied,
+            "server_error" => OAuthErrorCode::ServerError,
+            "temporarily_unavailable" => OAuthErrorCode::TemporarilyUnavailable,
+            "invalid_token" => OAuthErrorCode::InvalidToken,
+            "insufficient_scope" => OAuthErrorCode::InsufficientScope,
+            "invalid_target" => OAuthErrorCode::InvalidTarget,
+            "invalid_dpop_proof" => OAuthErrorCode::InvalidDpopProof,
+            "use_dpop_nonce" => OAuthErrorCode::UseDpopNonce,
+            _ => return None,
+        })
+    }
+}
+
+impl From<&str> for OAuthErrorCode {
+    fn from(code: &str) -> Self {
+        Self::known(code).unwrap_or_else(|| OAuthErrorCode::Other(code.to_owned()))
+    }
+}
+
+impl From<String> for OAuthErrorCode {
+    fn from(code: String) -> Self {
+        Self::known(&code).unwrap_or(OAuthErrorCode::Other(code))
+    }
+}
+
+impl PartialEq for OAuthErrorCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::hash::Hash for OAuthErrorCode {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OAuthErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OAuthErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::from)
+    }
+}
 
 /// A shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -265,9 +410,65 @@ mod tests {
             "token endpoint returned invalid_client: bad signature (HTTP 400 Bad Request)"
         );
         assert_eq!(
-            e.oauth_error().map(|e| e.error.as_str()),
-            Some("invalid_client")
+            e.oauth_error().map(|e| &e.error),
+            Some(&OAuthErrorCode::InvalidClient)
         );
         assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn oauth_error_codes_parse_to_variants_and_unknown_codes_round_trip() {
+        let known = [
+            ("invalid_request", OAuthErrorCode::InvalidRequest),
+            ("invalid_client", OAuthErrorCode::InvalidClient),
+            ("invalid_grant", OAuthErrorCode::InvalidGrant),
+            ("unauthorized_client", OAuthErrorCode::UnauthorizedClient),
+            (
+                "unsupported_grant_type",
+                OAuthErrorCode::UnsupportedGrantType,
+            ),
+            (
+                "unsupported_response_type",
+                OAuthErrorCode::UnsupportedResponseType,
+            ),
+            ("invalid_scope", OAuthErrorCode::InvalidScope),
+            ("access_denied", OAuthErrorCode::AccessDenied),
+            ("server_error", OAuthErrorCode::ServerError),
+            (
+                "temporarily_unavailable",
+                OAuthErrorCode::TemporarilyUnavailable,
+            ),
+            ("invalid_token", OAuthErrorCode::InvalidToken),
+            ("insufficient_scope", OAuthErrorCode::InsufficientScope),
+            ("invalid_target", OAuthErrorCode::InvalidTarget),
+            ("invalid_dpop_proof", OAuthErrorCode::InvalidDpopProof),
+            ("use_dpop_nonce", OAuthErrorCode::UseDpopNonce),
+        ];
+        for (code, variant) in known {
+            let parsed: OAuthError =
+                serde_json::from_str(&format!(r#"{{"error":"{code}"}}"#)).expect(code);
+            assert!(
+                std::mem::discriminant(&parsed.error) == std::mem::discriminant(&variant),
+                "{code}: {:?}",
+                parsed.error
+            );
+            assert_eq!(variant.as_str(), code);
+            assert_eq!(variant.to_string(), code);
+            assert_eq!(OAuthErrorCode::from(code.to_owned()), variant);
+        }
+
+        let json = r#"{"error":"HID-1001","error_description":"unknown organisation"}"#;
+        let parsed: OAuthError = serde_json::from_str(json).expect("unknown code");
+        assert!(
+            matches!(&parsed.error, OAuthErrorCode::Other(code) if code == "HID-1001"),
+            "{:?}",
+            parsed.error
+        );
+        assert_eq!(serde_json::to_string(&parsed).expect("serialise"), json);
+        assert_eq!(OAuthError::new("HID-1001", "unknown organisation"), parsed);
+        assert_eq!(
+            OAuthErrorCode::Other("invalid_client".into()),
+            OAuthErrorCode::InvalidClient
+        );
     }
 }

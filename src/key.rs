@@ -34,16 +34,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-
-/// base64url without padding, the encoding of every JWT and JWK member.
-pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// Decodes base64url, tolerating trailing padding (some tools write it).
-pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()
-}
+use crate::jose::{b64, b64_decode, json_error_without_input};
 
 /// A JWS signature algorithm that HelseID accepts for client assertions and DPoP proofs.
 ///
@@ -201,18 +192,6 @@ const JWK_FIELD: &str = "privateJwk";
 
 fn jwk_err(member: &str, reason: impl Into<String>) -> Error {
     Error::config(format!("{JWK_FIELD}.{member}"), reason)
-}
-
-/// Describes a serde_json error by category and position only: the message of a
-/// data error can quote the input, and the input is a private key.
-pub(crate) fn json_error_without_input(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "unreadable",
-        serde_json::error::Category::Syntax => "not valid JSON",
-        serde_json::error::Category::Data => "a member has the wrong type",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 impl PrivateJwk {

@@ -88,6 +88,7 @@ pub mod dpop;
 pub mod endpoint;
 pub mod error;
 pub mod exchange;
+mod jose;
 pub mod key;
 pub mod refresh;
 pub mod token;
@@ -99,7 +100,7 @@ mod typed;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
-pub use error::{Error, OAuthError, Result};
+pub use error::{Error, OAuthError, OAuthErrorCode, Result};
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]

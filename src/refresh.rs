@@ -51,7 +51,7 @@ use zeroize::Zeroizing;
 use crate::auth::HelseIdLayer;
 use crate::cache::{CacheKey, FetchFuture, FetchToken, TokenCache};
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
-use crate::error::{Error, Result};
+use crate::error::{Error, OAuthErrorCode, Result};
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
 /// An access token, its refresh token and their expiries, as wall-clock times: what a
@@ -139,7 +139,7 @@ impl TokenSet {
         let mut set: TokenSet = serde_json::from_str(json).map_err(|e| Error::TokenStore {
             reason: format!(
                 "not a token set: {}",
-                crate::key::json_error_without_input(&e)
+                crate::jose::json_error_without_input(&e)
             ),
             source: None,
         })?;
@@ -453,7 +453,10 @@ impl RefreshSession {
         let request = TokenRequest::refresh(set.refresh_token(), scopes.iter().cloned());
         let token = match self.inner.endpoint.request(&request).await {
             Ok(token) => token,
-            Err(e) if e.oauth_error().is_some_and(|o| o.error == "invalid_grant") => {
+            Err(e)
+                if e.oauth_error()
+                    .is_some_and(|o| o.error == OAuthErrorCode::InvalidGrant) =>
+            {
                 *state = None;
                 tracing::warn!("the refresh token was refused: the user must log in again");
                 return Err(Error::LoginRequired {

@@ -430,7 +430,10 @@ async fn an_error_of_the_stack_reaches_the_caller_and_ends_the_stream() {
     });
     let cpapi = Client::from_service(cpapi::TEST_URL, service).unwrap();
     let e = cpapi.get_latest_event().await.unwrap_err();
-    let Some(helseid::Error::Transport { endpoint, source }) = helseid_error(&e) else {
+    let Some(helseid::Error::Transport {
+        endpoint, source, ..
+    }) = helseid_error(&e)
+    else {
         panic!("not a transport error: {e:?}");
     };
     assert_eq!(*endpoint, "CommunicationParty API");

@@ -144,7 +144,10 @@ async fn an_error_of_the_stack_reaches_the_caller() {
     let cpe = Client::from_service("https://cpe.test.grunndata.nhn.no", service).unwrap();
     let e = cpe.get_communication_party(1).await.unwrap_err();
     assert!(matches!(e, cpe::Error::CommunicationError(_)), "{e:?}");
-    let Some(helseid::Error::Transport { endpoint, source }) = helseid_error(&e) else {
+    let Some(helseid::Error::Transport {
+        endpoint, source, ..
+    }) = helseid_error(&e)
+    else {
         panic!("not a transport error: {e:?}");
     };
     assert_eq!(*endpoint, "CPE API");
@@ -173,7 +176,10 @@ async fn without_a_token_the_call_fails_with_helseids_answer() {
         .unwrap();
     let e = cpe.get_communication_party_export().await.unwrap_err();
     let error = helseid_error(&e).expect("a helseid::Error");
-    assert_eq!(error.oauth_error().unwrap().error, "invalid_client");
+    assert_eq!(
+        error.oauth_error().unwrap().error,
+        helseid::OAuthErrorCode::InvalidClient
+    );
     assert_eq!(error.status(), Some(StatusCode::BAD_REQUEST));
 }
 
@@ -219,7 +225,7 @@ async fn a_call_that_gets_no_answer_times_out() {
     let e = cpe.get_communication_party(1).await.unwrap_err();
     let error = helseid_error(&e).expect("a helseid::Error");
     assert!(
-        matches!(error, helseid::Error::Timeout { endpoint: "CPE API", after } if *after == Duration::from_millis(300)),
+        matches!(error, helseid::Error::Timeout { endpoint: "CPE API", after, .. } if *after == Duration::from_millis(300)),
         "{error:?}"
     );
     holder.abort();

@@ -12,7 +12,6 @@ use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
-use helseid::HelseIdLayer;
 use helseid::cache::FetchToken;
 use helseid::config::ClientConfig;
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
@@ -20,6 +19,7 @@ use helseid::exchange::SubjectToken;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 use helseid::token::{AccessToken, TokenType};
+use helseid::{HelseIdLayer, OAuthErrorCode};
 use helseid_emulator::{ClientRegistration, Emulator};
 
 const SFM_SCOPE: &str = "e-helse:sfm.api/access";
@@ -336,8 +336,8 @@ async fn a_reused_refresh_token_means_log_in_again() {
     let e = stale.refresh(&[]).await.unwrap_err();
     assert!(e.is_login_required(), "{e}");
     assert_eq!(
-        e.oauth_error().map(|o| o.error.as_str()),
-        Some("invalid_grant")
+        e.oauth_error().map(|o| &o.error),
+        Some(&OAuthErrorCode::InvalidGrant)
     );
     assert_eq!(emulator.invalid_grants(), 1);
     // The session has ended: no more requests to HelseID.

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use helseid::Error;
 use helseid::assertion::Tenant;
 use helseid::config::ClientConfig;
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::token::TokenType;
+use helseid::{Error, OAuthErrorCode};
 use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 use http_body_util::Full;
 use support::decode_jwt;
@@ -172,8 +172,8 @@ async fn resource_and_scope_choice_reach_the_token() {
         .await
         .expect_err("scope not granted");
     assert_eq!(
-        err.oauth_error().map(|e| e.error.as_str()),
-        Some("invalid_scope"),
+        err.oauth_error().map(|e| &e.error),
+        Some(&OAuthErrorCode::InvalidScope),
         "{err}"
     );
     assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
@@ -301,8 +301,8 @@ async fn unregistered_key_is_invalid_client() {
         .await
         .expect_err("wrong key");
     assert_eq!(
-        err.oauth_error().map(|e| e.error.as_str()),
-        Some("invalid_client"),
+        err.oauth_error().map(|e| &e.error),
+        Some(&OAuthErrorCode::InvalidClient),
         "{err}"
     );
 }
@@ -320,7 +320,9 @@ async fn connection_refused_is_a_transport_error_with_its_source() {
         .await
         .expect_err("nothing listens");
     match &err {
-        Error::Transport { endpoint, source } => {
+        Error::Transport {
+            endpoint, source, ..
+        } => {
             assert_eq!(*endpoint, "discovery document");
             assert!(
                 std::error::Error::source(source.as_ref()).is_some()

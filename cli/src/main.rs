@@ -527,15 +527,12 @@ async fn refresh_from_file(
     endpoint: TokenEndpoint,
     path: &Path,
     scopes: &[String],
-) -> Result<helseid::token::AccessToken, helseid::Error> {
+) -> Result<helseid::token::AccessToken, Box<dyn std::error::Error + Send + Sync>> {
     let store = FileStore::new(path);
     let set = store
         .load()
         .await?
-        .ok_or_else(|| helseid::Error::TokenStore {
-            reason: format!("{} does not exist", path.display()),
-            source: None,
-        })?;
+        .ok_or_else(|| format!("token store: {} does not exist", path.display()))?;
     let session = RefreshSession::new(endpoint, set);
     let token = session.refresh(scopes).await?;
     if let Some(rotated) = session.token_set().await {

@@ -373,7 +373,7 @@ mod tests {
     fn claims(proof: &HeaderValue) -> serde_json::Value {
         let jwt = proof.to_str().expect("ascii");
         let part = jwt.split('.').nth(1).expect("claims");
-        serde_json::from_slice(&crate::key::b64_decode(part).expect("base64")).expect("json")
+        serde_json::from_slice(&crate::jose::b64_decode(part).expect("base64")).expect("json")
     }
 
     /// A source of DPoP tokens that checks it was asked for them.

@@ -1,0 +1,446 @@
+//! The token endpoint: one token request over any HTTP service.
+//!
+//! [`TokenEndpoint`] finds HelseID's token endpoint through the discovery document
+//! (fetched once, then kept), signs a fresh client assertion for every request, posts
+//! the form, and turns the answer into an [`AccessToken`] or a precise [`Error`].
+//!
+//! # Example
+//! ```no_run
+//! use helseid::config::ClientConfig;
+//! use helseid::endpoint::{TokenEndpoint, TokenRequest};
+//!
+//! # async fn run() -> Result<(), helseid::Error> {
+//! let config = ClientConfig::from_file("helseid-client.json")?;
+//! let endpoint = TokenEndpoint::new(config)?;
+//! let token = endpoint
+//!     .request(&TokenRequest::client_credentials(["nhn:cp-api/access"]))
+//!     .await?;
+//! println!("token valid for {:?}", token.expires_in());
+//! # Ok(()) }
+//! ```
+
+mod discovery;
+mod request;
+mod response;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::OnceCell;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use zeroize::Zeroizing;
+
+pub use discovery::Discovery;
+pub use request::{Grant, TokenRequest};
+
+use crate::assertion::{ASSERTION_TYPE, ClientAssertion};
+use crate::config::{ClientConfig, check_url};
+use crate::dpop::{DPOP, DpopKey, Target};
+use crate::error::{BoxError, Error, OAuthErrorCode, Result};
+use crate::exchange::ACCESS_TOKEN_TYPE;
+use crate::token::AccessToken;
+use response::{bound_as_asked, parse_token_response, read_limited};
+
+/// The default timeout of one request to HelseID.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest `expires_in` accepted from a token endpoint: one day.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest `rt_expires_in` (refresh token lifetime) believed: a year.
+const MAX_RT_EXPIRES_IN: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// The largest response body read from HelseID.
+const MAX_BODY: usize = 1024 * 1024;
+
+const TOKEN_ENDPOINT: &str = "token endpoint";
+
+/// A response body of the type-erased HTTP service.
+type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The type-erased HTTP service the token endpoint sends through.
+type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<HttpBody>, BoxError>;
+
+/// Sends token requests to HelseID for one client.
+///
+/// Cheap to clone: clones share the HTTP service and the discovered token endpoint.
+#[derive(Clone)]
+pub struct TokenEndpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    assertions: ClientAssertion,
+    http: HttpService,
+    timeout: Duration,
+    discovery: OnceCell<Arc<Discovery>>,
+    token_endpoint: OnceCell<Arc<str>>,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("client_id", &self.inner.config.client_id())
+            .field("authority", self.inner.config.authority())
+            .field("token_endpoint", &self.inner.token_endpoint.get())
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TokenEndpoint`].
+pub struct TokenEndpointBuilder {
+    config: ClientConfig,
+    http: Option<HttpService>,
+    timeout: Duration,
+    token_endpoint: Option<String>,
+}
+
+impl fmt::Debug for TokenEndpointBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpointBuilder")
+            .field("config", &self.config)
+            .field("custom_http", &self.http.is_some())
+            .field("timeout", &self.timeout)
+            .field("token_endpoint", &self.token_endpoint)
+            .finish()
+    }
+}
+
+impl TokenEndpointBuilder {
+    /// Sends through `service` instead of the default HTTPS client: any tower service
+    /// from `http::Request<Full<Bytes>>` to `http::Response<B>`, such as a hyper-util
+    /// client with extra layers, or a [`tower::service_fn`] closure in tests.
+    pub fn http_service<S, B>(mut self, service: S) -> Self
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.http = Some(erase(service));
+        self
+    }
+
+    /// The timeout of each request, discovery included. Default: 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Uses this token endpoint instead of the one in the discovery document. Default:
+    /// discovered.
+    pub fn token_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.token_endpoint = Some(url.into());
+        self
+    }
+
+    /// Builds the endpoint.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `tokenEndpoint` for a URL that is not `https` (or
+    /// `http` to loopback), `timeout` for a zero timeout, or `tls` if the default client
+    /// cannot be built.
+    pub fn build(self) -> Result<TokenEndpoint> {
+        if self.timeout.is_zero() {
+            return Err(Error::config("timeout", "must be more than zero"));
+        }
+        let token_endpoint = OnceCell::new();
+        if let Some(url) = self.token_endpoint {
+            let url = check_url("tokenEndpoint", &url)?;
+            let _ = token_endpoint.set(Arc::from(url.as_str()));
+        }
+        let http = match self.http {
+            Some(http) => http,
+            #[cfg(feature = "transport")]
+            None => erase(crate::transport::https_client::<Full<Bytes>>()?),
+            #[cfg(not(feature = "transport"))]
+            None => {
+                return Err(Error::config(
+                    "http_service",
+                    "no HTTP client: give one with `http_service`, or enable the `transport` feature",
+                ));
+            }
+        };
+        Ok(TokenEndpoint {
+            inner: Arc::new(Inner {
+                assertions: self.config.client_assertion(),
+                config: self.config,
+                http,
+                timeout: self.timeout,
+                discovery: OnceCell::new(),
+                token_endpoint,
+            }),
+        })
+    }
+}
+
+/// Type-erases an HTTP service into the one the endpoint sends through.
+fn erase<S, B>(service: S) -> HttpService
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = service
+        .map_response(|response: Response<B>| {
+            response.map(|body| body.map_err(Into::into).boxed_unsync())
+        })
+        .map_err(Into::into);
+    BoxCloneSyncService::new(service)
+}
+
+impl TokenEndpoint {
+    /// An endpoint for `config` over the default HTTPS client, with a 10 s timeout.
+    ///
+    /// # Errors
+    /// As [`TokenEndpointBuilder::build`].
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        Self::builder(config).build()
+    }
+
+    /// Starts building an endpoint for `config`.
+    pub fn builder(config: ClientConfig) -> TokenEndpointBuilder {
+        TokenEndpointBuilder {
+            config,
+            http: None,
+            timeout: DEFAULT_TIMEOUT,
+            token_endpoint: None,
+        }
+    }
+
+    /// The client configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The token endpoint URL, from the builder or the discovery document.
+    ///
+    /// # Errors
+    /// As [`TokenEndpoint::discovery`].
+    pub async fn token_endpoint(&self) -> Result<Arc<str>> {
+        self.inner
+            .token_endpoint
+            .get_or_try_init(|| async {
+                Ok(Arc::from(self.discovery().await?.token_endpoint.as_str()))
+            })
+            .await
+            .cloned()
+    }
+
+    /// A client-credentials token for the configured scopes.
+    ///
+    /// # Errors
+    /// As [`TokenEndpoint::request`].
+    pub async fn client_credentials(&self) -> Result<AccessToken> {
+        self.request(&TokenRequest::client_credentials(
+            self.inner.config.scopes().iter().cloned(),
+        ))
+        .await
+    }
+
+    /// Sends one token request, with a new client assertion, and reads the answer.
+    ///
+    /// # Errors
+    /// - [`Error::OAuth`] when HelseID answers with an OAuth error (`invalid_client`,
+    ///   `invalid_scope`, ...), with the HTTP status.
+    /// - [`Error::InvalidResponse`] for an answer that is not a token response: not JSON
+    ///   (an HTML error page, say), no `access_token`, a missing or unknown
+    ///   `token_type`, an implausible `expires_in`.
+    /// - [`Error::Timeout`] when no answer came within the timeout.
+    /// - [`Error::Transport`] when the HTTP service failed (connection refused, TLS).
+    #[tracing::instrument(
+        name = "helseid.token_request",
+        skip_all,
+        fields(client_id = %self.inner.config.client_id(), grant = request.grant.grant_type(), status)
+    )]
+    pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
+        let grant_token = match request.grant {
+            Grant::ClientCredentials => None,
+            Grant::TokenExchange => {
+                let subject = request
+                    .subject
+                    .as_ref()
+                    .ok_or_else(|| Error::SubjectToken {
+                        reason: "the token exchange request has no subject token".into(),
+                    })?;
+                if subject.is_expired() {
+                    return Err(Error::SubjectToken {
+                        reason: format!("the subject token {} has expired", subject.fingerprint()),
+                    });
+                }
+                Some(("subject_token", subject.secret()))
+            }
+            Grant::RefreshToken => {
+                let token = request.refresh_token.as_ref().ok_or_else(|| {
+                    Error::config("refresh_token", "the refresh request has no refresh token")
+                })?;
+                Some(("refresh_token", token.secret()))
+            }
+        };
+        let url = self.token_endpoint().await?;
+        // The DPoP key, and the token endpoint as its proofs name it.
+        let dpop = match &request.dpop {
+            Some(key) => {
+                self.check_dpop_algorithm(key)?;
+                Some((key, Target::from_url(&url)?))
+            }
+            None => None,
+        };
+        let mut challenged = false;
+        loop {
+            // A new assertion and a new proof every time: HelseID refuses a `jti` it
+            // has seen, so the retry after a nonce challenge signs both again.
+            let http_request =
+                self.token_http_request(request, &url, grant_token, dpop.as_ref())?;
+            let answer = self.send(TOKEN_ENDPOINT, http_request).await?;
+            tracing::Span::current().record("status", answer.status.as_u16());
+            let fresh_nonce = dpop
+                .as_ref()
+                .is_some_and(|(key, target)| key.remember_nonce(target, &answer.headers));
+            let result = parse_token_response(answer.status, answer.content_type(), &answer.body)
+                .and_then(|token| bound_as_asked(token, request, answer.status));
+            match result {
+                Err(e)
+                    if !challenged
+                        && fresh_nonce
+                        && e.oauth_error()
+                            .is_some_and(|e| e.error == OAuthErrorCode::UseDpopNonce) =>
+                {
+                    tracing::debug!("the token endpoint asked for a DPoP nonce: retrying once");
+                    challenged = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "token request failed");
+                    return Err(e);
+                }
+                Ok(token) => return Ok(token),
+            }
+        }
+    }
+
+    /// Refuses a DPoP key whose algorithm the discovery document (when it was read)
+    /// does not list in `dpop_signing_alg_values_supported`.
+    fn check_dpop_algorithm(&self, key: &DpopKey) -> Result<()> {
+        let Some(discovery) = self.inner.discovery.get() else {
+            return Ok(());
+        };
+        let supported = &discovery.dpop_signing_alg_values_supported;
+        let alg = key.algorithm().as_str();
+        if supported.is_empty() || supported.iter().any(|a| a == alg) {
+            return Ok(());
+        }
+        Err(Error::Dpop {
+            reason: format!(
+                "the issuer accepts DPoP proofs signed with {}, not {alg}",
+                supported.join(", ")
+            ),
+        })
+    }
+
+    /// The HTTP request for `request`, with a new client assertion and, for DPoP, a new
+    /// proof carrying the server's last nonce.
+    fn token_http_request(
+        &self,
+        request: &TokenRequest,
+        url: &str,
+        grant_token: Option<(&str, &str)>,
+        dpop: Option<&(&DpopKey, Target)>,
+    ) -> Result<Request<Full<Bytes>>> {
+        let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
+            form.append_pair("grant_type", request.grant.grant_type())
+                .append_pair("client_id", self.inner.config.client_id())
+                .append_pair("client_assertion_type", ASSERTION_TYPE)
+                .append_pair("client_assertion", assertion.as_str());
+            if let Some((name, token)) = grant_token {
+                form.append_pair(name, token);
+            }
+            if request.grant == Grant::TokenExchange {
+                form.append_pair("subject_token_type", ACCESS_TOKEN_TYPE);
+            }
+            if !request.scopes.is_empty() {
+                form.append_pair("scope", &request.scopes.join(" "));
+            }
+            if let Some(resource) = &request.resource {
+                form.append_pair("resource", resource);
+            }
+            Zeroizing::new(form.finish())
+        };
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        if let Some((key, target)) = dpop {
+            let proof = key.sign(&Method::POST, target, None)?;
+            builder = builder.header(DPOP, proof.into_header_value());
+        }
+        builder
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .map_err(|e| Error::config("tokenEndpoint", e.to_string()))
+    }
+
+    /// Sends `request` through the HTTP service under the timeout, and reads the body.
+    async fn send(&self, endpoint: &'static str, request: Request<Full<Bytes>>) -> Result<Answer> {
+        let exchange = async {
+            let response = self
+                .inner
+                .http
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(|source| Error::Transport {
+                    endpoint,
+                    source: shared(source),
+                })?;
+            let (parts, body) = response.into_parts();
+            let body = read_limited(body, endpoint, parts.status).await?;
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.inner.timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout {
+                endpoint,
+                after: self.inner.timeout,
+            })?
+    }
+}
+
+/// A server's whole answer.
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Shares a service error. A named function: the closure form trips the compiler's
+/// higher-ranked `Send` check on the request future.
+fn shared(e: BoxError) -> crate::error::SharedError {
+    Arc::from(e)
+}

@@ -1,0 +1,333 @@
+//! Reading HelseID's answers: a bounded body, and a token response or an OAuth error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{
+    HttpBody, MAX_BODY, MAX_EXPIRES_IN, MAX_RT_EXPIRES_IN, TOKEN_ENDPOINT, TokenRequest, shared,
+};
+use crate::error::{Error, OAuthError, Result};
+use crate::jose::json_error_without_input;
+use crate::token::{AccessToken, RefreshToken, TokenType};
+
+/// A successful token response (RFC 6749 section 5.1), every member optional so that a
+/// missing one is named in the error.
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<Zeroizing<String>>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    scope: Option<String>,
+    refresh_token: Option<Zeroizing<String>>,
+    rt_expires_in: Option<serde_json::Value>,
+}
+
+/// An [`Error::InvalidResponse`] from `endpoint`.
+pub(super) fn invalid(
+    endpoint: &'static str,
+    status: StatusCode,
+    reason: impl Into<String>,
+) -> Error {
+    Error::InvalidResponse {
+        endpoint,
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// Reads a lifetime in seconds: a JSON number, or a string holding one.
+fn seconds(
+    field: &str,
+    value: &serde_json::Value,
+    status: StatusCode,
+    max: Duration,
+) -> Result<Duration> {
+    let secs = match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s >= 1.0 && s <= max.as_secs_f64() => Ok(Duration::from_secs(s as u64)),
+        Some(s) => Err(invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!(
+                "`{field}` of {s} seconds is not a plausible lifetime (1 s to {} h)",
+                max.as_secs() / 3600
+            ),
+        )),
+        None => Err(invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!("`{field}` is not a number"),
+        )),
+    }
+}
+
+/// `token`, when it is bound as `request` asked: a DPoP request must get a DPoP token
+/// (a Bearer token sent with `Authorization: DPoP` would fail at every API).
+pub(super) fn bound_as_asked(
+    token: AccessToken,
+    request: &TokenRequest,
+    status: StatusCode,
+) -> Result<AccessToken> {
+    if request.dpop.is_some() && *token.token_type() != TokenType::DPoP {
+        return Err(invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!(
+                "a DPoP-bound token was asked for, and the answer is token_type `{}`",
+                token.token_type().scheme()
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// Reads a whole body of at most `MAX_BODY` bytes.
+pub(super) async fn read_limited(
+    mut body: HttpBody,
+    endpoint: &'static str,
+    status: StatusCode,
+) -> Result<Bytes> {
+    let mut collected = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::Transport {
+            endpoint,
+            source: shared(e),
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > MAX_BODY {
+                return Err(invalid(
+                    endpoint,
+                    status,
+                    format!("the body is larger than {MAX_BODY} bytes"),
+                ));
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    Ok(collected.freeze())
+}
+
+/// Names a content type for an error message.
+pub(super) fn describe(content_type: Option<&str>) -> String {
+    match content_type {
+        Some(ct) => format!("content-type {ct}"),
+        None => "no content-type".to_owned(),
+    }
+}
+
+/// Reads a token endpoint's answer: an [`AccessToken`], or the OAuth error (RFC 6749
+/// section 5.2) or [`Error::InvalidResponse`] saying what is wrong.
+pub(super) fn parse_token_response(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<AccessToken> {
+    if !status.is_success() {
+        // RFC 6749 5.2: a JSON object with `error`.
+        return match serde_json::from_slice::<OAuthError>(body) {
+            Ok(error) => Err(Error::OAuth { status, error }),
+            Err(_) => Err(invalid(
+                TOKEN_ENDPOINT,
+                status,
+                format!(
+                    "expected an OAuth error object, got {} bytes of {}",
+                    body.len(),
+                    describe(content_type)
+                ),
+            )),
+        };
+    }
+    let response: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        invalid(
+            TOKEN_ENDPOINT,
+            status,
+            format!(
+                "expected a JSON token response: {} ({})",
+                json_error_without_input(&e),
+                describe(content_type)
+            ),
+        )
+    })?;
+    let secret = response
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid(TOKEN_ENDPOINT, status, "the response has no `access_token`"))?;
+    let token_type = match response.token_type.as_deref() {
+        Some(t) => TokenType::parse(t).ok_or_else(|| {
+            invalid(
+                TOKEN_ENDPOINT,
+                status,
+                format!("unknown `token_type` `{t}`"),
+            )
+        })?,
+        None => {
+            return Err(invalid(
+                TOKEN_ENDPOINT,
+                status,
+                "the response has no `token_type`",
+            ));
+        }
+    };
+    let expires_in = match &response.expires_in {
+        Some(v) => seconds("expires_in", v, status, MAX_EXPIRES_IN)?,
+        None => {
+            return Err(invalid(
+                TOKEN_ENDPOINT,
+                status,
+                "the response has no `expires_in`",
+            ));
+        }
+    };
+    let rt_expires_in = response
+        .rt_expires_in
+        .as_ref()
+        .map(|v| seconds("rt_expires_in", v, status, MAX_RT_EXPIRES_IN))
+        .transpose()?;
+    let refresh_token = response
+        .refresh_token
+        .filter(|t| !t.is_empty())
+        .map(|t| RefreshToken::new(t.as_str()));
+    Ok(AccessToken::new(secret.as_str(), token_type, expires_in)?
+        .with_scope(response.scope)
+        .with_refresh_token(refresh_token, rt_expires_in))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(status: u16, ct: &str, body: &str) -> Result<AccessToken> {
+        parse_token_response(
+            StatusCode::from_u16(status).expect("status"),
+            Some(ct),
+            body.as_bytes(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_a_token_response() {
+        let token = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"abc","token_type":"Bearer","expires_in":3600,"scope":"a b",
+                "refresh_token":"r1","rt_expires_in":"86400"}"#,
+        )
+        .expect("token");
+        assert_eq!(token.secret(), "abc");
+        assert_eq!(token.token_type(), &TokenType::Bearer);
+        assert_eq!(token.expires_in(), Duration::from_secs(3600));
+        assert_eq!(token.scopes().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(token.refresh_token().map(RefreshToken::secret), Some("r1"));
+        assert!(token.refresh_token_expires_at().is_some());
+    }
+
+    #[test]
+    fn bad_answers_keep_the_status_and_say_what_is_wrong() {
+        let cases = [
+            (
+                400,
+                "application/json",
+                r#"{"error":"invalid_client","error_description":"x"}"#,
+                "invalid_client",
+            ),
+            (
+                502,
+                "text/html",
+                "<html>Bad gateway</html>",
+                "got 24 bytes of content-type text/html",
+            ),
+            (
+                500,
+                "application/json",
+                r#"{"message":"oops"}"#,
+                "expected an OAuth error object",
+            ),
+            (
+                200,
+                "text/html",
+                "<html>login</html>",
+                "expected a JSON token response",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"token_type":"Bearer","expires_in":60}"#,
+                "no `access_token`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","expires_in":60}"#,
+                "no `token_type`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"mac","expires_in":60}"#,
+                "unknown `token_type`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer"}"#,
+                "no `expires_in`",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":1e12}"#,
+                "plausible",
+            ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#,
+                "not a number",
+            ),
+        ];
+        for (status, ct, body, expected) in cases {
+            let err = parse(status, ct, body).expect_err(body);
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(status), "{err}");
+            assert!(err.to_string().contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_token_never_reaches_an_error_message() {
+        let err = parse(
+            200,
+            "application/json",
+            r#"{"access_token":"SECRET-TOKEN","token_type":"Bearer","expires_in":true}"#,
+        )
+        .expect_err("bad expires_in");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+        let err = parse(
+            200,
+            "application/json",
+            r#"{"access_token":["SECRET-TOKEN"]}"#,
+        )
+        .expect_err("bad type");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
+}
