@@ -165,10 +165,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A configuration error; the reason may quote the value, so it is made safe to
+    /// show (control characters escaped, long text cut).
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config {
-            field: field.into(),
-            reason: reason.into(),
+            field: crate::text::untrusted(&field.into(), &[]),
+            reason: crate::text::untrusted(&reason.into(), &[]),
         }
     }
 
@@ -235,6 +237,21 @@ impl OAuthError {
             error: error.into(),
             error_description: Some(description.into()),
             error_uri: None,
+        }
+    }
+
+    /// This error as a server sent it, made safe to show: control characters escaped,
+    /// long text cut, and `secrets` (what the request sent) replaced by a marker, in the
+    /// code, the description and the URI.
+    pub(crate) fn made_safe(self, secrets: &[&str]) -> Self {
+        let safe = |text: &str| crate::text::untrusted(text, secrets);
+        OAuthError {
+            error: match self.error {
+                OAuthErrorCode::Other(code) => OAuthErrorCode::Other(safe(&code)),
+                known => known,
+            },
+            error_description: self.error_description.as_deref().map(safe),
+            error_uri: self.error_uri.as_deref().map(safe),
         }
     }
 }

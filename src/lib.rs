@@ -91,6 +91,7 @@ pub mod exchange;
 mod jose;
 pub mod key;
 pub mod refresh;
+mod text;
 pub mod token;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]

@@ -151,7 +151,8 @@ struct EmulatorArgs {
     write_token_set: Option<PathBuf>,
 }
 
-/// Prints an error and its sources on one line.
+/// An error and its sources on one line, safe for a terminal: whatever a server or a
+/// file put into them, control characters (a newline, an escape sequence) are escaped.
 fn report(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
@@ -160,7 +161,20 @@ fn report(error: &(dyn std::error::Error + 'static)) -> String {
         line.push_str(&e.to_string());
         source = e.source();
     }
-    line
+    terminal_safe(&line)
+}
+
+/// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`).
+fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -298,8 +312,9 @@ async fn events(args: EventsArgs) -> CliResult {
 fn summary(count: usize, resume: Option<String>) {
     match resume {
         Some(resume) if count > 0 => eprintln!(
-            "helseid: {count} event{}; continue with {resume}",
-            if count == 1 { "" } else { "s" }
+            "helseid: {count} event{}; continue with {}",
+            if count == 1 { "" } else { "s" },
+            terminal_safe(&resume)
         ),
         _ => eprintln!("helseid: no events"),
     }
@@ -334,11 +349,11 @@ async fn events_v1(config: ClientConfig, args: &EventsArgs) -> CliResult {
                 .communication_party
                 .as_ref()
                 .map_or("", |party| party.name.as_str());
-            writeln!(
-                out,
+            let line = format!(
                 "{}  {:<27} {:>9}  {}  [event {}]",
                 event.from_datetime, event.event_type, event.her_id, name, event.event_id
-            )?;
+            );
+            writeln!(out, "{}", terminal_safe(&line))?;
         }
         count += 1;
         last = Some(event.event_id);
@@ -374,11 +389,11 @@ async fn events_v2(config: ClientConfig, args: &EventsArgs) -> CliResult {
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&event)?)?;
         } else {
-            writeln!(
-                out,
+            let line = format!(
                 "{}  {:<27} {:>9}  [sequence number {}]",
                 event.event_timestamp, event.event_type, event.her_id, event.sequence_number
-            )?;
+            );
+            writeln!(out, "{}", terminal_safe(&line))?;
         }
         count += 1;
     }

@@ -326,8 +326,8 @@ mod tests {
             .expect_err("no token");
         let err = err.downcast::<crate::Error>().expect("a helseid::Error");
         assert_eq!(
-            err.oauth_error().map(|e| e.error.as_str()),
-            Some("invalid_client")
+            err.oauth_error().map(|e| &e.error),
+            Some(&crate::OAuthErrorCode::InvalidClient)
         );
     }
 

@@ -132,8 +132,8 @@ mod tests {
             other => panic!("expected back-off, got {other:?}"),
         }
         assert_eq!(
-            err.oauth_error().map(|e| e.error.as_str()),
-            Some("invalid_client")
+            err.oauth_error().map(|e| &e.error),
+            Some(&crate::OAuthErrorCode::InvalidClient)
         );
         assert_eq!(
             source.calls.load(Ordering::SeqCst),

@@ -247,8 +247,8 @@ mod tests {
             .await
             .expect_err("expired, endpoint failing");
         assert_eq!(
-            err.oauth_error().map(|e| e.error.as_str()),
-            Some("invalid_client")
+            err.oauth_error().map(|e| &e.error),
+            Some(&crate::OAuthErrorCode::InvalidClient)
         );
     }
 

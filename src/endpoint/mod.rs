@@ -39,7 +39,7 @@ use zeroize::Zeroizing;
 pub use discovery::Discovery;
 pub use request::{Grant, TokenRequest};
 
-use crate::assertion::{ASSERTION_TYPE, ClientAssertion};
+use crate::assertion::{ASSERTION_TYPE, ClientAssertion, SignedAssertion};
 use crate::config::{ClientConfig, check_url};
 use crate::dpop::{DPOP, DpopKey, Target};
 use crate::error::{BoxError, Error, OAuthErrorCode, Result};
@@ -303,15 +303,19 @@ impl TokenEndpoint {
         loop {
             // A new assertion and a new proof every time: HelseID refuses a `jti` it
             // has seen, so the retry after a nonce challenge signs both again.
-            let http_request =
+            let (http_request, assertion) =
                 self.token_http_request(request, &url, grant_token, dpop.as_ref())?;
             let answer = self.send(TOKEN_ENDPOINT, http_request).await?;
+            // What this request sent that an answer must never carry into an error.
+            let mut secrets = vec![assertion.as_str()];
+            secrets.extend(grant_token.map(|(_, token)| token));
             tracing::Span::current().record("status", answer.status.as_u16());
             let fresh_nonce = dpop
                 .as_ref()
                 .is_some_and(|(key, target)| key.remember_nonce(target, &answer.headers));
-            let result = parse_token_response(answer.status, answer.content_type(), &answer.body)
-                .and_then(|token| bound_as_asked(token, request, answer.status));
+            let result =
+                parse_token_response(answer.status, answer.content_type(), &answer.body, &secrets)
+                    .and_then(|token| bound_as_asked(token, request, answer.status));
             match result {
                 Err(e)
                     if !challenged
@@ -358,7 +362,7 @@ impl TokenEndpoint {
         url: &str,
         grant_token: Option<(&str, &str)>,
         dpop: Option<&(&DpopKey, Target)>,
-    ) -> Result<Request<Full<Bytes>>> {
+    ) -> Result<(Request<Full<Bytes>>, SignedAssertion)> {
         let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
@@ -389,9 +393,10 @@ impl TokenEndpoint {
             let proof = key.sign(&Method::POST, target, None)?;
             builder = builder.header(DPOP, proof.into_header_value());
         }
-        builder
+        let http_request = builder
             .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-            .map_err(|e| Error::config("tokenEndpoint", e.to_string()))
+            .map_err(|e| Error::config("tokenEndpoint", e.to_string()))?;
+        Ok((http_request, assertion))
     }
 
     /// Sends `request` through the HTTP service under the timeout, and reads the body.

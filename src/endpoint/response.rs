@@ -13,6 +13,7 @@ use super::{
 };
 use crate::error::{Error, OAuthError, Result};
 use crate::jose::json_error_without_input;
+use crate::text::untrusted;
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
 /// A successful token response (RFC 6749 section 5.1), every member optional so that a
@@ -36,7 +37,8 @@ pub(super) fn invalid(
     Error::InvalidResponse {
         endpoint,
         status,
-        reason: reason.into(),
+        // The reason may quote the server (a member's value, a type name).
+        reason: untrusted(&reason.into(), &[]),
     }
 }
 
@@ -125,16 +127,22 @@ pub(super) fn describe(content_type: Option<&str>) -> String {
 }
 
 /// Reads a token endpoint's answer: an [`AccessToken`], or the OAuth error (RFC 6749
-/// section 5.2) or [`Error::InvalidResponse`] saying what is wrong.
+/// section 5.2) or [`Error::InvalidResponse`] saying what is wrong. The server's text
+/// enters an error only through [`untrusted`], with `secrets` (what the request sent:
+/// the assertion, a refresh or subject token) replaced.
 pub(super) fn parse_token_response(
     status: StatusCode,
     content_type: Option<&str>,
     body: &[u8],
+    secrets: &[&str],
 ) -> Result<AccessToken> {
     if !status.is_success() {
         // RFC 6749 5.2: a JSON object with `error`.
         return match serde_json::from_slice::<OAuthError>(body) {
-            Ok(error) => Err(Error::OAuth { status, error }),
+            Ok(error) => Err(Error::OAuth {
+                status,
+                error: error.made_safe(secrets),
+            }),
             Err(_) => Err(invalid(
                 TOKEN_ENDPOINT,
                 status,
@@ -166,7 +174,7 @@ pub(super) fn parse_token_response(
             invalid(
                 TOKEN_ENDPOINT,
                 status,
-                format!("unknown `token_type` `{t}`"),
+                format!("unknown `token_type` `{}`", untrusted(t, secrets)),
             )
         })?,
         None => {
@@ -210,6 +218,7 @@ mod tests {
             StatusCode::from_u16(status).expect("status"),
             Some(ct),
             body.as_bytes(),
+            &[],
         )
     }
 
@@ -228,6 +237,42 @@ mod tests {
         assert_eq!(token.scopes().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(token.refresh_token().map(RefreshToken::secret), Some("r1"));
         assert!(token.refresh_token_expires_at().is_some());
+    }
+
+    #[test]
+    fn a_servers_text_enters_errors_escaped_and_without_what_was_sent() {
+        let assertion = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjbGllbnQifQ.c2lnbmF0dXJl";
+        let body = serde_json::json!({
+            "error": "invalid_client\u{1b}[2J",
+            "error_description": format!("bad assertion {assertion}\nERROR forged log line\u{1b}[31m"),
+            "error_uri": format!("https://x.test/?a={assertion}\r\n"),
+        })
+        .to_string();
+        let err = parse_token_response(
+            StatusCode::BAD_REQUEST,
+            Some("application/json"),
+            body.as_bytes(),
+            &[assertion],
+        )
+        .expect_err("an OAuth error");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains(assertion), "{shown}");
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        let oauth = err.oauth_error().expect("oauth");
+        assert_eq!(
+            oauth.error_description.as_deref(),
+            Some("bad assertion [redacted]\\nERROR forged log line\\u{1b}[31m")
+        );
+        assert_eq!(oauth.error.as_str(), "invalid_client\\u{1b}[2J");
+        assert_eq!(
+            oauth.error_uri.as_deref(),
+            Some("https://x.test/?a=[redacted]\\r\\n")
+        );
+
+        let body = r#"{"access_token":"abc","token_type":"Bearer\u001b[31m","expires_in":60}"#;
+        let err = parse_token_response(StatusCode::OK, None, body.as_bytes(), &[])
+            .expect_err("unknown type");
+        assert!(err.to_string().contains(r"`Bearer\u{1b}[31m`"), "{err}");
     }
 
     #[test]
