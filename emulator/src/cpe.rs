@@ -20,7 +20,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::register::{Register, parse_dotnet};
+use super::dotnet::parse_dotnet;
+use super::register::Register;
 use super::response::{challenge_text, quote};
 use super::state::{State, lock};
 

@@ -33,7 +33,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A key of the emulator's own could not be made, or a token could not be signed.
+    /// A key of the emulator's own (its signing key, a test client's key) could not be
+    /// made, a token could not be signed, or a test client's configuration could not be
+    /// built.
     #[error("cannot {what}")]
     #[non_exhaustive]
     Key {
@@ -42,6 +44,20 @@ pub enum Error {
         /// The library's error, when it gave one.
         #[source]
         source: Option<helseid::Error>,
+    },
+
+    /// [`Emulator::client_config`](crate::Emulator::client_config) was asked for a
+    /// client whose private key the emulator does not hold: one that is not registered,
+    /// or one registered with a key of the test's own
+    /// ([`EmulatorBuilder::client`](crate::EmulatorBuilder::client)) instead of
+    /// [`EmulatorBuilder::test_client`](crate::EmulatorBuilder::test_client).
+    #[error("no private key for client `{client_id}`: {reason}")]
+    #[non_exhaustive]
+    NoClientKey {
+        /// The client asked for.
+        client_id: String,
+        /// Why the emulator holds no key for it.
+        reason: &'static str,
     },
 }
 

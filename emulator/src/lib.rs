@@ -2,6 +2,24 @@
 //! CommunicationParty API v2 behind it, for tests and for running without a registration
 //! at NHN.
 //!
+//! In a service's tests, two lines give a running emulator and a ready client
+//! configuration (a [`helseid::config::ClientConfig`] whose authority is the emulator):
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let emulator = helseid_emulator::Emulator::builder().test_client("my-service", ["nhn:cp-api/access"]).start().await?;
+//! let config = emulator.client_config("my-service")?;
+//! # assert_eq!(config.authority().issuer(), emulator.issuer());
+//! # Ok(()) }
+//! ```
+//!
+//! [`EmulatorBuilder::test_client`] generates the client's key and registers it,
+//! [`Emulator::client_config`] hands out the configuration with the private key. The
+//! package's `README.md` goes on from there (the dev-dependency, a token through
+//! helseid's `TokenEndpoint`, a CPE call through `HelseIdLayer`), and what follows here
+//! are the full rules.
+//!
 //! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
 //! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
 //! client that gets a token from the emulator should get one from HelseID too. It
@@ -168,7 +186,7 @@
 //! session. An unknown client, a scope not granted or a malformed body gets 400 with an
 //! OAuth error body. [`Emulator::mint_user_tokens`] does the same from Rust.
 //!
-//! # Example
+//! # Example: a client with a key of its own
 //! ```
 //! use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 //! use helseid::key::{Algorithm, PrivateJwk, SigningKey};
@@ -194,10 +212,12 @@ mod client_auth;
 mod cpapi;
 mod cpe;
 mod discovery;
+mod dotnet;
 mod dpop;
 mod form;
 mod register;
 mod response;
+mod seed;
 mod state;
 mod tenancy;
 mod token;
@@ -208,6 +228,11 @@ mod refresh;
 mod test_token;
 
 pub use self::test_token::TestTokenRequest;
+
+/// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The scope a token needs for the CommunicationParty API v2 the emulator serves
 /// (`nhn:cp-api/access-v2-dpop`); tokens with it must be DPoP-bound to be of use.
@@ -235,6 +260,7 @@ use tokio::task::JoinHandle;
 mod error;
 
 pub use error::{Error, ErrorBody, Result};
+use helseid::config::ClientConfig;
 use helseid::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 
 use self::state::{ClientKey, RegisteredClient, State};
@@ -328,6 +354,8 @@ impl ClientRegistration {
 #[derive(Debug)]
 pub struct EmulatorBuilder {
     clients: Vec<ClientRegistration>,
+    /// The clients whose keys the emulator generates: id and scopes.
+    test_clients: Vec<(String, Vec<String>)>,
     access_token_lifetime: Duration,
     refresh_token_lifetime: Duration,
     bind: SocketAddr,
@@ -339,6 +367,7 @@ impl Default for EmulatorBuilder {
     fn default() -> Self {
         EmulatorBuilder {
             clients: Vec::new(),
+            test_clients: Vec::new(),
             access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
             refresh_token_lifetime: refresh::DEFAULT_LIFETIME,
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
@@ -352,6 +381,40 @@ impl EmulatorBuilder {
     /// Registers a client. Call once per client.
     pub fn client(mut self, client: ClientRegistration) -> Self {
         self.clients.push(client);
+        self
+    }
+
+    /// Registers a client for a service's tests, with a key the emulator makes: when it
+    /// starts, the emulator generates an EC P-256 key (ES256) for `client_id`, registers
+    /// its public half with `scopes` (multi-tenant, as [`ClientRegistration::new`]), and
+    /// keeps the private half, so that [`Emulator::client_config`] can hand out a ready
+    /// [`ClientConfig`]. Call once per client; [`client`](Self::client) registers one
+    /// with a key of the test's own, or with more settings (tenancy, DPoP, audiences).
+    ///
+    /// # Errors
+    /// None here: [`start`](Self::start) refuses an empty or repeated client id
+    /// ([`Error::Setting`] `client_id`) or a scope with white space (`scopes`), and
+    /// gives [`Error::Key`] when the key cannot be generated.
+    ///
+    /// # Example
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = helseid_emulator::Emulator::builder()
+    ///     .test_client("my-service", ["nhn:cp-api/access"])
+    ///     .start()
+    ///     .await?;
+    /// let config = emulator.client_config("my-service")?;
+    /// assert_eq!(config.scopes(), ["nhn:cp-api/access"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn test_client(
+        mut self,
+        client_id: impl Into<String>,
+        scopes: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        let scopes = scopes.into_iter().map(Into::into).collect();
+        self.test_clients.push((client_id.into(), scopes));
         self
     }
 
@@ -406,7 +469,7 @@ impl EmulatorBuilder {
     /// public key the emulator cannot use, a parent organisation number that is not nine
     /// digits), when the access token lifetime is under one second, when the CPE page
     /// size is zero, or when the address cannot be bound. [`Error::Key`] if the signing
-    /// key cannot be generated.
+    /// key or a [test client](Self::test_client)'s key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
         install_crypto_provider();
         let lifetime = self.access_token_lifetime;
@@ -422,8 +485,20 @@ impl EmulatorBuilder {
                 "must be at least one event per page",
             ));
         }
-        let mut clients = HashMap::with_capacity(self.clients.len());
-        for registration in self.clients {
+        let mut registrations = self.clients;
+        let mut test_keys = HashMap::with_capacity(self.test_clients.len());
+        for (client_id, scopes) in self.test_clients {
+            let key = generate_key(
+                "generate a test client's key",
+                PrivateJwk::generate_ec(Algorithm::ES256),
+            )?;
+            registrations.push(
+                ClientRegistration::new(client_id.clone(), key.public_jwk().clone()).scopes(scopes),
+            );
+            test_keys.insert(client_id, Arc::new(key));
+        }
+        let mut clients = HashMap::with_capacity(registrations.len());
+        for registration in registrations {
             let client = register(registration)?;
             if clients.contains_key(&client.id) {
                 return Err(Error::setting(
@@ -453,9 +528,10 @@ impl EmulatorBuilder {
         })?;
         let issuer = format!("http://{}", reachable(local_addr));
 
-        let signing_key = PrivateJwk::generate_rsa(2048, Algorithm::RS256)
-            .and_then(|jwk| SigningKey::from_jwk(&jwk))
-            .map_err(|e| Error::key("generate the emulator's signing key", e))?;
+        let signing_key = generate_key(
+            "generate the emulator's signing key",
+            PrivateJwk::generate_rsa(2048, Algorithm::RS256),
+        )?;
         let cpe = cpe::Cpe::new(self.cpe_page_size);
         let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
 
@@ -479,6 +555,7 @@ impl EmulatorBuilder {
         tracing::debug!(issuer = %state.issuer, "helseid emulator started");
         Ok(Emulator {
             state,
+            test_keys,
             local_addr,
             stop,
             task,
@@ -492,6 +569,8 @@ impl EmulatorBuilder {
 /// value is dropped (dropping signals a graceful shutdown and returns at once).
 pub struct Emulator {
     state: Arc<State>,
+    /// The private keys of the [test clients](EmulatorBuilder::test_client), by client id.
+    test_keys: HashMap<String, Arc<SigningKey>>,
     local_addr: SocketAddr,
     /// Dropping this sender also stops the server.
     stop: watch::Sender<bool>,
@@ -504,6 +583,7 @@ impl fmt::Debug for Emulator {
             .field("issuer", &self.state.issuer)
             .field("local_addr", &self.local_addr)
             .field("clients", &self.state.clients.len())
+            .field("test_clients", &self.test_keys.len())
             .field("token_requests", &self.token_requests())
             .field("tokens_issued", &self.tokens_issued())
             .field("cpe_requests", &self.cpe_requests())
@@ -524,6 +604,64 @@ impl Emulator {
     /// assertions must carry exactly this as `aud`.
     pub fn issuer(&self) -> &str {
         &self.state.issuer
+    }
+
+    /// The configuration of the [test client](EmulatorBuilder::test_client) `client_id`,
+    /// ready for [`helseid::endpoint::TokenEndpoint::new`]: its id, this emulator as the
+    /// authority ([`issuer`](Self::issuer)), the scopes it was registered with (the
+    /// scopes a token request asks for by default; [`ClientConfig::with_scopes`] changes
+    /// them) and its private key. Each call returns a new configuration around the same
+    /// key.
+    ///
+    /// # Errors
+    /// [`Error::NoClientKey`], naming the client, when no client has this id or it was
+    /// registered with [`EmulatorBuilder::client`] (the emulator holds only the public
+    /// half of its key). [`Error::Key`] if the configuration cannot be built.
+    ///
+    /// # Example
+    /// ```
+    /// use helseid_emulator::{Emulator, Error};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = Emulator::builder()
+    ///     .test_client("my-service", ["nhn:cp-api/access"])
+    ///     .start()
+    ///     .await?;
+    /// let config = emulator.client_config("my-service")?;
+    /// assert_eq!(config.client_id(), "my-service");
+    /// assert_eq!(config.authority().issuer(), emulator.issuer());
+    /// assert!(matches!(
+    ///     emulator.client_config("someone-else"),
+    ///     Err(Error::NoClientKey { .. })
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    pub fn client_config(&self, client_id: &str) -> Result<ClientConfig> {
+        let (Some(key), Some(client)) = (
+            self.test_keys.get(client_id),
+            self.state.clients.get(client_id),
+        ) else {
+            let reason = if self.state.clients.contains_key(client_id) {
+                "it was registered with a key of its own (`EmulatorBuilder::client`), whose \
+                 private half the emulator does not have; register it with \
+                 `EmulatorBuilder::test_client`"
+            } else {
+                "no client with this id is registered; register it with \
+                 `EmulatorBuilder::test_client`"
+            };
+            return Err(Error::NoClientKey {
+                client_id: client_id.to_owned(),
+                reason,
+            });
+        };
+        ClientConfig::builder()
+            .client_id(client_id)
+            .authority_url(self.issuer())
+            .scopes(client.scopes.iter().cloned())
+            .signing_key(Arc::clone(key))
+            .build()
+            .map_err(|e| Error::key("build a test client's configuration", e))
     }
 
     /// The token endpoint: the issuer followed by `/connect/token`.
@@ -728,6 +866,13 @@ impl Emulator {
         }
         tracing::debug!("helseid emulator stopped");
     }
+}
+
+/// Makes a signing key of the emulator's (its own, or a test client's) from a freshly
+/// generated private JWK; `what` names the key in the error.
+fn generate_key(what: &'static str, jwk: helseid::Result<PrivateJwk>) -> Result<SigningKey> {
+    jwk.and_then(|jwk| SigningKey::from_jwk(&jwk))
+        .map_err(|e| Error::key(what, e))
 }
 
 /// Installs jsonwebtoken's aws-lc-rs provider; jsonwebtoken panics at the first
