@@ -60,6 +60,9 @@ pub enum Error {
         status: StatusCode,
         /// The parsed error body.
         error: OAuthError,
+        /// How long the server asked the client to wait (`Retry-After` on a 429 or
+        /// 503), when it said.
+        retry_after: Option<Duration>,
     },
 
     /// A server answered with something that is not what the protocol says it should.
@@ -72,6 +75,9 @@ pub enum Error {
         status: StatusCode,
         /// What is wrong with the answer.
         reason: String,
+        /// How long the server asked the client to wait (`Retry-After` on a 429 or
+        /// 503), when it said.
+        retry_after: Option<Duration>,
     },
 
     /// The request did not complete in time.
@@ -196,6 +202,28 @@ impl Error {
             Error::BackingOff { last, .. } => last.is_login_required(),
             _ => false,
         }
+    }
+
+    /// How long the server asked the client to wait before it asks again: the
+    /// `Retry-After` of a 429 or 503 answer (also behind [`Error::BackingOff`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::OAuth { retry_after, .. } | Error::InvalidResponse { retry_after, .. } => {
+                *retry_after
+            }
+            Error::BackingOff { last, .. } => last.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// This error with the server's `Retry-After`, when it is an answer's error.
+    pub(crate) fn with_retry_after(mut self, after: Option<Duration>) -> Self {
+        if let Error::OAuth { retry_after, .. } | Error::InvalidResponse { retry_after, .. } =
+            &mut self
+        {
+            *retry_after = after;
+        }
+        self
     }
 
     /// The HTTP status of the answer that caused this error, when there was one (also
@@ -421,6 +449,7 @@ mod tests {
         let e = Error::OAuth {
             status: StatusCode::BAD_REQUEST,
             error: OAuthError::new("invalid_client", "bad signature"),
+            retry_after: None,
         };
         assert_eq!(
             e.to_string(),

@@ -472,6 +472,7 @@ impl RefreshSession {
                 status: http::StatusCode::OK,
                 reason: "the refresh response has no new refresh_token (HelseID rotates them)"
                     .into(),
+                retry_after: None,
             });
         }
         let new_set = TokenSet::from_access_token(&token)?;

@@ -189,6 +189,7 @@ fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderVa
                 endpoint: "token endpoint",
                 status: http::StatusCode::OK,
                 reason: "the access token contains characters not allowed in an HTTP header".into(),
+                retry_after: None,
             }
         })?;
     value.set_sensitive(true);

@@ -73,18 +73,24 @@ impl Shared {
         })
     }
 
-    /// Forgets the token that was sent as `sent`, if it is still the current one.
+    /// Forgets the token that was sent as `sent`, if it is still the current one,
+    /// because a service answered `401 invalid_token` to it; `false` (nothing
+    /// forgotten) when the cache's storm guard holds the key back.
     pub(crate) async fn evict(
         &self,
         tenant: Option<Tenant>,
         subject: Option<&SubjectToken>,
         sent: &HeaderValue,
-    ) {
+    ) -> bool {
         let key = self.key(tenant, subject);
+        if !self.cache.may_replace_invalid_token(&key) {
+            return false;
+        }
         if tenant.is_none() && subject.is_none() {
             self.front.retire_if(sent);
         }
         self.cache.evict(&key, sent).await;
+        true
     }
 }
 

@@ -163,10 +163,13 @@ where
             if !shared.retry_on_invalid_token || !says_invalid_token(&response) {
                 return Ok(response);
             }
+            if !shared.evict(tenant, subject.as_ref(), &sent).await {
+                // A new token was refused a moment ago as well: no token storm.
+                return Ok(response);
+            }
             tracing::debug!(
                 "the service answered 401 invalid_token: retrying once with a new token"
             );
-            shared.evict(tenant, subject.as_ref(), &sent).await;
             let entry = shared
                 .entry(tenant, subject.as_ref())
                 .await
@@ -315,6 +318,7 @@ mod tests {
             Err(crate::Error::OAuth {
                 status: StatusCode::BAD_REQUEST,
                 error: crate::OAuthError::new("invalid_client", "unknown client"),
+                retry_after: None,
             })
         });
         let service = ServiceBuilder::new()

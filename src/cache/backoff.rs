@@ -52,7 +52,9 @@ impl Backoff {
         }
     }
 
-    /// Counts a failure of `key`: from the second in a row on, `key` backs off.
+    /// Counts a failure of `key`: from the second in a row on, `key` backs off; at once,
+    /// and at least as long as the server asked (capped by the maximum), when the error
+    /// carries a `Retry-After`.
     pub(super) fn record_failure(&self, key: &CacheKey, error: &Error, settings: &CacheSettings) {
         let mut failures = self.failures();
         if failures.len() >= MAX_FAILING_KEYS
@@ -66,7 +68,7 @@ impl Backoff {
         }
         let count = failures.get(key).map_or(0, |f| f.count) + 1;
         // The first failure may be retried at once; from the second on, back off.
-        let delay = if count < 2 {
+        let mut delay = if count < 2 {
             Duration::ZERO
         } else {
             let doubled = settings
@@ -74,6 +76,11 @@ impl Backoff {
                 .saturating_mul(1 << (count - 2).min(20));
             jitter(doubled.min(settings.backoff_max))
         };
+        // A server that said how long to wait (429 or 503 with Retry-After) is not asked
+        // sooner, from the first failure on; the back-off maximum still caps it.
+        if let Some(asked) = error.retry_after() {
+            delay = delay.max(asked.min(settings.backoff_max));
+        }
         if delay.is_zero() {
             tracing::warn!(error = %error, failures = count, "token fetch failed");
         } else {

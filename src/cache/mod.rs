@@ -44,6 +44,7 @@ mod flight;
 mod front;
 mod key;
 mod source;
+mod storm;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +65,7 @@ use flight::InFlight;
 pub(crate) use front::Front;
 pub use key::CacheKey;
 pub use source::{FetchFn, FetchFuture, FetchToken, fetch_fn};
+use storm::StormGuard;
 
 /// Cache settings. The defaults suit HelseID's one-hour tokens.
 #[derive(Clone, Debug)]
@@ -83,6 +85,11 @@ pub struct CacheSettings {
     pub backoff_max: Duration,
     /// How many tokens the cache holds at most. Default: 10,000.
     pub max_capacity: u64,
+    /// A key's token is evicted because a service answered `401 invalid_token` at most
+    /// once in this interval; the service's further 401s in it are returned as they
+    /// are (an API that refuses every token must not make the layer ask HelseID for one
+    /// per request). Default: 5 s.
+    pub invalid_token_interval: Duration,
 }
 
 impl Default for CacheSettings {
@@ -94,6 +101,7 @@ impl Default for CacheSettings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_capacity: 10_000,
+            invalid_token_interval: Duration::from_secs(5),
         }
     }
 }
@@ -112,6 +120,10 @@ pub struct CacheStats {
     pub failures: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// `401 invalid_token` answers returned as they are, without a new token, because
+    /// the key's token had been replaced for one within
+    /// [`CacheSettings::invalid_token_interval`].
+    pub invalid_token_suppressed: u64,
 }
 
 #[derive(Default)]
@@ -127,6 +139,7 @@ struct Inner {
     entries: moka::future::Cache<CacheKey, Arc<Entry>>,
     in_flight: Mutex<HashMap<CacheKey, InFlight>>,
     backoff: Backoff,
+    storm: StormGuard,
     counters: Counters,
     settings: CacheSettings,
 }
@@ -170,6 +183,7 @@ impl TokenCache {
                 entries,
                 in_flight: Mutex::new(HashMap::new()),
                 backoff: Backoff::default(),
+                storm: StormGuard::default(),
                 counters: Counters::default(),
                 settings,
             }),
@@ -190,6 +204,7 @@ impl TokenCache {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
             refreshes: c.refreshes.load(Ordering::Relaxed),
+            invalid_token_suppressed: self.inner.storm.suppressed(),
         }
     }
 
@@ -269,8 +284,17 @@ impl TokenCache {
         }
     }
 
-    /// Removes `key`'s entry if it still holds the token sent as `sent` (a 401 said
-    /// it is no good).
+    /// Whether `key`'s token may be replaced because a service answered `401
+    /// invalid_token` to it: once per
+    /// [`invalid_token_interval`](CacheSettings::invalid_token_interval). On `false`,
+    /// the caller returns the 401 as it is.
+    pub(crate) fn may_replace_invalid_token(&self, key: &CacheKey) -> bool {
+        self.inner
+            .storm
+            .allow(key, self.inner.settings.invalid_token_interval)
+    }
+
+    /// Removes `key`'s entry if it still holds the token sent as `sent`.
     pub(crate) async fn evict(&self, key: &CacheKey, sent: &http::HeaderValue) {
         self.inner
             .entries
@@ -323,6 +347,7 @@ pub(super) mod tests {
                     return Err(Error::OAuth {
                         status: http::StatusCode::BAD_REQUEST,
                         error: crate::OAuthError::new("invalid_client", "no"),
+                        retry_after: None,
                     });
                 }
                 AccessToken::new(format!("token-{n}"), TokenType::Bearer, lifetime)

@@ -315,7 +315,8 @@ impl TokenEndpoint {
                 .is_some_and(|(key, target)| key.remember_nonce(target, &answer.headers));
             let result =
                 parse_token_response(answer.status, answer.content_type(), &answer.body, &secrets)
-                    .and_then(|token| bound_as_asked(token, request, answer.status));
+                    .and_then(|token| bound_as_asked(token, request, answer.status))
+                    .map_err(|e| e.with_retry_after(answer.retry_after()));
             match result {
                 Err(e)
                     if !challenged
@@ -442,6 +443,30 @@ impl Answer {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
     }
+
+    /// The `Retry-After` of a 429 or 503 answer (RFC 9110 10.2.3): delay seconds, or an
+    /// HTTP date (none when the date has passed). Other answers, and values that are
+    /// neither, have none.
+    fn retry_after(&self) -> Option<Duration> {
+        if !matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            return None;
+        }
+        parse_retry_after(self.headers.get(header::RETRY_AFTER)?.to_str().ok()?)
+    }
+}
+
+/// Reads a `Retry-After` value: delay seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is a long wait all the same.
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    at.duration_since(std::time::SystemTime::now()).ok()
 }
 
 /// Shares a service error. A named function: the closure form trips the compiler's

@@ -39,6 +39,7 @@ pub(super) fn invalid(
         status,
         // The reason may quote the server (a member's value, a type name).
         reason: untrusted(&reason.into(), &[]),
+        retry_after: None,
     }
 }
 
@@ -72,19 +73,28 @@ fn seconds(
     }
 }
 
-/// `token`, when it is bound as `request` asked: a DPoP request must get a DPoP token
-/// (a Bearer token sent with `Authorization: DPoP` would fail at every API).
+/// `token`, when its type is the one `request` asked for: a DPoP request must get a
+/// DPoP token, any other request a Bearer token (either way round, the API would refuse
+/// every request made with it).
 pub(super) fn bound_as_asked(
     token: AccessToken,
     request: &TokenRequest,
     status: StatusCode,
 ) -> Result<AccessToken> {
-    if request.dpop.is_some() && *token.token_type() != TokenType::DPoP {
+    let asked = if request.dpop.is_some() {
+        TokenType::DPoP
+    } else {
+        TokenType::Bearer
+    };
+    if *token.token_type() != asked {
+        // A DPoP token sent as Bearer, or a Bearer token sent with proofs: the API
+        // refuses every request until it expires. Nothing of it is kept.
         return Err(invalid(
             TOKEN_ENDPOINT,
             status,
             format!(
-                "a DPoP-bound token was asked for, and the answer is token_type `{}`",
+                "a {} token was asked for, and the answer is token_type `{}`",
+                asked.scheme(),
                 token.token_type().scheme()
             ),
         ));
@@ -142,6 +152,7 @@ pub(super) fn parse_token_response(
             Ok(error) => Err(Error::OAuth {
                 status,
                 error: error.made_safe(secrets),
+                retry_after: None,
             }),
             Err(_) => Err(invalid(
                 TOKEN_ENDPOINT,

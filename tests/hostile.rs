@@ -1,0 +1,308 @@
+//! A hostile or broken HelseID and API on 127.0.0.1, over real HTTP: no token storm when
+//! an API refuses every token, `Retry-After` honoured, a token of the wrong type
+//! refused, and nothing a server sends (control characters, the client's own
+//! assertion) reaching an error or a log line raw.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use helseid::HelseIdLayer;
+use helseid::cache::{CacheSettings, TokenCache};
+use helseid::endpoint::{TokenEndpoint, TokenRequest};
+use helseid_emulator::Emulator;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use support::TestClient;
+use tower::{ServiceBuilder, ServiceExt};
+
+const SCOPE: &str = "nhn:cp-api/access";
+
+/// What a stub token endpoint answers: status, headers, body. `{assertion}` in the body
+/// is replaced by the client assertion the request carried.
+#[derive(Clone)]
+struct Answer {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+/// A token endpoint on 127.0.0.1 that gives `answer` to every request and counts them.
+/// Returns its URL and the count.
+async fn stub_token_endpoint(answer: Answer) -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let app = axum::Router::new().route(
+        "/connect/token",
+        axum::routing::post(move |form: axum::extract::Form<HashMap<String, String>>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            async move {
+                let assertion = form.get("client_assertion").cloned().unwrap_or_default();
+                let mut response = Response::new(answer.body.replace("{assertion}", &assertion));
+                *response.status_mut() = answer.status;
+                for (name, value) in answer.headers {
+                    response
+                        .headers_mut()
+                        .insert(name, value.parse().expect("header value"));
+                }
+                response
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, count)
+}
+
+/// A token endpoint for a test client, sending to the stub at `url` (no discovery).
+fn endpoint_at(url: &str) -> TokenEndpoint {
+    let client = TestClient::ec("hostile");
+    TokenEndpoint::builder(client.config(url, &[SCOPE]))
+        .token_endpoint(format!("{url}/connect/token"))
+        .build()
+        .expect("endpoint")
+}
+
+fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
+    Answer {
+        status,
+        headers: vec![("content-type", "application/json".into())],
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request() {
+    let client = TestClient::ec("storm");
+    let emulator = Emulator::builder()
+        .client(client.registration(&[SCOPE]))
+        .start()
+        .await
+        .expect("emulator");
+    let endpoint =
+        TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
+    // An interval far longer than the test: what is checked is the count, not time.
+    let mut settings = CacheSettings::default();
+    settings.invalid_token_interval = Duration::from_secs(3600);
+    let cache = TokenCache::with_settings(settings);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let api = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(
+                r#"Bearer error="invalid_token", error_description="wrong audience""#,
+            ),
+        );
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let layer = HelseIdLayer::builder(endpoint).cache(cache.clone()).build();
+    let service = ServiceBuilder::new().layer(layer).service(api);
+    for _ in 0..600 {
+        let response = service
+            .clone()
+            .oneshot(Request::new(Full::new(Bytes::from_static(b"x"))))
+            .await
+            .expect("response");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "returned as it is"
+        );
+    }
+    assert_eq!(
+        emulator.token_requests(),
+        2,
+        "the first token, and one replacement in the interval"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 601, "one retry in all");
+    assert_eq!(cache.stats().invalid_token_suppressed, 599);
+}
+
+#[tokio::test]
+async fn retry_after_sets_the_back_off() {
+    for (status, retry_after, at_least, at_most) in [
+        (StatusCode::TOO_MANY_REQUESTS, "30".to_owned(), 29, 30),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            // An HTTP date two minutes ahead: capped by the back-off maximum (60 s).
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120)),
+            50,
+            60,
+        ),
+    ] {
+        let answer = Answer {
+            status,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("retry-after", retry_after),
+            ],
+            body: r#"{"error":"temporarily_unavailable"}"#.into(),
+        };
+        let (url, requests) = stub_token_endpoint(answer).await;
+        let endpoint = endpoint_at(&url);
+        let cache = TokenCache::new();
+        let request = TokenRequest::client_credentials([SCOPE]);
+        let first = cache.get(&endpoint, &request).await.expect_err("refused");
+        let asked = first.retry_after().expect("the server's Retry-After");
+        assert!(asked > Duration::from_secs(at_least), "{asked:?}");
+        // Asked again at once: not sent, backing off for what the server asked.
+        let second = cache
+            .get(&endpoint, &request)
+            .await
+            .expect_err("backing off");
+        let helseid::Error::BackingOff { retry_in, .. } = &second else {
+            panic!("expected a back-off, got {second:?}");
+        };
+        assert!(
+            *retry_in > Duration::from_secs(at_least) && *retry_in <= Duration::from_secs(at_most),
+            "{status}: {retry_in:?}"
+        );
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "{status}: one request");
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_the_wrong_type_is_refused_and_not_cached() {
+    let answer = json_answer(
+        StatusCode::OK,
+        serde_json::json!({"access_token": "eyJ.a.b", "token_type": "DPoP", "expires_in": 3600}),
+    );
+    let (url, requests) = stub_token_endpoint(answer).await;
+    let endpoint = endpoint_at(&url);
+    let cache = TokenCache::new();
+    let request = TokenRequest::client_credentials([SCOPE]);
+    for attempt in 1..=2 {
+        let err = cache
+            .get(&endpoint, &request)
+            .await
+            .expect_err("wrong type");
+        assert!(
+            matches!(err, helseid::Error::InvalidResponse { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("a Bearer token was asked for") && text.contains("`DPoP`"),
+            "{text}"
+        );
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            attempt,
+            "nothing was cached"
+        );
+    }
+}
+
+/// Every event and span field at every level, as a log formatter would write it.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>, Arc<AtomicU64>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        let _ = write!(self.0, " {}={}", field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut text = self.0.lock().expect("lock");
+        text.push('\n');
+        span.record(&mut Fields(&mut text));
+        tracing::span::Id::from_u64(self.1.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut Fields(&mut self.0.lock().expect("lock")));
+    }
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = self.0.lock().expect("lock");
+        text.push('\n');
+        event.record(&mut Fields(&mut text));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_servers_text_never_reaches_errors_or_logs_raw_nor_the_assertion() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let answer = json_answer(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({
+            "error": "invalid_client",
+            "error_description": "bad assertion {assertion}\nERROR forged log line\u{1b}[31m red",
+        }),
+    );
+    let (url, _) = stub_token_endpoint(answer).await;
+    let endpoint = endpoint_at(&url);
+    let cache = TokenCache::new();
+    let request = TokenRequest::client_credentials([SCOPE]);
+    let mut rendered = String::new();
+    for _ in 0..3 {
+        // Failure, failure, then backing off: every rendering of each.
+        let err = cache.get(&endpoint, &request).await.expect_err("refused");
+        let _ = write!(rendered, "\n{err}\n{err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            let _ = write!(rendered, "\n{e}");
+            source = e.source();
+        }
+    }
+    let logs = capture.0.lock().expect("lock").clone();
+    assert!(
+        logs.contains("token fetch failed"),
+        "the log was captured: {logs}"
+    );
+    for (what, text) in [("errors", &rendered), ("logs", &logs)] {
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines {
+            assert!(
+                !line.chars().any(|c| c.is_control() && c != '\t'),
+                "a raw control character in the {what}: {line:?}"
+            );
+            assert!(
+                !line.trim_start().starts_with("ERROR forged"),
+                "a forged line in the {what}: {line:?}"
+            );
+            // The assertion is a JWT (three base64url parts); none reached the text.
+            assert!(
+                !line.contains("eyJ"),
+                "the assertion in the {what}: {line:?}"
+            );
+        }
+        assert!(text.contains("[redacted]"), "the marker in the {what}");
+        assert!(
+            text.contains(r"\nERROR forged log line\u{1b}[31m"),
+            "{what}: {text}"
+        );
+    }
+}
