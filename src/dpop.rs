@@ -113,7 +113,7 @@ impl DpopKey {
         Self::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256)?)
     }
 
-    /// A key from a private JWK: EC (P-256 or P-384) or RSA, with the algorithm
+    /// A key from a private JWK: EC (P-256, P-384 or P-521) or RSA, with the algorithm
     /// its `alg` names (RS256 when an RSA key has none, the curve's ECDSA otherwise).
     ///
     /// # Errors

@@ -38,8 +38,8 @@ use crate::jose::{b64, b64_decode, json_error_without_input};
 
 /// A JWS signature algorithm that HelseID accepts for client assertions and DPoP proofs.
 ///
-/// HelseID accepts only asymmetric algorithms. The official samples ship RS512 (RSA) and
-/// ES384 keys.
+/// HelseID accepts only asymmetric algorithms: RS256/384/512, PS256/384/512 and
+/// ES256/384/512 (P-521 included). The official samples ship RS512 (RSA) and ES384 keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub enum Algorithm {
@@ -51,6 +51,7 @@ pub enum Algorithm {
     PS512,
     ES256,
     ES384,
+    ES512,
 }
 
 impl Algorithm {
@@ -65,12 +66,13 @@ impl Algorithm {
             Algorithm::PS512 => "PS512",
             Algorithm::ES256 => "ES256",
             Algorithm::ES384 => "ES384",
+            Algorithm::ES512 => "ES512",
         }
     }
 
     /// Whether this algorithm signs with an RSA key.
     pub fn is_rsa(self) -> bool {
-        !matches!(self, Algorithm::ES256 | Algorithm::ES384)
+        !matches!(self, Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512)
     }
 
     /// The EC curve this algorithm signs with, for ES algorithms.
@@ -78,6 +80,7 @@ impl Algorithm {
         match self {
             Algorithm::ES256 => Some("P-256"),
             Algorithm::ES384 => Some("P-384"),
+            Algorithm::ES512 => Some("P-521"),
             _ => None,
         }
     }
@@ -97,6 +100,7 @@ impl Algorithm {
     fn ecdsa(self) -> &'static signature::EcdsaSigningAlgorithm {
         match self {
             Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED_SIGNING,
             _ => &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         }
     }
@@ -121,12 +125,13 @@ impl FromStr for Algorithm {
             "PS512" => Algorithm::PS512,
             "ES256" => Algorithm::ES256,
             "ES384" => Algorithm::ES384,
+            "ES512" => Algorithm::ES512,
             other => {
                 return Err(Error::config(
                     "alg",
                     format!(
                         "unsupported algorithm `{other}` (HelseID accepts RS256, RS384, RS512, \
-                         PS256, PS384, PS512, ES256 and ES384)"
+                         PS256, PS384, PS512, ES256, ES384 and ES512)"
                     ),
                 ));
             }
@@ -272,7 +277,7 @@ impl PrivateJwk {
         })
     }
 
-    /// Generates a fresh EC key for `alg` (ES256: P-256, ES384: P-384), with the key's
+    /// Generates a fresh EC key for `alg` (ES256: P-256, ES384: P-384, ES512: P-521), with the key's
     /// thumbprint as its `kid`.
     ///
     /// # Errors
@@ -440,8 +445,8 @@ impl SigningKey {
     /// Makes a signing key from a private JWK.
     ///
     /// The algorithm is the JWK's `alg` when it has one; otherwise RS512 for RSA keys
-    /// (what HelseID's self-service portal generates), ES256 for P-256 keys and ES384 for
-    /// P-384 keys. The JWK's `kid` goes into every JWT header.
+    /// (what HelseID's self-service portal generates), ES256 for P-256 keys, ES384 for
+    /// P-384 keys and ES512 for P-521 keys. The JWK's `kid` goes into every JWT header.
     ///
     /// # Errors
     /// [`Error::Config`] naming the member that is wrong: a missing or undecodable member,
@@ -477,11 +482,12 @@ impl SigningKey {
                 let alg = match jwk.crv.as_deref() {
                     Some("P-256") => Algorithm::ES256,
                     Some("P-384") => Algorithm::ES384,
+                    Some("P-521") => Algorithm::ES512,
                     Some(other) => {
                         return Err(jwk_err(
                             "crv",
                             format!(
-                                "unsupported curve `{other}` (HelseID accepts P-256 and P-384)"
+                                "unsupported curve `{other}` (HelseID accepts P-256, P-384 and P-521)"
                             ),
                         ));
                     }
@@ -564,7 +570,11 @@ impl SigningKey {
                 "missing: this is a public key, and signing needs the private key",
             ));
         }
-        let len = if alg == Algorithm::ES256 { 32 } else { 48 };
+        let len = match alg {
+            Algorithm::ES256 => 32,
+            Algorithm::ES384 => 48,
+            _ => 66,
+        };
         let x = decode_member("x", &jwk.x)?;
         let y = decode_member("y", &jwk.y)?;
         let d = decode_member("d", &jwk.d)?;
@@ -716,10 +726,10 @@ mod tests {
             let x = b64_decode(public.x.as_deref().expect("x")).expect("x");
             let y = b64_decode(public.y.as_deref().expect("y")).expect("y");
             let point = [&[4u8][..], &x, &y].concat();
-            let params = if alg == Algorithm::ES256 {
-                &signature::ECDSA_P256_SHA256_FIXED
-            } else {
-                &signature::ECDSA_P384_SHA384_FIXED
+            let params = match alg {
+                Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+                _ => &signature::ECDSA_P521_SHA512_FIXED,
             };
             signature::UnparsedPublicKey::new(params, point).verify(message.as_bytes(), &sig)
         };
@@ -739,6 +749,7 @@ mod tests {
             ),
             (PrivateJwk::generate_ec(Algorithm::ES256), Algorithm::ES256),
             (PrivateJwk::generate_ec(Algorithm::ES384), Algorithm::ES384),
+            (PrivateJwk::generate_ec(Algorithm::ES512), Algorithm::ES512),
         ] {
             let jwk = jwk.expect("generate");
             // Through JSON, as a configuration file carries it.

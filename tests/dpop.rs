@@ -462,3 +462,57 @@ async fn an_api_nonce_challenge_is_answered_once() {
     assert_eq!(sent[3].0.status, StatusCode::UNAUTHORIZED);
     assert_eq!(setup.emulator.dpop_nonce_challenges(), 3);
 }
+
+#[tokio::test]
+async fn es512_keys_sign_assertions_and_proofs_that_the_emulator_accepts() {
+    // A client whose registered key is P-521, and a P-521 DPoP key.
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES512).expect("P-521 key");
+    let public = SigningKey::from_jwk(&jwk)
+        .expect("key")
+        .public_jwk()
+        .clone();
+    let emulator = Emulator::builder()
+        .client(
+            helseid_emulator::ClientRegistration::new("es512-client", public)
+                .scopes([CPAPI_SCOPE])
+                .require_dpop(),
+        )
+        .start()
+        .await
+        .expect("emulator");
+    let config = helseid::config::ClientConfig::builder()
+        .client_id("es512-client")
+        .authority_url(emulator.issuer())
+        .scopes([CPAPI_SCOPE])
+        .private_jwk(&jwk)
+        .build()
+        .expect("config");
+    let key = DpopKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES512).expect("P-521"))
+        .expect("DPoP key");
+    let log = Log::default();
+    let endpoint = TokenEndpoint::builder(config)
+        .http_service(recording_client(log.clone()))
+        .build()
+        .expect("endpoint");
+    let token = endpoint
+        .request(&TokenRequest::client_credentials([CPAPI_SCOPE]).with_dpop(key.clone()))
+        .await
+        .expect("a token for an ES512 assertion and proof");
+    assert_eq!(token.token_type(), &TokenType::DPoP);
+    let claims = emulator.verify_access_token(token.secret()).expect("valid");
+    assert_eq!(claims["cnf"]["jkt"], key.thumbprint());
+    let sent = log.lock().expect("log").clone();
+    let last = sent.last().expect("a token request");
+    let (header, _) = decode_jwt(&last.form("client_assertion").expect("assertion"));
+    assert_eq!(header["alg"], "ES512");
+    let (header, _) = decode_jwt(last.proof());
+    assert_eq!(header["alg"], "ES512");
+    assert_eq!(header["jwk"]["crv"], "P-521");
+
+    // The API takes the ES512 proofs of the layer as well.
+    let api = ServiceBuilder::new()
+        .layer(HelseIdLayer::builder(endpoint).dpop(key).build())
+        .service(recording_client(Log::default()));
+    let (status, body) = get(&api, &format!("{}/api/v1/event/latest", emulator.issuer())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

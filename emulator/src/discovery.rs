@@ -25,7 +25,7 @@ pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<V
         "grant_types_supported": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported":
-            ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"],
+            ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
         "dpop_signing_alg_values_supported": dpop::ALGS,
         "scopes_supported": scopes,
     }))

@@ -45,7 +45,10 @@ pub(crate) enum KeyKind {
 /// A client's registered public key, ready to verify signatures.
 pub(crate) struct ClientKey {
     pub(crate) kind: KeyKind,
-    pub(crate) decoding: DecodingKey,
+    /// jsonwebtoken's key, for every algorithm it knows (all but ES512).
+    pub(crate) decoding: Option<DecodingKey>,
+    /// The uncompressed EC point, for ES512 (P-521), which aws-lc-rs verifies.
+    pub(crate) point: Option<Vec<u8>>,
 }
 
 impl ClientKey {
@@ -73,20 +76,28 @@ impl ClientKey {
                     .map_err(|_| "the RSA public key is not valid base64url".to_owned())?;
                 Ok(ClientKey {
                     kind: KeyKind::Rsa,
-                    decoding,
+                    decoding: Some(decoding),
+                    point: None,
                 })
             }
             "EC" => {
                 let alg = match jwk.crv.as_deref() {
                     Some("P-256") => Algorithm::ES256,
                     Some("P-384") => Algorithm::ES384,
+                    Some("P-521") => Algorithm::ES512,
                     Some(other) => {
-                        return Err(format!("unsupported curve `{other}` (use P-256 or P-384)"));
+                        return Err(format!(
+                            "unsupported curve `{other}` (use P-256, P-384 or P-521)"
+                        ));
                     }
                     None => return Err("the EC public key has no `crv`".to_owned()),
                 };
                 let (x, y) = (member("x", &jwk.x)?, member("y", &jwk.y)?);
-                let len = if alg == Algorithm::ES256 { 32 } else { 48 };
+                let len = match alg {
+                    Algorithm::ES256 => 32,
+                    Algorithm::ES384 => 48,
+                    _ => 66,
+                };
                 for (name, value) in [("x", &x), ("y", &y)] {
                     if b64_decode(value).map(|v| v.len()) != Some(len) {
                         return Err(format!(
@@ -94,11 +105,25 @@ impl ClientKey {
                         ));
                     }
                 }
+                if alg == Algorithm::ES512 {
+                    let point = [
+                        &[4u8][..],
+                        &b64_decode(&x).unwrap_or_default(),
+                        &b64_decode(&y).unwrap_or_default(),
+                    ]
+                    .concat();
+                    return Ok(ClientKey {
+                        kind: KeyKind::Ec(alg),
+                        decoding: None,
+                        point: Some(point),
+                    });
+                }
                 let decoding = DecodingKey::from_ec_components(&x, &y)
                     .map_err(|_| "the EC public key is not valid base64url".to_owned())?;
                 Ok(ClientKey {
                     kind: KeyKind::Ec(alg),
-                    decoding,
+                    decoding: Some(decoding),
+                    point: None,
                 })
             }
             other => Err(format!("unsupported key type `{other}` (use RSA or EC)")),
@@ -118,6 +143,7 @@ impl ClientKey {
         match self.kind {
             KeyKind::Rsa => "RSA",
             KeyKind::Ec(Algorithm::ES384) => "EC P-384",
+            KeyKind::Ec(Algorithm::ES512) => "EC P-521",
             KeyKind::Ec(_) => "EC P-256",
         }
     }
