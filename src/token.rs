@@ -64,6 +64,7 @@ pub struct AccessToken {
     token_type: TokenType,
     expires_at: Instant,
     scope: Option<String>,
+    rejected_scope: Option<String>,
     refresh_token: Option<RefreshToken>,
     refresh_token_expires_at: Option<Instant>,
     authorization: HeaderValue,
@@ -78,6 +79,7 @@ impl fmt::Debug for AccessToken {
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in())
             .field("scope", &self.scope)
+            .field("rejected_scope", &self.rejected_scope)
             .field("refresh_token", &self.refresh_token)
             .finish()
     }
@@ -101,6 +103,7 @@ impl AccessToken {
             token_type,
             expires_at: Instant::now() + expires_in,
             scope: None,
+            rejected_scope: None,
             refresh_token: None,
             refresh_token_expires_at: None,
             authorization,
@@ -110,6 +113,11 @@ impl AccessToken {
 
     pub(crate) fn with_scope(mut self, scope: Option<String>) -> Self {
         self.scope = scope;
+        self
+    }
+
+    pub(crate) fn with_rejected_scope(mut self, rejected: Option<String>) -> Self {
+        self.rejected_scope = rejected;
         self
     }
 
@@ -155,6 +163,16 @@ impl AccessToken {
     /// The granted scopes, when the token endpoint said which (`scope` in the response).
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+    }
+
+    /// The scopes HelseID left out of this token (its `rejected_scope`, for example
+    /// when a multi-tenant organisation has not accepted an API's terms): asked for, or
+    /// granted to the client, and not in the token. Empty when none were.
+    pub fn rejected_scopes(&self) -> impl Iterator<Item = &str> {
+        self.rejected_scope
             .as_deref()
             .unwrap_or_default()
             .split_ascii_whitespace()

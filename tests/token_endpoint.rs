@@ -494,3 +494,42 @@ async fn no_secret_in_debug_or_display() {
         }
     }
 }
+
+#[tokio::test]
+async fn scopes_helseid_leaves_out_are_typed_on_the_token() {
+    const LEFT_OUT: &str = "nhn:terms-not-accepted/api";
+    let client = support::TestClient::ec("rejected-scope");
+    let emulator = Emulator::builder()
+        .client(
+            client
+                .registration(&[SCOPE, LEFT_OUT])
+                .rejected_scopes([LEFT_OUT]),
+        )
+        .start()
+        .await
+        .expect("emulator");
+    let endpoint =
+        TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE, LEFT_OUT])).expect("endpoint");
+    let token = endpoint
+        .request(&TokenRequest::client_credentials([SCOPE, LEFT_OUT]))
+        .await
+        .expect("a token without the rejected scope");
+    assert_eq!(token.scopes().collect::<Vec<_>>(), [SCOPE]);
+    assert_eq!(token.rejected_scopes().collect::<Vec<_>>(), [LEFT_OUT]);
+
+    // Only the rejected scope: nothing to issue.
+    let err = endpoint
+        .request(&TokenRequest::client_credentials([LEFT_OUT]))
+        .await
+        .expect_err("every scope rejected");
+    assert_eq!(
+        err.oauth_error().map(|e| &e.error),
+        Some(&OAuthErrorCode::InvalidScope)
+    );
+    // A token with nothing left out says so.
+    let token = endpoint
+        .request(&TokenRequest::client_credentials([SCOPE]))
+        .await
+        .expect("token");
+    assert_eq!(token.rejected_scopes().count(), 0);
+}

@@ -510,6 +510,13 @@ async fn token(args: TokenArgs) -> CliResult {
         }
     }
     out.flush()?;
+    let rejected: Vec<&str> = token.rejected_scopes().collect();
+    if !rejected.is_empty() {
+        eprintln!(
+            "helseid: warning: HelseID left out scope {} (rejected_scope): the token does not carry it",
+            terminal_safe(&rejected.join(" "))
+        );
+    }
     if let Some(proof) = &proof {
         eprintln!(
             "helseid: a DPoP-bound token, then a DPoP proof for GET {}: send both once, within a minute, as `Authorization: DPoP <token>` and `DPoP: <proof>`",

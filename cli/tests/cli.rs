@@ -332,3 +332,71 @@ fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A Selvbetjening-style configuration file for `client` at `authority`, in `dir`.
+fn write_config(dir: &std::path::Path, client: &support::TestClient, authority: &str) -> PathBuf {
+    let path = dir.join("client.json");
+    let file = serde_json::json!({
+        "clientId": client.id,
+        "authority": authority,
+        "privateJwk": client.jwk.to_json().as_str(),
+    });
+    std::fs::write(&path, file.to_string()).expect("write config");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_warns_about_scopes_helseid_left_out() {
+    const KEPT: &str = "nhn:cp-api/access";
+    const LEFT_OUT: &str = "nhn:terms-not-accepted/api";
+    let client = support::TestClient::ec("rejects");
+    let emulator = helseid_emulator::Emulator::builder()
+        .client(
+            client
+                .registration(&[KEPT, LEFT_OUT])
+                .rejected_scopes([LEFT_OUT]),
+        )
+        .start()
+        .await
+        .expect("emulator");
+    let dir = tempdir();
+    let config = write_config(&dir, &client, emulator.issuer());
+    let config = config.to_str().expect("path").to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        run(&[
+            "token", "--config", &config, "--scope", KEPT, "--scope", LEFT_OUT, "--decode",
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("left out scope {LEFT_OUT} (rejected_scope)")),
+        "{stderr}"
+    );
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains(KEPT), "{stdout}");
+    assert!(
+        !stdout.contains(LEFT_OUT),
+        "the token has no such scope: {stdout}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_configuration_value_with_control_characters_reaches_the_terminal_escaped() {
+    let dir = tempdir();
+    let client = support::TestClient::ec("escapes");
+    let config = write_config(&dir, &client, "https://evil.example\n\u{1b}[31mforged line");
+    let output = run(&["token", "--config", config.to_str().expect("path")]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        !stderr.trim_end_matches('\n').chars().any(char::is_control),
+        "no raw control character: {stderr:?}"
+    );
+    assert!(stderr.contains(r"\u{1b}[31mforged line"), "{stderr:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -299,6 +299,7 @@ pub struct ClientRegistration {
     tenancy: Tenancy,
     audiences: Vec<String>,
     require_dpop: bool,
+    rejected_scopes: Vec<String>,
 }
 
 impl ClientRegistration {
@@ -313,7 +314,18 @@ impl ClientRegistration {
             tenancy: Tenancy::Multi,
             audiences: Vec::new(),
             require_dpop: false,
+            rejected_scopes: Vec::new(),
         }
+    }
+
+    /// Scopes HelseID leaves out of this client's tokens, as it does when a
+    /// multi-tenant organisation has not accepted an API's terms: asked for (or granted
+    /// by default), they are dropped from the token and named in the token response's
+    /// `rejected_scope`. When every scope asked for is rejected the answer is
+    /// `invalid_scope`. Default: none.
+    pub fn rejected_scopes(mut self, scopes: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.rejected_scopes = scopes.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Requires DPoP (RFC 9449) of this client, as HelseID's security profile does:
@@ -904,6 +916,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         tenancy,
         audiences,
         require_dpop,
+        rejected_scopes,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::setting("client_id", "must not be empty"));
@@ -945,6 +958,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         key,
         audiences,
         require_dpop,
+        rejected_scopes,
     })
 }
 

@@ -161,6 +161,8 @@ pub(crate) struct RegisteredClient {
     pub(crate) audiences: Vec<String>,
     /// Whether the client's token requests must carry a DPoP proof.
     pub(crate) require_dpop: bool,
+    /// Scopes left out of the client's tokens and named in `rejected_scope`.
+    pub(crate) rejected_scopes: Vec<String>,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -171,6 +173,7 @@ impl fmt::Debug for RegisteredClient {
             .field("tenancy", &self.tenancy)
             .field("audiences", &self.audiences)
             .field("require_dpop", &self.require_dpop)
+            .field("rejected_scopes", &self.rejected_scopes)
             .finish_non_exhaustive()
     }
 }

@@ -134,11 +134,25 @@ fn client_credentials(
     client: &AuthenticatedClient<'_>,
     jkt: Option<&str>,
 ) -> Result<Response, TokenError> {
-    let scopes = granted_scopes(form.get("scope"), client.client)?;
+    let asked = granted_scopes(form.get("scope"), client.client)?;
+    let (rejected, scopes): (Vec<String>, Vec<String>) = asked
+        .into_iter()
+        .partition(|s| client.client.rejected_scopes.contains(s));
+    if scopes.is_empty() {
+        return Err(TokenError::invalid_scope(format!(
+            "every scope asked for is rejected for client {}: {}",
+            quote(&client.client.id),
+            rejected.join(" ")
+        )));
+    }
     let resources = resources(form)?;
     let identity = client_claims(client.client, &client.organisation);
     let issued = issue_access_token(state, identity, &scopes, resources, None, jkt)?;
-    Ok(token_response(issued.response_body()))
+    let mut body = issued.response_body();
+    if !rejected.is_empty() {
+        body["rejected_scope"] = json!(rejected.join(" "));
+    }
+    Ok(token_response(body))
 }
 
 /// The `resource` parameters of a request (RFC 8707): at most one, not empty.

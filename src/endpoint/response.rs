@@ -24,6 +24,8 @@ struct TokenResponse {
     token_type: Option<String>,
     expires_in: Option<serde_json::Value>,
     scope: Option<String>,
+    /// Scopes HelseID left out (HelseID's extension), space separated.
+    rejected_scope: Option<String>,
     refresh_token: Option<Zeroizing<String>>,
     rt_expires_in: Option<serde_json::Value>,
 }
@@ -215,8 +217,19 @@ pub(super) fn parse_token_response(
         .refresh_token
         .filter(|t| !t.is_empty())
         .map(|t| RefreshToken::new(t.as_str()));
+    let rejected_scope = response
+        .rejected_scope
+        .map(|s| untrusted(&s, secrets))
+        .filter(|s| !s.trim().is_empty());
+    if let Some(rejected) = &rejected_scope {
+        tracing::warn!(
+            rejected_scope = %rejected,
+            "HelseID left scopes out of the token (an organisation that has not accepted an API's terms, say)"
+        );
+    }
     Ok(AccessToken::new(secret.as_str(), token_type, expires_in)?
         .with_scope(response.scope)
+        .with_rejected_scope(rejected_scope)
         .with_refresh_token(refresh_token, rt_expires_in))
 }
 
