@@ -156,6 +156,80 @@ impl Tenant {
     }
 }
 
+/// An SFM journal id: the `nhn:sfm:journal-id` detail a client assertion carries
+/// beside (or instead of) the tenant, for a call in the context of one patient journal
+/// (`{"type": "nhn:sfm:journal-id", "value": {"journal_id": "<id>"}}`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JournalId(Arc<str>);
+
+/// The longest journal id accepted.
+const MAX_JOURNAL_ID: usize = 256;
+
+impl JournalId {
+    /// A journal id: 1 to 256 visible characters, no white space or control characters.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `journalId` otherwise.
+    pub fn new(id: impl AsRef<str>) -> Result<Self> {
+        let id = id.as_ref();
+        if id.is_empty() || id.chars().count() > MAX_JOURNAL_ID {
+            return Err(Error::config(
+                "journalId",
+                format!("must be 1 to {MAX_JOURNAL_ID} characters"),
+            ));
+        }
+        if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::config(
+                "journalId",
+                format!("`{id}` holds white space or control characters"),
+            ));
+        }
+        Ok(JournalId(id.into()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its `assertion_details` entry.
+    pub fn assertion_detail(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": JOURNAL_ID_TYPE,
+            "value": { "journal_id": &*self.0 },
+        })
+    }
+}
+
+impl FromStr for JournalId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// The `type` of the SFM journal id detail.
+pub const JOURNAL_ID_TYPE: &str = "nhn:sfm:journal-id";
+
+/// The `assertion_details` claim for these details: none, the one object, or an array
+/// when there is more than one (as HelseID reads it).
+fn assertion_details(
+    tenant: Option<&Tenant>,
+    journal: Option<&JournalId>,
+) -> Option<serde_json::Value> {
+    let mut details: Vec<serde_json::Value> = tenant
+        .map(Tenant::assertion_details)
+        .into_iter()
+        .chain(journal.map(JournalId::assertion_detail))
+        .collect();
+    match details.len() {
+        0 => None,
+        1 => details.pop(),
+        _ => Some(serde_json::Value::Array(details)),
+    }
+}
+
 impl FromStr for Tenant {
     type Err = Error;
 
@@ -258,6 +332,19 @@ impl ClientAssertion {
     /// # Errors
     /// [`Error::Sign`] if the signature fails.
     pub fn sign(&self, tenant: Option<&Tenant>) -> Result<SignedAssertion> {
+        self.sign_with(tenant, None)
+    }
+
+    /// As [`sign`](Self::sign), with an SFM journal id as well: `assertion_details`
+    /// becomes an array when it holds both.
+    ///
+    /// # Errors
+    /// [`Error::Sign`] if the signature fails.
+    pub fn sign_with(
+        &self,
+        tenant: Option<&Tenant>,
+        journal: Option<&JournalId>,
+    ) -> Result<SignedAssertion> {
         let mut random = [0u8; 16];
         self.rng.fill(&mut random).map_err(|_| Error::Sign {
             what: "a client assertion",
@@ -276,7 +363,7 @@ impl ClientAssertion {
             nbf: now,
             exp,
             jti: &jti,
-            assertion_details: tenant.map(Tenant::assertion_details),
+            assertion_details: assertion_details(tenant, journal),
         };
         let jwt = self.key.sign_with_header(&self.header, &claims)?;
         Ok(SignedAssertion {

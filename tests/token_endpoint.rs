@@ -533,3 +533,80 @@ async fn scopes_helseid_leaves_out_are_typed_on_the_token() {
         .expect("token");
     assert_eq!(token.rejected_scopes().count(), 0);
 }
+
+#[tokio::test]
+async fn a_tenant_and_an_sfm_journal_id_travel_as_an_array_of_details() {
+    use helseid::assertion::JournalId;
+    let client = support::TestClient::ec("sfm-journal");
+    let emulator = Emulator::builder()
+        .client(client.registration(&[SCOPE]))
+        .start()
+        .await
+        .expect("emulator");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let record = log.clone();
+    // A recording HTTP client: the form of every token request.
+    let http = tower::service_fn(move |request: http::Request<Full<Bytes>>| {
+        let record = record.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.expect("body").to_bytes();
+            record.lock().expect("log").push(bytes.clone());
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<Full<Bytes>>();
+            client
+                .request(http::Request::from_parts(parts, Full::new(bytes)))
+                .await
+        }
+    });
+    let endpoint = TokenEndpoint::builder(client.config(emulator.issuer(), &[SCOPE]))
+        .http_service(http)
+        .build()
+        .expect("endpoint");
+    let tenant: Tenant = "912345678:987654321".parse().expect("tenant");
+    let journal = JournalId::new("J-4711").expect("journal id");
+    let token = endpoint
+        .request(
+            &TokenRequest::client_credentials([SCOPE])
+                .with_tenant(tenant)
+                .with_journal_id(journal.clone()),
+        )
+        .await
+        .expect("a token");
+    let claims = emulator.verify_access_token(token.secret()).expect("valid");
+    assert_eq!(
+        claims["helseid://claims/client/claims/orgnr_parent"],
+        "912345678"
+    );
+    let forms = log.lock().expect("log").clone();
+    let assertion = form_urlencoded::parse(forms.last().expect("a request"))
+        .find(|(k, _)| k == "client_assertion")
+        .map(|(_, v)| v.into_owned())
+        .expect("assertion");
+    let (_, assertion_claims) = decode_jwt(&assertion);
+    let details = assertion_claims["assertion_details"]
+        .as_array()
+        .expect("an array of two details");
+    assert_eq!(details.len(), 2);
+    assert_eq!(details[0]["type"], "helseid_authorization");
+    assert_eq!(details[1]["type"], "nhn:sfm:journal-id");
+    assert_eq!(details[1]["value"]["journal_id"], "J-4711");
+
+    // One detail alone stays an object; bad journal ids are refused before any request.
+    let token = endpoint
+        .request(&TokenRequest::client_credentials([SCOPE]).with_journal_id(journal))
+        .await
+        .expect("a token");
+    assert!(!token.secret().is_empty());
+    let forms = log.lock().expect("log").clone();
+    let assertion = form_urlencoded::parse(forms.last().expect("a request"))
+        .find(|(k, _)| k == "client_assertion")
+        .map(|(_, v)| v.into_owned())
+        .expect("assertion");
+    assert!(decode_jwt(&assertion).1["assertion_details"].is_object());
+    for bad in ["", "a b", "x\ny"] {
+        assert!(JournalId::new(bad).is_err(), "{bad:?}");
+    }
+}

@@ -7,7 +7,8 @@
 //!   the organization number was incorrect. Valid organization numbers must be nine
 //!   digits").
 //! - `HID-1007`: the structure does not follow the specification: not an object (or an
-//!   array of exactly one object), a wrong `type`, a missing member, the wrong
+//!   array of detail objects: `helseid_authorization` and SFM's `nhn:sfm:journal-id`,
+//!   each at most once), a wrong `type`, a missing member, the wrong
 //!   identifier `system` for the client's tenancy, or both claim names at once (HelseID:
 //!   "The supplied request object or client assertion does not comply to the
 //!   specification").
@@ -27,6 +28,9 @@ pub(crate) const SINGLE_TENANT_SYSTEM: &str = "urn:oid:2.16.578.1.12.4.1.4.101";
 
 /// The `type` of HelseID's structured claim.
 const DETAILS_TYPE: &str = "helseid_authorization";
+
+/// The `type` of SFM's journal id detail.
+const JOURNAL_ID_TYPE: &str = "nhn:sfm:journal-id";
 
 /// The prefix of multi-tenant identifier values.
 const ORGNR_PREFIX: &str = "NO:ORGNR:";
@@ -83,7 +87,8 @@ pub(crate) fn organisation(
     };
     let identifier = details
         .map(|(claim, details)| identifier(claim, details))
-        .transpose()?;
+        .transpose()?
+        .flatten();
     match &client.tenancy {
         Tenancy::Multi => {
             identifier.map_or_else(|| Ok(Organisation::default()), |id| multi_tenant(&id))
@@ -95,52 +100,94 @@ pub(crate) fn organisation(
     }
 }
 
-/// Finds `practitioner_role.organization.identifier` in the claim and checks its shape.
-fn identifier<'a>(claim: &str, details: &'a Value) -> Result<Identifier<'a>, TokenError> {
-    let object = match details {
-        Value::Object(_) => details,
-        Value::Array(items) => match items.as_slice() {
-            [item @ Value::Object(_)] => item,
-            [_] => {
-                return Err(hid1007(format!(
-                    "{claim} must be an object, or an array of one object"
-                )));
-            }
-            _ => {
-                return Err(hid1007(format!(
-                    "{claim} must be an object, or an array of exactly one object (it holds {})",
-                    items.len()
-                )));
-            }
-        },
+/// Reads the claim: one detail object, or an array of detail objects (HelseID's
+/// `helseid_authorization` at most once, SFM's `nhn:sfm:journal-id` at most once), and
+/// returns the organisation identifier when there is one.
+fn identifier<'a>(claim: &str, details: &'a Value) -> Result<Option<Identifier<'a>>, TokenError> {
+    let items: Vec<(String, &'a Value)> = match details {
+        Value::Object(_) => vec![(claim.to_owned(), details)],
+        Value::Array(items) if items.is_empty() => {
+            return Err(hid1007(format!(
+                "{claim} must be an object, or an array of detail objects (it is an empty array)"
+            )));
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{claim}[{i}]"), item))
+            .collect(),
         _ => {
             return Err(hid1007(format!(
-                "{claim} must be an object, or an array of one object"
+                "{claim} must be an object, or an array of detail objects"
             )));
         }
     };
-    match object.get("type") {
-        Some(Value::String(t)) if t == DETAILS_TYPE => {}
-        Some(Value::String(t)) => {
-            return Err(hid1007(format!(
-                "{claim}.type is {}; it must be {DETAILS_TYPE}",
-                quote(t)
-            )));
+    let (mut authorization, mut journal) = (None, false);
+    for (path, item) in items {
+        if !item.is_object() {
+            return Err(hid1007(format!("{path} must be an object")));
         }
-        Some(_) => {
-            return Err(hid1007(format!(
-                "{claim}.type must be the string {DETAILS_TYPE}"
-            )));
-        }
-        None => {
-            return Err(hid1007(format!(
-                "{claim}.type is missing; it must be {DETAILS_TYPE}"
-            )));
+        match item.get("type") {
+            Some(Value::String(t)) if t == DETAILS_TYPE => {
+                if authorization.is_some() {
+                    return Err(hid1007(format!(
+                        "{claim} holds more than one {DETAILS_TYPE} detail"
+                    )));
+                }
+                authorization = Some(organisation_identifier(path, item)?);
+            }
+            Some(Value::String(t)) if t == JOURNAL_ID_TYPE => {
+                if journal {
+                    return Err(hid1007(format!(
+                        "{claim} holds more than one {JOURNAL_ID_TYPE} detail"
+                    )));
+                }
+                journal = true;
+                journal_id(&path, item)?;
+            }
+            Some(Value::String(t)) => {
+                return Err(hid1007(format!(
+                    "{path}.type is {}; it must be {DETAILS_TYPE} or {JOURNAL_ID_TYPE}",
+                    quote(t)
+                )));
+            }
+            Some(_) => {
+                return Err(hid1007(format!(
+                    "{path}.type must be the string {DETAILS_TYPE} or {JOURNAL_ID_TYPE}"
+                )));
+            }
+            None => {
+                return Err(hid1007(format!(
+                    "{path}.type is missing; it must be {DETAILS_TYPE} or {JOURNAL_ID_TYPE}"
+                )));
+            }
         }
     }
+    Ok(authorization)
+}
 
+/// Checks SFM's journal id detail: `{"type": "nhn:sfm:journal-id", "value":
+/// {"journal_id": "<id>"}}` with a non-empty id without white space.
+fn journal_id(path: &str, item: &Value) -> Result<(), TokenError> {
+    match item.get("value").map(|v| v.get("journal_id")) {
+        Some(Some(Value::String(id)))
+            if !id.is_empty() && !id.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(())
+        }
+        Some(Some(Value::String(_))) => Err(hid1007(format!(
+            "{path}.value.journal_id must be a non-empty string without white space"
+        ))),
+        Some(Some(_)) => Err(hid1007(format!("{path}.value.journal_id must be a string"))),
+        Some(None) => Err(hid1007(format!("{path}.value.journal_id is missing"))),
+        None => Err(hid1007(format!("{path}.value is missing"))),
+    }
+}
+
+/// Finds `practitioner_role.organization.identifier` in a `helseid_authorization`
+/// detail at `path` and checks its shape.
+fn organisation_identifier(mut path: String, object: &Value) -> Result<Identifier<'_>, TokenError> {
     let mut node = object;
-    let mut path = claim.to_owned();
     for member in ["practitioner_role", "organization", "identifier"] {
         path.push('.');
         path.push_str(member);
@@ -189,7 +236,10 @@ fn multi_tenant(id: &Identifier<'_>) -> Result<Organisation, TokenError> {
         .value
         .strip_prefix(ORGNR_PREFIX)
         .ok_or_else(format_error)?;
+    // A parent alone is written `NO:ORGNR:<parent>` (NHN's Java library) or
+    // `NO:ORGNR:<parent>:` (NHN's .NET library): both are read.
     let (parent, child) = match numbers.split_once(':') {
+        Some((parent, "")) => (parent, None),
         Some((parent, child)) => (parent, Some(child)),
         None => (numbers, None),
     };

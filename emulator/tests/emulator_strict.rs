@@ -296,6 +296,37 @@ async fn multi_tenant_parent_only() {
 }
 
 #[tokio::test]
+async fn multi_tenant_parent_only_with_a_trailing_colon() {
+    // NHN's .NET library writes the parent alone with a trailing colon.
+    let value = format!("NO:ORGNR:{PARENT}:");
+    let claims = org_claims(
+        Tenancy::Multi,
+        "assertion_details",
+        Some(details(MULTI_SYSTEM, &value)),
+    )
+    .await;
+    assert_eq!(claims[ORGNR_PARENT], PARENT);
+    assert!(claims.get(ORGNR_CHILD).is_none());
+}
+
+#[tokio::test]
+async fn an_array_of_the_organisation_and_an_sfm_journal_id_is_accepted() {
+    let value = format!("NO:ORGNR:{PARENT}:{CHILD}");
+    let journal = json!({"type": "nhn:sfm:journal-id", "value": {"journal_id": "J-4711"}});
+    for array in [
+        json!([details(MULTI_SYSTEM, &value), journal.clone()]),
+        json!([journal.clone(), details(MULTI_SYSTEM, &value)]),
+    ] {
+        let claims = org_claims(Tenancy::Multi, "assertion_details", Some(array)).await;
+        assert_eq!(claims[ORGNR_PARENT], PARENT);
+        assert_eq!(claims[ORGNR_CHILD], CHILD);
+    }
+    // The journal id alone: no organisation.
+    let claims = org_claims(Tenancy::Multi, "assertion_details", Some(journal)).await;
+    assert!(claims.get(ORGNR_PARENT).is_none());
+}
+
+#[tokio::test]
 async fn older_authorization_details_array_is_accepted() {
     let value = format!("NO:ORGNR:{PARENT}:{CHILD}");
     let claims = org_claims(
@@ -709,9 +740,21 @@ async fn malformed_assertion_details_are_invalid_request() {
         ),
         (
             json!([good.clone(), good.clone()]),
-            "array of exactly one object (it holds 2)",
+            "holds more than one helseid_authorization detail",
         ),
-        (json!([]), "array of exactly one object (it holds 0)"),
+        (json!([]), "it is an empty array"),
+        (
+            json!([good.clone(), "x"]),
+            "assertion_details[1] must be an object",
+        ),
+        (
+            json!([good.clone(), {"type": "nhn:sfm:journal-id", "value": {}}]),
+            "assertion_details[1].value.journal_id is missing",
+        ),
+        (
+            json!([good.clone(), {"type": "nhn:sfm:journal-id", "value": {"journal_id": "a b"}}]),
+            "journal_id must be a non-empty string without white space",
+        ),
         (
             wrong_type,
             "HID-1007: assertion_details.type is `something_else`",

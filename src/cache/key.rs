@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::FetchToken;
-use crate::assertion::Tenant;
+use crate::assertion::{JournalId, Tenant};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenRequest};
 use crate::exchange::SubjectToken;
@@ -18,6 +18,8 @@ pub struct CacheKey {
     pub(super) scopes: Arc<[String]>,
     resource: Option<Arc<str>>,
     pub(super) tenant: Option<Tenant>,
+    /// An SFM journal id the client assertion names.
+    journal: Option<JournalId>,
     /// A token exchange's subject token, compared by its SHA-256 fingerprint.
     pub(super) subject: Option<SubjectToken>,
     /// The DPoP key a token is bound to, compared by its thumbprint.
@@ -37,6 +39,7 @@ impl CacheKey {
             scopes: scopes.into(),
             resource: request.resource().map(Into::into),
             tenant: request.tenant().copied(),
+            journal: request.journal_id().cloned(),
             subject: request.subject().cloned(),
             dpop: request.dpop().cloned(),
             partition: 0,
@@ -60,6 +63,9 @@ impl CacheKey {
         }
         if let Some(tenant) = self.tenant {
             request = request.with_tenant(tenant);
+        }
+        if let Some(journal) = &self.journal {
+            request = request.with_journal_id(journal.clone());
         }
         if let Some(subject) = &self.subject {
             request = request.with_subject(subject.clone());

@@ -364,7 +364,10 @@ impl TokenEndpoint {
         grant_token: Option<(&str, &str)>,
         dpop: Option<&(&DpopKey, Target)>,
     ) -> Result<(Request<Full<Bytes>>, SignedAssertion)> {
-        let assertion = self.inner.assertions.sign(request.tenant.as_ref())?;
+        let assertion = self
+            .inner
+            .assertions
+            .sign_with(request.tenant.as_ref(), request.journal.as_ref())?;
         let body = {
             let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
             form.append_pair("grant_type", request.grant.grant_type())

@@ -1,6 +1,6 @@
 //! What to ask the token endpoint for: the [`Grant`] and the [`TokenRequest`].
 
-use crate::assertion::Tenant;
+use crate::assertion::{JournalId, Tenant};
 use crate::dpop::DpopKey;
 use crate::exchange::{SubjectToken, TOKEN_EXCHANGE_GRANT};
 use crate::token::RefreshToken;
@@ -38,6 +38,7 @@ pub struct TokenRequest {
     pub(super) scopes: Vec<String>,
     pub(super) resource: Option<String>,
     pub(super) tenant: Option<Tenant>,
+    pub(super) journal: Option<JournalId>,
     pub(super) subject: Option<SubjectToken>,
     pub(super) refresh_token: Option<RefreshToken>,
     pub(super) dpop: Option<DpopKey>,
@@ -79,6 +80,7 @@ impl TokenRequest {
             scopes: scopes.into_iter().map(Into::into).collect(),
             resource: None,
             tenant: None,
+            journal: None,
             subject: None,
             refresh_token: None,
             dpop: None,
@@ -106,6 +108,19 @@ impl TokenRequest {
     pub fn with_tenant(mut self, tenant: Tenant) -> Self {
         self.tenant = Some(tenant);
         self
+    }
+
+    /// Acts in the context of an SFM patient journal: the client assertion carries the
+    /// `nhn:sfm:journal-id` detail (beside the tenant's, as an array). Tokens are cached
+    /// per journal id.
+    pub fn with_journal_id(mut self, journal: JournalId) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The SFM journal id, when the request carries one.
+    pub fn journal_id(&self) -> Option<&JournalId> {
+        self.journal.as_ref()
     }
 
     /// The grant.
