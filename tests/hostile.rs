@@ -306,3 +306,62 @@ async fn a_servers_text_never_reaches_errors_or_logs_raw_nor_the_assertion() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_clock_a_minute_off_is_warned_about_once() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+    let mut answer = json_answer(
+        StatusCode::OK,
+        serde_json::json!({"access_token": "eyJ.a.b", "token_type": "Bearer", "expires_in": 3600}),
+    );
+    answer.headers.push(("date", ahead));
+    let (url, requests) = stub_token_endpoint(answer).await;
+    let endpoint = endpoint_at(&url);
+    for _ in 0..3 {
+        endpoint
+            .request(&TokenRequest::client_credentials([SCOPE]))
+            .await
+            .expect("a token");
+    }
+    assert_eq!(requests.load(Ordering::SeqCst), 3);
+    let logs = capture.0.lock().expect("lock").clone();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("the server's clock is"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "once: {logs}");
+    let skew: i64 = warnings[0]
+        .split("skew_seconds=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the skew in seconds");
+    assert!((55..=61).contains(&skew), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("ahead of this machine's"),
+        "{}",
+        warnings[0]
+    );
+
+    // A server in step: no warning.
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let (url, _) = stub_token_endpoint(json_answer(
+        StatusCode::OK,
+        serde_json::json!({"access_token": "eyJ.a.b", "token_type": "Bearer", "expires_in": 3600}),
+    ))
+    .await;
+    endpoint_at(&url)
+        .request(&TokenRequest::client_credentials([SCOPE]))
+        .await
+        .expect("a token");
+    assert!(
+        !capture
+            .0
+            .lock()
+            .expect("lock")
+            .contains("the server's clock is")
+    );
+}

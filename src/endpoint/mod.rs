@@ -80,6 +80,8 @@ struct Inner {
     timeout: Duration,
     discovery: OnceCell<Arc<Discovery>>,
     token_endpoint: OnceCell<Arc<str>>,
+    /// Whether a clock skew has been warned about (once per endpoint).
+    skew_warned: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -180,6 +182,7 @@ impl TokenEndpointBuilder {
                 timeout: self.timeout,
                 discovery: OnceCell::new(),
                 token_endpoint,
+                skew_warned: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -404,6 +407,33 @@ impl TokenEndpoint {
     }
 
     /// Sends `request` through the HTTP service under the timeout, and reads the body.
+    /// Compares the server's `Date` with the local clock, and warns once when they
+    /// differ by more than [`MAX_CLOCK_SKEW`]: HelseID checks the assertion's `iat`
+    /// and `exp` against its own clock (NHN's FK4).
+    fn check_clock(&self, endpoint: &'static str, headers: &http::HeaderMap) {
+        use std::sync::atomic::Ordering;
+        if self.inner.skew_warned.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(skew) = clock_skew(headers, std::time::SystemTime::now()) else {
+            return;
+        };
+        if skew.unsigned_abs() > MAX_CLOCK_SKEW.as_secs()
+            && !self.inner.skew_warned.swap(true, Ordering::Relaxed)
+        {
+            let (ahead, by) = if skew > 0 {
+                ("ahead of", skew.unsigned_abs())
+            } else {
+                ("behind", skew.unsigned_abs())
+            };
+            tracing::warn!(
+                endpoint,
+                skew_seconds = skew,
+                "the server's clock is {by} s {ahead} this machine's: HelseID may refuse client assertions (iat, exp); synchronise the clock (NTP)"
+            );
+        }
+    }
+
     async fn send(&self, endpoint: &'static str, request: Request<Full<Bytes>>) -> Result<Answer> {
         let exchange = async {
             let response = self
@@ -417,6 +447,7 @@ impl TokenEndpoint {
                     source: shared(source),
                 })?;
             let (parts, body) = response.into_parts();
+            self.check_clock(endpoint, &parts.headers);
             let body = read_limited(body, endpoint, parts.status).await?;
             Ok(Answer {
                 status: parts.status,
@@ -461,6 +492,20 @@ impl Answer {
     }
 }
 
+/// The largest difference between a server's clock and this machine's that passes
+/// without a warning: `Date` has whole seconds, and an answer takes time.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// How many seconds the server's `Date` is ahead of `now` (negative: behind), when the
+/// answer has a readable `Date`.
+fn clock_skew(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<i64> {
+    let date = httpdate::parse_http_date(headers.get(header::DATE)?.to_str().ok()?).ok()?;
+    Some(match date.duration_since(now) {
+        Ok(ahead) => i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX),
+        Err(behind) => -i64::try_from(behind.duration().as_secs()).unwrap_or(i64::MAX),
+    })
+}
+
 /// Reads a `Retry-After` value: delay seconds, or an HTTP date.
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
@@ -476,4 +521,41 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 /// higher-ranked `Send` check on the request future.
 fn shared(e: BoxError) -> crate::error::SharedError {
     Arc::from(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_nothing_else() {
+        assert_eq!(parse_retry_after("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        let wait = parse_retry_after(&later).expect("a date");
+        assert!(wait > Duration::from_secs(80) && wait <= Duration::from_secs(90));
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(&past), None, "a date that has passed");
+        for bad in ["", "-5", "1.5", "soon", "30s"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clock_skew_is_signed_and_needs_a_readable_date() {
+        let now = SystemTime::now();
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(clock_skew(&headers, now), None);
+        let behind = httpdate::fmt_http_date(now - Duration::from_secs(120));
+        headers.insert(header::DATE, behind.parse().expect("date"));
+        let skew = clock_skew(&headers, now).expect("skew");
+        assert!((-121..=-119).contains(&skew), "{skew}");
+        headers.insert(header::DATE, "yesterday".parse().expect("header"));
+        assert_eq!(clock_skew(&headers, now), None);
+    }
 }
