@@ -48,10 +48,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use crate::assertion::Tenant;
 use crate::auth::HelseIdLayer;
 use crate::cache::{CacheKey, FetchFuture, FetchToken, TokenCache};
+use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, OAuthErrorCode, Result};
+use crate::key::PrivateJwk;
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
 /// An access token, its refresh token and their expiries, as wall-clock times: what a
@@ -78,6 +81,10 @@ pub struct TokenSet {
     rt_expires_in: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// The private key the session's tokens (and its refresh token, at HelseID) are
+    /// bound to with DPoP, kept with the tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dpop_jwk: Option<PrivateJwk>,
 }
 
 fn bearer() -> String {
@@ -102,6 +109,7 @@ impl fmt::Debug for TokenSet {
             .field("refresh_token", &"[redacted]")
             .field("refresh_token_expires_at", &self.refresh_token_expires_at)
             .field("scope", &self.scope)
+            .field("dpop_jwk", &self.dpop_jwk)
             .finish()
     }
 }
@@ -128,7 +136,26 @@ impl TokenSet {
             refresh_token_expires_at: token.refresh_token_expires_at().map(wall),
             rt_expires_in: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+            dpop_jwk: None,
         })
+    }
+
+    /// This set with the DPoP key its session binds tokens to: every refresh then
+    /// carries a proof made with it (HelseID binds the session to the key at the first
+    /// one), and the session's layer sends proofs with it. The key is stored with the
+    /// tokens (a [`FileStore`] writes owner-only).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the JWK member that is wrong, as [`DpopKey::from_jwk`].
+    pub fn with_dpop_jwk(mut self, jwk: PrivateJwk) -> Result<Self> {
+        DpopKey::from_jwk(&jwk)?;
+        self.dpop_jwk = Some(jwk);
+        Ok(self)
+    }
+
+    /// Whether the session's tokens are bound to a DPoP key kept in this set.
+    pub fn is_dpop_bound(&self) -> bool {
+        self.dpop_jwk.is_some()
     }
 
     /// Reads a stored set, or a token endpoint's JSON answer that has a refresh token.
@@ -334,6 +361,8 @@ pub struct RefreshSession {
 struct SessionInner {
     endpoint: TokenEndpoint,
     partition: u64,
+    /// The DPoP key of the stored set, made once.
+    dpop: std::sync::OnceLock<Option<DpopKey>>,
     /// `None` once the session has ended (the refresh token was refused).
     state: tokio::sync::Mutex<Option<TokenSet>>,
     store: Option<Arc<dyn TokenStore>>,
@@ -385,6 +414,7 @@ impl RefreshSession {
             inner: Arc::new(SessionInner {
                 endpoint,
                 partition: NEXT_PARTITION.fetch_add(1, Ordering::Relaxed),
+                dpop: std::sync::OnceLock::new(),
                 state: tokio::sync::Mutex::new(set),
                 store,
                 refreshes: AtomicU64::new(0),
@@ -415,7 +445,15 @@ impl RefreshSession {
         {
             return Ok(token);
         }
-        self.refresh_locked(&mut state, &[]).await
+        self.refresh_locked(
+            &mut state,
+            &Target {
+                scopes: &[],
+                tenant: None,
+                resource: None,
+            },
+        )
+        .await
     }
 
     /// Refreshes now, for `scopes` (none: the session's scopes), and returns the new
@@ -428,14 +466,52 @@ impl RefreshSession {
     /// - [`Error::InvalidResponse`] when HelseID answered without a new refresh token.
     /// - Any other error of [`TokenEndpoint::request`]; the session stays as it was.
     pub async fn refresh(&self, scopes: &[String]) -> Result<AccessToken> {
+        self.refresh_for(&Target {
+            scopes,
+            tenant: None,
+            resource: None,
+        })
+        .await
+    }
+
+    /// As [`refresh`](Self::refresh), for an organisation: the client assertion of the
+    /// `refresh_token` grant names `tenant` (NHN's pattern for one user session with
+    /// tokens per organisation), and `resource` (RFC 8707) is asked for when given.
+    ///
+    /// # Errors
+    /// As [`refresh`](Self::refresh).
+    pub async fn refresh_as(
+        &self,
+        scopes: &[String],
+        tenant: Option<Tenant>,
+        resource: Option<&str>,
+    ) -> Result<AccessToken> {
+        self.refresh_for(&Target {
+            scopes,
+            tenant,
+            resource,
+        })
+        .await
+    }
+
+    async fn refresh_for(&self, target: &Target<'_>) -> Result<AccessToken> {
         let mut state = self.inner.state.lock().await;
-        self.refresh_locked(&mut state, scopes).await
+        self.refresh_locked(&mut state, target).await
+    }
+
+    /// The DPoP key of the session's set, when it has one.
+    fn dpop_key(&self, set: &TokenSet) -> Result<Option<DpopKey>> {
+        if let Some(key) = self.inner.dpop.get() {
+            return Ok(key.clone());
+        }
+        let key = set.dpop_jwk.as_ref().map(DpopKey::from_jwk).transpose()?;
+        Ok(self.inner.dpop.get_or_init(|| key).clone())
     }
 
     async fn refresh_locked(
         &self,
         state: &mut Option<TokenSet>,
-        scopes: &[String],
+        target: &Target<'_>,
     ) -> Result<AccessToken> {
         let Some(set) = state.as_ref() else {
             return Err(Error::LoginRequired {
@@ -450,7 +526,17 @@ impl RefreshSession {
                 source: None,
             });
         }
-        let request = TokenRequest::refresh(set.refresh_token(), scopes.iter().cloned());
+        let mut request = TokenRequest::refresh(set.refresh_token(), target.scopes.iter().cloned());
+        if let Some(tenant) = target.tenant {
+            request = request.with_tenant(tenant);
+        }
+        if let Some(resource) = target.resource {
+            request = request.with_resource(resource);
+        }
+        let dpop_jwk = set.dpop_jwk.clone();
+        if let Some(key) = self.dpop_key(set)? {
+            request = request.with_dpop(key);
+        }
         let token = match self.inner.endpoint.request(&request).await {
             Ok(token) => token,
             Err(e)
@@ -475,7 +561,8 @@ impl RefreshSession {
                 retry_after: None,
             });
         }
-        let new_set = TokenSet::from_access_token(&token)?;
+        let mut new_set = TokenSet::from_access_token(&token)?;
+        new_set.dpop_jwk = dpop_jwk;
         *state = Some(new_set.clone());
         self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
         if let Some(store) = &self.inner.store
@@ -495,15 +582,24 @@ impl RefreshSession {
 
     /// As [`layer`](Self::layer), in a shared `cache`.
     pub async fn layer_with_cache(&self, cache: TokenCache) -> HelseIdLayer {
-        let request = TokenRequest::with_grant(Grant::RefreshToken, Vec::<String>::new());
+        let mut request = TokenRequest::with_grant(Grant::RefreshToken, Vec::<String>::new());
+        let (current, dpop) = {
+            let state = self.inner.state.lock().await;
+            let set = state.as_ref();
+            let dpop = match set.map(|set| self.dpop_key(set)) {
+                Some(Ok(key)) => key,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the stored DPoP key is unusable: refreshes will fail");
+                    None
+                }
+                None => None,
+            };
+            (set.and_then(TokenSet::access_token), dpop)
+        };
+        if let Some(key) = dpop {
+            request = request.with_dpop(key);
+        }
         let key = CacheKey::for_source(self, &request);
-        let current = self
-            .inner
-            .state
-            .lock()
-            .await
-            .as_ref()
-            .and_then(TokenSet::access_token);
         if let Some(token) = current {
             cache.seed(&key, token).await;
         }
@@ -514,10 +610,25 @@ impl RefreshSession {
     }
 }
 
+/// What a refresh is for: scopes (none: the session's), an organisation, a resource.
+struct Target<'a> {
+    scopes: &'a [String],
+    tenant: Option<Tenant>,
+    resource: Option<&'a str>,
+}
+
 impl FetchToken for RefreshSession {
     fn fetch(&self, request: TokenRequest) -> FetchFuture {
         let session = self.clone();
-        FetchFuture::new(async move { session.refresh(request.scopes()).await })
+        FetchFuture::new(async move {
+            session
+                .refresh_as(
+                    request.scopes(),
+                    request.tenant().copied(),
+                    request.resource(),
+                )
+                .await
+        })
     }
 
     fn client_id(&self) -> &str {

@@ -407,3 +407,103 @@ async fn the_file_store_keeps_the_rotated_set() {
     assert_eq!(emulator.invalid_grants(), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_dpop_bound_session_refreshes_per_tenant_with_its_stored_key() {
+    use helseid::assertion::Tenant;
+    use helseid::dpop::DpopKey;
+    let (emulator, epj, minted) = user_session().await;
+    let dir = std::env::temp_dir().join(format!(
+        "helseid-dpop-session-{}-{}",
+        std::process::id(),
+        emulator.issuer().rsplit(':').next().unwrap_or("0")
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("tokens.json");
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("key");
+    let thumbprint = DpopKey::from_jwk(&jwk)
+        .expect("key")
+        .thumbprint()
+        .to_owned();
+    let set = expired_access(&minted)
+        .with_dpop_jwk(jwk)
+        .expect("a DPoP set");
+    assert!(set.is_dpop_bound());
+    FileStore::new(&path).save(&set).await.expect("stored");
+    let session = RefreshSession::from_store(epj.endpoint(&emulator), FileStore::new(&path))
+        .await
+        .expect("session");
+
+    // Through the session's layer, for a tenant: a refresh through the nonce
+    // handshake, with the tenant in the assertion, bound to the stored key.
+    let seen = Seen::default();
+    let service = ServiceBuilder::new()
+        .layer(session.layer().await)
+        .service(downstream(seen.clone()));
+    let tenant: Tenant = "912345678:987654321".parse().expect("tenant");
+    // DPoP proofs name the URL: the requests carry absolute ones.
+    let absolute = || {
+        let mut request = request_with(None);
+        *request.uri_mut() = http::Uri::from_static("https://api.test/records");
+        request
+    };
+    let mut request = absolute();
+    request.extensions_mut().insert(tenant);
+    service.clone().oneshot(request).await.expect("call");
+    assert_eq!(emulator.refreshes(), 1);
+    assert!(emulator.dpop_nonce_challenges() >= 1, "the nonce handshake");
+    let sent = seen.lock().expect("lock").clone();
+    let token = sent[0].strip_prefix("DPoP ").expect("a DPoP token");
+    let claims = emulator.verify_access_token(token).expect("valid");
+    assert_eq!(claims["cnf"]["jkt"], thumbprint.as_str());
+    assert_eq!(
+        claims["helseid://claims/client/claims/orgnr_parent"],
+        "912345678"
+    );
+    assert_eq!(
+        claims["helseid://claims/client/claims/orgnr_child"],
+        "987654321"
+    );
+
+    // Without the tenant: another refresh, another entry; the same key.
+    service.clone().oneshot(absolute()).await.expect("call");
+    assert_eq!(emulator.refreshes(), 2);
+    let sent = seen.lock().expect("lock").clone();
+    let token = sent[1].strip_prefix("DPoP ").expect("a DPoP token");
+    let claims = emulator.verify_access_token(token).expect("valid");
+    assert_eq!(claims["cnf"]["jkt"], thumbprint.as_str());
+    assert!(
+        claims
+            .get("helseid://claims/client/claims/orgnr_parent")
+            .is_none()
+    );
+
+    // The key went to the store with the rotated tokens; a new process picks it up.
+    let stored = std::fs::read_to_string(&path).expect("stored set");
+    assert!(stored.contains("dpop_jwk"), "the key is stored");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
+    }
+    let again = RefreshSession::from_store(epj.endpoint(&emulator), FileStore::new(&path))
+        .await
+        .expect("session");
+    let token = again
+        .refresh(&[])
+        .await
+        .expect("refreshed with the stored key");
+    assert_eq!(token.token_type(), &TokenType::DPoP);
+    assert_eq!(emulator.invalid_grants(), 0);
+
+    // A set whose key is another one: HelseID refuses the session's refresh token.
+    let stolen = TokenSet::from_json(&std::fs::read_to_string(&path).expect("set"))
+        .expect("set")
+        .with_dpop_jwk(PrivateJwk::generate_ec(Algorithm::ES256).expect("key"))
+        .expect("set");
+    let thief = RefreshSession::new(epj.endpoint(&emulator), stolen);
+    let err = thief.refresh(&[]).await.expect_err("another key");
+    assert!(err.is_login_required(), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

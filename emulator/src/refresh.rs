@@ -260,23 +260,17 @@ pub(crate) fn refresh(
     let Some(refresh_token) = form.get("refresh_token") else {
         return Err(TokenError::invalid_request("refresh_token is missing"));
     };
-    if !form.resources().is_empty() {
-        return Err(TokenError::invalid_target(
-            "the resource parameter is not supported when refreshing: the refreshed token is for the session's scopes",
-        ));
-    }
+    let resources = super::token::resources(form)?;
     // The organisation the assertion names when it names none: none for a multi-tenant
-    // client, the registered parent for a single-tenant one.
+    // client, the registered parent for a single-tenant one. An assertion that names
+    // organisations gets a token for them (NHN's pattern since 2026: one user session,
+    // tokens per organisation); one that names none, for the session's.
     let unnamed = tenancy::organisation(&Map::new(), client.client)?;
+    let named = (client.organisation != unnamed).then(|| client.organisation.clone());
     let requested = form.get("scope").filter(|s| !s.trim().is_empty());
     let (session, next) = state
         .refresh_tokens
         .redeem(refresh_token, &client.client.id, jkt, |session| {
-            if client.organisation != unnamed && client.organisation != session.organisation {
-                return Err(TokenError::invalid_grant(
-                    "the refresh_token was issued for other organisations than the client assertion's assertion_details names",
-                ));
-            }
             let Some(requested) = requested else {
                 return Ok(session.scopes.clone());
             };
@@ -294,13 +288,14 @@ pub(crate) fn refresh(
             }
             Ok(scopes)
         })?;
-    let mut identity = client_claims(client.client, &session.organisation);
+    let organisation = named.as_ref().unwrap_or(&session.organisation);
+    let mut identity = client_claims(client.client, organisation);
     identity.extend(session.user);
     let issued = issue_access_token(
         state,
         identity,
         &session.scopes,
-        &[],
+        resources,
         None,
         session.jkt.as_deref(),
     )?;

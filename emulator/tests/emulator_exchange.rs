@@ -703,7 +703,8 @@ async fn refresh_keeps_the_organisations_of_the_session() {
     assert_eq!(claims["helseid://claims/client/claims/orgnr_child"], CHILD);
     assert_eq!(claims["helseid://claims/client/client_tenancy"], "single");
 
-    // An assertion naming another child organisation does not fit the session.
+    // An assertion naming another child organisation gets a token for that one (NHN's
+    // pattern since 2026: one user session, tokens per organisation).
     let refresh_token = text(&body, "refresh_token").to_owned();
     let mut assertion_claims = epj.claims(emulator.issuer());
     assertion_claims["assertion_details"] = json!({
@@ -720,13 +721,26 @@ async fn refresh_keeps_the_organisations_of_the_session() {
         ("client_assertion", assertion.as_str()),
         ("refresh_token", refresh_token.as_str()),
     ];
-    let result = post_form(&emulator.token_endpoint(), &fields).await;
-    assert_refused(
-        &result,
-        "invalid_grant",
-        "issued for other organisations",
-        &[&refresh_token, &assertion],
+    let (status, body) = post_form(&emulator.token_endpoint(), &fields).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = emulator
+        .verify_access_token(text(&body, "access_token"))
+        .expect("refreshed for the other child");
+    assert_eq!(
+        claims["helseid://claims/client/claims/orgnr_parent"],
+        PARENT
     );
+    assert_eq!(
+        claims["helseid://claims/client/claims/orgnr_child"],
+        "123456789"
+    );
+    // The session keeps its own organisations for a refresh that names none.
+    let (status, body) = refresh(&emulator, &epj, text(&body, "refresh_token"), &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let claims = emulator
+        .verify_access_token(text(&body, "access_token"))
+        .expect("refreshed");
+    assert_eq!(claims["helseid://claims/client/claims/orgnr_child"], CHILD);
 }
 
 #[tokio::test]
