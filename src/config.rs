@@ -718,7 +718,7 @@ mod tests {
             (
                 with(
                     "privateJwk",
-                    serde_json::json!({"kty": "EC", "crv": "P-521", "x": "A", "y": "A", "d": "A"}),
+                    serde_json::json!({"kty": "EC", "crv": "P-192", "x": "A", "y": "A", "d": "A"}),
                 ),
                 "privateJwk.crv",
             ),

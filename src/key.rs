@@ -811,7 +811,7 @@ mod tests {
             ),
             (r#"{"n":"AQAB"}"#.into(), "privateJwk.kty"),
             (
-                r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","d":"AA"}"#.into(),
+                r#"{"kty":"EC","crv":"P-192","x":"AA","y":"AA","d":"AA"}"#.into(),
                 "privateJwk.crv",
             ),
             (

@@ -153,7 +153,7 @@ async fn discovery_document_describes_the_emulator() {
     assert_eq!(
         doc["token_endpoint_auth_signing_alg_values_supported"],
         json!([
-            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"
         ])
     );
     assert_eq!(
