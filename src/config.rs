@@ -168,6 +168,7 @@ pub struct ClientConfig {
     scopes: Vec<String>,
     key: Arc<SigningKey>,
     assertion_lifetime: Duration,
+    key_expires_at: Option<std::time::SystemTime>,
 }
 
 /// The keys of a Selvbetjening client configuration file that this crate reads.
@@ -184,11 +185,24 @@ struct ConfigFile {
     private_jwk: Option<serde_json::Value>,
     #[serde(default)]
     rsa_private_key: Option<serde::de::IgnoredAny>,
+    /// When the key expires (RFC 3339): this crate's own member, written by a key
+    /// rotation from Selvbetjening's answer.
+    #[serde(default)]
+    key_expiration: Option<serde_json::Value>,
 }
 
 /// The largest configuration file [`ClientConfig::from_file`] reads: 64 KiB, many times
 /// a configuration with an RSA-4096 key.
 pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+
+/// The text of the configuration file at `path`, read as [`ClientConfig::from_file`]
+/// reads it.
+pub(crate) fn read_file(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    read_config_file(path).map_err(|source| Error::ConfigFile {
+        path: path.display().to_string(),
+        source: Arc::new(source),
+    })
+}
 
 /// Reads `path` as UTF-8 text, when it is a regular file of at most [`MAX_CONFIG_FILE`]
 /// bytes. The text is zeroized when dropped: it holds the private key.
@@ -244,11 +258,7 @@ impl ClientConfig {
     /// too large, otherwise as [`ClientConfig::from_json`].
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = read_config_file(path).map_err(|source| Error::ConfigFile {
-            path: path.display().to_string(),
-            source: Arc::new(source),
-        })?;
-        Self::from_json(&text)
+        Self::from_json(&read_file(path)?)
     }
 
     /// Reads the JSON text of a client configuration file.
@@ -340,12 +350,30 @@ impl ClientConfig {
             None => return Err(Error::config("privateJwk", "missing")),
         };
         let key = SigningKey::from_jwk(&jwk)?;
-        ClientConfig::builder()
+        let mut builder = ClientConfig::builder()
             .client_id(client_id)
             .authority(authority)
             .scopes(scopes)
-            .signing_key(key)
-            .build()
+            .signing_key(key);
+        match file.key_expiration {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(text)) => {
+                let at = crate::rfc3339::parse(&text).ok_or_else(|| {
+                    Error::config(
+                        "keyExpiration",
+                        format!("`{text}` is not an RFC 3339 date-time"),
+                    )
+                })?;
+                builder = builder.key_expires_at(at);
+            }
+            Some(_) => {
+                return Err(Error::config(
+                    "keyExpiration",
+                    "must be an RFC 3339 date-time string",
+                ));
+            }
+        }
+        builder.build()
     }
 
     /// The client id.
@@ -361,6 +389,12 @@ impl ClientConfig {
     /// The scopes asked for by default.
     pub fn scopes(&self) -> &[String] {
         &self.scopes
+    }
+
+    /// When the key expires, when the configuration says (its `keyExpiration`, which a
+    /// key rotation writes from Selvbetjening's answer).
+    pub fn key_expires_at(&self) -> Option<std::time::SystemTime> {
+        self.key_expires_at
     }
 
     /// The signing key.
@@ -409,6 +443,7 @@ pub struct ClientConfigBuilder {
     scopes: Vec<String>,
     key: Option<Result<Arc<SigningKey>>>,
     assertion_lifetime: Option<Duration>,
+    key_expires_at: Option<std::time::SystemTime>,
 }
 
 impl ClientConfigBuilder {
@@ -427,6 +462,12 @@ impl ClientConfigBuilder {
     /// The authority as text, normalised by [`Authority::parse`].
     pub fn authority_url(mut self, authority: &str) -> Self {
         self.authority = Some(Authority::parse(authority));
+        self
+    }
+
+    /// When the key expires (Selvbetjening's `expiration`). Default: unknown.
+    pub fn key_expires_at(mut self, at: std::time::SystemTime) -> Self {
+        self.key_expires_at = Some(at);
         self
     }
 
@@ -494,6 +535,7 @@ impl ClientConfigBuilder {
             scopes: self.scopes,
             key,
             assertion_lifetime,
+            key_expires_at: self.key_expires_at,
         })
     }
 }

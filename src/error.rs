@@ -102,6 +102,33 @@ pub enum Error {
         source: SharedError,
     },
 
+    /// An API (Selvbetjening's client-secret API, say) refused a request; `detail` is
+    /// its problem's `detail` (or `title`), made safe to show.
+    #[error("{api} answered HTTP {status}: {detail}")]
+    #[non_exhaustive]
+    Api {
+        /// Which API answered.
+        api: &'static str,
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// What the API said was wrong.
+        detail: String,
+    },
+
+    /// A key rotation stopped at `step`; `advice` says where the configuration stands
+    /// and what to do. The step's error is the [`source`](std::error::Error::source).
+    #[error("key rotation failed {step}: {advice}")]
+    #[non_exhaustive]
+    KeyRotation {
+        /// The step that failed.
+        step: &'static str,
+        /// Where the configuration stands, and what to do.
+        advice: String,
+        /// The step's error.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// The task that fetched a token panicked or was cancelled (its runtime shut down);
     /// the join error is the [`source`](std::error::Error::source).
     #[error("the token fetch task failed")]
@@ -230,7 +257,9 @@ impl Error {
     /// behind [`Error::BackingOff`]).
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            Error::OAuth { status, .. } | Error::InvalidResponse { status, .. } => Some(*status),
+            Error::OAuth { status, .. }
+            | Error::InvalidResponse { status, .. }
+            | Error::Api { status, .. } => Some(*status),
             Error::BackingOff { last, .. } => last.status(),
             Error::LoginRequired {
                 source: Some(source),

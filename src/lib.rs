@@ -90,7 +90,12 @@ pub mod error;
 pub mod exchange;
 mod jose;
 pub mod key;
+mod private_file;
 pub mod refresh;
+mod rfc3339;
+#[cfg(feature = "transport")]
+#[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
+pub mod selvbetjening;
 mod text;
 pub mod token;
 #[cfg(feature = "transport")]

@@ -37,7 +37,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -292,45 +291,13 @@ impl FileStore {
     /// Writes `set` to a new temporary file beside the store, on disk; returns its path.
     /// The store itself is untouched until [`commit`](Self::commit).
     fn stage(&self, set: &TokenSet) -> Result<PathBuf> {
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "tokens".to_owned());
-        let mut random = [0u8; 8];
-        let _ = aws_lc_rs::rand::fill(&mut random);
-        let temp = dir.join(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(random)));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options.open(&temp).and_then(|mut file| {
-            file.write_all(set.to_json().as_bytes())?;
-            file.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(self.io_error("write a new version of", e));
-        }
-        Ok(temp)
+        crate::private_file::stage(&self.path, set.to_json().as_bytes())
+            .map_err(|e| self.io_error("write a new version of", e))
     }
 
     /// Renames the staged file over the store and flushes the directory.
     fn commit(&self, temp: &Path) -> Result<()> {
-        if let Err(e) = std::fs::rename(temp, &self.path) {
-            let _ = std::fs::remove_file(temp);
-            return Err(self.io_error("replace", e));
-        }
-        #[cfg(unix)]
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The rename is durable once the directory is.
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        crate::private_file::commit(temp, &self.path).map_err(|e| self.io_error("replace", e))
     }
 }
 

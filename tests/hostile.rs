@@ -365,3 +365,60 @@ async fn a_server_clock_a_minute_off_is_warned_about_once() {
             .contains("the server's clock is")
     );
 }
+
+#[tokio::test]
+async fn a_key_that_expires_soon_is_warned_about_once() {
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let (url, _) = stub_token_endpoint(json_answer(
+        StatusCode::OK,
+        serde_json::json!({"access_token": "eyJ.a.b", "token_type": "Bearer", "expires_in": 3600}),
+    ))
+    .await;
+    let client = TestClient::ec("expiring");
+    let soon = std::time::SystemTime::now() + Duration::from_secs(3 * 86_400 + 3600);
+    let config = helseid::config::ClientConfig::builder()
+        .client_id(&client.id)
+        .authority_url(&url)
+        .private_jwk(&client.jwk)
+        .key_expires_at(soon)
+        .build()
+        .expect("config");
+    let endpoint = TokenEndpoint::builder(config)
+        .token_endpoint(format!("{url}/connect/token"))
+        .build()
+        .expect("endpoint");
+    for _ in 0..2 {
+        endpoint
+            .request(&TokenRequest::client_credentials([SCOPE]))
+            .await
+            .expect("a token");
+    }
+    let logs = capture.0.lock().expect("lock").clone();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("the client's key expires soon"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "once: {logs}");
+    assert!(warnings[0].contains("days_left=3"), "{}", warnings[0]);
+
+    // Outside the window: no warning.
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let config = helseid::config::ClientConfig::builder()
+        .client_id(&client.id)
+        .authority_url(&url)
+        .private_jwk(&client.jwk)
+        .key_expires_at(soon)
+        .build()
+        .expect("config");
+    TokenEndpoint::builder(config)
+        .token_endpoint(format!("{url}/connect/token"))
+        .key_expiry_warning(Duration::from_secs(86_400))
+        .build()
+        .expect("endpoint")
+        .request(&TokenRequest::client_credentials([SCOPE]))
+        .await
+        .expect("a token");
+    assert!(!capture.0.lock().expect("lock").contains("expires soon"));
+}

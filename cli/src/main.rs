@@ -50,6 +50,42 @@ enum Command {
     Token(TokenArgs),
     /// Run the local HelseID emulator in the foreground until interrupted.
     Emulator(EmulatorArgs),
+    /// The client's key at Selvbetjening: its expiration, and its rotation.
+    ///
+    /// Without --config, runs against the embedded emulator's demo client.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print when the current key expires, and the days left.
+    Status(KeysArgs),
+    /// Register a new key and switch the configuration to it: the new key is written to
+    /// FILE.new first, registered with a token of the current key, and FILE is replaced
+    /// (the old one kept as FILE.bak) only when HelseID gives a token for the new key.
+    Rotate(RotateArgs),
+}
+
+#[derive(clap::Args)]
+struct KeysArgs {
+    /// A client configuration file; its client needs the scope nhn:selvbetjening/client.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Selvbetjening's API. Default: the one of the authority's environment (or the
+    /// emulator).
+    #[arg(long, value_name = "URL", requires = "config")]
+    selvbetjening_url: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    #[command(flatten)]
+    keys: KeysArgs,
+    /// The new key's algorithm (RS256..RS512, PS256..PS512, ES256, ES384, ES512).
+    /// Default: the current key's.
+    #[arg(long, value_name = "ALG")]
+    alg: Option<Algorithm>,
 }
 
 #[derive(clap::Args)]
@@ -194,6 +230,8 @@ fn main() -> ExitCode {
             Command::Events(args) => events(args).await,
             Command::Token(args) => token(args).await,
             Command::Emulator(args) => emulator(args).await,
+            Command::Keys(KeysCommand::Status(args)) => keys_status(args).await,
+            Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(args).await,
         }
     });
     match result {
@@ -218,10 +256,11 @@ async fn start_demo(bind: SocketAddr) -> Result<Demo, Box<dyn std::error::Error 
     let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
     let emulator = Emulator::builder()
         .bind(bind)
-        .client(
-            ClientRegistration::new(DEMO_CLIENT_ID, public)
-                .scopes([CPE_SCOPE, helseid::cpapi::SCOPE]),
-        )
+        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([
+            CPE_SCOPE,
+            helseid::cpapi::SCOPE,
+            helseid::selvbetjening::SCOPE,
+        ]))
         .start()
         .await?;
     Ok(Demo { emulator, jwk })
@@ -621,5 +660,91 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(contents)?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// The configuration `--config` names, or the embedded emulator's demo client written
+/// to a file of its own (which `demo` keeps running, and `dir` removes).
+async fn config_file_or_demo(
+    path: Option<&Path>,
+    demo: &mut Option<Demo>,
+    dir: &mut Option<PathBuf>,
+) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(path) = path {
+        return Ok(path.to_path_buf());
+    }
+    let started = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    eprintln!(
+        "helseid: no --config given: using the embedded emulator's demo client at {}",
+        started.emulator.issuer()
+    );
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| "cannot make a temporary name")?;
+    let scratch =
+        std::env::temp_dir().join(format!("helseid-demo-{:016x}", u64::from_le_bytes(random)));
+    std::fs::create_dir_all(&scratch)?;
+    let file = scratch.join("client.json");
+    write_private_file(&file, &serde_json::to_vec_pretty(&started.config_file())?)?;
+    *demo = Some(started);
+    *dir = Some(scratch);
+    Ok(file)
+}
+
+/// Removes the demo's scratch directory when the command ends.
+struct Scratch(Option<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn keys_status(args: KeysArgs) -> CliResult {
+    let (mut demo, mut dir) = (None, None);
+    let path = config_file_or_demo(args.config.as_deref(), &mut demo, &mut dir).await?;
+    let _scratch = Scratch(dir);
+    let config = ClientConfig::from_file(&path)?;
+    let base = match args.selvbetjening_url {
+        Some(url) => url,
+        None => helseid::selvbetjening::base_url(&config).ok_or(
+            "the authority is neither NHN's test nor production HelseID: give --selvbetjening-url",
+        )?,
+    };
+    let api = helseid::selvbetjening::Selvbetjening::new(TokenEndpoint::new(config)?, &base)?;
+    let expiration = api.key_expiration().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "the key expires {} ({} days left)",
+        expiration.to_rfc3339(),
+        expiration.days_left()
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn keys_rotate(args: RotateArgs) -> CliResult {
+    let (mut demo, mut dir) = (None, None);
+    let path = config_file_or_demo(args.keys.config.as_deref(), &mut demo, &mut dir).await?;
+    let _scratch = Scratch(dir);
+    let rotation = helseid::selvbetjening::rotate_config_file(
+        &path,
+        args.keys.selvbetjening_url.as_deref(),
+        args.alg,
+    )
+    .await?;
+    let expires = rotation.expiration;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} now holds the new key, which expires {} ({} days left); the previous configuration is in {}",
+        terminal_safe(&rotation.config.display().to_string()),
+        expires.to_rfc3339(),
+        expires.days_left(),
+        terminal_safe(&rotation.backup.display().to_string()),
+    )?;
+    out.flush()?;
     Ok(())
 }

@@ -400,3 +400,185 @@ fn a_configuration_value_with_control_characters_reaches_the_terminal_escaped() 
     assert!(stderr.contains(r"\u{1b}[31mforged line"), "{stderr:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An emulator with `client` registered with the Selvbetjening scope (and CPE), and
+/// the client's configuration file in a new directory.
+async fn rotation_setup(
+    client: &support::TestClient,
+    builder: helseid_emulator::EmulatorBuilder,
+    scopes: &[&str],
+) -> (helseid_emulator::Emulator, PathBuf, PathBuf) {
+    let emulator = builder
+        .client(client.registration(scopes))
+        .start()
+        .await
+        .expect("emulator");
+    let dir = tempdir();
+    let config = write_config(&dir, client, emulator.issuer());
+    (emulator, dir, config)
+}
+
+/// `helseid keys ARGS --config CONFIG`, off the runtime's threads.
+async fn keys(args: &[&str], config: &std::path::Path) -> Output {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    args.extend(["--config".to_owned(), config.display().to_string()]);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .expect("join")
+}
+
+/// Whether the configuration at `path` gets a token from `emulator`.
+async fn gets_a_token(path: &std::path::Path) -> Result<(), helseid::Error> {
+    let config = helseid::config::ClientConfig::from_file(path)?;
+    helseid::endpoint::TokenEndpoint::new(config)?
+        .request(&helseid::endpoint::TokenRequest::client_credentials([
+            support::CP_SCOPE,
+        ]))
+        .await
+        .map(drop)
+}
+
+const SB: &str = helseid_emulator::SELVBETJENING_SCOPE;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_status_prints_the_expiration_and_the_days_left() {
+    let client = support::TestClient::ec("status");
+    let (_emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder()
+            .key_lifetime(std::time::Duration::from_secs(10 * 86_400 + 3600)),
+        &[SB],
+    )
+    .await;
+    let output = keys(&["keys", "status"], &config).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("the key expires 20"), "{stdout}");
+    assert!(stdout.contains("(10 days left)"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_switches_the_configuration_to_a_new_key_that_works() {
+    let client = support::TestClient::ec("rotates");
+    let (emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder(),
+        &[SB, support::CP_SCOPE],
+    )
+    .await;
+    let before = std::fs::read_to_string(&config).expect("config");
+    let output = keys(&["keys", "rotate", "--alg", "ES384"], &config).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("now holds the new key"), "{stdout}");
+
+    let after = std::fs::read_to_string(&config).expect("config");
+    assert_ne!(before, after, "the configuration holds another key");
+    assert!(after.contains("keyExpiration"), "{after}");
+    assert!(after.contains("P-384"), "the asked algorithm's curve");
+    let backup = dir.join("client.json.bak");
+    assert_eq!(std::fs::read_to_string(&backup).expect("backup"), before);
+    assert!(!dir.join("client.json.new").exists());
+    #[cfg(unix)]
+    for file in [&config, &backup] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o077, 0, "owner-only: {mode:o}");
+    }
+    gets_a_token(&config)
+        .await
+        .expect("the new key gets tokens");
+    let old = gets_a_token(&backup)
+        .await
+        .expect_err("the old key is refused");
+    assert_eq!(
+        old.oauth_error().map(|e| &e.error),
+        Some(&helseid::OAuthErrorCode::InvalidClient),
+        "{old}"
+    );
+    let expires = emulator
+        .client_key_expiration(&client.id)
+        .expect("a client");
+    let config = helseid::config::ClientConfig::from_file(&config).expect("config");
+    assert_eq!(config.key_expires_at(), Some(expires));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The one line a failed rotation prints, after checking that it failed.
+fn failure(output: &Output) -> String {
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(output.stdout.is_empty());
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_that_fails_leaves_a_configuration_that_works() {
+    // Selvbetjening refuses the new key: nothing changes.
+    let client = support::TestClient::ec("refused");
+    let (emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder(),
+        &[SB, support::CP_SCOPE],
+    )
+    .await;
+    let before = std::fs::read_to_string(&config).expect("config");
+    emulator.set_selvbetjening_open(false);
+    let stderr = failure(&keys(&["keys", "rotate"], &config).await);
+    assert!(
+        stderr.contains("registering the new key at Selvbetjening")
+            && stderr.contains("nothing changed")
+            && stderr.contains("503"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), before);
+    assert!(!dir.join("client.json.new").exists());
+    gets_a_token(&config)
+        .await
+        .expect("the current key still works");
+    let _ = std::fs::remove_dir_all(dir);
+
+    // HelseID has not taken the new key up yet: the configuration keeps the old key,
+    // which works until then, and the new key waits in client.json.new.
+    let client = support::TestClient::ec("slow");
+    let (_emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder()
+            .key_propagation_delay(std::time::Duration::from_secs(3600)),
+        &[SB, support::CP_SCOPE],
+    )
+    .await;
+    let before = std::fs::read_to_string(&config).expect("config");
+    let stderr = failure(&keys(&["keys", "rotate"], &config).await);
+    assert!(
+        stderr.contains("getting a token with the new key") && stderr.contains("client.json.new"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).expect("config"), before);
+    assert!(dir.join("client.json.new").exists());
+    gets_a_token(&config)
+        .await
+        .expect("the old key works until the new one is in effect");
+    let _ = std::fs::remove_dir_all(dir);
+
+    // A client without the Selvbetjening scope: one clear line, nothing changed.
+    let client = support::TestClient::ec("no-scope");
+    let (_emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder(),
+        &[support::CP_SCOPE],
+    )
+    .await;
+    let stderr = failure(&keys(&["keys", "rotate"], &config).await);
+    assert!(
+        stderr.contains("invalid_scope") && stderr.contains("nothing changed"),
+        "{stderr}"
+    );
+    gets_a_token(&config).await.expect("unchanged");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::form::TokenForm;
 use super::response::{TokenError, quote};
-use super::state::{LEEWAY, RegisteredClient, State, unix_now};
+use super::state::{ClientKey, LEEWAY, RegisteredClient, State, unix_now};
 use super::tenancy::{self, Organisation};
 use crate::error::b64_decode;
 use helseid::key::Algorithm;
@@ -142,15 +142,23 @@ fn verify(
             "the client assertion's header has crit; no critical extensions are understood",
         ));
     }
-    if !client.key.fits(alg) {
+    let (key, expires_at) = client.keys.current();
+    if unix_now() >= expires_at {
+        return Err(TokenError::invalid_client(format!(
+            "the key registered for client {} expired at {}: register a new key (Selvbetjening's client-secret API)",
+            quote(&client.id),
+            super::selvbetjening::rfc3339(expires_at)
+        )));
+    }
+    if !key.fits(alg) {
         return Err(TokenError::invalid_client(format!(
             "alg {alg} does not fit the {} key registered for client {}",
-            client.key.describe(),
+            key.describe(),
             quote(&client.id)
         )));
     }
 
-    verify_signature(client, assertion, alg)?;
+    verify_signature(client, &key, assertion, alg)?;
 
     let claims = json_object(payload).ok_or_else(|| {
         TokenError::invalid_client("the client assertion's payload is not a JSON object")
@@ -171,6 +179,7 @@ fn json_object(part: &str) -> Option<Map<String, Value>> {
 /// aws-lc-rs); every claim check is done here, for precise errors.
 fn verify_signature(
     client: &RegisteredClient,
+    key: &ClientKey,
     assertion: &str,
     alg: Algorithm,
 ) -> Result<(), TokenError> {
@@ -180,7 +189,7 @@ fn verify_signature(
             quote(&client.id)
         ))
     };
-    if let Some(point) = &client.key.point {
+    if let Some(point) = &key.point {
         let Some((input, signature)) = assertion.rsplit_once('.') else {
             return Err(refused());
         };
@@ -194,7 +203,7 @@ fn verify_signature(
     }
     let (Ok(jwt_alg), Some(decoding)) = (
         jsonwebtoken::Algorithm::from_str(alg.as_str()),
-        client.key.decoding.as_ref(),
+        key.decoding.as_ref(),
     ) else {
         return Err(TokenError::server_error(format!("cannot verify {alg}")));
     };

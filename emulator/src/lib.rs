@@ -218,6 +218,7 @@ mod form;
 mod register;
 mod response;
 mod seed;
+mod selvbetjening;
 mod state;
 mod tenancy;
 mod token;
@@ -227,6 +228,7 @@ mod exchange;
 mod refresh;
 mod test_token;
 
+pub use self::selvbetjening::SCOPE as SELVBETJENING_SCOPE;
 pub use self::test_token::TestTokenRequest;
 
 /// The README's examples are compiled and run as doc tests.
@@ -300,6 +302,7 @@ pub struct ClientRegistration {
     audiences: Vec<String>,
     require_dpop: bool,
     rejected_scopes: Vec<String>,
+    key_expires_in: Option<Duration>,
 }
 
 impl ClientRegistration {
@@ -315,7 +318,17 @@ impl ClientRegistration {
             audiences: Vec::new(),
             require_dpop: false,
             rejected_scopes: Vec::new(),
+            key_expires_in: None,
         }
+    }
+
+    /// How long from the start the registered key is valid; past it, the token endpoint
+    /// refuses the client's assertions (`invalid_client`) until a new key is registered
+    /// at `POST /v1/client-secret`. Zero: the key has expired already. Default: the
+    /// builder's [`key_lifetime`](EmulatorBuilder::key_lifetime).
+    pub fn key_expires_in(mut self, lifetime: Duration) -> Self {
+        self.key_expires_in = Some(lifetime);
+        self
     }
 
     /// Scopes HelseID leaves out of this client's tokens, as it does when a
@@ -373,6 +386,8 @@ pub struct EmulatorBuilder {
     bind: SocketAddr,
     cpe_page_size: usize,
     cpapi_require_nonce: bool,
+    key_lifetime: Duration,
+    key_propagation_delay: Duration,
 }
 
 impl Default for EmulatorBuilder {
@@ -385,6 +400,8 @@ impl Default for EmulatorBuilder {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
             cpapi_require_nonce: false,
+            key_lifetime: selvbetjening::DEFAULT_KEY_LIFETIME,
+            key_propagation_delay: Duration::ZERO,
         }
     }
 }
@@ -454,6 +471,22 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How long a client's key is valid: a registered one from the start (unless its
+    /// [`ClientRegistration::key_expires_in`] says otherwise), a new one from its
+    /// registration at `POST /v1/client-secret`. Default: 365 days.
+    pub fn key_lifetime(mut self, lifetime: Duration) -> Self {
+        self.key_lifetime = lifetime;
+        self
+    }
+
+    /// How long a key registered at `POST /v1/client-secret` takes to be in effect, as
+    /// HelseID takes a while to pick up a change: until then the old key keeps working
+    /// and the new one is refused. Default: zero (the old key is refused at once).
+    pub fn key_propagation_delay(mut self, delay: Duration) -> Self {
+        self.key_propagation_delay = delay;
+        self
+    }
+
     /// How many events a page of `GET /CommunicationPartyEvents` holds. Default: 100.
     /// Zero is refused by [`start`](Self::start).
     pub fn cpe_page_size(mut self, size: usize) -> Self {
@@ -511,7 +544,7 @@ impl EmulatorBuilder {
         }
         let mut clients = HashMap::with_capacity(registrations.len());
         for registration in registrations {
-            let client = register(registration)?;
+            let client = register(registration, self.key_lifetime)?;
             if clients.contains_key(&client.id) {
                 return Err(Error::setting(
                     "client_id",
@@ -550,6 +583,10 @@ impl EmulatorBuilder {
         // Before the router exists, so that no request sees the defaults.
         state.refresh_tokens.set_lifetime(refresh_token_lifetime);
         state.cpapi.set_require_nonce(self.cpapi_require_nonce);
+        *state::lock(&state.key_settings) = state::KeySettings {
+            lifetime: self.key_lifetime,
+            propagation: self.key_propagation_delay,
+        };
         let (stop, mut stopped) = watch::channel(false);
         let app = router(Arc::clone(&state));
         let task = tokio::spawn(async move {
@@ -710,6 +747,25 @@ impl Emulator {
     /// How many refreshes (`grant_type=refresh_token`) succeeded.
     pub fn refreshes(&self) -> u64 {
         self.state.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// The base URL of Selvbetjening's client-secret API (`GET` and `POST
+    /// /v1/client-secret`): the issuer, whose listener serves it.
+    pub fn selvbetjening_base_url(&self) -> &str {
+        &self.state.issuer
+    }
+
+    /// When the key in effect for `client_id` expires (`None` for an unknown client).
+    pub fn client_key_expiration(&self, client_id: &str) -> Option<std::time::SystemTime> {
+        let (_, expires_at) = self.state.clients.get(client_id)?.keys.current();
+        let secs = u64::try_from(expires_at).unwrap_or(0);
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    /// Whether Selvbetjening takes new keys: `false` makes `POST /v1/client-secret`
+    /// answer 503 (problem+json), as when it is down. Default: `true`.
+    pub fn set_selvbetjening_open(&self, open: bool) {
+        self.state.selvbetjening_open.store(open, Ordering::Relaxed);
     }
 
     /// How many times the token endpoint answered `invalid_grant`, whatever the grant:
@@ -908,7 +964,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Checks a registration and prepares its verification key.
-fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
+fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<RegisteredClient> {
     let ClientRegistration {
         client_id,
         jwk,
@@ -917,6 +973,7 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         audiences,
         require_dpop,
         rejected_scopes,
+        key_expires_in,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::setting("client_id", "must not be empty"));
@@ -955,7 +1012,12 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
         id: client_id,
         scopes: granted,
         tenancy,
-        key,
+        keys: selvbetjening::Keys::new(
+            key,
+            state::unix_now().saturating_add(
+                i64::try_from(key_expires_in.unwrap_or(key_lifetime).as_secs()).unwrap_or(i64::MAX),
+            ),
+        ),
         audiences,
         require_dpop,
         rejected_scopes,
@@ -984,5 +1046,9 @@ fn router(state: Arc<State>) -> Router {
         .route("/api/v1/communicationparty/export", get(cpapi::export))
         .route("/api/v1/communicationparty/{herId}", get(cpapi::party))
         .route("/cpapi/openapi.json", get(cpapi::openapi))
+        .route(
+            selvbetjening::PATH,
+            get(selvbetjening::get).post(selvbetjening::post),
+        )
         .with_state(state)
 }

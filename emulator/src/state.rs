@@ -49,6 +49,8 @@ pub(crate) struct ClientKey {
     pub(crate) decoding: Option<DecodingKey>,
     /// The uncompressed EC point, for ES512 (P-521), which aws-lc-rs verifies.
     pub(crate) point: Option<Vec<u8>>,
+    /// The RFC 7638 thumbprint: two keys are the same key when theirs are equal.
+    thumbprint: String,
 }
 
 impl ClientKey {
@@ -78,6 +80,7 @@ impl ClientKey {
                     kind: KeyKind::Rsa,
                     decoding: Some(decoding),
                     point: None,
+                    thumbprint: jwk.thumbprint(),
                 })
             }
             "EC" => {
@@ -116,6 +119,7 @@ impl ClientKey {
                         kind: KeyKind::Ec(alg),
                         decoding: None,
                         point: Some(point),
+                        thumbprint: jwk.thumbprint(),
                     });
                 }
                 let decoding = DecodingKey::from_ec_components(&x, &y)
@@ -124,10 +128,16 @@ impl ClientKey {
                     kind: KeyKind::Ec(alg),
                     decoding: Some(decoding),
                     point: None,
+                    thumbprint: jwk.thumbprint(),
                 })
             }
             other => Err(format!("unsupported key type `{other}` (use RSA or EC)")),
         }
+    }
+
+    /// Whether `other` is the same public key.
+    pub(crate) fn same_key(&self, other: &ClientKey) -> bool {
+        self.thumbprint == other.thumbprint
     }
 
     /// Whether `alg` can be verified with this key.
@@ -155,7 +165,8 @@ pub(crate) struct RegisteredClient {
     /// The scopes the client may request, without duplicates, in registration order.
     pub(crate) scopes: Vec<String>,
     pub(crate) tenancy: Tenancy,
-    pub(crate) key: ClientKey,
+    /// The key in effect, its expiration, and a key registered but not yet in effect.
+    pub(crate) keys: super::selvbetjening::Keys,
     /// The APIs (token audiences) the client is, for token exchange: a subject token is
     /// meant for the client when its `aud` holds one of them.
     pub(crate) audiences: Vec<String>,
@@ -209,6 +220,19 @@ pub(crate) struct State {
     pub(crate) dpop: Dpop,
     /// The CommunicationParty API v2 (which serves the CPE register).
     pub(crate) cpapi: Cpapi,
+    /// Whether Selvbetjening takes new keys.
+    pub(crate) selvbetjening_open: std::sync::atomic::AtomicBool,
+    /// The lifetime and propagation delay of keys registered at Selvbetjening.
+    pub(crate) key_settings: Mutex<KeySettings>,
+}
+
+/// How keys registered at Selvbetjening behave.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeySettings {
+    /// How long a newly registered key is valid.
+    pub(crate) lifetime: Duration,
+    /// How long until a newly registered key is in effect (the old one until then).
+    pub(crate) propagation: Duration,
 }
 
 /// How many client assertion `jti`s [`State::assertion_jtis`] keeps.
@@ -247,6 +271,11 @@ impl State {
             cpe,
             dpop: Dpop::new().ok_or_else(|| Error::key("make the emulator's DPoP nonces", None))?,
             cpapi: Cpapi::default(),
+            selvbetjening_open: std::sync::atomic::AtomicBool::new(true),
+            key_settings: Mutex::new(KeySettings {
+                lifetime: super::selvbetjening::DEFAULT_KEY_LIFETIME,
+                propagation: Duration::ZERO,
+            }),
         })
     }
 

@@ -82,6 +82,9 @@ struct Inner {
     token_endpoint: OnceCell<Arc<str>>,
     /// Whether a clock skew has been warned about (once per endpoint).
     skew_warned: std::sync::atomic::AtomicBool,
+    key_expiry_warning: Duration,
+    /// Whether the key's expiry has been checked (once per endpoint).
+    key_checked: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -101,6 +104,7 @@ pub struct TokenEndpointBuilder {
     http: Option<HttpService>,
     timeout: Duration,
     token_endpoint: Option<String>,
+    key_expiry_warning: Duration,
 }
 
 impl fmt::Debug for TokenEndpointBuilder {
@@ -131,6 +135,14 @@ impl TokenEndpointBuilder {
         B::Error: Into<BoxError>,
     {
         self.http = Some(erase(service));
+        self
+    }
+
+    /// How long before the key expires (the configuration's
+    /// [`key_expires_at`](ClientConfig::key_expires_at)) the endpoint starts to warn, once,
+    /// at its first token request: an expired key is an outage. Default: 30 days.
+    pub fn key_expiry_warning(mut self, before: Duration) -> Self {
+        self.key_expiry_warning = before;
         self
     }
 
@@ -183,6 +195,8 @@ impl TokenEndpointBuilder {
                 discovery: OnceCell::new(),
                 token_endpoint,
                 skew_warned: std::sync::atomic::AtomicBool::new(false),
+                key_expiry_warning: self.key_expiry_warning,
+                key_checked: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -221,6 +235,7 @@ impl TokenEndpoint {
             http: None,
             timeout: DEFAULT_TIMEOUT,
             token_endpoint: None,
+            key_expiry_warning: DEFAULT_KEY_EXPIRY_WARNING,
         }
     }
 
@@ -270,6 +285,7 @@ impl TokenEndpoint {
         fields(client_id = %self.inner.config.client_id(), grant = request.grant.grant_type(), status)
     )]
     pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
+        self.check_key_expiry();
         let grant_token = match request.grant {
             Grant::ClientCredentials => None,
             Grant::TokenExchange => {
@@ -407,6 +423,32 @@ impl TokenEndpoint {
     }
 
     /// Sends `request` through the HTTP service under the timeout, and reads the body.
+    /// Warns once when the key expires within the warning window, or has expired.
+    fn check_key_expiry(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.key_checked.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Some(at) = self.inner.config.key_expires_at() else {
+            return;
+        };
+        let expires = crate::rfc3339::format(at);
+        match at.duration_since(std::time::SystemTime::now()) {
+            Err(_) => tracing::warn!(
+                client_id = %self.inner.config.client_id(),
+                expires = %expires,
+                "the client's key has expired: HelseID refuses it; register a new key (helseid keys rotate)"
+            ),
+            Ok(left) if left <= self.inner.key_expiry_warning => tracing::warn!(
+                client_id = %self.inner.config.client_id(),
+                expires = %expires,
+                days_left = left.as_secs() / 86_400,
+                "the client's key expires soon: rotate it before then (helseid keys rotate)"
+            ),
+            Ok(_) => {}
+        }
+    }
+
     /// Compares the server's `Date` with the local clock, and warns once when they
     /// differ by more than [`MAX_CLOCK_SKEW`]: HelseID checks the assertion's `iat`
     /// and `exp` against its own clock (NHN's FK4).
@@ -495,6 +537,9 @@ impl Answer {
 /// The largest difference between a server's clock and this machine's that passes
 /// without a warning: `Date` has whole seconds, and an answer takes time.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5);
+
+/// How long before the key expires a [`TokenEndpoint`] warns: 30 days.
+pub const DEFAULT_KEY_EXPIRY_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// How many seconds the server's `Date` is ahead of `now` (negative: behind), when the
 /// answer has a readable `Date`.

@@ -1,0 +1,282 @@
+//! Selvbetjening's client-secret API, as a client with the scope
+//! `nhn:selvbetjening/client` rotates its own key: `GET /v1/client-secret` tells the
+//! current key's expiration, `POST /v1/client-secret` with a new public JWK registers
+//! it. Both need a DPoP-bound access token of this emulator with that scope and a proof
+//! for the request; errors are `application/problem+json`.
+//!
+//! Keys expire: a client's key has an expiration, and an expired key is refused at the
+//! token endpoint (`invalid_client`). A registered key replaces the old one, which is
+//! refused from then on; with a propagation delay
+//! ([`EmulatorBuilder::key_propagation_delay`](crate::EmulatorBuilder::key_propagation_delay)),
+//! the old key keeps working and the new one is refused until the delay has passed, as
+//! while HelseID has not picked up a change yet.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State as Extract;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::cpe::{ProblemDetails, authorization_token, check_scope};
+use super::dpop::{DPOP_NONCE, Expected, ProofError, proof_header};
+use super::state::{ClientKey, State, lock, unix_now};
+use helseid::key::PublicJwk;
+
+/// The scope a client needs to read and rotate its own key.
+pub const SCOPE: &str = "nhn:selvbetjening/client";
+
+/// How long a client's key is valid, unless its registration says otherwise: a year.
+pub(crate) const DEFAULT_KEY_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The path of the client-secret API.
+pub(crate) const PATH: &str = "/v1/client-secret";
+
+const API: &str = "Selvbetjening's client-secret API";
+
+/// A client's key, its expiration, and a key registered but not yet in effect.
+pub(crate) struct Keys {
+    state: Mutex<KeyState>,
+}
+
+struct KeyState {
+    current: Arc<ClientKey>,
+    /// Unix seconds.
+    expires_at: i64,
+    /// A registered key, in effect from `active_at` (Unix seconds), with its expiration.
+    pending: Option<(Arc<ClientKey>, i64, i64)>,
+}
+
+impl Keys {
+    pub(crate) fn new(key: ClientKey, expires_at: i64) -> Self {
+        Keys {
+            state: Mutex::new(KeyState {
+                current: Arc::new(key),
+                expires_at,
+                pending: None,
+            }),
+        }
+    }
+
+    /// The key in effect now, and its expiration.
+    pub(crate) fn current(&self) -> (Arc<ClientKey>, i64) {
+        let mut state = lock(&self.state);
+        if let Some((_, active_at, _)) = &state.pending
+            && unix_now() >= *active_at
+            && let Some((key, _, expires_at)) = state.pending.take()
+        {
+            state.current = key;
+            state.expires_at = expires_at;
+        }
+        (state.current.clone(), state.expires_at)
+    }
+
+    /// Registers `key`, in effect from `active_at`, expiring at `expires_at`.
+    fn register(&self, key: ClientKey, active_at: i64, expires_at: i64) {
+        let mut state = lock(&self.state);
+        if active_at <= unix_now() {
+            state.current = Arc::new(key);
+            state.expires_at = expires_at;
+            state.pending = None;
+        } else {
+            state.pending = Some((Arc::new(key), active_at, expires_at));
+        }
+    }
+}
+
+/// RFC 3339 in UTC with whole seconds, as the API writes its `expiration`.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A refusal: a problem+json body, with the DPoP challenge on a 401.
+struct Refusal {
+    status: StatusCode,
+    detail: String,
+    /// The `WWW-Authenticate` error code of a 401.
+    error: Option<&'static str>,
+    nonce: Option<String>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            detail: detail.into(),
+            error: None,
+            nonce: None,
+        }
+    }
+
+    fn unauthorized(error: &'static str, detail: impl Into<String>) -> Self {
+        Refusal {
+            error: Some(error),
+            ..Refusal::new(StatusCode::UNAUTHORIZED, detail)
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        tracing::debug!(status = self.status.as_u16(), detail = %self.detail, "helseid emulator refused a Selvbetjening request");
+        let body = ProblemDetails {
+            kind: Some("https://tools.ietf.org/html/rfc9110#section-15.5".to_owned()),
+            title: self.status.canonical_reason().map(str::to_owned),
+            status: Some(i32::from(self.status.as_u16())),
+            detail: Some(self.detail.clone()),
+            instance: Some(PATH.to_owned()),
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(error) = self.error {
+            let challenge = format!(
+                "DPoP error=\"{error}\", error_description=\"{}\"",
+                super::response::challenge_text(&self.detail)
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            headers.insert(DPOP_NONCE, nonce);
+        }
+        response
+    }
+}
+
+/// The client a request is from: a DPoP-bound token of this emulator with [`SCOPE`]
+/// and a proof for this request. Returns the token's `client_id`.
+fn authorize(state: &State, request: &Parts) -> Result<String, Refusal> {
+    let invalid_token = |detail: String| Refusal::unauthorized("invalid_token", detail);
+    let token = authorization_token(&request.headers, "DPoP", API).map_err(invalid_token)?;
+    let claims = state.verify_access_token(token).map_err(invalid_token)?;
+    check_scope(&claims, SCOPE, API).map_err(invalid_token)?;
+    let Some(Value::String(jkt)) = claims.get("cnf").and_then(|cnf| cnf.get("jkt")) else {
+        return Err(invalid_token(
+            "the access token is not DPoP-bound (it has no cnf.jkt): Selvbetjening takes only DPoP-bound tokens".to_owned(),
+        ));
+    };
+    let refuse = |error: ProofError| match error {
+        ProofError::Invalid(detail) => Refusal::unauthorized("invalid_dpop_proof", detail),
+        ProofError::UseNonce(detail) => {
+            state.dpop.count_challenge();
+            Refusal {
+                nonce: Some(state.dpop.api_nonces.current()),
+                ..Refusal::unauthorized("use_dpop_nonce", detail)
+            }
+        }
+    };
+    let proof = proof_header(&request.headers)
+        .map_err(refuse)?
+        .ok_or_else(|| {
+            Refusal::unauthorized(
+                "invalid_dpop_proof",
+                "the request has no DPoP header: a DPoP-bound token is sent with a DPoP proof",
+            )
+        })?;
+    let url = format!("{}{}", state.issuer, request.uri.path());
+    let expected = Expected {
+        method: request.method.as_str(),
+        url: &url,
+        bound_to: Some((token, jkt)),
+        nonces: None,
+    };
+    state.dpop.verify(proof, &expected).map_err(refuse)?;
+    match claims.get("client_id") {
+        Some(Value::String(id)) => Ok(id.clone()),
+        _ => Err(invalid_token(
+            "the access token has no client_id".to_owned(),
+        )),
+    }
+}
+
+/// `GET /v1/client-secret`: the current key's expiration.
+pub(crate) async fn get(Extract(state): Extract<Arc<State>>, request: Parts) -> Response {
+    let client_id = match authorize(&state, &request) {
+        Ok(id) => id,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(client) = state.clients.get(&client_id) else {
+        return Refusal::new(
+            StatusCode::NOT_FOUND,
+            "the token's client is not registered",
+        )
+        .into_response();
+    };
+    let (_, expires_at) = client.keys.current();
+    axum::Json(json!({ "expiration": rfc3339(expires_at) })).into_response()
+}
+
+/// `POST /v1/client-secret` with a public JWK: the client's new key.
+pub(crate) async fn post(
+    Extract(state): Extract<Arc<State>>,
+    request: Parts,
+    body: Bytes,
+) -> Response {
+    let client_id = match authorize(&state, &request) {
+        Ok(id) => id,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match register(&state, &client_id, &body) {
+        Ok(expires_at) => axum::Json(json!({ "expiration": rfc3339(expires_at) })).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+fn register(state: &State, client_id: &str, body: &[u8]) -> Result<i64, Refusal> {
+    if !state.selvbetjening_open.load(Ordering::Relaxed) {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Selvbetjening takes no new keys at the moment (the emulator was told to refuse them)",
+        ));
+    }
+    let Some(client) = state.clients.get(client_id) else {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "the token's client is not registered",
+        ));
+    };
+    let bad = |detail: String| Refusal::new(StatusCode::BAD_REQUEST, detail);
+    let jwk: Value = serde_json::from_slice(body)
+        .map_err(|_| bad("the body is not a JSON public JWK".to_owned()))?;
+    let Value::Object(members) = &jwk else {
+        return Err(bad(
+            "the body is not a JSON object (a public JWK)".to_owned()
+        ));
+    };
+    for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+        if members.contains_key(private) {
+            return Err(bad(format!(
+                "the JWK has the private member `{private}`: send the public key only"
+            )));
+        }
+    }
+    let public: PublicJwk = serde_json::from_value(jwk.clone())
+        .map_err(|_| bad("the body is not a public JWK".to_owned()))?;
+    let key = ClientKey::from_jwk(&public).map_err(bad)?;
+    let (current, _) = client.keys.current();
+    if current.same_key(&key) {
+        return Err(bad(
+            "this key is the client's current key: register a new one".to_owned(),
+        ));
+    }
+    let now = unix_now();
+    let delay = i64::try_from(lock(&state.key_settings).propagation.as_secs()).unwrap_or(i64::MAX);
+    let lifetime = i64::try_from(lock(&state.key_settings).lifetime.as_secs()).unwrap_or(i64::MAX);
+    let expires_at = now.saturating_add(lifetime);
+    client
+        .keys
+        .register(key, now.saturating_add(delay), expires_at);
+    tracing::debug!(client_id, "helseid emulator registered a new client key");
+    Ok(expires_at)
+}
