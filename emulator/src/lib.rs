@@ -177,6 +177,15 @@
 //! 404) with a ProblemDetails body as `application/problem+json`.
 //! [`Emulator::cpapi_requests`] counts the calls.
 //!
+//! **Keys and Selvbetjening.** A client's key expires ([`EmulatorBuilder::key_lifetime`],
+//! default a year; [`ClientRegistration::key_expires_in`]); an expired key is
+//! `invalid_client`. `GET /v1/client-secret` answers `{"expiration": "<RFC 3339>"}` for
+//! the client whose DPoP-bound token (scope [`SELVBETJENING_SCOPE`], with a matching
+//! proof) it gets, and `POST /v1/client-secret` with a public JWK registers that client's
+//! new key; from then on (after [`EmulatorBuilder::key_propagation_delay`]) the old key
+//! is refused. Errors are `application/problem+json`; a 401 carries a `DPoP` challenge.
+//! [`Emulator::set_selvbetjening_open`] makes it refuse new keys (503).
+//!
 //! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
 //! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
 //! registered client and its scopes, and optionally a `pid`, a `securityLevel` and the
