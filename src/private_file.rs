@@ -53,6 +53,7 @@ pub(crate) fn sync_dir(path: &Path) {
 }
 
 /// Replaces `path` with `contents`, owner-only and atomically.
+#[cfg(feature = "transport")]
 pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let temp = stage(path, contents)?;
     commit(&temp, path)
