@@ -566,6 +566,25 @@ async fn a_rotation_that_fails_leaves_a_configuration_that_works() {
         .expect("the old key works until the new one is in effect");
     let _ = std::fs::remove_dir_all(dir);
 
+    // The new key cannot be written (its file's place is taken by a directory; tests
+    // run as root here, so a read-only directory would not stop them): nothing sent.
+    let client = support::TestClient::ec("unwritable");
+    let (emulator, dir, config) = rotation_setup(
+        &client,
+        helseid_emulator::Emulator::builder(),
+        &[SB, support::CP_SCOPE],
+    )
+    .await;
+    std::fs::create_dir_all(dir.join("client.json.new").join("taken")).expect("dir");
+    let stderr = failure(&keys(&["keys", "rotate"], &config).await);
+    assert!(
+        stderr.contains("writing the new key") && stderr.contains("nothing changed"),
+        "{stderr}"
+    );
+    gets_a_token(&config).await.expect("unchanged");
+    drop(emulator);
+    let _ = std::fs::remove_dir_all(dir);
+
     // A client without the Selvbetjening scope: one clear line, nothing changed.
     let client = support::TestClient::ec("no-scope");
     let (_emulator, dir, config) = rotation_setup(
