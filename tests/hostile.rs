@@ -377,14 +377,16 @@ async fn a_key_that_expires_soon_is_warned_about_once() {
     .await;
     let client = TestClient::ec("expiring");
     let soon = std::time::SystemTime::now() + Duration::from_secs(3 * 86_400 + 3600);
-    let config = helseid::config::ClientConfig::builder()
-        .client_id(&client.id)
-        .authority_url(&url)
-        .private_jwk(&client.jwk)
-        .key_expires_at(soon)
-        .build()
-        .expect("config");
-    let endpoint = TokenEndpoint::builder(config)
+    let config = || {
+        helseid::config::ClientConfig::builder()
+            .client_id(&client.id)
+            .authority_url(&url)
+            .private_jwk(&client.jwk)
+            .key_expires_at(soon)
+            .build()
+            .expect("config")
+    };
+    let endpoint = TokenEndpoint::builder(config())
         .token_endpoint(format!("{url}/connect/token"))
         .build()
         .expect("endpoint");
@@ -405,14 +407,7 @@ async fn a_key_that_expires_soon_is_warned_about_once() {
     // Outside the window: no warning.
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(capture.clone());
-    let config = helseid::config::ClientConfig::builder()
-        .client_id(&client.id)
-        .authority_url(&url)
-        .private_jwk(&client.jwk)
-        .key_expires_at(soon)
-        .build()
-        .expect("config");
-    TokenEndpoint::builder(config)
+    TokenEndpoint::builder(config())
         .token_endpoint(format!("{url}/connect/token"))
         .key_expiry_warning(Duration::from_secs(86_400))
         .build()

@@ -57,15 +57,7 @@ impl Backoff {
     /// carries a `Retry-After`.
     pub(super) fn record_failure(&self, key: &CacheKey, error: &Error, settings: &CacheSettings) {
         let mut failures = self.failures();
-        if failures.len() >= MAX_FAILING_KEYS
-            && !failures.contains_key(key)
-            && let Some(oldest) = failures
-                .iter()
-                .min_by_key(|(_, f)| f.retry_at)
-                .map(|(k, _)| k.clone())
-        {
-            failures.remove(&oldest);
-        }
+        super::key::make_room(&mut failures, key, MAX_FAILING_KEYS, |f| f.retry_at);
         let count = failures.get(key).map_or(0, |f| f.count) + 1;
         // The first failure may be retried at once; from the second on, back off.
         let mut delay = if count < 2 {

@@ -8,6 +8,27 @@ use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenRequest};
 use crate::exchange::SubjectToken;
 
+/// Makes room for `key` in `map`, which holds at most `max` keys: when `key` is new and
+/// the map full, forgets the entry whose `age` is least (the oldest).
+// A key's DPoP key hashes by its thumbprint, which never changes; its nonces do.
+#[allow(clippy::mutable_key_type)]
+pub(super) fn make_room<V, T: Ord>(
+    map: &mut std::collections::HashMap<CacheKey, V>,
+    key: &CacheKey,
+    max: usize,
+    age: impl Fn(&V) -> T,
+) {
+    if map.len() >= max
+        && !map.contains_key(key)
+        && let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, value)| age(value))
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&oldest);
+    }
+}
+
 /// Everything a token depends on. Two requests share a token exactly when their keys
 /// are equal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

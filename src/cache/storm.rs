@@ -53,15 +53,7 @@ impl StormGuard {
                 false
             }
             _ => {
-                if evicted.len() >= MAX_KEYS
-                    && !evicted.contains_key(key)
-                    && let Some(oldest) = evicted
-                        .iter()
-                        .min_by_key(|(_, e)| e.at)
-                        .map(|(k, _)| k.clone())
-                {
-                    evicted.remove(&oldest);
-                }
+                super::key::make_room(&mut evicted, key, MAX_KEYS, |e| e.at);
                 evicted.insert(
                     key.clone(),
                     Evicted {
