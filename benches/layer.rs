@@ -1,16 +1,20 @@
 //! The cost of the tower layer and of the token cache.
 //!
-//! Run: `cargo bench --bench layer` (one group: `cargo bench --bench layer -- hot_path`)
+//! Run: `cargo bench --bench layer` (one group: `cargo bench --bench layer -- hot_path`).
+//! Every request is sent with `ready().await` and `call(..).await` in a loop inside one
+//! task (no `block_on` per request), to an in-memory echo service, with a 900-character
+//! token, so that the figures are the layer's and not the harness's.
 //!
-//! - `hot_path`: one `Request<()>` sent with `oneshot` to an in-memory echo service on a
-//!   current-thread runtime, with a 900-character bearer token: the bare service,
-//!   tower-http's `AddAuthorizationLayer::bearer` with a static token (the floor), and
-//!   `HelseId` on a warm cache, without a tenant (the lock-free front) and with one (a
-//!   moka lookup).
+//! - `hot_path`: one task on a current-thread runtime: the bare service, tower-http's
+//!   `AddAuthorizationLayer::bearer` with a static token (the floor), `HelseId` with its
+//!   own warm token, and with 10,000 warm tenants in turn (a `Tenant` in each request's
+//!   extensions; the floor for those is the static bearer with the same requests,
+//!   `static_bearer_tenant_ext`). The `_no_retry` variants have
+//!   `retry_on_invalid_token(false)`: no copy of the request is kept for a retry.
 //! - `cache_hits`: `TokenCache::get` hits per second on a 2-worker runtime, from 1, 2 and
 //!   8 tasks, over one key and over 10,000 tenants.
-//! - `layer_hits`: requests per second through the layer's hot path (and, for
-//!   comparison, through the static bearer) from 1, 2 and 8 tasks.
+//! - `layer_hits`: requests per second through the static bearer and the layer (own
+//!   token, and 10,000 tenants) from 1, 2 and 8 tasks on 2 workers.
 //! - `layer_hits_dpop`: requests per second to an absolute URL through the warm layer
 //!   with Bearer tokens and with DPoP (a fresh P-256 proof per request), from 1 and 2
 //!   tasks.
@@ -20,6 +24,8 @@
 
 #![allow(missing_docs)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -28,53 +34,19 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use helseid::assertion::Tenant;
 use helseid::auth::HelseIdLayer;
-use helseid::cache::{FetchToken, TokenCache};
+use helseid::cache::TokenCache;
 use helseid::dpop::DpopKey;
 use helseid::endpoint::TokenRequest;
-use helseid::token::{AccessToken, TokenType};
 use http::{HeaderValue, Request, Response, header};
+use support::{bearer_token, echo, source, tenants};
 use tokio::runtime::Runtime;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 
 const SCOPE: &str = "nhn:cp-api/access";
-const TOKEN_LEN: usize = 900;
 const TENANT: &str = "999999999:888888888";
 const MANY_KEYS: usize = 10_000;
 const TASKS: [usize; 3] = [1, 2, 8];
-
-/// A 900-character token from the base64url alphabet and dots, as a JWT looks.
-fn bearer_token() -> Arc<str> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let token: String = (0..TOKEN_LEN)
-        .map(|i| match i {
-            100 | 700 => '.',
-            _ => char::from(ALPHABET[(i * 7 + 3) % ALPHABET.len()]),
-        })
-        .collect();
-    token.into()
-}
-
-/// A token source that answers at once with `token`, valid for an hour: a DPoP token
-/// when the request asks for one.
-fn source(token: Arc<str>) -> impl FetchToken + Clone {
-    helseid::cache::fetch_fn("bench", move |request: TokenRequest| {
-        let token_type = match request.dpop() {
-            Some(_) => TokenType::DPoP,
-            None => TokenType::Bearer,
-        };
-        std::future::ready(AccessToken::new(
-            token.to_string(),
-            token_type,
-            Duration::from_secs(3600),
-        ))
-    })
-}
-
-/// The in-memory echo service: `tower::service_fn(echo)`.
-fn echo(_request: Request<()>) -> std::future::Ready<Result<Response<()>, Infallible>> {
-    std::future::ready(Ok(Response::new(())))
-}
 
 fn current_thread() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -91,8 +63,64 @@ fn two_workers() -> Runtime {
         .expect("runtime")
 }
 
+/// A cache with room for every tenant and more.
+fn roomy_cache() -> TokenCache {
+    let mut settings = helseid::cache::CacheSettings::default();
+    settings.max_capacity = 4 * MANY_KEYS as u64;
+    TokenCache::with_settings(settings)
+}
+
 fn tenant() -> Tenant {
     TENANT.parse().expect("tenant")
+}
+
+/// Sends `iters` requests made by `make` through `svc` in a loop inside one task.
+async fn send_all<S>(
+    svc: &mut S,
+    iters: u64,
+    offset: usize,
+    make: &(dyn Fn(usize) -> Request<()> + Sync),
+) where
+    S: tower::Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..iters {
+        let request = make(offset + i as usize);
+        let response = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(request)
+            .await
+            .expect("response");
+        black_box(response);
+    }
+}
+
+/// Times `svc` on requests made by `make`, sent in a loop inside one task.
+fn one_task<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: &str,
+    svc: S,
+    make: &(dyn Fn(usize) -> Request<()> + Sync),
+) where
+    S: tower::Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let mut offset = 0;
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut svc = svc.clone();
+            let elapsed = rt.block_on(async {
+                let start = Instant::now();
+                send_all(&mut svc, iters, offset, make).await;
+                start.elapsed()
+            });
+            offset += iters as usize;
+            elapsed
+        })
+    });
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -102,6 +130,7 @@ fn hot_path(c: &mut Criterion) {
 
     let layer = HelseIdLayer::builder(source(token.clone()))
         .scopes([SCOPE])
+        .cache(roomy_cache())
         .build();
     // Checks, once, that each variant sets the header, and warms the cache (own key and
     // tenant).
@@ -152,56 +181,85 @@ fn hot_path(c: &mut Criterion) {
     );
     assert_eq!(stats.hits, 2, "the second request of each was a hit");
 
-    let bare = tower::service_fn(echo);
+    let all = tenants(MANY_KEYS);
+    let plain = |_: usize| Request::new(());
+    let with_tenant = |i: usize| {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(all[i % MANY_KEYS]);
+        request
+    };
+    let no_retry = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .retry_on_invalid_token(false)
+        .cache(layer.cache().clone())
+        .build();
+    // Every tenant's token, warm in the shared cache and in both layers' fronts.
+    rt.block_on(async {
+        for layer in [&layer, &no_retry] {
+            let mut svc = ServiceBuilder::new()
+                .layer(layer.clone())
+                .service(tower::service_fn(echo));
+            send_all(&mut svc, 2 * MANY_KEYS as u64, 0, &with_tenant).await;
+            send_all(&mut svc, 1, 0, &plain).await;
+        }
+    });
+    let stats = layer.cache().stats();
+    let helseid = |layer: &HelseIdLayer| {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(tower::service_fn(echo))
+    };
     let static_bearer = ServiceBuilder::new()
         .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
-        .service(tower::service_fn(echo));
-    let helseid = ServiceBuilder::new()
-        .layer(layer.clone())
         .service(tower::service_fn(echo));
 
     let mut group = c.benchmark_group("hot_path");
     group
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("bare", |b| {
-        b.iter(|| {
-            black_box(
-                rt.block_on(bare.oneshot(Request::new(()))) // a copy: ServiceFn is Copy
-                    .expect("response"),
-            )
-        })
-    });
-    group.bench_function("static_bearer", |b| {
-        b.iter(|| {
-            black_box(
-                rt.block_on(static_bearer.clone().oneshot(Request::new(())))
-                    .expect("response"),
-            )
-        })
-    });
-    group.bench_function("helseid", |b| {
-        b.iter(|| {
-            black_box(
-                rt.block_on(helseid.clone().oneshot(Request::new(())))
-                    .expect("response"),
-            )
-        })
-    });
-    let tenant = tenant();
-    group.bench_function("helseid_tenant", |b| {
-        b.iter(|| {
-            let mut request = Request::new(());
-            request.extensions_mut().insert(tenant);
-            black_box(
-                rt.block_on(helseid.clone().oneshot(request))
-                    .expect("response"),
-            )
-        })
-    });
+    one_task(&mut group, &rt, "bare", tower::service_fn(echo), &plain);
+    one_task(
+        &mut group,
+        &rt,
+        "static_bearer",
+        static_bearer.clone(),
+        &plain,
+    );
+    one_task(
+        &mut group,
+        &rt,
+        "static_bearer_tenant_ext",
+        static_bearer,
+        &with_tenant,
+    );
+    one_task(&mut group, &rt, "helseid", helseid(&layer), &plain);
+    one_task(
+        &mut group,
+        &rt,
+        "helseid_no_retry",
+        helseid(&no_retry),
+        &plain,
+    );
+    one_task(
+        &mut group,
+        &rt,
+        "helseid_10000_tenants",
+        helseid(&layer),
+        &with_tenant,
+    );
+    one_task(
+        &mut group,
+        &rt,
+        "helseid_10000_tenants_no_retry",
+        helseid(&no_retry),
+        &with_tenant,
+    );
     group.finish();
     let after = layer.cache().stats();
-    assert_eq!(after.fetches, 2, "every benchmarked request was a hit");
+    assert_eq!(
+        after.fetches, stats.fetches,
+        "every benchmarked request was a hit"
+    );
     assert_eq!(after.misses, stats.misses);
 }
 
@@ -304,7 +362,7 @@ fn bench_hits<S>(
     name: String,
     tasks: usize,
     svc: &S,
-    request: fn() -> Request<()>,
+    make: &MakeRequest,
 ) where
     S: tower::Service<Request<()>> + Clone + Send + 'static,
     S::Future: Send,
@@ -313,32 +371,55 @@ fn bench_hits<S>(
 {
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
-            spread(rt, iters, tasks, |_, n| {
-                let svc = svc.clone();
+            spread(rt, iters, tasks, |task, n| {
+                // Each task: its own clone of the service, and its own run of tenants.
+                let (mut svc, make) = (svc.clone(), make.clone());
                 async move {
-                    for _ in 0..n {
-                        black_box(svc.clone().oneshot(request()).await.expect("response"));
-                    }
+                    send_all(&mut svc, n, task * MANY_KEYS / tasks, &*make).await;
                 }
             })
         })
     });
 }
 
+/// Makes the `i`-th request of a run.
+type MakeRequest = Arc<dyn Fn(usize) -> Request<()> + Send + Sync>;
+
 fn layer_hits(c: &mut Criterion) {
     let rt = two_workers();
     let token = bearer_token();
     let layer = HelseIdLayer::builder(source(token.clone()))
         .scopes([SCOPE])
+        .cache(roomy_cache())
         .build();
-    let helseid = ServiceBuilder::new()
-        .layer(layer.clone())
-        .service(tower::service_fn(echo));
+    let no_retry = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .retry_on_invalid_token(false)
+        .cache(layer.cache().clone())
+        .build();
+    let helseid = |layer: &HelseIdLayer| {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(tower::service_fn(echo))
+    };
     let static_bearer = ServiceBuilder::new()
         .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
         .service(tower::service_fn(echo));
-    rt.block_on(helseid.clone().oneshot(Request::new(())))
-        .expect("warm");
+    let all = Arc::new(tenants(MANY_KEYS));
+    let plain: MakeRequest = Arc::new(|_| Request::new(()));
+    let with_tenant: MakeRequest = Arc::new(move |i| {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(all[i % MANY_KEYS]);
+        request
+    });
+    rt.block_on(async {
+        for layer in [&layer, &no_retry] {
+            let mut svc = helseid(layer);
+            send_all(&mut svc, 1, 0, &*plain).await;
+            send_all(&mut svc, MANY_KEYS as u64, 0, &*with_tenant).await;
+        }
+    });
+    let warm = layer.cache().stats();
 
     let mut group = c.benchmark_group("layer_hits");
     group
@@ -346,25 +427,49 @@ fn layer_hits(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .throughput(Throughput::Elements(1));
     for tasks in TASKS {
-        bench_hits(
-            &mut group,
-            &rt,
-            format!("static_bearer/{tasks} tasks"),
-            tasks,
-            &static_bearer,
-            Request::default,
-        );
+        let bench = |group: &mut _, name: &str, svc, make| {
+            bench_hits(
+                group,
+                &rt,
+                format!("{name}/{tasks} tasks"),
+                tasks,
+                svc,
+                make,
+            )
+        };
+        bench(&mut group, "static_bearer", &static_bearer, &plain);
+        let (own, own_no_retry) = (helseid(&layer), helseid(&no_retry));
         bench_hits(
             &mut group,
             &rt,
             format!("helseid/{tasks} tasks"),
             tasks,
-            &helseid,
-            Request::default,
+            &own,
+            &plain,
+        );
+        bench_hits(
+            &mut group,
+            &rt,
+            format!("helseid_no_retry/{tasks} tasks"),
+            tasks,
+            &own_no_retry,
+            &plain,
+        );
+        bench_hits(
+            &mut group,
+            &rt,
+            format!("helseid_10000_tenants/{tasks} tasks"),
+            tasks,
+            &own,
+            &with_tenant,
         );
     }
     group.finish();
-    assert_eq!(layer.cache().stats().fetches, 1, "every request was a hit");
+    assert_eq!(
+        layer.cache().stats().fetches,
+        warm.fetches,
+        "every request was a hit"
+    );
 }
 
 /// A request to an absolute URL with a query, as a client sends it.
@@ -407,6 +512,7 @@ fn layer_hits_dpop(c: &mut Criterion) {
     assert!(seen[header::AUTHORIZATION].as_bytes().starts_with(b"DPoP "));
     assert!(seen.contains_key("dpop"));
 
+    let api: MakeRequest = Arc::new(|_| api_request());
     let mut group = c.benchmark_group("layer_hits_dpop");
     group
         .warm_up_time(Duration::from_secs(1))
@@ -420,7 +526,7 @@ fn layer_hits_dpop(c: &mut Criterion) {
                 format!("{name}/{tasks} tasks"),
                 tasks,
                 service,
-                api_request,
+                &api,
             );
         }
     }

@@ -201,15 +201,19 @@ impl AccessToken {
 }
 
 fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderValue> {
-    let mut value =
-        HeaderValue::try_from(format!("{} {}", token_type.scheme(), secret)).map_err(|_| {
-            Error::InvalidResponse {
-                endpoint: "token endpoint",
-                status: http::StatusCode::OK,
-                reason: "the access token contains characters not allowed in an HTTP header".into(),
-                retry_after: None,
-            }
-        })?;
+    // Exactly as long as it must be: the header lives as long as the cached token, and
+    // `format!` would leave it up to twice that.
+    let scheme = token_type.scheme();
+    let mut text = String::with_capacity(scheme.len() + 1 + secret.len());
+    text.push_str(scheme);
+    text.push(' ');
+    text.push_str(secret);
+    let mut value = HeaderValue::try_from(text).map_err(|_| Error::InvalidResponse {
+        endpoint: "token endpoint",
+        status: http::StatusCode::OK,
+        reason: "the access token contains characters not allowed in an HTTP header".into(),
+        retry_after: None,
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }

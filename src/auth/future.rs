@@ -1,34 +1,137 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::layer::Shared;
+use crate::assertion::Tenant;
 use crate::error::BoxError;
 
-/// The response future of [`HelseId`](super::HelseId).
-#[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture<T> {
-    inner: Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>,
+/// The slow path: a token fetched first, DPoP proofs, token exchange, a retry.
+pub(super) type BoxResponse<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+pin_project! {
+    /// The response future of [`HelseId`](super::HelseId).
+    ///
+    /// With a warm token it is the inner service's future and nothing more (no
+    /// allocation); a request that waits for a token, carries a DPoP proof, or is
+    /// sent again after a `401` goes through a boxed future.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
 }
 
-impl<T> ResponseFuture<T> {
-    pub(crate) fn new(inner: impl Future<Output = Result<T, BoxError>> + Send + 'static) -> Self {
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        /// The token was in front: the inner service's future, and what a retry after
+        /// `401 invalid_token` needs when one can be made.
+        Fast {
+            #[pin]
+            future: S::Future,
+            retry: Option<Box<Retry<S, B>>>,
+        },
+        Slow {
+            future: BoxResponse<S::Response>,
+        },
+    }
+}
+
+/// What the retry of a request sent with a token from the front needs.
+pub(super) struct Retry<S, B> {
+    pub(super) inner: S,
+    pub(super) shared: Arc<Shared>,
+    pub(super) replay: Request<B>,
+    pub(super) sent: HeaderValue,
+    pub(super) tenant: Option<Tenant>,
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    #[inline]
+    pub(super) fn fast(future: S::Future, retry: Option<Box<Retry<S, B>>>) -> Self {
         ResponseFuture {
-            inner: Box::pin(inner),
+            state: State::Fast { future, retry },
+        }
+    }
+
+    pub(super) fn slow(future: BoxResponse<S::Response>) -> Self {
+        ResponseFuture {
+            state: State::Slow { future },
         }
     }
 }
 
-impl<T> Future for ResponseFuture<T> {
-    type Output = Result<T, BoxError>;
+/// Whether a `401` says that the token is no good (RFC 6750 `invalid_token`).
+pub(super) fn says_invalid_token<T>(response: &Response<T>) -> bool {
+    response.status() == http::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Output = Result<Response<ResBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Slow { future } => return future.as_mut().poll(cx),
+                StateProj::Fast { future, retry } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    // Only a refused token moves the retry's state out.
+                    if retry.is_none() || !says_invalid_token(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let Some(retry) = retry.take() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    State::Slow {
+                        future: Box::pin(super::service::retry_fast(*retry, response)),
+                    }
+                }
+            };
+            state.set(next);
+        }
     }
 }
 
-impl<T> fmt::Debug for ResponseFuture<T> {
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let state = match self.state {
+            State::Fast { .. } => "fast",
+            State::Slow { .. } => "slow",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }

@@ -1,12 +1,12 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 use tower_layer::Layer;
 
 use super::{HelseId, Replay};
 use crate::assertion::Tenant;
-use crate::cache::{CacheKey, Entry, FetchToken, Front, TokenCache};
+use crate::cache::{CacheKey, Entry, FetchToken, Front, Tenants, TokenCache};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
     /// the hot path. The cache stays the store of record.
     front: Front,
+    /// The tenants' entries in use, mirrored the same way (made at the first tenant).
+    tenants: OnceLock<Tenants>,
     pub(crate) retry_on_invalid_token: bool,
     /// How requests are copied for a retry.
     pub(crate) replay: Replay,
@@ -30,12 +32,27 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The `Authorization` value of the layer's own token, when it is cached and not yet
-    /// due for a refresh: no lock, no clock read, no allocation, no await.
-    pub(crate) fn fast_header(&self) -> Option<HeaderValue> {
-        let header = self.front.get()?;
+    /// The `Authorization` value of the layer's own token (or `tenant`'s), when it is in
+    /// front and not yet due for a refresh: no lock, no clock read, no allocation, no
+    /// await, no write to a cache line another core writes.
+    #[inline]
+    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<HeaderValue> {
+        let header = match tenant {
+            None => self.front.get()?,
+            Some(tenant) => self.tenants.get()?.get(tenant)?,
+        };
         self.cache.count_hit();
         Some(header)
+    }
+
+    /// Puts `tenant`'s entry in the tenants' front.
+    fn put_tenant(&self, tenant: &Tenant, entry: &Arc<Entry>) {
+        if let Some(tenants) = self.tenants.get() {
+            tenants.set(tenant, entry);
+        } else if let Some(tenants) = Tenants::new(self.cache.settings().max_capacity) {
+            // Made at most once: a loser's ticker stops with its front.
+            self.tenants.get_or_init(|| tenants).set(tenant, entry);
+        }
     }
 
     fn key(&self, tenant: Option<Tenant>, subject: Option<&SubjectToken>) -> CacheKey {
@@ -66,6 +83,12 @@ impl Shared {
                 self.front.set(&entry);
                 entry
             }
+            (Some(tenant), None) => {
+                let key = self.key(Some(tenant), None);
+                let entry = self.cache.entry(&self.source, &key).await?;
+                self.put_tenant(&tenant, &entry);
+                entry
+            }
             _ => {
                 let key = self.key(tenant, subject);
                 self.cache.entry(&self.source, &key).await?
@@ -86,8 +109,14 @@ impl Shared {
         if !self.cache.may_replace_invalid_token(&key) {
             return false;
         }
-        if tenant.is_none() && subject.is_none() {
-            self.front.retire_if(sent);
+        match (tenant, subject) {
+            (None, None) => self.front.retire_if(sent),
+            (Some(tenant), None) => {
+                if let Some(tenants) = self.tenants.get() {
+                    tenants.retire_if(&tenant, sent);
+                }
+            }
+            _ => {}
         }
         self.cache.evict(&key, sent).await;
         true
@@ -272,6 +301,7 @@ impl HelseIdLayerBuilder {
                 cache: self.cache.unwrap_or_default(),
                 key,
                 front: Front::default(),
+                tenants: OnceLock::new(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
                 replay: self.replay,
                 exchanges,

@@ -128,6 +128,7 @@ impl Replay {
     }
 
     /// A copy of `body`, when its type has a copy function that can copy it.
+    #[inline]
     pub(crate) fn copy_body<B: 'static>(&self, body: &B) -> Option<B> {
         if !self.enabled {
             return None;
@@ -142,14 +143,20 @@ impl Replay {
 
     /// A copy of `request` (method, URI, version, headers, extensions and body), when its
     /// body can be copied.
+    #[inline]
     pub(crate) fn copy<B: 'static>(&self, request: &Request<B>) -> Option<Request<B>> {
         let body = self.copy_body(request.body())?;
         let mut copy = Request::new(body);
         *copy.method_mut() = request.method().clone();
         *copy.uri_mut() = request.uri().clone();
         *copy.version_mut() = request.version();
-        *copy.headers_mut() = request.headers().clone();
-        *copy.extensions_mut() = request.extensions().clone();
+        // Empty maps (the common case before the layer sets its header) are not cloned.
+        if !request.headers().is_empty() {
+            *copy.headers_mut() = request.headers().clone();
+        }
+        if !request.extensions().is_empty() {
+            *copy.extensions_mut() = request.extensions().clone();
+        }
         Some(copy)
     }
 }

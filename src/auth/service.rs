@@ -3,11 +3,12 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use tower::ServiceExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
+use super::future::{Retry, says_invalid_token};
 use super::layer::{HelseIdLayer, Shared};
 use crate::assertion::Tenant;
 use crate::cache::Entry;
@@ -81,16 +82,6 @@ impl<S> HelseId<S> {
     }
 }
 
-/// Whether a `401` says that the token is no good (RFC 6750 `invalid_token`).
-fn says_invalid_token<B>(response: &Response<B>) -> bool {
-    response.status() == StatusCode::UNAUTHORIZED
-        && response
-            .headers()
-            .get_all(header::WWW_AUTHENTICATE)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
-}
-
 fn set_authorization<B>(request: &mut Request<B>, value: HeaderValue) {
     request.headers_mut().insert(header::AUTHORIZATION, value);
 }
@@ -105,40 +96,64 @@ where
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<ResBody>>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // The clone goes back in place; the future owns the service that was ready.
+        let shared = self.layer.shared();
+        // The hot path: a warm Bearer token from the front, own or a tenant's. The
+        // future is the inner service's; only a request that can be retried keeps a
+        // copy, a clone of the service and the layer for it.
+        if !shared.exchanges && shared.dpop.is_none() {
+            let tenant = request.extensions().get::<Tenant>();
+            if let Some(sent) = shared.fast_header(tenant) {
+                let tenant = tenant.copied();
+                let replay = match shared.retry_on_invalid_token {
+                    true => shared.replay.copy(&request),
+                    false => None,
+                };
+                let Some(replay) = replay else {
+                    set_authorization(&mut request, sent);
+                    return ResponseFuture::fast(self.inner.call(request), None);
+                };
+                set_authorization(&mut request, sent.clone());
+                // The clone goes back in place; the future owns the service that was
+                // ready, for the retry.
+                let clone = self.inner.clone();
+                let mut inner = mem::replace(&mut self.inner, clone);
+                let future = inner.call(request);
+                return ResponseFuture::fast(
+                    future,
+                    Some(Box::new(Retry {
+                        inner,
+                        shared: shared.clone(),
+                        replay,
+                        sent,
+                        tenant,
+                    })),
+                );
+            }
+        }
+        // The slow path: the token from the cache (maybe fetched), DPoP, token exchange.
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
-        let shared: Arc<Shared> = self.layer.shared().clone();
+        let shared: Arc<Shared> = shared.clone();
         let tenant = request.extensions().get::<Tenant>().copied();
         let subject = if shared.exchanges {
             request.extensions().get::<SubjectToken>().cloned()
         } else {
             None
         };
-        let fast = if tenant.is_none() && !shared.exchanges && shared.dpop.is_none() {
-            shared.fast_header()
-        } else {
-            None
-        };
-        ResponseFuture::new(async move {
-            let (sent, proofs) = match fast {
-                Some(value) => (value, None),
-                None => {
-                    let entry = shared
-                        .entry(tenant, subject.as_ref())
-                        .await
-                        .map_err(BoxError::from)?;
-                    let proofs = Proofs::new(&shared, request.uri(), &entry)?;
-                    (entry.token.authorization().clone(), proofs)
-                }
-            };
+        ResponseFuture::slow(Box::pin(async move {
+            let entry = shared
+                .entry(tenant, subject.as_ref())
+                .await
+                .map_err(BoxError::from)?;
+            let proofs = Proofs::new(&shared, request.uri(), &entry)?;
+            let sent = entry.token.authorization().clone();
             let replay = if shared.retry_on_invalid_token || proofs.is_some() {
                 shared.replay.copy(&request)
             } else {
@@ -163,23 +178,61 @@ where
             if !shared.retry_on_invalid_token || !says_invalid_token(&response) {
                 return Ok(response);
             }
-            if !shared.evict(tenant, subject.as_ref(), &sent).await {
-                // A new token was refused a moment ago as well: no token storm.
-                return Ok(response);
-            }
-            tracing::debug!(
-                "the service answered 401 invalid_token: retrying once with a new token"
-            );
-            let entry = shared
-                .entry(tenant, subject.as_ref())
-                .await
-                .map_err(BoxError::from)?;
-            let proofs = Proofs::new(&shared, replay.uri(), &entry)?;
-            set_authorization(&mut replay, entry.token.authorization().clone());
-            inner.ready().await.map_err(Into::into)?;
-            send(&mut inner, replay, proofs.as_ref()).await
-        })
+            let retry = Retry {
+                inner,
+                shared,
+                replay,
+                sent,
+                tenant,
+            };
+            retry_invalid_token(retry, subject.as_ref(), response).await
+        }))
     }
+}
+
+/// The retry after `401 invalid_token` (from the fast path, which has no subject token).
+pub(super) async fn retry_fast<S, B, ResBody>(
+    retry: Retry<S, B>,
+    refused: Response<ResBody>,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    retry_invalid_token(retry, None, refused).await
+}
+
+/// Evicts the token the service refused, and sends the copy once more with a new one;
+/// returns the service's answer `refused` as it is when the cache's storm guard holds
+/// the key back (a new token was refused a moment ago as well).
+async fn retry_invalid_token<S, B, ResBody>(
+    retry: Retry<S, B>,
+    subject: Option<&SubjectToken>,
+    refused: Response<ResBody>,
+) -> Result<Response<ResBody>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    let Retry {
+        mut inner,
+        shared,
+        mut replay,
+        sent,
+        tenant,
+    } = retry;
+    if !shared.evict(tenant, subject, &sent).await {
+        return Ok(refused);
+    }
+    tracing::debug!("the service answered 401 invalid_token: retrying once with a new token");
+    let entry = shared
+        .entry(tenant, subject)
+        .await
+        .map_err(BoxError::from)?;
+    let proofs = Proofs::new(&shared, replay.uri(), &entry)?;
+    set_authorization(&mut replay, entry.token.authorization().clone());
+    inner.ready().await.map_err(Into::into)?;
+    send(&mut inner, replay, proofs.as_ref()).await
 }
 
 /// The DPoP side of one call: the key, where the proofs are for, and the token.
@@ -243,6 +296,7 @@ mod tests {
     use crate::cache::FetchFuture;
     use crate::endpoint::TokenRequest;
     use crate::token::{AccessToken, TokenType};
+    use http::StatusCode;
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;

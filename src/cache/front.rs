@@ -32,6 +32,7 @@ impl Drop for Held {
 impl Front {
     /// The `Authorization` value of the token in front, when there is one and it is not
     /// yet due for a refresh.
+    #[inline]
     pub(crate) fn get(&self) -> Option<HeaderValue> {
         let guard = self.held.load();
         let held = guard.as_ref()?;
@@ -89,20 +90,12 @@ fn retire(held: &ArcSwapOption<Held>, what: impl Fn(&Held) -> bool) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use http::HeaderValue;
 
     use super::Front;
-    use crate::cache::{CacheSettings, Entry};
-    use crate::token::{AccessToken, TokenType};
-
-    fn entry(secret: &str) -> Arc<Entry> {
-        let token =
-            AccessToken::new(secret, TokenType::Bearer, Duration::from_secs(3600)).expect("token");
-        Arc::new(Entry::new(token, &CacheSettings::default(), None))
-    }
+    use crate::cache::tests::entry;
 
     #[tokio::test(start_paused = true)]
     async fn holds_a_token_until_its_refresh_point_or_until_it_is_retired() {

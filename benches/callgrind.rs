@@ -1,0 +1,299 @@
+//! Instructions per request under valgrind's callgrind: deterministic, so CI can hold
+//! the layer to a bound without a timing test.
+//!
+//! Run: `cargo bench --bench callgrind` (needs `valgrind` on the `PATH`). It runs itself
+//! under `valgrind --tool=callgrind --toggle-collect=*measured*` once per variant: each
+//! run sets its variant up, sends `WARM` requests, then counts the instructions of
+//! `N` more, sent in a loop inside one task on a current-thread runtime (a 900-character
+//! token, `Request<()>`, an in-memory echo service). It prints instructions per request
+//! and the ratios, one `ratio <name> <value>` line each for `.ci/callgrind`:
+//!
+//! - `own_token`: `HelseIdLayer` with its own warm token / tower-http's
+//!   `AddAuthorizationLayer::bearer` (the static bearer);
+//! - `own_token_no_retry`, `tenants_no_retry`: the same with
+//!   `retry_on_invalid_token(false)` (no copy kept for a retry);
+//! - `tenants`: `HelseIdLayer` with 10,000 warm tenants in turn (a `Tenant` in each
+//!   request's extensions) / the static bearer with the same requests (the extension's
+//!   allocation is the caller's, not the layer's);
+//! - `dpop`: `HelseIdLayer` with DPoP / (the static bearer + one `DpopKey::proof`).
+//!
+//! `cargo bench --bench callgrind -- memory` measures, without valgrind, the resident
+//! memory per cached token with 100,000 tenants warm in one layer.
+
+#![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
+
+mod support;
+
+use std::hint::black_box;
+use std::process::Command;
+
+use helseid::auth::HelseIdLayer;
+use helseid::cache::{CacheSettings, TokenCache};
+use helseid::dpop::DpopKey;
+use http::{Method, Request, Response, Uri};
+use support::{bearer_token, echo, source, tenants};
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::auth::AddAuthorizationLayer;
+
+const TENANTS: usize = 10_000;
+/// Requests counted per variant (two rounds of the tenants).
+const N: usize = 20_000;
+/// Requests sent before counting (one round of the tenants).
+const WARM: usize = 10_000;
+const URL: &str = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequenceNumber=1";
+const VARIANTS: [&str; 9] = [
+    "bare",
+    "static_bearer",
+    "own_token",
+    "own_token_no_retry",
+    "static_bearer_tenant_ext",
+    "tenants",
+    "tenants_no_retry",
+    "dpop_proof",
+    "dpop",
+];
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends `n` requests made by `make` through `svc`, one after another in one task.
+fn drive<S, E>(rt: &Runtime, svc: &mut S, n: usize, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    rt.block_on(async {
+        for i in 0..n {
+            let response = svc.ready().await.unwrap().call(make(i)).await.unwrap();
+            black_box(response);
+        }
+    });
+}
+
+#[inline(never)]
+fn warm_up<S, E>(rt: &Runtime, svc: &mut S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    drive(rt, svc, WARM, make);
+}
+
+#[inline(never)]
+fn measured<S, E>(rt: &Runtime, svc: &mut S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    drive(rt, svc, N, make);
+}
+
+fn run<S, E>(rt: &Runtime, mut svc: S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    warm_up(rt, &mut svc, make);
+    measured(rt, &mut svc, make);
+}
+
+#[inline(never)]
+fn measured_proofs(key: &DpopKey, uri: &Uri) {
+    for _ in 0..N / 20 {
+        black_box(key.proof(&Method::GET, uri, None).unwrap());
+    }
+}
+
+/// Sets `variant` up and sends its requests (the process valgrind watches).
+fn measure(variant: &str) {
+    let rt = runtime();
+    let token = bearer_token();
+    let tenants = tenants(TENANTS);
+    let plain = |_: usize| Request::new(());
+    let with_tenant = |i: usize| {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(tenants[i % TENANTS]);
+        request
+    };
+    let api = |_: usize| Request::get(URL).body(()).unwrap();
+    let static_bearer = || {
+        ServiceBuilder::new()
+            .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+            .service(tower::service_fn(echo))
+    };
+    let helseid = |layer: HelseIdLayer| {
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(echo))
+    };
+    let layer = HelseIdLayer::builder(source(token.clone())).build();
+    match variant {
+        "bare" => run(&rt, tower::service_fn(echo), &plain),
+        "static_bearer" => run(&rt, static_bearer(), &plain),
+        "own_token" => run(&rt, helseid(layer.clone()), &plain),
+        "static_bearer_tenant_ext" => run(&rt, static_bearer(), &with_tenant),
+        "tenants" => run(&rt, helseid(layer.clone()), &with_tenant),
+        "own_token_no_retry" | "tenants_no_retry" => {
+            let layer = HelseIdLayer::builder(source(token.clone()))
+                .retry_on_invalid_token(false)
+                .build();
+            match variant {
+                "own_token_no_retry" => run(&rt, helseid(layer), &plain),
+                _ => run(&rt, helseid(layer), &with_tenant),
+            }
+        }
+        "dpop" => {
+            let layer = HelseIdLayer::builder(source(token.clone()))
+                .dpop(DpopKey::generate().unwrap())
+                .build();
+            // Fewer requests: a proof costs a hundred requests' worth.
+            let mut svc = helseid(layer);
+            rt.block_on(async {
+                svc.ready().await.unwrap().call(api(0)).await.unwrap();
+            });
+            measured_dpop(&rt, &mut svc, &api);
+        }
+        "dpop_proof" => {
+            let key = DpopKey::generate().unwrap();
+            let uri: Uri = URL.parse().unwrap();
+            black_box(key.proof(&Method::GET, &uri, None).unwrap());
+            measured_proofs(&key, &uri);
+        }
+        other => panic!("unknown variant {other}"),
+    }
+    let stats = layer.cache().stats();
+    assert!(stats.fetches <= TENANTS as u64 + 1, "{stats:?}");
+}
+
+#[inline(never)]
+fn measured_dpop<S, E>(rt: &Runtime, svc: &mut S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E>,
+    E: std::fmt::Debug,
+{
+    drive(rt, svc, N / 20, make);
+}
+
+/// Instructions per request of `variant`, counted by callgrind.
+fn count(variant: &str) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::env::temp_dir().join(format!(
+        "helseid-callgrind-{}-{variant}.out",
+        std::process::id()
+    ));
+    let status = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--toggle-collect=*measured*")
+        .arg("--quiet")
+        .arg(&exe)
+        .arg("measure")
+        .arg(variant)
+        .status()
+        .expect("valgrind (install valgrind)");
+    assert!(status.success(), "valgrind {variant}: {status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let total: u64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("totals: ")
+                .or(line.strip_prefix("summary: "))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("callgrind totals");
+    let n = match variant {
+        "dpop" | "dpop_proof" => N / 20,
+        _ => N,
+    };
+    total as f64 / n as f64
+}
+
+/// Resident memory (bytes) of this process.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resident memory per cached token with `n` tenants warm in one layer.
+fn memory(n: usize) {
+    let rt = runtime();
+    let token = bearer_token();
+    let tenants = tenants(n);
+    let mut settings = CacheSettings::default();
+    settings.max_capacity = 2 * n as u64;
+    let layer = HelseIdLayer::builder(source(token))
+        .cache(TokenCache::with_settings(settings))
+        .build();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(tower::service_fn(echo));
+    // The first request starts what every layer has (runtime, front's clock).
+    let with_tenant = |i: usize| {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(tenants[i]);
+        request
+    };
+    drive(&rt, &mut svc, 1, &with_tenant);
+    let before = rss();
+    drive(&rt, &mut svc, n, &with_tenant);
+    // Every tenant once more: all from the front.
+    drive(&rt, &mut svc, n, &with_tenant);
+    let after = rss();
+    let stats = layer.cache().stats();
+    assert_eq!(stats.fetches, n as u64, "{stats:?}");
+    println!(
+        "memory: {n} tenants, {:.0} bytes per cached token ({:.2} KiB; resident {} MiB)",
+        (after - before) as f64 / n as f64,
+        (after - before) as f64 / n as f64 / 1024.0,
+        after / (1024 * 1024)
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let ["measure", variant] = args.as_slice() {
+        return measure(variant);
+    }
+    if args.contains(&"memory") {
+        return memory(100_000);
+    }
+    let mut per: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for variant in VARIANTS {
+        let n = count(variant);
+        println!("{variant:<26} {n:>12.1} instructions per request");
+        per.insert(variant, n);
+    }
+    let ratios = [
+        ("own_token", per["own_token"] / per["static_bearer"]),
+        (
+            "own_token_no_retry",
+            per["own_token_no_retry"] / per["static_bearer"],
+        ),
+        ("tenants", per["tenants"] / per["static_bearer_tenant_ext"]),
+        (
+            "tenants_no_retry",
+            per["tenants_no_retry"] / per["static_bearer_tenant_ext"],
+        ),
+        (
+            "dpop",
+            per["dpop"] / (per["static_bearer"] + per["dpop_proof"]),
+        ),
+    ];
+    for (name, ratio) in ratios {
+        println!("ratio {name} {ratio:.3}");
+    }
+}

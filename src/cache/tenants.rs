@@ -1,0 +1,416 @@
+//! The tenants' front: a lock-free, read-mostly copy of the tenants' tokens in use,
+//! read on the hot path without a lock, a clock read, an allocation or an await. The
+//! cache stays the store of record (expiry, capacity, single flight); a token leaves the
+//! front at its refresh point, when a `401` retires it, or when its shard is full.
+//!
+//! A lookup hashes the [`Tenant`] alone (FxHash) and compares it (two nine-byte
+//! arrays), instead of building and hashing a whole [`CacheKey`].
+//!
+//! [`CacheKey`]: super::CacheKey
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use super::Entry;
+use crate::assertion::Tenant;
+
+/// Shards of the front: a write copies one shard, never the whole front.
+const SHARDS: usize = 64;
+/// How often the front's clock advances. Tokens leave the front one tick before their
+/// refresh point, so a late tick never keeps one past it.
+const TICK: Duration = Duration::from_millis(250);
+/// The clock's value once its ticker has stopped (its runtime shut down): every token
+/// is then due, and the next write starts a new ticker.
+const STOPPED: u64 = u64::MAX;
+
+/// The tenants' tokens in use, for a lock-free read.
+pub(crate) struct Tenants {
+    shards: Box<[ArcSwap<Shard>]>,
+    clock: Arc<Clock>,
+    /// Most tokens one shard holds.
+    shard_capacity: usize,
+}
+
+/// A coarse clock: milliseconds since `start`, advanced by a ticker task.
+struct Clock {
+    start: Instant,
+    now: AtomicU64,
+}
+
+/// One shard: an open-addressed table, rebuilt on every write.
+#[derive(Default)]
+struct Shard {
+    /// A power of two long (or empty); `None` is a free slot.
+    slots: Box<[Option<Slot>]>,
+}
+
+struct Slot {
+    tenant: Tenant,
+    /// The clock's value from which this token is due (its refresh point, less a tick).
+    until: u64,
+    /// The token's `Authorization` value, held here rather than behind the entry: a
+    /// hit with 10,000 tenants in turn then touches one line of the token (the header
+    /// bytes' reference count), not three.
+    header: HeaderValue,
+}
+
+/// A tenant's hash: FxHash (rustc's) over its derived `Hash`, a few multiplies; no
+/// key is built, nothing is parsed.
+fn hash(tenant: &Tenant) -> u64 {
+    let mut hasher = Fx(0);
+    tenant.hash(&mut hasher);
+    hasher.0
+}
+
+struct Fx(u64);
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn write_isize(&mut self, n: isize) {
+        self.add(n as u64);
+    }
+}
+
+/// Whether `a` and `b` are clones of one value (the same bytes in memory; `a` keeps
+/// them alive, so they cannot be another token's since).
+fn same(a: &HeaderValue, b: &HeaderValue) -> bool {
+    std::ptr::eq(a.as_bytes(), b.as_bytes())
+}
+
+fn shard_of(hash: u64) -> usize {
+    (hash >> 58) as usize % SHARDS
+}
+
+impl Shard {
+    fn find(&self, tenant: &Tenant, hash: u64) -> Option<&Slot> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut i = (hash >> 20) as usize & mask;
+        loop {
+            let slot = self.slots[i].as_ref()?;
+            if slot.tenant == *tenant {
+                return Some(slot);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// A new shard with `slots` and `add`.
+    fn rebuild<'a>(
+        slots: impl Iterator<Item = &'a Slot>,
+        add: Option<(Tenant, u64, &Arc<Entry>)>,
+    ) -> Shard {
+        let mut kept: Vec<(Tenant, u64, HeaderValue)> = slots
+            .map(|slot| (slot.tenant, slot.until, slot.header.clone()))
+            .collect();
+        if let Some((tenant, until, entry)) = add {
+            kept.push((tenant, until, entry.token.authorization().clone()));
+        }
+        if kept.is_empty() {
+            return Shard::default();
+        }
+        // At most three quarters full.
+        let size = (kept.len() * 4 / 3 + 1).next_power_of_two().max(4);
+        let mut table: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
+        let mask = size - 1;
+        for (tenant, until, header) in kept {
+            let mut i = (hash(&tenant) >> 20) as usize & mask;
+            while table[i].is_some() {
+                i = (i + 1) & mask;
+            }
+            table[i] = Some(Slot {
+                tenant,
+                until,
+                header,
+            });
+        }
+        Shard {
+            slots: table.into_boxed_slice(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().flatten()
+    }
+}
+
+impl Tenants {
+    /// An empty front that holds about `capacity` tokens at most, with its clock
+    /// started on the current runtime (`None` without one).
+    pub(crate) fn new(capacity: u64) -> Option<Self> {
+        let clock = Arc::new(Clock {
+            start: Instant::now(),
+            now: AtomicU64::new(STOPPED),
+        });
+        clock.restart()?;
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        Some(Tenants {
+            shards: (0..SHARDS).map(|_| ArcSwap::default()).collect(),
+            clock,
+            shard_capacity: (capacity / SHARDS).saturating_mul(2).max(8),
+        })
+    }
+
+    /// The `Authorization` value of `tenant`'s token, when it is in front and not yet
+    /// due for a refresh.
+    #[inline]
+    pub(crate) fn get(&self, tenant: &Tenant) -> Option<HeaderValue> {
+        let hash = hash(tenant);
+        let shard = self.shards[shard_of(hash)].load();
+        let slot = shard.find(tenant, hash)?;
+        if self.clock.now.load(Ordering::Relaxed) >= slot.until {
+            return None;
+        }
+        Some(slot.header.clone())
+    }
+
+    /// Puts `entry` in front for `tenant` until its refresh point.
+    pub(crate) fn set(&self, tenant: &Tenant, entry: &Arc<Entry>) {
+        let mut now = self.clock.now.load(Ordering::Relaxed);
+        if now == STOPPED {
+            if self.clock.restart().is_none() {
+                return;
+            }
+            now = self.clock.now.load(Ordering::Relaxed);
+        }
+        let until = u64::try_from(
+            entry
+                .refresh_at
+                .saturating_duration_since(self.clock.start)
+                .saturating_sub(TICK)
+                .as_millis(),
+        )
+        .unwrap_or(STOPPED - 1);
+        if until <= now {
+            return;
+        }
+        let hash = hash(tenant);
+        let shard = &self.shards[shard_of(hash)];
+        if shard
+            .load()
+            .find(tenant, hash)
+            .is_some_and(|slot| same(&slot.header, entry.token.authorization()))
+        {
+            return;
+        }
+        shard.rcu(|current| {
+            let live = |slot: &&Slot| slot.tenant != *tenant && now < slot.until;
+            let mut kept: Vec<&Slot> = current.iter().filter(live).collect();
+            if kept.len() >= self.shard_capacity {
+                // Full of live tokens: the one due first leaves (the cache keeps it).
+                kept.sort_unstable_by_key(|slot| std::cmp::Reverse(slot.until));
+                kept.truncate(self.shard_capacity - 1);
+            }
+            Shard::rebuild(kept.into_iter(), Some((*tenant, until, entry)))
+        });
+    }
+
+    /// Removes `tenant`'s token from the front if it is the one sent as `sent`.
+    pub(crate) fn retire_if(&self, tenant: &Tenant, sent: &HeaderValue) {
+        let hash = hash(tenant);
+        let shard = &self.shards[shard_of(hash)];
+        let held = |shard: &Shard| {
+            shard
+                .find(tenant, hash)
+                .is_some_and(|slot| slot.header == *sent)
+        };
+        if !held(&shard.load()) {
+            return;
+        }
+        shard.rcu(|current| {
+            if !held(current) {
+                return Arc::clone(current);
+            }
+            Arc::new(Shard::rebuild(
+                current.iter().filter(|slot| slot.tenant != *tenant),
+                None,
+            ))
+        });
+    }
+
+    /// How many tokens are in front.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.load().iter().count())
+            .sum()
+    }
+}
+
+impl Clock {
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(STOPPED - 1)
+    }
+
+    /// Sets the clock and starts a ticker on the current runtime (`None` without one).
+    /// When the ticker stops (its runtime shut down), the clock reads [`STOPPED`].
+    fn restart(self: &Arc<Self>) -> Option<()> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let now = self.elapsed();
+        if self
+            .now
+            .compare_exchange(STOPPED, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            // Another caller restarted it.
+            return Some(());
+        }
+        let weak = Arc::downgrade(self);
+        // Dropped with the task, even one that never ran.
+        let stop = Stop(weak.clone());
+        runtime.spawn(async move {
+            let _stop = stop;
+            let mut ticks = tokio::time::interval(TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                let Some(clock) = weak.upgrade() else { return };
+                clock.now.store(clock.elapsed(), Ordering::Relaxed);
+            }
+        });
+        Some(())
+    }
+}
+
+/// Stops the clock when the ticker ends, however it ends.
+struct Stop(Weak<Clock>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if let Some(clock) = self.0.upgrade() {
+            clock.now.store(STOPPED, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::HeaderValue;
+
+    use super::Tenants;
+    use crate::assertion::Tenant;
+    use crate::cache::tests::entry;
+
+    fn tenant(i: usize) -> Tenant {
+        format!("{:09}:{:09}", 100_000_000 + i, 200_000_000 + i)
+            .parse()
+            .expect("tenant")
+    }
+
+    #[test]
+    fn without_a_runtime_there_is_no_front() {
+        assert!(Tenants::new(10).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_tokens_until_their_refresh_point_or_until_retired() {
+        let front = Tenants::new(10_000).expect("runtime");
+        let (a, b) = (tenant(1), tenant(2));
+        assert!(front.get(&a).is_none());
+        let (first, second) = (entry("first"), entry("second"));
+        front.set(&a, &first);
+        front.set(&b, &second);
+        assert_eq!(front.get(&a).as_ref(), Some(first.token.authorization()));
+        assert_eq!(front.get(&b).as_ref(), Some(second.token.authorization()));
+        front.retire_if(&a, &HeaderValue::from_static("Bearer other"));
+        assert!(front.get(&a).is_some(), "another token's 401");
+        front.retire_if(&a, second.token.authorization());
+        assert!(front.get(&a).is_some(), "another tenant's token");
+        front.retire_if(&a, first.token.authorization());
+        assert!(front.get(&a).is_none(), "its own 401 retires it");
+        assert!(front.get(&b).is_some());
+        front.set(&a, &first);
+        // The refresh point: 3600 - 10 - 60 = 3530 s; the front lets go a tick before.
+        tokio::time::advance(Duration::from_secs(3529)).await;
+        tokio::task::yield_now().await;
+        assert!(front.get(&a).is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(front.get(&a).is_none(), "due for a refresh");
+        assert!(front.get(&b).is_none());
+        let late = entry("late");
+        front.set(&a, &late);
+        assert_eq!(front.get(&a).as_ref(), Some(late.token.authorization()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shard_lets_the_earliest_go() {
+        let front = Tenants::new(0).expect("runtime");
+        let token = entry("t");
+        for i in 0..10_000 {
+            front.set(&tenant(i), &token);
+        }
+        assert!(front.len() <= 64 * 8, "{}", front.len());
+        assert!(
+            front.get(&tenant(9_999)).is_some(),
+            "the newest is in front"
+        );
+    }
+
+    #[test]
+    fn a_stopped_clock_sends_everyone_to_the_cache() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let first = runtime();
+        let front = first.block_on(async { Tenants::new(100).expect("runtime") });
+        first.block_on(async { front.set(&tenant(1), &entry("t")) });
+        assert!(front.get(&tenant(1)).is_some());
+        drop(first);
+        assert!(
+            front.get(&tenant(1)).is_none(),
+            "the ticker's runtime is gone"
+        );
+        // On another runtime, the next write starts a new ticker.
+        runtime().block_on(async {
+            front.set(&tenant(1), &entry("u"));
+            assert!(front.get(&tenant(1)).is_some());
+        });
+    }
+}
