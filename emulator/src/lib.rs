@@ -210,6 +210,8 @@
 
 mod client_auth;
 mod cpapi;
+mod cpapi_model;
+mod cpapi_register;
 mod cpe;
 mod discovery;
 mod dotnet;
@@ -950,6 +952,9 @@ fn register(registration: ClientRegistration) -> Result<RegisteredClient> {
 
 /// The emulator's HTTP routes.
 fn router(state: Arc<State>) -> Router {
+    // NHN deprecated the legacy model; the emulator serves it all the same.
+    #[allow(deprecated)]
+    let legacy = get(cpapi::legacy_party);
     Router::new()
         .route(
             "/.well-known/openid-configuration",
@@ -967,8 +972,24 @@ fn router(state: Arc<State>) -> Router {
         .route("/openapi.json", get(cpe::openapi))
         .route("/api/v1/event", get(cpapi::events))
         .route("/api/v1/event/latest", get(cpapi::latest_event))
+        .route("/api/v1/communicationparty", post(cpapi::parties))
+        .route("/api/v1/communicationparty/search", post(cpapi::search))
         .route("/api/v1/communicationparty/export", get(cpapi::export))
         .route("/api/v1/communicationparty/{herId}", get(cpapi::party))
+        .route("/api/v1/communicationparty/{herId}/legacy", legacy)
+        .route(
+            "/api/v1/organization/{organizationNumber}",
+            get(cpapi::organization),
+        )
+        .route("/api/v1/certificate/{herId}", get(cpapi::certificates))
+        .route(
+            "/api/v1/certificate/{herId}/signing",
+            get(cpapi::signing_certificate),
+        )
+        .route(
+            "/api/v1/certificate/{herId}/encryption",
+            get(cpapi::encryption_certificate),
+        )
         .route("/cpapi/openapi.json", get(cpapi::openapi))
         .with_state(state)
 }
