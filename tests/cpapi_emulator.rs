@@ -225,3 +225,244 @@ async fn an_api_that_demands_nonces_is_answered_without_the_caller_noticing() {
         .expect("latest after a new nonce");
     assert_eq!(emulator.cpapi_requests(), 6);
 }
+
+/// Whether `openssl` reads `der` as an X.509 certificate (DER and, converted by it, PEM);
+/// `None` when there is no `openssl` to ask.
+fn openssl_reads(der: &[u8]) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("openssl")
+        .args(["x509", "-inform", "der", "-noout", "-subject", "-dates"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(der).ok()?;
+    let output = child.wait_with_output().ok()?;
+    assert!(output.status.success(), "openssl refuses the certificate");
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn organisations_and_services_have_real_certificates_persons_none() {
+    use base64::Engine;
+    let (_emulator, cpapi) = cpapi_against(Emulator::builder()).await;
+    let everyone = cpapi
+        .get_communication_party_export(Some(true))
+        .await
+        .expect("export")
+        .into_inner()
+        .communication_parties
+        .expect("HER-ids");
+    let parties = cpapi
+        .communication_parties(&everyone[..60])
+        .await
+        .expect("parties");
+    let organisation = parties
+        .iter()
+        .find(|p| p.type_ == types::CommunicationPartyType::Organization)
+        .expect("an organisation");
+    let person = parties
+        .iter()
+        .find(|p| p.type_ == types::CommunicationPartyType::Person)
+        .expect("a person");
+
+    let signing = cpapi
+        .get_certificate_signing_by_her_id(organisation.her_id)
+        .await
+        .expect("a signing certificate")
+        .into_inner();
+    let encryption = cpapi
+        .get_certificate_encryption_by_her_id(organisation.her_id)
+        .await
+        .expect("an encryption certificate")
+        .into_inner();
+    for (certificate, current) in [
+        (&signing, &organisation.current_signing_certificate),
+        (&encryption, &organisation.current_encryption_certificate),
+    ] {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(certificate.certificate_value.as_deref().expect("DER"))
+            .expect("base64");
+        let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
+        let hex: String = sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(certificate.thumbprint.as_deref(), Some(hex.as_str()));
+        // The party names its current certificates.
+        let current = current.as_ref().expect("current certificate");
+        assert_eq!(current.thumbprint, certificate.thumbprint);
+        assert_eq!(current.valid_from, certificate.valid_from);
+        match openssl_reads(&der) {
+            Some(text) => {
+                let name = organisation.name.as_deref().expect("a name");
+                assert!(text.contains(name), "{text}");
+                assert!(text.contains("notAfter"), "{text}");
+            }
+            None => eprintln!("openssl is not installed: the DER is not shown to it"),
+        }
+    }
+    assert_ne!(signing.thumbprint, encryption.thumbprint);
+    // The same certificate on every call.
+    let again = cpapi
+        .get_certificate_signing_by_her_id(organisation.her_id)
+        .await
+        .expect("again")
+        .into_inner();
+    assert_eq!(again.certificate_value, signing.certificate_value);
+
+    // The current pair, and with includeHistoric up to two earlier pairs.
+    let current = cpapi
+        .get_certificate_by_her_id(organisation.her_id, None)
+        .await
+        .expect("pairs")
+        .into_inner();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].is_current, Some(true));
+    let mut most = 1;
+    for party in parties
+        .iter()
+        .filter(|p| p.current_signing_certificate.is_some())
+    {
+        let all = cpapi
+            .get_certificate_by_her_id(party.her_id, Some(true))
+            .await
+            .expect("pairs")
+            .into_inner();
+        assert!((1..=3).contains(&all.len()));
+        assert_eq!(all[0].is_current, Some(true));
+        assert!(all[1..].iter().all(|pair| pair.is_current == Some(false)));
+        for pairs in all.windows(2) {
+            let from = |pair: &types::CertificatePairInfo| {
+                pair.signing_certificate
+                    .as_ref()
+                    .and_then(|c| c.valid_from)
+                    .expect("validFrom")
+            };
+            assert!(from(&pairs[0]) > from(&pairs[1]), "newest first");
+        }
+        most = most.max(all.len());
+    }
+    assert_eq!(most, 3, "some party has two earlier pairs");
+
+    // Persons have none.
+    assert!(person.current_signing_certificate.is_none());
+    match cpapi.get_certificate_signing_by_her_id(person.her_id).await {
+        Err(cpapi::Error::ErrorResponse(answer)) => {
+            assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        }
+        other => panic!("expected a 404, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn search_pages_and_bad_sizes_name_the_parameter() {
+    let (_emulator, cpapi) = cpapi_against(Emulator::builder()).await;
+    let everything = types::SearchParameters {
+        name: None,
+        organization_search_parameters: None,
+        person_search_parameters: None,
+        service_search_parameters: None,
+    };
+    let page = |number: u32, size: u32| {
+        let everything = &everything;
+        let cpapi = &cpapi;
+        async move {
+            cpapi
+                .post_communication_party_search(
+                    NonZeroU32::new(number),
+                    NonZeroU32::new(size),
+                    everything,
+                )
+                .await
+        }
+    };
+    let first = page(1, 100).await.expect("page 1").into_inner();
+    let second = page(2, 100).await.expect("page 2").into_inner();
+    let ids = |page: &types::SearchResponse| -> Vec<i32> {
+        page.communication_parties
+            .iter()
+            .flatten()
+            .map(|p| p.her_id)
+            .collect()
+    };
+    assert_eq!(ids(&first).len(), 100);
+    assert!(
+        ids(&first).last() < ids(&second).first(),
+        "by HER-id, page after page"
+    );
+    let beyond = page(1000, 100).await.expect("past the end").into_inner();
+    assert!(ids(&beyond).is_empty());
+
+    // Size 101: a problem+json 400 that names the parameter.
+    match page(1, 101).await {
+        Err(cpapi::Error::UnexpectedResponse(response)) => {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(
+                response.headers()[http::header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+            let problem: serde_json::Value = response.json().await.expect("problem details");
+            let detail = problem["detail"].as_str().expect("detail");
+            assert!(detail.starts_with("Size 101 is out of range"), "{detail}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+
+    // Persons with an HPR number, organisations of a business type.
+    let persons = cpapi
+        .post_communication_party_search(
+            None,
+            NonZeroU32::new(100),
+            &types::SearchParameters {
+                person_search_parameters: Some(types::PersonSearchParameters { hpr_number: None }),
+                ..everything.clone()
+            },
+        )
+        .await
+        .expect("persons")
+        .into_inner();
+    let persons = persons.communication_parties.expect("parties");
+    assert!(!persons.is_empty());
+    assert!(persons.iter().all(|p| p.person_details.is_some()));
+    let hpr = persons[0]
+        .person_details
+        .as_ref()
+        .expect("details")
+        .hpr_number;
+    let one = cpapi
+        .post_communication_party_search(
+            None,
+            None,
+            &types::SearchParameters {
+                person_search_parameters: Some(types::PersonSearchParameters {
+                    hpr_number: Some(hpr),
+                }),
+                ..everything.clone()
+            },
+        )
+        .await
+        .expect("one person")
+        .into_inner();
+    assert_eq!(
+        one.communication_parties.map(|p| p.len()),
+        Some(1),
+        "HPR numbers are unique"
+    );
+
+    // A bulk lookup of more than 100 is refused by the API (the client splits it).
+    let too_many = types::HerIdInputCollection {
+        her_ids: Some((1..=101).collect()),
+    };
+    match cpapi.post_communication_party(&too_many).await {
+        Err(cpapi::Error::UnexpectedResponse(response)) => {
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert!(
+        cpapi
+            .communication_parties(&[])
+            .await
+            .expect("nothing")
+            .is_empty()
+    );
+}

@@ -26,6 +26,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
+use super::certificates::Certificates;
 pub(crate) use super::cpapi_model::*;
 use super::cpe::{authorization_token, check_scope, problem, strict_query};
 use super::dpop::{self, DPOP_NONCE, Expected, ProofError, proof_header};
@@ -58,6 +59,8 @@ const PROBLEM_JSON: &str = "application/problem+json";
 pub(crate) struct Cpapi {
     require_nonce: AtomicBool,
     requests: AtomicU64,
+    /// The parties' certificates, made when first asked for.
+    pub(crate) certificates: Certificates,
 }
 
 impl Cpapi {
@@ -212,7 +215,12 @@ pub(crate) async fn certificates(
     let party = register
         .party(her_id)
         .ok_or_else(|| unknown_party(her_id, &request))?;
-    Ok(Json(register.certificate_pairs(party, historic)))
+    let organisation = register.organisation_of(party);
+    Ok(Json(state.cpapi.certificates.pairs(
+        party,
+        organisation,
+        historic,
+    )))
 }
 
 /// `GET /api/v1/certificate/{herId}/signing`.
@@ -282,9 +290,12 @@ fn current_certificate(
     let party = register
         .party(her_id)
         .ok_or_else(|| unknown_party(her_id, request))?;
-    register
-        .current_certificate(party, usage)
-        .map(Json)
+    let organisation = register.organisation_of(party);
+    state
+        .cpapi
+        .certificates
+        .current(party, organisation, usage)
+        .map(|made| Json(made.certificate()))
         .ok_or_else(|| Refusal::Problem {
             status: StatusCode::NOT_FOUND,
             detail: format!("the communication party {her_id} has no such certificate"),
@@ -315,7 +326,10 @@ pub(crate) async fn party(
 ) -> Result<Json<CommunicationParty>, Refusal> {
     let [] = authorized(&state, &request, [])?;
     let her_id = her_id_in(&her_id, &request)?;
-    let found = state.cpe.register().party_v2(her_id);
+    let found = state
+        .cpe
+        .register()
+        .party_v2(her_id, &state.cpapi.certificates);
     found
         .map(Json)
         .ok_or_else(|| unknown_party(her_id, &request))
@@ -359,7 +373,7 @@ pub(crate) async fn parties(
     Ok(Json(
         her_ids
             .into_iter()
-            .filter_map(|her_id| register.party_v2(her_id))
+            .filter_map(|her_id| register.party_v2(her_id, &state.cpapi.certificates))
             .collect(),
     ))
 }
@@ -388,7 +402,10 @@ pub(crate) async fn legacy_party(
 ) -> Result<Json<CommunicationPartyLegacy>, Refusal> {
     let [] = authorized(&state, &request, [])?;
     let her_id = her_id_in(&her_id, &request)?;
-    let found = state.cpe.register().party_legacy(her_id);
+    let found = state
+        .cpe
+        .register()
+        .party_legacy(her_id, &state.cpapi.certificates);
     found
         .map(Json)
         .ok_or_else(|| unknown_party(her_id, &request))
@@ -443,7 +460,10 @@ pub(crate) async fn search(
     } else {
         json_body(&body, &request)?
     };
-    let found = state.cpe.register().search_v2(&criteria, page, size);
+    let found = state
+        .cpe
+        .register()
+        .search_v2(&criteria, page, size, &state.cpapi.certificates);
     Ok(Json(SearchResponse {
         communication_parties: Some(found),
     }))
@@ -590,7 +610,10 @@ pub(crate) async fn organization(
             &request.uri,
         ));
     }
-    let found = state.cpe.register().organization_v2(&number);
+    let found = state
+        .cpe
+        .register()
+        .organization_v2(&number, &state.cpapi.certificates);
     found.map(Json).ok_or_else(|| Refusal::Problem {
         status: StatusCode::NOT_FOUND,
         detail: format!("no organisation has organizationNumber {number}"),

@@ -6,12 +6,13 @@
 
 use chrono::{DateTime, Utc};
 
+use super::certificates::Certificates;
 use super::cpapi::{
-    AdministrativeCode, AmqpAddress, AmqpTransportStatus, Certificate, CertificatePairInfo, Code,
-    CommunicationParty as Party, CommunicationPartyExport, CommunicationPartyLegacy,
-    CommunicationPartyType, CommunicationPartyTypeLegacy, CoverageInfo, ElectronicAddress,
-    HprInformation, InterMunicipalityCoverageArea, OrganizationDetails, ParentOrganization, Period,
-    Person, PersonDetails, PhysicalAddress, PostalAddress, SearchParameters, ServiceDetails, Use,
+    AdministrativeCode, AmqpAddress, AmqpTransportStatus, Code, CommunicationParty as Party,
+    CommunicationPartyExport, CommunicationPartyLegacy, CommunicationPartyType,
+    CommunicationPartyTypeLegacy, CoverageInfo, ElectronicAddress, HprInformation,
+    InterMunicipalityCoverageArea, OrganizationDetails, ParentOrganization, Period, Person,
+    PersonDetails, PhysicalAddress, PostalAddress, SearchParameters, ServiceDetails, Use,
 };
 use super::cpe::CommunicationParty;
 use super::dotnet::{parse_dotnet, write_dotnet};
@@ -103,7 +104,10 @@ impl Register {
     }
 
     /// The organisation a party belongs to (itself for an organisation).
-    fn organisation_of<'a>(&'a self, party: &'a CommunicationParty) -> &'a CommunicationParty {
+    pub(crate) fn organisation_of<'a>(
+        &'a self,
+        party: &'a CommunicationParty,
+    ) -> &'a CommunicationParty {
         party
             .parent_her_id
             .and_then(|parent| self.party(parent))
@@ -129,13 +133,13 @@ impl Register {
     }
 
     /// The party with this HER-id as the CommunicationParty API v2 shows it.
-    pub(crate) fn party_v2(&self, her_id: i32) -> Option<Party> {
+    pub(crate) fn party_v2(&self, her_id: i32, certificates: &Certificates) -> Option<Party> {
         let party = self.party(her_id)?;
-        Some(self.v2(party))
+        Some(self.v2(party, certificates))
     }
 
     /// `party` in NHN's full model.
-    pub(crate) fn v2(&self, party: &CommunicationParty) -> Party {
+    pub(crate) fn v2(&self, party: &CommunicationParty, certificates: &Certificates) -> Party {
         let her_id = party.her_id;
         let kind = kind(party);
         let org = self.organisation_of(party);
@@ -189,7 +193,11 @@ impl Register {
                 amqp_async_queue: Some(format!("{her_id}_async")),
                 amqp_error_queue: Some(format!("{her_id}_error")),
             });
-        let (signing, encryption) = self.certificate_metadata(party);
+        let current = |usage| {
+            certificates
+                .current(party, org, usage)
+                .map(|made| made.metadata())
+        };
         Party {
             her_id,
             name: Some(party.name.clone()),
@@ -198,8 +206,8 @@ impl Register {
             organization_details,
             person_details,
             service_details,
-            current_signing_certificate: signing,
-            current_encryption_certificate: encryption,
+            current_signing_certificate: current(Use::Signing),
+            current_encryption_certificate: current(Use::Encryption),
             email: own_transport.then(|| format!("post{her_id}@helse.example.no")),
             homepage_url: (kind == CommunicationPartyType::Organization)
                 .then(|| format!("https://{her_id}.helse.example.no")),
@@ -229,9 +237,13 @@ impl Register {
     }
 
     /// The party with this HER-id in the older model of `/legacy`.
-    pub(crate) fn party_legacy(&self, her_id: i32) -> Option<CommunicationPartyLegacy> {
+    pub(crate) fn party_legacy(
+        &self,
+        her_id: i32,
+        certificates: &Certificates,
+    ) -> Option<CommunicationPartyLegacy> {
         let (index, party) = self.party_index(her_id)?;
-        let v2 = self.v2(party);
+        let v2 = self.v2(party, certificates);
         let org = self.organisation_of(party);
         let parent = party.parent_her_id.and_then(|p| self.party(p));
         let municipality = org.municipality.as_deref().unwrap_or("0301");
@@ -321,13 +333,17 @@ impl Register {
     }
 
     /// The organisation with this organisation number.
-    pub(crate) fn organization_v2(&self, number: &str) -> Option<Party> {
+    pub(crate) fn organization_v2(
+        &self,
+        number: &str,
+        certificates: &Certificates,
+    ) -> Option<Party> {
         let number: i32 = number.parse().ok()?;
         let party = self
             .all()
             .iter()
             .find(|p| p.kind == Some("Organization") && p.organization_number == Some(number))?;
-        Some(self.v2(party))
+        Some(self.v2(party, certificates))
     }
 
     /// Page `page` (from 1) of `size` of the parties that match `criteria`, by HER-id.
@@ -336,6 +352,7 @@ impl Register {
         criteria: &SearchParameters,
         page: i32,
         size: i32,
+        certificates: &Certificates,
     ) -> Vec<Party> {
         let name = criteria.name.as_deref().map(str::to_lowercase);
         let mut matches: Vec<Party> = self
@@ -345,7 +362,7 @@ impl Register {
                 name.as_deref()
                     .is_none_or(|name| p.name.to_lowercase().contains(name))
             })
-            .map(|p| self.v2(p))
+            .map(|p| self.v2(p, certificates))
             .filter(|p| matches(p, criteria))
             .collect();
         matches.sort_by_key(|p| p.her_id);
@@ -378,40 +395,6 @@ impl Register {
             count: Some(i32::try_from(her_ids.len()).unwrap_or(i32::MAX)),
             communication_parties: Some(her_ids),
         }
-    }
-
-    /// A party's current signing and encryption certificates, without the
-    /// certificates.
-    fn certificate_metadata(
-        &self,
-        party: &CommunicationParty,
-    ) -> (
-        Option<super::cpapi::CertificateMetadata>,
-        Option<super::cpapi::CertificateMetadata>,
-    ) {
-        let pairs = self.certificate_pairs(party, false);
-        let current = pairs.into_iter().next();
-        current.map_or((None, None), |pair| {
-            (pair.signing_certificate, pair.encryption_certificate)
-        })
-    }
-
-    /// A party's certificate pairs: the current one, and with `historic` the earlier ones.
-    pub(crate) fn certificate_pairs(
-        &self,
-        _party: &CommunicationParty,
-        _historic: bool,
-    ) -> Vec<CertificatePairInfo> {
-        Vec::new()
-    }
-
-    /// A party's current certificate for `usage`.
-    pub(crate) fn current_certificate(
-        &self,
-        _party: &CommunicationParty,
-        _usage: Use,
-    ) -> Option<Certificate> {
-        None
     }
 }
 

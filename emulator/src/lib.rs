@@ -208,6 +208,7 @@
 //! # Ok(()) }
 //! ```
 
+mod certificates;
 mod client_auth;
 mod cpapi;
 mod cpapi_model;

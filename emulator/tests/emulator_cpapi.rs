@@ -284,6 +284,8 @@ async fn parties_and_the_export() {
         BTreeSet::from([
             "amqpAddress",
             "amqpTransportStatus",
+            "currentEncryptionCertificate",
+            "currentSigningCertificate",
             "displayName",
             "ediAddress",
             "email",
