@@ -466,3 +466,136 @@ async fn search_pages_and_bad_sizes_name_the_parameter() {
             .is_empty()
     );
 }
+
+/// `value` without its `null`s (the typed client may leave a `null` out), and its
+/// date-times in the form the typed client writes them (seven fractional digits: the
+/// emulator, as .NET, trims trailing zeros).
+fn comparable(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match support::without_nulls(value) {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), comparable(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(comparable).collect()),
+        Value::String(text) if text.contains('T') => text
+            .parse::<cpapi::DateTimeOffset>()
+            .map_or(Value::String(text), |at| Value::String(at.to_string())),
+        other => other,
+    }
+}
+
+/// Decodes `raw` as `T` and encodes it again; asserts that nothing but `null`s changed.
+#[track_caller]
+fn assert_lossless<T: serde::de::DeserializeOwned + serde::Serialize>(
+    what: &str,
+    raw: &serde_json::Value,
+) {
+    let decoded: T = serde_json::from_value(raw.clone())
+        .unwrap_or_else(|e| panic!("{what} does not decode: {e}\n{raw}"));
+    let encoded = serde_json::to_value(&decoded).expect("encodes");
+    assert_eq!(comparable(&encoded), comparable(raw), "{what}");
+}
+
+#[tokio::test]
+async fn every_operation_round_trips_the_emulators_json_through_the_types() {
+    use http::{Method, Request, header};
+    use http_body_util::Full;
+    use serde_json::{Value, json};
+
+    let client = TestClient::ec(CLIENT_ID);
+    let emulator = Emulator::builder()
+        .client(client.registration(&[cpapi::SCOPE]).require_dpop())
+        .start()
+        .await
+        .expect("emulator");
+    let key = support::dpop_key();
+    let token = support::dpop_access_token(&emulator, &client, &key, cpapi::SCOPE).await;
+    // The raw JSON of one call: `body` is posted when given.
+    let call = |path: String, body: Option<Value>| {
+        let (key, token) = (&key, &token);
+        let url = format!("{}{path}", emulator.cpapi_base_url());
+        async move {
+            let method = if body.is_some() { "POST" } else { "GET" };
+            let htu = url.split('?').next().unwrap_or_default().to_owned();
+            let mut claims = support::proof_claims(method, &htu, None);
+            claims["ath"] = json!(support::ath(token));
+            let request = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).expect("a method"))
+                .uri(&url)
+                .header(header::AUTHORIZATION, format!("DPoP {token}"))
+                .header("DPoP", support::sign_proof(key, &claims))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(bytes::Bytes::from(
+                    body.map(|b| b.to_string()).unwrap_or_default(),
+                )))
+                .expect("a request");
+            let (status, _, bytes) = support::send(request).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            serde_json::from_slice::<Value>(&bytes).expect("JSON")
+        }
+    };
+
+    let export = call(
+        "/api/v1/communicationparty/export?includeDeactivated=true".into(),
+        None,
+    )
+    .await;
+    assert_lossless::<types::CommunicationPartyExport>("the export", &export);
+    let her_ids: Vec<i64> = export["communicationParties"]
+        .as_array()
+        .expect("HER-ids")
+        .iter()
+        .map(|id| id.as_i64().expect("a HER-id"))
+        .collect();
+    // Every party, in bulk, one by one, in the older model, and its certificates.
+    for chunk in her_ids.chunks(100) {
+        let parties = call(
+            "/api/v1/communicationparty".into(),
+            Some(json!({ "herIds": chunk })),
+        )
+        .await;
+        assert_eq!(parties.as_array().map(Vec::len), Some(chunk.len()));
+        assert_lossless::<Vec<types::CommunicationParty>>("a bulk lookup", &parties);
+    }
+    let mut certificates = 0;
+    for her_id in her_ids.iter().step_by(9) {
+        let party = call(format!("/api/v1/communicationparty/{her_id}"), None).await;
+        assert_lossless::<types::CommunicationParty>("a party", &party);
+        let legacy = call(format!("/api/v1/communicationparty/{her_id}/legacy"), None).await;
+        assert_lossless::<types::CommunicationPartyLegacy>("a legacy party", &legacy);
+        let pairs = call(
+            format!("/api/v1/certificate/{her_id}?includeHistoric=true"),
+            None,
+        )
+        .await;
+        assert_lossless::<Vec<types::CertificatePairInfo>>("certificate pairs", &pairs);
+        if party["currentSigningCertificate"].is_object() {
+            for usage in ["signing", "encryption"] {
+                let certificate = call(format!("/api/v1/certificate/{her_id}/{usage}"), None).await;
+                assert_lossless::<types::Certificate>("a certificate", &certificate);
+                certificates += 1;
+            }
+        }
+        if let Some(number) = party["organizationDetails"]["organizationNumber"].as_str() {
+            let organisation = call(format!("/api/v1/organization/{number}"), None).await;
+            assert_lossless::<types::CommunicationParty>("an organisation", &organisation);
+        }
+    }
+    assert!(certificates > 10);
+    let search = call(
+        "/api/v1/communicationparty/search?Page=2&Size=50".into(),
+        Some(json!({ "name": "a" })),
+    )
+    .await;
+    assert_lossless::<types::SearchResponse>("a search", &search);
+    let events = call(
+        "/api/v1/event?fromSequenceNumber=1&maxEvents=1000".into(),
+        None,
+    )
+    .await;
+    assert_lossless::<types::EventsResponse>("the events", &events);
+    let latest = call("/api/v1/event/latest".into(), None).await;
+    assert_lossless::<types::Event>("the latest event", &latest);
+}

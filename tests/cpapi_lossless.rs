@@ -5,11 +5,14 @@
 //! offset.
 #![cfg(feature = "cpapi")]
 
+mod support;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use helseid::cpapi::types;
+use support::without_nulls;
 
 /// The schemas of `openapi/cpapi.json`.
 fn schemas() -> Map<String, Value> {
@@ -57,20 +60,6 @@ fn fill(schema: &Value, schemas: &Map<String, Value>, date_time: &str) -> Value 
         ("string", _) if schema.get("pattern").is_some() => json!("0150"),
         ("string", _) => json!("Sjøgata 1 – «æøå»"),
         (other, _) => panic!("no value for {other}"),
-    }
-}
-
-/// `value` without its `null`s (absent and `null` are alike).
-fn without_nulls(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
-        other => other.clone(),
     }
 }
 

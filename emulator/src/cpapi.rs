@@ -788,16 +788,15 @@ fn authorized<const N: usize>(
 }
 
 /// Counts the request and checks `Authorization: DPoP <token>` and the `DPoP` proof:
-/// the token is this emulator's, unexpired, with [`CPAPI_SCOPE`] and a `cnf.jkt`; the
-/// proof verifies for the request's method at this URL, with `ath` for the token and
-/// the key the token is bound to, and carries the API's nonce when one is required.
-/// Otherwise the 401 to answer with.
+/// the token is this emulator's, unexpired, with a `cnf.jkt`; the proof verifies for
+/// the request's method at this URL, with `ath` for the token and the key the token is
+/// bound to, and carries the API's nonce when one is required; then the token carries
+/// [`CPAPI_SCOPE`]. Otherwise the 401 (or, for the scope, 403) to answer with.
 fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
     let headers = &request.headers;
     state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
     let token = authorization_token(headers, "DPoP", API).map_err(invalid_token)?;
     let claims = state.verify_access_token(token).map_err(invalid_token)?;
-    check_scope(&claims, CPAPI_SCOPE, API).map_err(invalid_token)?;
     let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
         Some(Value::String(jkt)) => jkt.as_str(),
         Some(_) => return Err(invalid_token("the access token's cnf.jkt is not a string")),
@@ -832,8 +831,13 @@ fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
     state
         .dpop
         .verify(proof, &expected)
-        .map(|_| ())
-        .map_err(|error| refuse_proof(state, error))
+        .map_err(|error| refuse_proof(state, error))?;
+    // A valid token and proof for another API: 403, as cpapi.json documents.
+    check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {
+        error: "insufficient_scope",
+        description,
+        nonce: None,
+    })
 }
 
 /// The 401 for a proof refused: `invalid_dpop_proof`, or `use_dpop_nonce` with the
@@ -881,7 +885,13 @@ fn unauthorized(error: &str, description: &str, nonce: Option<&str>) -> Response
         challenge_text(description),
         dpop::ALGS.join(" ")
     );
-    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    // RFC 6750: a token without the scope is refused with 403, anything else with 401.
+    let status = if error == "insufficient_scope" {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut response = status.into_response();
     let headers = response.headers_mut();
     if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         headers.insert(header::WWW_AUTHENTICATE, challenge);

@@ -555,15 +555,18 @@ async fn tokens_and_proofs_are_checked() {
         claims["ath"] = json!(ath(&v1_only));
         sign_proof(&key, &claims)
     };
-    assert_unauthorized(
-        &emulator,
-        path,
-        Some(&format!("DPoP {v1_only}")),
-        Some(&v1_proof),
-        "invalid_token",
-        "the access token does not carry the scope nhn:cp-api/access-v2-dpop",
-    )
-    .await;
+    // A good token and proof without the scope: 403, as cpapi.json documents.
+    let (status, headers, body) =
+        get_with_proof(&url, Some(&format!("DPoP {v1_only}")), Some(&v1_proof)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        challenge(
+            "insufficient_scope",
+            "the access token does not carry the scope nhn:cp-api/access-v2-dpop"
+        )
+        .as_str()
+    );
     assert_unauthorized(
         &emulator,
         path,
