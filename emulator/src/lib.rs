@@ -170,9 +170,9 @@
 //! - `GET /api/v1/organization/{organizationNumber}`: the organisation with these nine
 //!   digits;
 //! - `GET /api/v1/certificate/{herId}[?includeHistoric=true]`, `/signing`,
-//!   `/encryption`: real X.509 certificates (DER, base64 in `certificateValue`), made
-//!   when first asked for and kept for the emulator's life; up to two earlier pairs with
-//!   `includeHistoric`; persons have none;
+//!   `/encryption`: real X.509 certificates (DER, base64 in `certificateValue`) issued
+//!   by the emulator's own authority, the same on every run; up to two earlier pairs
+//!   with `includeHistoric`; persons have none;
 //! - `GET /api/v1/communicationparty/export?includeDeactivated=..`:
 //!   `{"lastSequenceNumber", "count", "communicationParties": [herId]}`, the active
 //!   parties (no `validTo`, or one in the future), or all with `includeDeactivated=true`;
