@@ -28,10 +28,12 @@ fn main() {
 mod normalise;
 
 #[cfg(any(feature = "cpe", feature = "cpapi"))]
+#[path = "build/generate.rs"]
+mod generator;
+
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
 mod generate {
     use std::path::{Path, PathBuf};
-
-    use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle};
 
     /// Generates a client from the OpenAPI document at `spec` (relative to the crate) into
     /// `$OUT_DIR/<out>`, for the module `module`: its `Stack` is the client's inner type,
@@ -39,32 +41,11 @@ mod generate {
     pub(super) fn client(spec: &str, out: &str, module: &str) -> Result<(), String> {
         println!("cargo::rerun-if-changed={spec}");
         println!("cargo::rerun-if-changed=build/normalise.rs");
+        println!("cargo::rerun-if-changed=build/generate.rs");
         let text = std::fs::read_to_string(spec).map_err(|e| format!("cannot read {spec}: {e}"))?;
-        let mut json: serde_json::Value =
+        let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{spec} is not JSON: {e}"))?;
-        let notes = super::normalise::normalise(&mut json).map_err(|e| format!("{spec}: {e}"))?;
-        let document: openapiv3::OpenAPI = serde_json::from_value(json)
-            .map_err(|e| format!("{spec} is not an OpenAPI 3.0 document: {e}"))?;
-
-        let mut settings = GenerationSettings::new();
-        settings
-            .with_interface(InterfaceStyle::Positional)
-            .with_tag(TagStyle::Merged)
-            .with_hooks(HooksMode::Expected)
-            .with_inner_type(quote(&format!("{module}::Stack"))?)
-            .with_derive("PartialEq")
-            .with_conversion(
-                date_time_schema(),
-                format!("{module}::DateTimeOffset"),
-                [progenitor::TypeImpl::Display].into_iter(),
-            );
-        let mut generator = Generator::new(&settings);
-        let tokens = generator
-            .generate_tokens(&document)
-            .map_err(|e| format!("progenitor cannot generate a client from {spec}: {e}"))?;
-        let file: syn::File = syn::parse2(tokens)
-            .map_err(|e| format!("progenitor's output for {spec} does not parse: {e}"))?;
-        let code = prettyplease::unparse(&file);
+        let (code, notes) = super::generator::code(spec, json, module)?;
 
         let dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
         // What normalisation changed, for whoever wonders why a response is untyped.
@@ -73,20 +54,6 @@ mod generate {
             &notes.join("\n"),
         )?;
         write_if_changed(&dir.join(out), &code)
-    }
-
-    /// The schema every `{"type": "string", "format": "date-time"}` matches.
-    fn date_time_schema() -> schemars::schema::SchemaObject {
-        schemars::schema::SchemaObject {
-            instance_type: Some(schemars::schema::InstanceType::String.into()),
-            format: Some("date-time".to_owned()),
-            ..Default::default()
-        }
-    }
-
-    fn quote(path: &str) -> Result<proc_macro2::TokenStream, String> {
-        path.parse()
-            .map_err(|e| format!("`{path}` is not a Rust path: {e}"))
     }
 
     /// Writes `code` unless the file already holds it, so an unchanged client does not

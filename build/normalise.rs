@@ -19,6 +19,20 @@
 //!   unexpected responses, with their status.
 //! - `additionalProperties: false` is removed: a client must not fail on a field the
 //!   server adds later.
+//! - String constraints (`pattern`, `minLength`, `maxLength`) are removed: progenitor
+//!   would check them when decoding (`pattern` with the `regress` crate), and a client
+//!   must not refuse a value the server sends; the server checks what it is sent.
+//! - An operation without an `operationId` (NHN's documents have none) gets one, made up
+//!   from its method and path: the method in lower case (`get`, `post`), then each
+//!   literal segment of the path after a leading `/api` and `/v<digits>`, with its first
+//!   letter in upper case, or in the casing of a schema of the document with the same
+//!   name ignoring case (`communicationparty` reads `CommunicationParty` when there is a
+//!   schema `CommunicationParty`), then `By` and each path parameter, its first letter in
+//!   upper case. So `GET /api/v1/communicationparty/{herId}/legacy` is named
+//!   `getCommunicationPartyLegacyByHerId` (progenitor's method:
+//!   `get_communication_party_legacy_by_her_id`), and `POST /api/v1/communicationparty`
+//!   `postCommunicationParty`. Two operations that would get the same name are refused:
+//!   give one an `operationId`.
 //!
 //! Used by `build.rs` and by the tests in `tests/normalise.rs`.
 
@@ -43,18 +57,78 @@ pub(crate) fn normalise(doc: &mut Value) -> Result<Vec<String>, String> {
         ));
     }
     let mut notes = Vec::new();
+    let schemas: Vec<String> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .map(|schemas| schemas.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut names = Vec::new();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             for method in METHODS {
                 if let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) {
                     let name = format!("{} {path}", method.to_uppercase());
+                    if !op.contains_key("operationId") {
+                        let id = operation_id(method, path, &schemas);
+                        notes.push(format!("{name}: named `{id}`"));
+                        op.insert("operationId".to_owned(), Value::String(id));
+                    }
+                    if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                        if names.iter().any(|(taken, _)| taken == id) {
+                            return Err(format!(
+                                "{name} and {} are both named `{id}`: give one an `operationId`",
+                                names
+                                    .iter()
+                                    .find(|(taken, _)| taken == id)
+                                    .map_or("", |(_, other): &(String, String)| other.as_str())
+                            ));
+                        }
+                        names.push((id.to_owned(), name.clone()));
+                    }
                     operation(&name, op, &mut notes);
                 }
             }
         }
     }
-    remove_closed_objects("", doc, &mut notes);
+    remove_closed_objects(doc, &mut notes);
+    remove_string_constraints(doc, &mut notes);
     Ok(notes)
+}
+
+/// The name of the operation `method path` (see the module's docs); `schemas` are the
+/// document's schema names, whose casing a path segment of the same name takes.
+pub(crate) fn operation_id(method: &str, path: &str, schemas: &[String]) -> String {
+    let mut segments = path.split('/').filter(|s| !s.is_empty()).peekable();
+    if segments.peek() == Some(&"api") {
+        segments.next();
+    }
+    if segments.peek().is_some_and(|s| {
+        s.strip_prefix('v')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        segments.next();
+    }
+    let mut words = String::new();
+    let mut by = String::new();
+    for segment in segments {
+        if let Some(parameter) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            by.push_str("By");
+            by.push_str(&upper_first(parameter));
+        } else if let Some(schema) = schemas.iter().find(|s| s.eq_ignore_ascii_case(segment)) {
+            words.push_str(schema);
+        } else {
+            words.push_str(&upper_first(segment));
+        }
+    }
+    format!("{}{words}{by}", method.to_lowercase())
+}
+
+fn upper_first(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn operation(name: &str, op: &mut Map<String, Value>, notes: &mut Vec<String>) {
@@ -224,28 +298,50 @@ fn one_error_type(name: &str, responses: &mut Map<String, Value>, notes: &mut Ve
     ));
 }
 
-/// Removes `additionalProperties: false` everywhere in the document.
-fn remove_closed_objects(at: &str, value: &mut Value, notes: &mut Vec<String>) {
+/// Calls `visit` with every object in `value` and its JSON pointer, parents first.
+fn each_object(at: &str, value: &mut Value, visit: &mut impl FnMut(&str, &mut Map<String, Value>)) {
     match value {
         Value::Object(map) => {
-            if map.get("additionalProperties") == Some(&Value::Bool(false)) {
-                map.remove("additionalProperties");
-                notes.push(format!(
-                    "{}: removed `additionalProperties: false`",
-                    if at.is_empty() { "/" } else { at }
-                ));
-            }
+            visit(if at.is_empty() { "/" } else { at }, map);
             for (key, child) in map.iter_mut() {
-                remove_closed_objects(&format!("{at}/{}", pointer_escape(key)), child, notes);
+                each_object(&format!("{at}/{}", pointer_escape(key)), child, visit);
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter_mut().enumerate() {
-                remove_closed_objects(&format!("{at}/{i}"), child, notes);
+                each_object(&format!("{at}/{i}"), child, visit);
             }
         }
         _ => {}
     }
+}
+
+/// Removes `additionalProperties: false` everywhere in the document.
+fn remove_closed_objects(doc: &mut Value, notes: &mut Vec<String>) {
+    each_object("", doc, &mut |at, map| {
+        if map.get("additionalProperties") == Some(&Value::Bool(false)) {
+            map.remove("additionalProperties");
+            notes.push(format!("{at}: removed `additionalProperties: false`"));
+        }
+    });
+}
+
+/// Removes `pattern`, `minLength` and `maxLength` from the string schemas of the
+/// document (those of its parameters and bodies, and its components).
+fn remove_string_constraints(doc: &mut Value, notes: &mut Vec<String>) {
+    each_object("", doc, &mut |at, map| {
+        if map.get("type").and_then(Value::as_str) != Some("string") {
+            return;
+        }
+        let removed: Vec<String> = ["pattern", "minLength", "maxLength"]
+            .into_iter()
+            .filter(|key| map.remove(*key).is_some())
+            .map(|key| format!("`{key}`"))
+            .collect();
+        if !removed.is_empty() {
+            notes.push(format!("{at}: removed {}", removed.join(", ")));
+        }
+    });
 }
 
 /// Escapes a key for a JSON pointer (RFC 6901).

@@ -241,7 +241,7 @@ fn a_document_that_needs_nothing_is_left_alone() {
     let mut doc = json!({
         "openapi": "3.0.3",
         "info": { "title": "t", "version": "1" },
-        "paths": { "/x": { "get": { "responses": {
+        "paths": { "/x": { "get": { "operationId": "getX", "responses": {
             "200": { "description": "ok", "content": { "application/json": { "schema": { "type": "string" } } } }
         } } } }
     });
@@ -279,6 +279,45 @@ fn the_shipped_cpe_document_needs_only_the_error_response_rewrite() {
     );
 }
 
+/// Every operation of a document: (`METHOD path`, operation).
+fn operations(doc: &Value) -> Vec<(String, &Value)> {
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            operations.push((format!("{} {path}", method.to_uppercase()), operation));
+        }
+    }
+    operations
+}
+
+/// Asserts that every body left is `application/json` (which progenitor types), that
+/// no object is closed and that no string schema carries a constraint.
+fn assert_generatable(doc: &Value) {
+    for (name, operation) in operations(doc) {
+        if let Some(content) = operation.pointer("/requestBody/content") {
+            assert_eq!(media_types(content), ["application/json"], "{name} request");
+        }
+        for (status, response) in operation["responses"].as_object().expect("responses") {
+            if let Some(content) = response.get("content") {
+                assert_eq!(
+                    media_types(content),
+                    ["application/json"],
+                    "{name} {status}"
+                );
+            }
+        }
+        assert!(operation["operationId"].is_string(), "{name}");
+    }
+    let text = doc.to_string();
+    for gone in [
+        "\"additionalProperties\":false",
+        "\"pattern\"",
+        "\"minLength\"",
+    ] {
+        assert!(!text.contains(gone), "{gone} is left");
+    }
+}
+
 #[test]
 fn the_shipped_cpapi_document_gets_typed_bodies() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/cpapi.json"))
@@ -286,46 +325,122 @@ fn the_shipped_cpapi_document_gets_typed_bodies() {
     let mut doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["openapi"], "3.0.4");
     let notes = normalise(&mut doc).unwrap();
-    // Every body left is `application/json`, which progenitor types.
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for (status, response) in item["get"]["responses"].as_object().unwrap() {
-            if let Some(content) = response.get("content") {
-                assert_eq!(
-                    media_types(content),
-                    ["application/json"],
-                    "{path} {status}"
-                );
-            }
-        }
-    }
+    assert_generatable(&doc);
+    // The older model's objects stay open (`additionalProperties: {}`).
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    assert!(
-        schemas
-            .values()
-            .all(|s| s.get("additionalProperties") != Some(&json!(false)))
-    );
-    // ProblemDetails stays open for its extensions.
-    assert_eq!(schemas["ProblemDetails"]["additionalProperties"], json!({}));
-    let mut notes = notes;
-    notes.sort();
+    assert_eq!(schemas["Code"]["additionalProperties"], json!({}));
+    // cpapi.json names its operations: none is made up.
+    assert!(!notes.iter().any(|n| n.contains("named")), "{notes:?}");
+    let count = |what: &str| notes.iter().filter(|n| n.contains(what)).count();
+    // Three media types for each of the 11 answers and 2 request bodies.
+    assert_eq!(count("kept `application/json`, dropped"), 13, "{notes:?}");
     assert_eq!(
-        notes,
-        [
-            "/components/schemas/CommunicationParty: removed `additionalProperties: false`",
-            "/components/schemas/CommunicationPartyExport: removed `additionalProperties: false`",
-            "/components/schemas/Event: removed `additionalProperties: false`",
-            "/components/schemas/EventsResponse: removed `additionalProperties: false`",
-            "GET /api/v1/communicationparty/export response 200: kept `application/json`, dropped `text/json`, `text/plain`",
-            "GET /api/v1/communicationparty/{herId} response 200: kept `application/json`, dropped `text/json`, `text/plain`",
-            "GET /api/v1/communicationparty/{herId} response 400: `application/problem+json` read as `application/json` (progenitor types no other)",
-            "GET /api/v1/communicationparty/{herId} response 404: `application/problem+json` read as `application/json` (progenitor types no other)",
-            "GET /api/v1/communicationparty/{herId}: error responses without a body (401) dropped: other error responses have one",
-            "GET /api/v1/event response 200: kept `application/json`, dropped `text/json`, `text/plain`",
-            "GET /api/v1/event response 400: `application/problem+json` read as `application/json` (progenitor types no other)",
-            "GET /api/v1/event/latest response 200: kept `application/json`, dropped `text/json`, `text/plain`",
-            "GET /api/v1/event/latest response 404: `application/problem+json` read as `application/json` (progenitor types no other)",
-            "GET /api/v1/event/latest: error responses without a body (401) dropped: other error responses have one",
-            "GET /api/v1/event: error responses without a body (401) dropped: other error responses have one",
-        ]
+        count("removed `additionalProperties: false`"),
+        21,
+        "{notes:?}"
     );
+    // The postal code's and the organisation number's (a path parameter).
+    assert_eq!(count("removed `pattern`"), 2, "{notes:?}");
+    assert_eq!(count("removed `minLength`"), 2, "{notes:?}");
+    // Nothing else: the error responses have no bodies to make alike.
+    assert_eq!(notes.len(), 13 + 21 + 2 + 2, "{notes:?}");
+}
+
+#[test]
+fn operations_without_a_name_are_named_after_their_method_and_path() {
+    let schemas = ["CommunicationParty".to_owned(), "Event".to_owned()];
+    for (method, path, name) in [
+        (
+            "get",
+            "/api/v1/communicationparty/{herId}",
+            "getCommunicationPartyByHerId",
+        ),
+        (
+            "post",
+            "/api/v1/communicationparty",
+            "postCommunicationParty",
+        ),
+        (
+            "post",
+            "/api/v1/communicationparty/search",
+            "postCommunicationPartySearch",
+        ),
+        (
+            "get",
+            "/api/v1/communicationparty/{herId}/legacy",
+            "getCommunicationPartyLegacyByHerId",
+        ),
+        ("get", "/api/v1/event/latest", "getEventLatest"),
+        (
+            "get",
+            "/api/v12/certificate/{herId}/signing",
+            "getCertificateSigningByHerId",
+        ),
+        (
+            "get",
+            "/api/v1/organization/{organizationNumber}",
+            "getOrganizationByOrganizationNumber",
+        ),
+        // No `/api/vN` prefix, a version-like word later, several parameters.
+        (
+            "delete",
+            "/tenants/{tenantId}/v2/users/{userId}",
+            "deleteTenantsV2UsersByTenantIdByUserId",
+        ),
+        ("get", "/", "get"),
+    ] {
+        assert_eq!(
+            normalise::operation_id(method, path, &schemas),
+            name,
+            "{method} {path}"
+        );
+    }
+}
+
+#[test]
+fn two_operations_with_the_same_name_are_refused() {
+    let mut doc = json!({
+        "openapi": "3.0.4",
+        "info": { "title": "t", "version": "v1" },
+        "paths": {
+            "/api/v1/event": { "get": { "responses": { "200": { "description": "ok" } } } },
+            "/event": { "get": { "operationId": "getEvent", "responses": { "200": { "description": "ok" } } } }
+        }
+    });
+    let e = normalise(&mut doc).unwrap_err();
+    assert!(e.contains("are both named `getEvent`"), "{e}");
+}
+
+/// NHN's document, when `HELSEID_NHN_CPAPI_SPEC` names it (see tests/cpapi_contract.rs).
+fn nhn_document() -> Option<Value> {
+    let Some(path) = std::env::var_os("HELSEID_NHN_CPAPI_SPEC") else {
+        eprintln!("skipped: HELSEID_NHN_CPAPI_SPEC is not set (it names NHN's published document)");
+        return None;
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    Some(serde_json::from_str(&text).expect("JSON"))
+}
+
+#[test]
+fn nhns_document_as_published_is_made_generatable_with_the_same_names() {
+    let Some(mut nhn) = nhn_document() else {
+        return;
+    };
+    let notes = normalise(&mut nhn).unwrap();
+    assert_generatable(&nhn);
+    // The names made up are exactly cpapi.json's.
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/cpapi.json"))
+        .unwrap();
+    let ours: Value = serde_json::from_str(&text).unwrap();
+    let names = |doc: &Value| -> Vec<(String, String)> {
+        operations(doc)
+            .into_iter()
+            .map(|(op, operation)| (op, operation["operationId"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(names(&nhn), names(&ours));
+    assert_eq!(names(&nhn).len(), 11);
+    assert_eq!(notes.iter().filter(|n| n.contains(": named `")).count(), 11);
 }

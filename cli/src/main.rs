@@ -430,7 +430,10 @@ async fn events_v2(config: ClientConfig, args: &EventsArgs) -> CliResult {
         } else {
             let line = format!(
                 "{}  {:<27} {:>9}  [sequence number {}]",
-                event.event_timestamp, event.event_type, event.her_id, event.sequence_number
+                shown(event.event_timestamp.as_ref()),
+                shown(event.event_type.as_ref()),
+                shown(event.her_id.as_ref()),
+                shown(event.sequence_number.as_ref())
             );
             writeln!(out, "{}", terminal_safe(&line))?;
         }
@@ -458,10 +461,25 @@ impl Problem for helseid::cpe::types::ProblemDetails {
     }
 }
 
-impl Problem for helseid::cpapi::types::ProblemDetails {
+/// The CP API v2 documents its errors without a body.
+impl Problem for () {
     fn text(&self) -> Option<&str> {
-        self.detail.as_deref().or(self.title.as_deref())
+        None
     }
+}
+
+/// A field of NHN's schemas, all of which may be absent: `-` for none.
+fn shown<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+/// ` (<WWW-Authenticate>)` when the answer has a challenge.
+fn challenge(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default()
 }
 
 /// One line for a failed API call: the stack's own error when there is one, else what
@@ -474,19 +492,20 @@ fn describe_api_error<P: Problem + std::fmt::Debug + 'static>(
         return report(e);
     }
     match error {
-        progenitor_client::Error::ErrorResponse(problem) => format!(
-            "{api} answered HTTP {}: {}",
-            problem.status(),
-            problem.text().unwrap_or("no details")
-        ),
+        progenitor_client::Error::ErrorResponse(problem) => match problem.text() {
+            Some(text) => format!("{api} answered HTTP {}: {text}", problem.status()),
+            None => format!(
+                "{api} answered HTTP {}{}",
+                problem.status(),
+                challenge(problem.headers())
+            ),
+        },
         progenitor_client::Error::UnexpectedResponse(response) => {
-            let challenge = response
-                .headers()
-                .get(http::header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| format!(" ({v})"))
-                .unwrap_or_default();
-            format!("{api} answered HTTP {}{challenge}", response.status())
+            format!(
+                "{api} answered HTTP {}{}",
+                response.status(),
+                challenge(response.headers())
+            )
         }
         other => format!("{api} call failed: {}", report(other)),
     }

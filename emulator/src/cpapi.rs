@@ -3,30 +3,32 @@
 //! export, behind DPoP-bound HelseID tokens, documented with utoipa and served at
 //! `/cpapi/openapi.json`.
 //!
-//! The response types here are the contract of `openapi/cpapi.json`: their JSON field
-//! names (camelCase), types, formats and `required` lists are what the utoipa document
-//! says, and `tests/cpapi_openapi_drift.rs` holds that document against cpapi.json.
-//! They are only serialised: `deny_unknown_fields` changes nothing on the wire, it only
-//! documents the objects as closed (`additionalProperties: false`), as cpapi.json has
-//! them. A field is required unless it is marked `required = false`; every field is
-//! always sent (optional ones as `null`).
+//! The types are NHN's schemas ([`super::cpapi_model`]); `tests/cpapi_openapi_drift.rs`
+//! holds the utoipa document made from them and from the operations here against
+//! `openapi/cpapi.json`. Beyond what cpapi.json declares, every operation answers a
+//! malformed or out-of-range parameter or body with 400 and a ProblemDetails body
+//! (`application/problem+json`) whose `detail` names the parameter, and 404 with one as
+//! well.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State as Extract};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use super::cpe::{ProblemDetails, authorization_token, check_scope, problem, strict_query};
+use super::certificates::Certificates;
+pub(crate) use super::cpapi_model::*;
+use super::cpe::{authorization_token, check_scope, problem, strict_query};
 use super::dpop::{self, DPOP_NONCE, Expected, ProofError, proof_header};
 use super::response::{challenge_text, quote};
 use super::state::State;
@@ -40,6 +42,15 @@ const API: &str = "the CommunicationParty API v2";
 /// The most events one call of `GET /api/v1/event` returns, and its default.
 pub(crate) const MAX_EVENTS: i32 = 1000;
 
+/// The most HER-ids one bulk lookup may carry.
+pub(crate) const MAX_HER_IDS: usize = 100;
+
+/// The most parties one page of a search holds.
+pub(crate) const MAX_PAGE_SIZE: i32 = 100;
+
+/// How many parties a page of a search holds when `Size` is not given.
+pub(crate) const DEFAULT_PAGE_SIZE: i32 = 10;
+
 /// The content type of ProblemDetails answers.
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -48,6 +59,8 @@ const PROBLEM_JSON: &str = "application/problem+json";
 pub(crate) struct Cpapi {
     require_nonce: AtomicBool,
     requests: AtomicU64,
+    /// The parties' certificates, made when first asked for.
+    pub(crate) certificates: Certificates,
 }
 
 impl Cpapi {
@@ -62,117 +75,65 @@ impl Cpapi {
     }
 }
 
-/// Some events of the feed.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct EventsResponse {
-    /// The events, by ascending sequence number.
-    pub(crate) results: Vec<Event>,
-    /// How many events `results` holds.
-    #[schema(required = false)]
-    pub(crate) count: i32,
-}
-
-/// One change to a communication party. Read the party itself with
-/// `GET /api/v1/communicationparty/{herId}`.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct Event {
-    /// The event's position in the feed, from 1; continue after the last one read.
-    pub(crate) sequence_number: i64,
-    /// The HER-id of the party that changed.
-    pub(crate) her_id: i32,
-    /// What happened to the party.
-    pub(crate) event_type: EventType,
-    /// When the event was created.
-    #[schema(format = DateTime)]
-    pub(crate) event_timestamp: String,
-}
-
-/// What happened to a party.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub(crate) enum EventType {
-    /// The party was added to the register.
-    CommunicationPartyCreated,
-    /// The party changed.
-    CommunicationPartyUpdated,
-}
-
-/// A communication party.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CommunicationParty {
-    /// The party's HER-id.
-    pub(crate) her_id: i32,
-    /// The party's name.
-    #[schema(required = false)]
-    pub(crate) name: Option<String>,
-    /// The name to show: for a service or a person, with its organisation's name.
-    #[schema(required = false)]
-    pub(crate) display_name: Option<String>,
-    /// What kind of party it is.
-    #[serde(rename = "type")]
-    #[schema(rename = "type")]
-    pub(crate) kind: CommunicationPartyType,
-    /// The organisation number (nine digits).
-    #[schema(required = false)]
-    pub(crate) organization_number: Option<i32>,
-    /// The party's EDI address for messages.
-    #[schema(required = false)]
-    pub(crate) edi_address: Option<String>,
-    /// Valid from.
-    #[schema(format = DateTime, required = false)]
-    pub(crate) valid_from: String,
-    /// Valid until; `null` for no end. The party is active while this is `null` or in
-    /// the future.
-    #[schema(format = DateTime, required = false)]
-    pub(crate) valid_to: Option<String>,
-}
-
-/// What kind of party it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub(crate) enum CommunicationPartyType {
-    /// An organisation, with an organisation number.
-    Organization,
-    /// A person with a role in an organisation.
-    Person,
-    /// A service (a department, a unit) of an organisation.
-    Service,
-}
-
-/// The HER-ids of the register's parties.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CommunicationPartyExport {
-    /// The sequence number of the feed's last event: continue with the events after it.
-    pub(crate) last_sequence_number: i64,
-    /// How many HER-ids `communicationParties` holds.
-    #[schema(required = false)]
-    pub(crate) count: i32,
-    /// The HER-ids of the parties.
-    pub(crate) communication_parties: Vec<i32>,
-}
-
 /// The CommunicationParty API v2's OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "CommunicationParty API v2 (cpapi)",
-        version = "2",
+        version = "v1",
         description = "Norsk Helsenett's CommunicationParty API (Adresseregisteret) with \
             DPoP-bound HelseID tokens, as the helseid emulator serves it. Every call needs \
             `Authorization: DPoP <token>` with the scope `nhn:cp-api/access-v2-dpop` and a \
             `DPoP` proof (RFC 9449) for the call."
     ),
-    paths(events, latest_event, party, export),
+    paths(
+        certificates,
+        signing_certificate,
+        encryption_certificate,
+        party,
+        parties,
+        legacy_party,
+        search,
+        export,
+        events,
+        latest_event,
+        organization
+    ),
     components(schemas(
-        EventsResponse,
+        AdministrativeCode,
+        AmqpAddress,
+        AmqpTransportStatus,
+        Certificate,
+        CertificateMetadata,
+        CertificatePairInfo,
+        Code,
+        CommunicationParty,
+        CommunicationPartyExport,
+        CommunicationPartyType,
+        CommunicationPartyTypeLegacy,
+        CommunicationPartyLegacy,
+        CoverageInfo,
+        ElectronicAddress,
         Event,
         EventType,
-        CommunicationParty,
-        CommunicationPartyType,
-        CommunicationPartyExport,
-        ProblemDetails
+        EventsResponse,
+        FutureElectronicAddress,
+        HprInformation,
+        HerIdInputCollection,
+        InterMunicipalityCoverageArea,
+        OrganizationDetails,
+        OrganizationSearchParameters,
+        ParentOrganization,
+        Period,
+        Person,
+        PersonDetails,
+        PersonSearchParameters,
+        PhysicalAddress,
+        PostalAddress,
+        SearchParameters,
+        SearchResponse,
+        ServiceDetails,
+        ServiceSearchParameters
     )),
     modifiers(&DpopScheme),
     security(("DPoP" = []))
@@ -212,27 +173,356 @@ pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
     Json(doc).into_response()
 }
 
+/// The description of the 401 every operation documents.
+const UNAUTHORIZED: &str =
+    "The access token or the DPoP proof is missing, invalid or expired (see `WWW-Authenticate`)";
+
+/// The description of the 403 every operation documents.
+const FORBIDDEN: &str = "The access token lacks the scope `nhn:cp-api/access-v2-dpop`";
+
+/// The description of the 400 the emulator documents beyond cpapi.json.
+const BAD_REQUEST: &str = "A parameter or the body is malformed or out of range; an `application/problem+json` body names it";
+
+/// `GET /api/v1/certificate/{herId}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificate/{herId}",
+    operation_id = "getCertificateByHerId",
+    tag = "Certificate",
+    summary = "A party's certificate pairs",
+    description = "The current signing and encryption certificates as a pair (thumbprints and \
+        validity), and with `includeHistoric=true` the earlier pairs too.",
+    params(
+        ("herId" = i32, Path, description = "The party's HER-id."),
+        ("includeHistoric" = Option<bool>, Query, description = "Whether to list earlier pairs too. Default: false."),
+    ),
+    responses(
+        (status = 200, description = "The pairs, the current one first", body = Vec<CertificatePairInfo>),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+    )
+)]
+pub(crate) async fn certificates(
+    Extract(state): Extract<Arc<State>>,
+    Path(her_id): Path<String>,
+    request: Parts,
+) -> Result<Json<Vec<CertificatePairInfo>>, Refusal> {
+    let [historic] = authorized(&state, &request, ["includeHistoric"])?;
+    let her_id = her_id_in(&her_id, &request)?;
+    let historic = boolean(historic.as_deref(), "includeHistoric", &request)?;
+    let register = state.cpe.register();
+    let party = register
+        .party(her_id)
+        .ok_or_else(|| unknown_party(her_id, &request))?;
+    let organisation = register.organisation_of(party);
+    Ok(Json(state.cpapi.certificates.pairs(
+        party,
+        organisation,
+        historic,
+    )))
+}
+
+/// `GET /api/v1/certificate/{herId}/signing`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificate/{herId}/signing",
+    operation_id = "getCertificateSigningByHerId",
+    tag = "Certificate",
+    summary = "A party's current signing certificate",
+    params(("herId" = i32, Path, description = "The party's HER-id.")),
+    responses(
+        (status = 200, description = "The certificate, DER in `certificateValue`", body = Certificate),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "No party has this HER-id, or it has no signing certificate"),
+    )
+)]
+pub(crate) async fn signing_certificate(
+    Extract(state): Extract<Arc<State>>,
+    Path(her_id): Path<String>,
+    request: Parts,
+) -> Result<Json<Certificate>, Refusal> {
+    current_certificate(&state, &her_id, &request, Use::Signing)
+}
+
+/// `GET /api/v1/certificate/{herId}/encryption`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/certificate/{herId}/encryption",
+    operation_id = "getCertificateEncryptionByHerId",
+    tag = "Certificate",
+    summary = "A party's current encryption certificate",
+    params(("herId" = i32, Path, description = "The party's HER-id.")),
+    responses(
+        (status = 200, description = "The certificate, DER in `certificateValue`", body = Certificate),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "No party has this HER-id, or it has no encryption certificate"),
+    )
+)]
+pub(crate) async fn encryption_certificate(
+    Extract(state): Extract<Arc<State>>,
+    Path(her_id): Path<String>,
+    request: Parts,
+) -> Result<Json<Certificate>, Refusal> {
+    current_certificate(&state, &her_id, &request, Use::Encryption)
+}
+
+/// What a certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    Signing,
+    Encryption,
+}
+
+fn current_certificate(
+    state: &State,
+    her_id: &str,
+    request: &Parts,
+    usage: Use,
+) -> Result<Json<Certificate>, Refusal> {
+    let [] = authorized(state, request, [])?;
+    let her_id = her_id_in(her_id, request)?;
+    let register = state.cpe.register();
+    let party = register
+        .party(her_id)
+        .ok_or_else(|| unknown_party(her_id, request))?;
+    let organisation = register.organisation_of(party);
+    state
+        .cpapi
+        .certificates
+        .current(party, organisation, usage)
+        .map(|made| Json(made.certificate()))
+        .ok_or_else(|| Refusal::Problem {
+            status: StatusCode::NOT_FOUND,
+            detail: format!("the communication party {her_id} has no such certificate"),
+            instance: request.uri.path().to_owned(),
+        })
+}
+
+/// `GET /api/v1/communicationparty/{herId}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/communicationparty/{herId}",
+    operation_id = "getCommunicationPartyByHerId",
+    tag = "CommunicationParty",
+    summary = "One communication party",
+    params(("herId" = i32, Path, description = "The party's HER-id.")),
+    responses(
+        (status = 200, description = "The party", body = CommunicationParty),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "No party has this HER-id"),
+    )
+)]
+pub(crate) async fn party(
+    Extract(state): Extract<Arc<State>>,
+    Path(her_id): Path<String>,
+    request: Parts,
+) -> Result<Json<CommunicationParty>, Refusal> {
+    let [] = authorized(&state, &request, [])?;
+    let her_id = her_id_in(&her_id, &request)?;
+    let found = state
+        .cpe
+        .register()
+        .party_v2(her_id, &state.cpapi.certificates);
+    found
+        .map(Json)
+        .ok_or_else(|| unknown_party(her_id, &request))
+}
+
+/// `POST /api/v1/communicationparty`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/communicationparty",
+    operation_id = "postCommunicationParty",
+    tag = "CommunicationParty",
+    summary = "Many communication parties at once",
+    description = "The parties with the HER-ids of the body, at most 100, in the body's order; \
+        unknown HER-ids are left out.",
+    request_body(content = HerIdInputCollection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The parties found", body = Vec<CommunicationParty>),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+    )
+)]
+pub(crate) async fn parties(
+    Extract(state): Extract<Arc<State>>,
+    request: Parts,
+    body: Bytes,
+) -> Result<Json<Vec<CommunicationParty>>, Refusal> {
+    let [] = authorized(&state, &request, [])?;
+    let input: HerIdInputCollection = json_body(&body, &request)?;
+    let her_ids = input.her_ids.unwrap_or_default();
+    if her_ids.len() > MAX_HER_IDS {
+        return Err(Refusal::bad_request(
+            format!(
+                "herIds holds {} HER-ids: at most {MAX_HER_IDS} are looked up in one call",
+                her_ids.len()
+            ),
+            &request.uri,
+        ));
+    }
+    let register = state.cpe.register();
+    Ok(Json(
+        her_ids
+            .into_iter()
+            .filter_map(|her_id| register.party_v2(her_id, &state.cpapi.certificates))
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/communicationparty/{herId}/legacy`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/communicationparty/{herId}/legacy",
+    operation_id = "getCommunicationPartyLegacyByHerId",
+    tag = "CommunicationParty",
+    summary = "One communication party, in the older data model",
+    params(("herId" = i32, Path, description = "The party's HER-id.")),
+    responses(
+        (status = 200, description = "The party", body = CommunicationPartyLegacy),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "No party has this HER-id"),
+    )
+)]
+#[deprecated]
+pub(crate) async fn legacy_party(
+    Extract(state): Extract<Arc<State>>,
+    Path(her_id): Path<String>,
+    request: Parts,
+) -> Result<Json<CommunicationPartyLegacy>, Refusal> {
+    let [] = authorized(&state, &request, [])?;
+    let her_id = her_id_in(&her_id, &request)?;
+    let found = state
+        .cpe
+        .register()
+        .party_legacy(her_id, &state.cpapi.certificates);
+    found
+        .map(Json)
+        .ok_or_else(|| unknown_party(her_id, &request))
+}
+
+/// `POST /api/v1/communicationparty/search`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/communicationparty/search",
+    operation_id = "postCommunicationPartySearch",
+    tag = "CommunicationParty",
+    summary = "Search for communication parties",
+    description = "The parties that match every criterion of the body, by HER-id, one page at \
+        a time. Default: page 1 of 10.",
+    params(
+        ("Page" = Option<i32>, Query, minimum = 1, maximum = 2147483647,
+            description = "Which page, from 1."),
+        ("Size" = Option<i32>, Query, minimum = 1, maximum = 100,
+            description = "How many parties a page holds, 1 to 100."),
+    ),
+    request_body(content = SearchParameters, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One page of the matches", body = SearchResponse),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+    )
+)]
+pub(crate) async fn search(
+    Extract(state): Extract<Arc<State>>,
+    request: Parts,
+    body: Bytes,
+) -> Result<Json<SearchResponse>, Refusal> {
+    let [page, size] = authorized(&state, &request, ["Page", "Size"])?;
+    let page = match page {
+        Some(value) => number_in::<i32>(&value, "Page", 1, i32::MAX),
+        None => Ok(1),
+    }
+    .map_err(|detail| Refusal::bad_request(detail, &request.uri))?;
+    let size = match size {
+        Some(value) => number_in::<i32>(&value, "Size", 1, MAX_PAGE_SIZE),
+        None => Ok(DEFAULT_PAGE_SIZE),
+    }
+    .map_err(|detail| Refusal::bad_request(detail, &request.uri))?;
+    let criteria: SearchParameters = if body.is_empty() {
+        SearchParameters {
+            organization_search_parameters: None,
+            person_search_parameters: None,
+            service_search_parameters: None,
+            name: None,
+        }
+    } else {
+        json_body(&body, &request)?
+    };
+    let found = state
+        .cpe
+        .register()
+        .search_v2(&criteria, page, size, &state.cpapi.certificates);
+    Ok(Json(SearchResponse {
+        communication_parties: Some(found),
+    }))
+}
+
+/// `GET /api/v1/communicationparty/export`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/communicationparty/export",
+    operation_id = "getCommunicationPartyExport",
+    tag = "CommunicationParty",
+    summary = "The HER-ids of the register's parties",
+    description = "The HER-ids of the active parties (of all, with `includeDeactivated=true`), \
+        with the sequence number of the feed's last event: continue with the events after it.",
+    params(
+        ("includeDeactivated" = Option<bool>, Query,
+            description = "Whether to include deactivated parties. Default: false."),
+    ),
+    responses(
+        (status = 200, description = "The export", body = CommunicationPartyExport),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+    )
+)]
+pub(crate) async fn export(
+    Extract(state): Extract<Arc<State>>,
+    request: Parts,
+) -> Result<Json<CommunicationPartyExport>, Refusal> {
+    let [include] = authorized(&state, &request, ["includeDeactivated"])?;
+    let include_deactivated = boolean(include.as_deref(), "includeDeactivated", &request)?;
+    let export = state
+        .cpe
+        .register()
+        .export_v2(include_deactivated, Utc::now());
+    Ok(Json(export))
+}
+
 /// `GET /api/v1/event`.
 #[utoipa::path(
     get,
     path = "/api/v1/event",
-    operation_id = "getEvents",
+    operation_id = "getEvent",
     tag = "Event",
     summary = "Events from (and including) a sequence number",
     description = "At most `maxEvents` events whose sequence number is `fromSequenceNumber` \
         or more, by ascending sequence number. Past the end of the feed, `results` is empty. \
         Continue with `fromSequenceNumber` = the last sequence number read + 1.",
     params(
-        ("fromSequenceNumber" = Option<i64>, Query, minimum = 1,
+        ("fromSequenceNumber" = Option<i64>, Query, minimum = 1, maximum = 2147483647,
             description = "The first sequence number to return. Default: 1."),
         ("maxEvents" = Option<i32>, Query, minimum = 1, maximum = 1000,
             description = "The most events to return. Default: 1000."),
     ),
     responses(
         (status = 200, description = "The events", body = EventsResponse),
-        (status = 400, description = "A parameter is malformed or out of range",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "The access token or the DPoP proof is missing or invalid"),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
     )
 )]
 pub(crate) async fn events(
@@ -241,7 +531,7 @@ pub(crate) async fn events(
 ) -> Result<Json<EventsResponse>, Refusal> {
     let [from, max] = authorized(&state, &request, ["fromSequenceNumber", "maxEvents"])?;
     let from = match from {
-        Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::MAX),
+        Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::from(i32::MAX)),
         None => Ok(1),
     }
     .map_err(|detail| Refusal::bad_request(detail, &request.uri))?;
@@ -255,21 +545,24 @@ pub(crate) async fn events(
         .register()
         .sequenced_events(from, usize::try_from(max).unwrap_or_default());
     let count = i32::try_from(results.len()).unwrap_or(i32::MAX);
-    Ok(Json(EventsResponse { results, count }))
+    Ok(Json(EventsResponse {
+        results: Some(results),
+        count: Some(count),
+    }))
 }
 
 /// `GET /api/v1/event/latest`.
 #[utoipa::path(
     get,
     path = "/api/v1/event/latest",
-    operation_id = "getLatestEvent",
+    operation_id = "getEventLatest",
     tag = "Event",
     summary = "The feed's last event",
     responses(
         (status = 200, description = "The event with the highest sequence number", body = Event),
-        (status = 401, description = "The access token or the DPoP proof is missing or invalid"),
-        (status = 404, description = "The feed holds no events",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "The feed holds no events"),
     )
 )]
 pub(crate) async fn latest_event(
@@ -285,91 +578,109 @@ pub(crate) async fn latest_event(
     })
 }
 
-/// `GET /api/v1/communicationparty/{herId}`.
+/// `GET /api/v1/organization/{organizationNumber}`.
 #[utoipa::path(
     get,
-    path = "/api/v1/communicationparty/{herId}",
-    operation_id = "getCommunicationParty",
-    tag = "CommunicationParty",
-    summary = "One communication party",
-    params(
-        ("herId" = i32, Path, description = "The party's HER-id."),
-    ),
+    path = "/api/v1/organization/{organizationNumber}",
+    operation_id = "getOrganizationByOrganizationNumber",
+    tag = "Organization",
+    summary = "The organisation with an organisation number",
+    params(("organizationNumber" = String, Path, pattern = r"^\d{9}$",
+        description = "The organisation number: nine digits.")),
     responses(
-        (status = 200, description = "The party", body = CommunicationParty),
-        (status = 400, description = "The HER-id is not a 32-bit integer",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "The access token or the DPoP proof is missing or invalid"),
-        (status = 404, description = "No party has this HER-id",
-            body = ProblemDetails, content_type = "application/problem+json"),
+        (status = 200, description = "The organisation", body = CommunicationParty),
+        (status = 400, description = BAD_REQUEST),
+        (status = 401, description = UNAUTHORIZED),
+        (status = 403, description = FORBIDDEN),
+        (status = 404, description = "No organisation has this organisation number"),
     )
 )]
-pub(crate) async fn party(
+pub(crate) async fn organization(
     Extract(state): Extract<Arc<State>>,
-    Path(her_id): Path<String>,
+    Path(number): Path<String>,
     request: Parts,
 ) -> Result<Json<CommunicationParty>, Refusal> {
     let [] = authorized(&state, &request, [])?;
-    let Ok(number) = her_id.parse::<i32>() else {
+    if number.len() != 9 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Refusal::bad_request(
             format!(
-                "herId {} is not a HER-id: a 32-bit integer is expected",
-                quote(&her_id)
+                "organizationNumber {} is not an organisation number: nine digits are expected",
+                quote(&number)
             ),
             &request.uri,
         ));
-    };
-    let found = state.cpe.register().party_v2(number);
+    }
+    let found = state
+        .cpe
+        .register()
+        .organization_v2(&number, &state.cpapi.certificates);
     found.map(Json).ok_or_else(|| Refusal::Problem {
         status: StatusCode::NOT_FOUND,
-        detail: format!("no communication party has herId {number}"),
+        detail: format!("no organisation has organizationNumber {number}"),
         instance: request.uri.path().to_owned(),
     })
 }
 
-/// `GET /api/v1/communicationparty/export`.
-#[utoipa::path(
-    get,
-    path = "/api/v1/communicationparty/export",
-    operation_id = "exportCommunicationParties",
-    tag = "CommunicationParty",
-    summary = "The HER-ids of the register's parties",
-    description = "The HER-ids of the active parties (of all, with `includeDeactivated=true`), \
-        with the sequence number of the feed's last event: continue with the events after it.",
-    params(
-        ("includeDeactivated" = Option<bool>, Query,
-            description = "Whether to include deactivated parties. Default: false."),
-    ),
-    responses(
-        (status = 200, description = "The export", body = CommunicationPartyExport),
-        (status = 400, description = "A parameter is malformed",
-            body = ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "The access token or the DPoP proof is missing or invalid"),
-    )
-)]
-pub(crate) async fn export(
-    Extract(state): Extract<Arc<State>>,
-    request: Parts,
-) -> Result<Json<CommunicationPartyExport>, Refusal> {
-    let [include] = authorized(&state, &request, ["includeDeactivated"])?;
-    let include_deactivated = match include.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(Refusal::bad_request(
-                format!(
-                    "includeDeactivated {} is not a boolean: use true or false",
-                    quote(other)
-                ),
-                &request.uri,
-            ));
-        }
-    };
-    let export = state
-        .cpe
-        .register()
-        .export_v2(include_deactivated, Utc::now());
-    Ok(Json(export))
+/// A HER-id from the path, or the 400 to answer with.
+fn her_id_in(her_id: &str, request: &Parts) -> Result<i32, Refusal> {
+    her_id.parse::<i32>().map_err(|_| {
+        Refusal::bad_request(
+            format!(
+                "herId {} is not a HER-id: a 32-bit integer is expected",
+                quote(her_id)
+            ),
+            &request.uri,
+        )
+    })
+}
+
+/// The 404 for a HER-id no party has.
+fn unknown_party(her_id: i32, request: &Parts) -> Refusal {
+    Refusal::Problem {
+        status: StatusCode::NOT_FOUND,
+        detail: format!("no communication party has herId {her_id}"),
+        instance: request.uri.path().to_owned(),
+    }
+}
+
+/// A boolean query parameter (absent: false), or the 400 to answer with.
+fn boolean(value: Option<&str>, name: &str, request: &Parts) -> Result<bool, Refusal> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(Refusal::bad_request(
+            format!(
+                "{name} {} is not a boolean: use true or false",
+                quote(other)
+            ),
+            &request.uri,
+        )),
+    }
+}
+
+/// A JSON request body, or the 400 to answer with.
+fn json_body<T: DeserializeOwned>(body: &[u8], request: &Parts) -> Result<T, Refusal> {
+    let is_json = request
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim();
+            essence.ends_with("/json") || essence.ends_with("+json")
+        });
+    if !is_json {
+        return Err(Refusal::Problem {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            detail: "the body must be JSON (Content-Type: application/json)".to_owned(),
+            instance: request.uri.path().to_owned(),
+        });
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Refusal::bad_request(
+            format!("the body is not what the operation takes: {e}"),
+            &request.uri,
+        )
+    })
 }
 
 /// A whole number in `low..=high` from a query parameter.
@@ -477,16 +788,15 @@ fn authorized<const N: usize>(
 }
 
 /// Counts the request and checks `Authorization: DPoP <token>` and the `DPoP` proof:
-/// the token is this emulator's, unexpired, with [`CPAPI_SCOPE`] and a `cnf.jkt`; the
-/// proof verifies for the request's method at this URL, with `ath` for the token and
-/// the key the token is bound to, and carries the API's nonce when one is required.
-/// Otherwise the 401 to answer with.
+/// the token is this emulator's, unexpired, with a `cnf.jkt`; the proof verifies for
+/// the request's method at this URL, with `ath` for the token and the key the token is
+/// bound to, and carries the API's nonce when one is required; then the token carries
+/// [`CPAPI_SCOPE`]. Otherwise the 401 (or, for the scope, 403) to answer with.
 fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
     let headers = &request.headers;
     state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
     let token = authorization_token(headers, "DPoP", API).map_err(invalid_token)?;
     let claims = state.verify_access_token(token).map_err(invalid_token)?;
-    check_scope(&claims, CPAPI_SCOPE, API).map_err(invalid_token)?;
     let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
         Some(Value::String(jkt)) => jkt.as_str(),
         Some(_) => return Err(invalid_token("the access token's cnf.jkt is not a string")),
@@ -521,8 +831,13 @@ fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
     state
         .dpop
         .verify(proof, &expected)
-        .map(|_| ())
-        .map_err(|error| refuse_proof(state, error))
+        .map_err(|error| refuse_proof(state, error))?;
+    // A valid token and proof for another API: 403, as cpapi.json documents.
+    check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {
+        error: "insufficient_scope",
+        description,
+        nonce: None,
+    })
 }
 
 /// The 401 for a proof refused: `invalid_dpop_proof`, or `use_dpop_nonce` with the
@@ -570,7 +885,13 @@ fn unauthorized(error: &str, description: &str, nonce: Option<&str>) -> Response
         challenge_text(description),
         dpop::ALGS.join(" ")
     );
-    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    // RFC 6750: a token without the scope is refused with 403, anything else with 401.
+    let status = if error == "insufficient_scope" {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    let mut response = status.into_response();
     let headers = response.headers_mut();
     if let Ok(challenge) = HeaderValue::from_str(&challenge) {
         headers.insert(header::WWW_AUTHENTICATE, challenge);

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::cpapi;
 use super::cpe::{CommunicationParty, EventValue, ExportResponse};
-use super::dotnet::{instant, parse_dotnet, to_ticks, write_dotnet};
+use super::dotnet::{instant, to_ticks, write_dotnet};
 
 /// Mixed into event indexes to make event ids.
 const EVENT_ID_SALT: u64 = 0x4350_455f_6576_656e;
@@ -227,69 +227,24 @@ impl Register {
     /// with their offset.
     fn sequenced(&self, index: usize, event: &Event) -> Option<cpapi::Event> {
         Some(cpapi::Event {
-            sequence_number: i64::try_from(index).ok()?.checked_add(1)?,
-            her_id: self.parties.get(event.party)?.her_id,
-            event_type: match event.kind {
+            sequence_number: Some(i64::try_from(index).ok()?.checked_add(1)?),
+            her_id: Some(self.parties.get(event.party)?.her_id),
+            event_type: Some(match event.kind {
                 EventKind::Created => cpapi::EventType::CommunicationPartyCreated,
                 EventKind::Updated => cpapi::EventType::CommunicationPartyUpdated,
-            },
-            event_timestamp: write_dotnet(event.at, true),
+            }),
+            event_timestamp: Some(write_dotnet(event.at, true)),
         })
     }
 
-    /// The party with this HER-id as the CommunicationParty API v2 shows it.
-    pub(crate) fn party_v2(&self, her_id: i32) -> Option<cpapi::CommunicationParty> {
-        let party = self.party(her_id)?;
-        let kind = match party.kind {
-            Some("Person") => cpapi::CommunicationPartyType::Person,
-            Some("Service") => cpapi::CommunicationPartyType::Service,
-            _ => cpapi::CommunicationPartyType::Organization,
-        };
-        let display_name = match &party.parent_name {
-            Some(parent) => format!("{}, {parent}", party.name),
-            None => party.name.clone(),
-        };
-        // Persons receive their messages through their organisation.
-        let edi_address = (kind != cpapi::CommunicationPartyType::Person)
-            .then(|| format!("{}@edi.nhn.no", party.her_id));
-        // The legacy model writes some date-times without an offset; v2 always has one.
-        let with_offset = |written: &str| {
-            parse_dotnet(written).map_or_else(|_| written.to_owned(), |at| write_dotnet(at, true))
-        };
-        Some(cpapi::CommunicationParty {
-            her_id: party.her_id,
-            name: Some(party.name.clone()),
-            display_name: Some(display_name),
-            kind,
-            organization_number: party.organization_number,
-            edi_address,
-            valid_from: with_offset(&party.valid.from),
-            valid_to: party.valid.to.as_deref().map(with_offset),
-        })
+    /// Every party, in the order they were created.
+    pub(crate) fn all(&self) -> &[CommunicationParty] {
+        &self.parties
     }
 
-    /// The CommunicationParty API v2's export: the HER-ids of the parties active at
-    /// `now` (valid without end, or until a later time), or of all of them.
-    pub(crate) fn export_v2(
-        &self,
-        include_deactivated: bool,
-        now: DateTime<Utc>,
-    ) -> cpapi::CommunicationPartyExport {
-        let active = |party: &&CommunicationParty| match &party.valid.to {
-            None => true,
-            Some(to) => parse_dotnet(to).is_ok_and(|to| to > now),
-        };
-        let her_ids: Vec<i32> = self
-            .parties
-            .iter()
-            .filter(|party| include_deactivated || active(party))
-            .map(|party| party.her_id)
-            .collect();
-        cpapi::CommunicationPartyExport {
-            last_sequence_number: i64::try_from(self.events.len()).unwrap_or(i64::MAX),
-            count: i32::try_from(her_ids.len()).unwrap_or(i32::MAX),
-            communication_parties: her_ids,
-        }
+    /// The sequence number of the feed's last event (0 for none).
+    pub(crate) fn last_sequence_number(&self) -> i64 {
+        i64::try_from(self.events.len()).unwrap_or(i64::MAX)
     }
 }
 

@@ -68,7 +68,7 @@ impl Mix {
 }
 
 /// Municipalities: number and name.
-const MUNICIPALITIES: &[(&str, &str)] = &[
+pub(crate) const MUNICIPALITIES: &[(&str, &str)] = &[
     ("0301", "Oslo"),
     ("4601", "Bergen"),
     ("5001", "Trondheim"),

@@ -154,7 +154,7 @@ async fn the_feed_holds_the_cpe_events_with_sequence_numbers() {
         &emulator,
         &key,
         &token,
-        "/api/v1/event?fromSequenceNumber=9223372036854775807",
+        "/api/v1/event?fromSequenceNumber=2147483647",
     )
     .await;
     assert_eq!(far["count"], 0);
@@ -278,27 +278,39 @@ async fn parties_and_the_export() {
         &format!("/api/v1/communicationparty/{}", all_ids[0]),
     )
     .await;
+    // NHN's full model; validTo is left out while the party has no end.
     assert_eq!(
         keys(&first),
         BTreeSet::from([
+            "amqpAddress",
+            "amqpTransportStatus",
+            "currentEncryptionCertificate",
+            "currentSigningCertificate",
             "displayName",
             "ediAddress",
+            "email",
+            "faxNumber",
+            "fhirAddress",
             "herId",
+            "homepageUrl",
             "name",
-            "organizationNumber",
+            "organizationDetails",
+            "phoneNumber",
+            "postalAddress",
             "type",
             "validFrom",
-            "validTo",
         ])
     );
     assert_eq!(first["herId"], all_ids[0]);
     assert_eq!(first["name"], "Oslo universitetssykehus HF");
     assert_eq!(first["type"], "Organization");
-    assert!(
-        first["organizationNumber"]
-            .as_i64()
-            .is_some_and(|n| (100_000_000..1_000_000_000).contains(&n))
-    );
+    let details = &first["organizationDetails"];
+    let number = details["organizationNumber"].as_str().expect("a string");
+    assert!(number.len() == 9 && number.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(details["businessType"]["name"], "Helseforetak");
+    assert!(!details["services"].as_array().expect("services").is_empty());
+    let postal_code = first["postalAddress"]["postalCode"].as_str().expect("code");
+    assert_eq!(postal_code.len(), 4);
     assert!(first["ediAddress"].is_string());
     assert!(is_dotnet_with_offset(
         first["validFrom"].as_str().expect("validFrom")
@@ -316,7 +328,7 @@ async fn parties_and_the_export() {
         )
         .await;
         kinds.insert(party["type"].as_str().expect("type").to_owned());
-        if party["validTo"].is_null() {
+        if party.get("validTo").is_none() {
             assert!(active_set.contains(her_id), "{party}");
         } else {
             assert!(is_dotnet_with_offset(
@@ -324,7 +336,15 @@ async fn parties_and_the_export() {
             ));
         }
         if party["type"] == "Person" {
-            assert_eq!(party["organizationNumber"], Value::Null);
+            assert!(party.get("organizationDetails").is_none());
+            let details = &party["personDetails"];
+            assert!(
+                details["hprNumber"]
+                    .as_i64()
+                    .is_some_and(|n| n >= 1_000_000)
+            );
+            assert!(details["parentOrganization"]["herId"].is_i64());
+            assert_eq!(party["amqpTransportStatus"], "Inherited");
             assert!(
                 party["displayName"]
                     .as_str()
@@ -356,7 +376,12 @@ async fn bad_parameters_get_problem_details() {
         (
             "/api/v1/event?fromSequenceNumber=0",
             StatusCode::BAD_REQUEST,
-            "fromSequenceNumber 0 is out of range: it must be from 1 to 9223372036854775807",
+            "fromSequenceNumber 0 is out of range: it must be from 1 to 2147483647",
+        ),
+        (
+            "/api/v1/event?fromSequenceNumber=2147483648",
+            StatusCode::BAD_REQUEST,
+            "fromSequenceNumber 2147483648 is out of range: it must be from 1 to 2147483647",
         ),
         (
             "/api/v1/event?fromSequenceNumber=-1",
@@ -530,15 +555,18 @@ async fn tokens_and_proofs_are_checked() {
         claims["ath"] = json!(ath(&v1_only));
         sign_proof(&key, &claims)
     };
-    assert_unauthorized(
-        &emulator,
-        path,
-        Some(&format!("DPoP {v1_only}")),
-        Some(&v1_proof),
-        "invalid_token",
-        "the access token does not carry the scope nhn:cp-api/access-v2-dpop",
-    )
-    .await;
+    // A good token and proof without the scope: 403, as cpapi.json documents.
+    let (status, headers, body) =
+        get_with_proof(&url, Some(&format!("DPoP {v1_only}")), Some(&v1_proof)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        challenge(
+            "insufficient_scope",
+            "the access token does not carry the scope nhn:cp-api/access-v2-dpop"
+        )
+        .as_str()
+    );
     assert_unauthorized(
         &emulator,
         path,
@@ -686,10 +714,17 @@ async fn the_openapi_document_needs_no_token() {
     assert_eq!(
         paths,
         BTreeSet::from([
+            "/api/v1/certificate/{herId}",
+            "/api/v1/certificate/{herId}/encryption",
+            "/api/v1/certificate/{herId}/signing",
+            "/api/v1/communicationparty",
             "/api/v1/communicationparty/export",
+            "/api/v1/communicationparty/search",
             "/api/v1/communicationparty/{herId}",
+            "/api/v1/communicationparty/{herId}/legacy",
             "/api/v1/event",
             "/api/v1/event/latest",
+            "/api/v1/organization/{organizationNumber}",
         ])
     );
     assert_eq!(served["security"], json!([{"DPoP": []}]));
@@ -704,7 +739,9 @@ async fn the_openapi_document_needs_no_token() {
         "CommunicationParty",
         "CommunicationPartyType",
         "CommunicationPartyExport",
-        "ProblemDetails",
+        "CommunicationParty_Legacy",
+        "HPRInformation",
+        "Certificate",
     ] {
         assert!(
             served["components"]["schemas"][schema].is_object(),

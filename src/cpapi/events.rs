@@ -7,13 +7,14 @@ use std::task::{Context, Poll};
 
 use futures_util::{Stream, TryStreamExt, stream};
 
-use super::types::{Event, EventsResponse, ProblemDetails};
+use super::types::{Event, EventsResponse};
 use super::{Client, Error};
 
-/// What reading the events can fail with: an API error (with the API's problem
-/// details), or a failure of the stack ([`helseid_error`](super::helseid_error) gets it
-/// back).
-pub type FeedError = Error<ProblemDetails>;
+/// What reading the events can fail with: an API error (a documented status: its
+/// status and headers), an unexpected response (its body readable), a page that makes
+/// no sense ([`Error::Custom`]), or a failure of the stack
+/// ([`helseid_error`](super::helseid_error) gets it back).
+pub type FeedError = Error<()>;
 
 /// The events, read page by page.
 type Pages = Pin<Box<dyn Stream<Item = Result<Event, FeedError>> + Send>>;
@@ -27,11 +28,11 @@ const MAX_EVENTS: NonZeroU32 = NonZeroU32::new(1000).expect("1000 is not zero");
 /// Each page asks for up to [`max_events`](Self::max_events) events from
 /// `fromSequenceNumber`, and the next page starts after the page's last event
 /// (`fromSequenceNumber` = its `sequenceNumber` + 1). Only an empty page ends the
-/// stream: a page shorter than asked for is not taken as the end, since a server may
-/// return fewer events than asked. The stream fails (once, then ends) when a call
-/// fails, or when a page's sequence numbers do not move forward (an event numbered
-/// below `fromSequenceNumber`, or not above the event before it): reading on could
-/// loop forever.
+/// stream (and a `results` of `null`): a page shorter than asked for is not taken as the
+/// end, since a server may return fewer events than asked. The stream fails (once, then
+/// ends) when a call fails, when an event has no sequence number, or when a page's
+/// sequence numbers do not move forward (an event numbered below `fromSequenceNumber`,
+/// or not above the event before it): reading on could loop forever.
 ///
 /// To poll, keep [`next_sequence_number`](Self::next_sequence_number) when you are done
 /// (it moves with every event the stream yields, so it is right after an error too),
@@ -94,9 +95,13 @@ impl Stream for EventStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.pages.as_mut().poll_next(cx));
-        if let Some(Ok(event)) = &item {
+        if let Some(Ok(Event {
+            sequence_number: Some(number),
+            ..
+        })) = &item
+        {
             // The pages checked that this does not overflow.
-            self.next = event.sequence_number.saturating_add(1);
+            self.next = number.saturating_add(1);
         }
         Poll::Ready(item)
     }
@@ -119,11 +124,11 @@ fn pages(client: Client, from: i64, max_events: NonZeroU32) -> Pages {
                     ))
                 })?;
             let page = client
-                .get_events(Some(from_sequence_number), Some(max_events))
+                .get_event(Some(from_sequence_number), Some(max_events))
                 .await?
                 .into_inner();
             let next = next_from(from, &page)?;
-            Ok(next.map(|next| (page.results, Some(next))))
+            Ok(next.map(|next| (page.results.unwrap_or_default(), Some(next))))
         }
     });
     // `try_unfold` ends after its error, so the stream fails once and ends.
@@ -139,21 +144,26 @@ fn pages(client: Client, from: i64, max_events: NonZeroU32) -> Pages {
 #[allow(clippy::result_large_err)]
 fn next_from(from: i64, page: &EventsResponse) -> Result<Option<i64>, FeedError> {
     let mut floor = from;
-    for event in &page.results {
-        if event.sequence_number < floor {
+    let events = page.results.as_deref().unwrap_or_default();
+    for event in events {
+        let Some(number) = event.sequence_number else {
             return Err(Error::Custom(format!(
-                "the page from sequence number {from} holds event {} where {floor} or more was due: the events do not move forward",
-                event.sequence_number,
+                "the page from sequence number {from} holds an event without a sequence number (HER-id {:?})",
+                event.her_id
+            )));
+        };
+        if number < floor {
+            return Err(Error::Custom(format!(
+                "the page from sequence number {from} holds event {number} where {floor} or more was due: the events do not move forward",
             )));
         }
-        floor = event.sequence_number.checked_add(1).ok_or_else(|| {
+        floor = number.checked_add(1).ok_or_else(|| {
             Error::Custom(format!(
-                "the page from sequence number {from} holds event {}: no event can follow it",
-                event.sequence_number
+                "the page from sequence number {from} holds event {number}: no event can follow it",
             ))
         })?;
     }
-    Ok((!page.results.is_empty()).then_some(floor))
+    Ok((!events.is_empty()).then_some(floor))
 }
 
 #[cfg(test)]
@@ -164,15 +174,17 @@ mod tests {
     fn page(numbers: &[i64]) -> EventsResponse {
         EventsResponse {
             count: i32::try_from(numbers.len()).ok(),
-            results: numbers
-                .iter()
-                .map(|&sequence_number| Event {
-                    event_timestamp: "2024-05-01T12:00:00.1234567".parse().unwrap(),
-                    event_type: EventType::CommunicationPartyUpdated,
-                    her_id: 1,
-                    sequence_number,
-                })
-                .collect(),
+            results: Some(
+                numbers
+                    .iter()
+                    .map(|&sequence_number| Event {
+                        event_timestamp: Some("2024-05-01T12:00:00.1234567".parse().unwrap()),
+                        event_type: Some(EventType::CommunicationPartyUpdated),
+                        her_id: Some(1),
+                        sequence_number: Some(sequence_number),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -186,6 +198,21 @@ mod tests {
     #[test]
     fn an_empty_page_is_the_end() {
         assert_eq!(next_from(7, &page(&[])).unwrap(), None);
+        let null = EventsResponse {
+            count: None,
+            results: None,
+        };
+        assert_eq!(next_from(7, &null).unwrap(), None);
+    }
+
+    #[test]
+    fn an_event_without_a_sequence_number_is_an_error() {
+        let mut events = page(&[7]);
+        if let Some(event) = events.results.as_mut().and_then(|r| r.first_mut()) {
+            event.sequence_number = None;
+        }
+        let e = next_from(7, &events).unwrap_err();
+        assert!(e.to_string().contains("without a sequence number"), "{e}");
     }
 
     #[test]

@@ -9,17 +9,40 @@
 //! [`Client::builder`] makes that stack from a client configuration in one call;
 //! [`Client::from_service`] takes a stack of your own.
 //!
+//! Every operation of the API has a method, named after its method and path (NHN's
+//! document names none; `build/normalise.rs` says how the names are made):
+//!
+//! | Operation | Method |
+//! |-----------|--------|
+//! | `GET /api/v1/communicationparty/{herId}` | [`get_communication_party_by_her_id`](Client::get_communication_party_by_her_id) |
+//! | `POST /api/v1/communicationparty` (at most 100 HER-ids) | [`post_communication_party`](Client::post_communication_party); [`communication_parties`](Client::communication_parties) splits longer lists |
+//! | `GET /api/v1/communicationparty/{herId}/legacy` (deprecated) | [`get_communication_party_legacy_by_her_id`](Client::get_communication_party_legacy_by_her_id) |
+//! | `POST /api/v1/communicationparty/search` | [`post_communication_party_search`](Client::post_communication_party_search) |
+//! | `GET /api/v1/communicationparty/export` | [`get_communication_party_export`](Client::get_communication_party_export) |
+//! | `GET /api/v1/organization/{organizationNumber}` | [`get_organization_by_organization_number`](Client::get_organization_by_organization_number) |
+//! | `GET /api/v1/certificate/{herId}` | [`get_certificate_by_her_id`](Client::get_certificate_by_her_id) |
+//! | `GET /api/v1/certificate/{herId}/signing` | [`get_certificate_signing_by_her_id`](Client::get_certificate_signing_by_her_id) |
+//! | `GET /api/v1/certificate/{herId}/encryption` | [`get_certificate_encryption_by_her_id`](Client::get_certificate_encryption_by_her_id) |
+//! | `GET /api/v1/event` | [`get_event`](Client::get_event); [`events_from`](Client::events_from) reads page after page |
+//! | `GET /api/v1/event/latest` | [`get_event_latest`](Client::get_event_latest) |
+//!
+//! The [`types`] are NHN's schemas, whole: decoding a party and encoding it again gives
+//! the same JSON (a `null` may come back absent), and date-times read the way .NET
+//! writes them ([`DateTimeOffset`]).
+//!
 //! Events are slim and numbered: [`Client::events_from`] is a
 //! [`Stream`](futures_util::Stream) of every event from a sequence number on, page after
 //! page; read the party an event names with
-//! [`get_communication_party`](Client::get_communication_party). Start from an export's
-//! `lastSequenceNumber + 1`, and poll later from
+//! [`get_communication_party_by_her_id`](Client::get_communication_party_by_her_id).
+//! Start from an export's `lastSequenceNumber + 1`, and poll later from
 //! [`EventStream::next_sequence_number`].
 //!
 //! A failure in the stack (no token, a timeout, a refused connection) comes back as
 //! [`Error::CommunicationError`]; [`helseid_error`] gets the original
-//! [`helseid::Error`](crate::Error) out of it. The API's documented errors (400, 404)
-//! come back as [`Error::ErrorResponse`] with its [`ProblemDetails`](types::ProblemDetails).
+//! [`helseid::Error`](crate::Error) out of it. A status the API documents (404 for an
+//! unknown HER-id, 401 and 403) comes back as [`Error::ErrorResponse`] with its status
+//! and headers; any other (such as a 400 with a problem description) as
+//! [`Error::UnexpectedResponse`], whose body can still be read.
 //!
 //! NHN publishes the API's test URL ([`TEST_URL`]); no public production URL is known,
 //! so a client for production needs [`ClientBuilder::base_url`].
@@ -33,13 +56,17 @@
 //! let cpapi = helseid::cpapi::Client::builder(ClientConfig::from_file("helseid-client.json")?)
 //!     .base_url(helseid::cpapi::TEST_URL)
 //!     .build()?;
-//! let export = cpapi.export_communication_parties(None).await?.into_inner();
-//! println!("{} parties", export.communication_parties.len());
+//! let export = cpapi.get_communication_party_export(None).await?.into_inner();
+//! let her_ids = export.communication_parties.unwrap_or_default();
+//! // In calls of 100 HER-ids.
+//! let parties = cpapi.communication_parties(&her_ids).await?;
+//! println!("{} parties", parties.len());
 //!
-//! let mut events = cpapi.events_from(export.last_sequence_number + 1);
+//! let mut events = cpapi.events_from(export.last_sequence_number.unwrap_or(0) + 1);
 //! while let Some(event) = events.try_next().await? {
-//!     let party = cpapi.get_communication_party(event.her_id).await?.into_inner();
-//!     println!("{} {} {:?}", event.sequence_number, event.event_type, party.name);
+//!     let Some(her_id) = event.her_id else { continue };
+//!     let party = cpapi.get_communication_party_by_her_id(her_id).await?.into_inner();
+//!     println!("{:?} {:?} {:?}", event.sequence_number, event.event_type, party.name);
 //! }
 //! // Where to poll from next time.
 //! let next = events.next_sequence_number();
@@ -47,11 +74,13 @@
 //! # Ok(()) }
 //! ```
 
+mod bulk;
 mod events;
 
 use std::fmt;
 use std::time::Duration;
 
+pub use self::bulk::MAX_HER_IDS;
 pub use self::events::{EventStream, FeedError};
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};

@@ -503,3 +503,17 @@ pub fn assert_problem(
         "detail {detail:?} should contain {fragment:?}"
     );
 }
+
+/// `value` without its `null`s, where a `null` and an absent field mean the same.
+pub fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
