@@ -404,3 +404,85 @@ async fn a_401_from_the_api_is_retried_once_then_returned() {
     assert_eq!(emulator.tokens_issued(), 2);
     assert_eq!(emulator.cpe_requests(), 2);
 }
+
+/// What a proxy saw of one exchange: the request's `Accept-Encoding` and the answer's
+/// `Content-Encoding`.
+type Encodings = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+/// A proxy on 127.0.0.1 in front of `upstream` that passes every request and answer on
+/// unchanged (compressed bytes included), and records their encodings.
+async fn recording_proxy(upstream: String) -> (String, Encodings) {
+    use http_body_util::BodyExt;
+    let seen = Encodings::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
+        let (record, upstream) = (record.clone(), upstream.clone());
+        async move {
+            let (mut parts, body) = request.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            let header = |headers: &http::HeaderMap, name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let asked = header(&parts.headers, http::header::ACCEPT_ENCODING);
+            parts.uri = format!("{upstream}{}", parts.uri)
+                .parse()
+                .expect("upstream URI");
+            parts.headers.remove(http::header::HOST);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<Full<Bytes>>();
+            let response = client
+                .request(Request::from_parts(parts, Full::new(body)))
+                .await
+                .expect("upstream");
+            let (mut parts, body) = response.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            let sent = header(&parts.headers, http::header::CONTENT_ENCODING);
+            // Framing is the proxy's own: the body is sent whole.
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            record.lock().expect("lock").push((asked, sent));
+            Response::from_parts(parts, axum::body::Body::from(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn the_export_travels_compressed_with_gzip() {
+    let client = TestClient::ec("gzip");
+    let emulator = support::emulator_with(&client).await;
+    let (proxy, seen) = recording_proxy(emulator.cpe_base_url().to_owned()).await;
+    let cpe = Client::builder(config(&client, emulator.issuer()))
+        .base_url(&proxy)
+        .build()
+        .expect("client");
+    let export = cpe
+        .get_communication_party_export()
+        .await
+        .expect("the export, decompressed")
+        .into_inner();
+    assert_eq!(export.communication_parties.len(), emulator.cpe_parties());
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0]
+            .0
+            .as_deref()
+            .is_some_and(|asked| asked.contains("gzip")),
+        "the client asks for gzip: {seen:?}"
+    );
+    assert_eq!(
+        seen[0].1.as_deref(),
+        Some("gzip"),
+        "the emulator sends gzip"
+    );
+}

@@ -1100,4 +1100,6 @@ fn router(state: Arc<State>) -> Router {
             get(selvbetjening::get).post(selvbetjening::post),
         )
         .with_state(state)
+        // Answers compressed with gzip when the client asks (NHN's export is large).
+        .layer(tower_http::compression::CompressionLayer::new())
 }

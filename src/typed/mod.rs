@@ -385,6 +385,8 @@ impl Settings {
             .map_err(move |e: BoxError| timed_out(api, e, timeout))
             .timeout(timeout)
             .layer(layer(builder).build())
+            // NHN's export is large: ask for gzip, and decompress what comes.
+            .layer(tower_http::decompression::DecompressionLayer::new())
             .service(crate::transport::https_client::<Full<Bytes>>()?);
         Ok((base_url, reqwest, Stack::new(api, service)))
     }
