@@ -14,6 +14,7 @@ use super::Tenancy;
 use super::cpapi::Cpapi;
 use super::cpe::Cpe;
 use super::dpop::Dpop;
+use super::faults::Faults;
 use crate::error::b64_decode;
 use crate::error::{Error, Result};
 use helseid::key::{Algorithm, PublicJwk, SigningKey};
@@ -180,6 +181,8 @@ pub(crate) struct State {
     pub(crate) dpop: Dpop,
     /// The CommunicationParty API v2 (which serves the CPE register).
     pub(crate) cpapi: Cpapi,
+    /// The faults tests inject.
+    pub(crate) faults: Faults,
 }
 
 /// How many client assertion `jti`s [`State::assertion_jtis`] keeps.
@@ -218,6 +221,7 @@ impl State {
             cpe,
             dpop: Dpop::new().ok_or_else(|| Error::key("make the emulator's DPoP nonces", None))?,
             cpapi: Cpapi::default(),
+            faults: Faults::default(),
         })
     }
 
