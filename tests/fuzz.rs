@@ -14,12 +14,16 @@
 //! PROPTEST_CASES=1000000 cargo nextest run --workspace --all-features -E 'test(fuzz_)' --release --no-fail-fast
 //! ```
 
+#[path = "support/fuzz.rs"]
+mod fuzz_support;
+
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use fuzz_support::*;
 use helseid::auth::HelseIdLayer;
 use helseid::cache::fetch_fn;
 use helseid::config::ClientConfig;
@@ -32,8 +36,8 @@ use helseid::token::{AccessToken, TokenType};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use proptest::prelude::*;
-use proptest::sample::{Index, select};
-use serde_json::{Map, Value};
+use proptest::sample::select;
+use serde_json::Value;
 use tower::{ServiceBuilder, ServiceExt};
 
 const AUTHORITY: &str = "https://helseid.test";
@@ -65,17 +69,6 @@ fn assert_typed(error: &BoxError) {
     assert_shown_safely(error.as_ref());
 }
 
-/// The default number of cases (or `PROPTEST_CASES`), and failures kept beside this
-/// file (`tests/fuzz.proptest-regressions`) to be tried first next time.
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
-        )),
-        ..ProptestConfig::default()
-    }
-}
-
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -85,141 +78,6 @@ thread_local! {
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     RUNTIME.with(|rt| rt.block_on(future))
-}
-
-// ---------------------------------------------------------------------------------
-// Inputs.
-
-/// Text a hostile server or a broken file might hold: anything, or the characters that
-/// break logs and terminals.
-fn text() -> impl Strategy<Value = String> {
-    let nasty = select(vec![
-        "\n",
-        "\r\n",
-        "\u{1b}[31m",
-        "\u{1b}]0;x\u{7}",
-        "\u{0}",
-        "\u{7f}",
-        "\u{85}",
-        "\u{202e}",
-        "\u{2028}",
-        "\t",
-        "\"",
-        "\\",
-        "%7B",
-        "%0A",
-        "{",
-        "}",
-        "[",
-        "]",
-        ":",
-        ",",
-        "é",
-        "🦀",
-    ]);
-    prop_oneof![
-        3 => any::<String>(),
-        2 => prop::collection::vec(
-            prop_oneof![nasty, select(vec!["a", "Bearer", "DPoP", "eyJ", "x", "1", " "])],
-            0..12
-        )
-        .prop_map(|parts| parts.concat()),
-        1 => "[A-Za-z0-9_-]{0,64}",
-    ]
-}
-
-/// A JSON value of any type; objects take their keys mostly from `keys`.
-fn json(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>()
-            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
-        text().prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 32, 6, move |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((key(keys), inner), 0..6)
-                .prop_map(|members| Value::Object(members.into_iter().collect())),
-        ]
-    })
-}
-
-fn key(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
-    prop_oneof![4 => select(keys).prop_map(str::to_owned), 1 => text()]
-}
-
-/// An object whose members come from `members` (name and a strategy for its value),
-/// each present or not, plus stray members.
-fn object(
-    members: Vec<(&'static str, BoxedStrategy<Value>)>,
-    keys: &'static [&'static str],
-) -> impl Strategy<Value = Value> {
-    let each: Vec<_> = members
-        .into_iter()
-        .map(|(name, value)| prop::option::weighted(0.9, value).prop_map(move |v| (name, v)))
-        .collect();
-    let stray_key = prop_oneof![1 => select(keys).prop_map(str::to_owned), 3 => text()];
-    (each, prop::collection::vec((stray_key, json(keys)), 0..3)).prop_map(|(known, stray)| {
-        let mut object = Map::new();
-        for (name, value) in known {
-            if let Some(value) = value {
-                object.insert(name.to_owned(), value);
-            }
-        }
-        object.extend(stray);
-        Value::Object(object)
-    })
-}
-
-/// The bytes of a document: `value` serialised, maybe cut short or with a byte changed,
-/// or any bytes at all.
-fn document(value: impl Strategy<Value = Value>) -> impl Strategy<Value = Vec<u8>> {
-    let mutated = (value, any::<Index>(), any::<u8>(), 0..8u8).prop_map(|(v, at, byte, how)| {
-        let mut bytes = serde_json::to_vec(&v).expect("serialise");
-        match how {
-            0 => bytes.truncate(at.index(bytes.len() + 1)),
-            1 if !bytes.is_empty() => {
-                let i = at.index(bytes.len());
-                bytes[i] = byte;
-            }
-            _ => {}
-        }
-        bytes
-    });
-    prop_oneof![4 => mutated, 1 => prop::collection::vec(any::<u8>(), 0..256)]
-}
-
-/// A value, or mostly this one.
-fn or_any(usual: Vec<Value>, keys: &'static [&'static str]) -> BoxedStrategy<Value> {
-    prop_oneof![6 => select(usual), 1 => json(keys)].boxed()
-}
-
-/// `valid` with up to two members replaced by any value or removed.
-fn tweaked(
-    valid: impl Fn() -> Value + Clone + 'static,
-    keys: &'static [&'static str],
-) -> impl Strategy<Value = Value> {
-    prop::collection::vec((select(keys), prop::option::of(json(keys))), 0..3).prop_map(
-        move |changes| {
-            let mut value = valid();
-            for (name, change) in changes {
-                match change {
-                    Some(change) => value[name] = change,
-                    None => {
-                        value.as_object_mut().map(|o| o.remove(name));
-                    }
-                }
-            }
-            value
-        },
-    )
-}
-
-fn strings(values: &[&str]) -> Vec<Value> {
-    values.iter().map(|v| Value::from(*v)).collect()
 }
 
 /// Valid keys to start from: an EC and an RSA private JWK, as JSON objects.
