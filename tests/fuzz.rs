@@ -307,11 +307,26 @@ struct Answer {
 
 const ECHO: &str = "@ECHO@";
 
+/// Any header value HTTP can carry: text or bytes, with the bytes a header value cannot
+/// hold (control characters but tab) turned into ones it can, so that nothing is
+/// rejected (a long run would otherwise give up on too many rejects).
 fn header_value() -> impl Strategy<Value = HeaderValue> {
+    let fit = |bytes: Vec<u8>| {
+        let bytes: Vec<u8> = bytes
+            .into_iter()
+            .map(|b| {
+                if (b < 0x20 && b != b'\t') || b == 0x7f {
+                    b ^ 0x40
+                } else {
+                    b
+                }
+            })
+            .collect();
+        HeaderValue::from_bytes(&bytes).expect("only bytes a header value may hold")
+    };
     prop_oneof![
-        text().prop_filter_map("not a header value", |t| HeaderValue::from_str(&t).ok()),
-        prop::collection::vec(any::<u8>(), 0..64)
-            .prop_filter_map("not a header value", |b| HeaderValue::from_bytes(&b).ok()),
+        text().prop_map(String::into_bytes).prop_map(fit),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(fit),
     ]
 }
 
@@ -738,10 +753,16 @@ mod datetime {
         #[test]
         fn fuzz_dotnet_datetime(text in datetime_text()) {
             match text.parse::<DateTimeOffset>() {
-                // What is read is written back in a form that reads the same.
+                // What is read is written back (to the 100 ns tick, as .NET writes it)
+                // in a form that reads as the same tick.
                 Ok(at) => {
                     let again: DateTimeOffset = at.to_string().parse().expect("round trip");
-                    prop_assert_eq!(again, at);
+                    let tick = |t: &DateTimeOffset| {
+                        let utc = t.to_utc();
+                        (utc.timestamp(), utc.timestamp_subsec_nanos() / 100)
+                    };
+                    prop_assert_eq!(tick(&again), tick(&at), "{}", at);
+                    prop_assert_eq!(again.to_string(), at.to_string());
                 }
                 Err(e) => assert_shown_safely(&e),
             }
