@@ -456,6 +456,49 @@ async fn discovery_must_name_the_configured_issuer() {
 }
 
 #[tokio::test]
+async fn a_missing_or_mistyped_discovery_member_is_named() {
+    let cases = [
+        (
+            r#"{"issuer":"https://helseid.example"}"#,
+            "the `token_endpoint` member is missing",
+        ),
+        (
+            r#"{"issuer":"https://helseid.example","token_endpoint":["SECRET"]}"#,
+            "`token_endpoint` is an array, expected a string",
+        ),
+        (
+            r#"{"issuer":"https://helseid.example","token_endpoint":"https://helseid.example/t","grant_types_supported":[1]}"#,
+            "`grant_types_supported` holds an element that is not a string",
+        ),
+        (
+            r#"{"token_endpoint":"x"}"#,
+            "the `issuer` member is missing",
+        ),
+    ];
+    let jwk = PrivateJwk::generate_ec(Algorithm::ES256).expect("generate");
+    for (body, expected) in cases {
+        let addr = canned_server(200, "application/json", body).await;
+        let err = TokenEndpoint::new(config_at(addr, &jwk))
+            .expect("endpoint")
+            .client_credentials()
+            .await
+            .expect_err(body);
+        assert!(
+            matches!(
+                &err,
+                Error::InvalidResponse {
+                    endpoint: "discovery document",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(expected), "{body}: {err}");
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn no_secret_in_debug_or_display() {
     let jwk = PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("generate");
     let jwk_json: serde_json::Value = serde_json::from_str(&jwk.to_json()).expect("json");

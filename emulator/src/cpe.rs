@@ -353,12 +353,22 @@ pub(crate) async fn export(Extract(state): Extract<Arc<State>>, headers: HeaderM
 pub(crate) async fn party(
     Extract(state): Extract<Arc<State>>,
     headers: HeaderMap,
-    Path(her_id): Path<String>,
+    uri: axum::http::Uri,
+    her_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     state.cpe.count();
     if let Err(reason) = authorize(&state, &headers) {
         return unauthorized(&reason);
     }
+    // A segment that does not percent-decode to UTF-8 is quoted as it was sent.
+    let her_id = match her_id {
+        Ok(Path(her_id)) => her_id,
+        Err(_) => uri
+            .path()
+            .strip_prefix("/CommunicationParties/")
+            .unwrap_or_default()
+            .to_owned(),
+    };
     let instance = format!("/CommunicationParties/{her_id}");
     let Ok(number) = her_id.parse::<i32>() else {
         return problem(

@@ -246,4 +246,25 @@ mod tests {
             assert!(error.contains(fragment), "{bad}: {error}");
         }
     }
+
+    proptest::proptest! {
+        /// Anything at all: no panic, and a reason without a control character.
+        #[test]
+        fn fuzz_parse_dotnet(value in proptest::prop_oneof![
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,9})?(Z|[+ -][0-9]{2}:?[0-9]{2}|.)?",
+            ".*",
+        ]) {
+            if let Err(reason) = parse_dotnet(&value) {
+                proptest::prop_assert!(!reason.chars().any(char::is_control), "{:?}", reason);
+            }
+        }
+
+        /// What the emulator writes, it reads back as the same instant.
+        #[test]
+        fn fuzz_dotnet_round_trip(ticks in -62_135_596_800i64 * TICKS_PER_SECOND..253_402_300_799 * TICKS_PER_SECOND, offset: bool) {
+            let at = instant(ticks);
+            let written = write_dotnet(at, offset);
+            proptest::prop_assert_eq!(parse_dotnet(&written), Ok(at), "{}", written);
+        }
+    }
 }

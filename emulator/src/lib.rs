@@ -213,6 +213,14 @@
 //! session. An unknown client, a scope not granted or a malformed body gets 400 with an
 //! OAuth error body. [`Emulator::mint_user_tokens`] does the same from Rust.
 //!
+//! **Fault injection**, for tests of how a client copes with a failing HelseID or API:
+//! [`Emulator::faults`] sets a [`Fault`] per [`FaultTarget`] (the token endpoint, the
+//! discovery document, CPE, the CommunicationParty API v2) at run time, until it is
+//! replaced or cleared: a status with an optional `Retry-After`, a hang, an answer after
+//! a delay, a garbage, truncated or huge body, a connection closed without an answer, a
+//! token response with the other `token_type`, an API that refuses every token.
+//! [`Faults::injected`] counts the requests that got one.
+//!
 //! # Example: a client with a key of its own
 //! ```
 //! use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
@@ -244,6 +252,7 @@ mod cpe;
 mod discovery;
 mod dotnet;
 mod dpop;
+mod faults;
 mod form;
 mod register;
 mod response;
@@ -258,6 +267,7 @@ mod exchange;
 mod refresh;
 mod test_token;
 
+pub use self::faults::{Fault, FaultTarget, Faults};
 pub use self::selvbetjening::SCOPE as SELVBETJENING_SCOPE;
 pub use self::test_token::TestTokenRequest;
 
@@ -759,7 +769,8 @@ impl Emulator {
         self.state.signing_jwks()
     }
 
-    /// How many `POST /connect/token` requests arrived, whatever their outcome.
+    /// How many `POST /connect/token` requests arrived, whatever their outcome, those
+    /// answered with a [`Fault`] included.
     pub fn token_requests(&self) -> u64 {
         self.state.token_requests.load(Ordering::Relaxed)
     }
@@ -863,6 +874,26 @@ impl Emulator {
         self.state.set_token_delay(delay);
     }
 
+    /// The faults injected into this emulator's answers, switched at run time: a status
+    /// (with `Retry-After`), a hang, a delay, a garbage, truncated or huge body, a closed
+    /// connection, a wrong `token_type`, an API that refuses every token. See [`Fault`].
+    ///
+    /// # Example
+    /// ```
+    /// use helseid_emulator::{Emulator, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = Emulator::builder().start().await?;
+    /// emulator.faults().token_endpoint(Fault::Hang)?;
+    /// // ... a token request now gets no answer ...
+    /// emulator.faults().clear();
+    /// # Ok(()) }
+    /// ```
+    pub fn faults(&self) -> &Faults {
+        &self.state.faults
+    }
+
     /// Checks an access token issued by this emulator: the signature (the emulator's own
     /// key), `typ: at+jwt`, `iss`, and `exp` (with 5 seconds of leeway). Returns its
     /// claims.
@@ -954,6 +985,8 @@ impl Emulator {
     /// Stops the server: no new connections are accepted, requests in flight get up to
     /// five seconds to finish, then the server task is aborted.
     pub async fn shutdown(self) {
+        // Requests a `Fault::Hang` holds would hold up the graceful shutdown.
+        self.state.faults.clear();
         let Emulator { stop, mut task, .. } = self;
         let _ = stop.send(true);
         if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
@@ -1099,6 +1132,10 @@ fn router(state: Arc<State>) -> Router {
             selvbetjening::PATH,
             get(selvbetjening::get).post(selvbetjening::post),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            faults::inject,
+        ))
         .with_state(state)
         // Answers compressed with gzip when the client asks (NHN's export is large).
         .layer(tower_http::compression::CompressionLayer::new())

@@ -11,15 +11,59 @@ use crate::error::ErrorBody;
 /// The longest claim or parameter value quoted in an error description.
 const MAX_QUOTED: usize = 80;
 
-/// Quotes a client-supplied value in an error description, cut short when long.
+/// Quotes a client-supplied value in an error description, cut short when long, with
+/// control characters escaped (`\n`, `\u{1b}`), so that a description never carries a
+/// raw line break or escape sequence into a log line or a terminal.
 ///
 /// Only claim and parameter values are ever quoted, never an assertion or a token.
 pub(crate) fn quote(value: &str) -> String {
-    if value.chars().count() <= MAX_QUOTED {
-        format!("`{value}`")
+    let mut quoted = String::with_capacity(value.len().min(4 * MAX_QUOTED) + 5);
+    quoted.push('`');
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_QUOTED {
+            quoted.push_str("...");
+            break;
+        }
+        push_escaped(&mut quoted, c);
+    }
+    quoted.push('`');
+    quoted
+}
+
+/// `text` (a message that may repeat what a client sent, such as a serde error naming
+/// an unknown field) with its control characters escaped.
+pub(crate) fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut escaped, c);
+    }
+    escaped
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if c.is_control() {
+        out.extend(c.escape_default());
     } else {
-        let cut: String = value.chars().take(MAX_QUOTED).collect();
-        format!("`{cut}...`")
+        out.push(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz_client_assertion`: a claim's control characters reached the
+    /// description raw.
+    #[test]
+    fn quoted_values_have_their_control_characters_escaped() {
+        assert_eq!(quote("ES256"), "`ES256`");
+        assert_eq!(quote("a\nb\u{1b}[31m\u{7}"), r"`a\nb\u{1b}[31m\u{7}`");
+        assert_eq!(
+            escape("unknown field `\u{1b}[2J`"),
+            r"unknown field `\u{1b}[2J`"
+        );
+        let long = "é".repeat(MAX_QUOTED + 1);
+        assert_eq!(quote(&long), format!("`{}...`", "é".repeat(MAX_QUOTED)));
     }
 }
 

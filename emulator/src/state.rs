@@ -14,6 +14,7 @@ use super::Tenancy;
 use super::cpapi::Cpapi;
 use super::cpe::Cpe;
 use super::dpop::Dpop;
+use super::faults::Faults;
 use crate::error::b64_decode;
 use crate::error::{Error, Result};
 use helseid::key::{Algorithm, PublicJwk, SigningKey};
@@ -224,6 +225,8 @@ pub(crate) struct State {
     pub(crate) selvbetjening_open: std::sync::atomic::AtomicBool,
     /// The lifetime and propagation delay of keys registered at Selvbetjening.
     pub(crate) key_settings: Mutex<KeySettings>,
+    /// The faults tests inject.
+    pub(crate) faults: Faults,
 }
 
 /// How keys registered at Selvbetjening behave.
@@ -276,6 +279,7 @@ impl State {
                 lifetime: super::selvbetjening::DEFAULT_KEY_LIFETIME,
                 propagation: Duration::ZERO,
             }),
+            faults: Faults::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::Tenancy;
 use super::refresh::Session;
-use super::response::{TokenError, quote};
+use super::response::{TokenError, escape, quote};
 use super::state::{RegisteredClient, State, unix_now};
 use super::tenancy::{Organisation, is_orgnr};
 use super::token::{client_claims, granted_scopes, issue_access_token, token_response};
@@ -130,7 +130,11 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TestTokenRequest, TokenErro
         )));
     }
     serde_json::from_slice(body).map_err(|e| {
-        TokenError::invalid_request(format!("the body is not a test token request: {e}"))
+        // serde's message may repeat a member's name as sent.
+        TokenError::invalid_request(format!(
+            "the body is not a test token request: {}",
+            escape(&e.to_string())
+        ))
     })
 }
 

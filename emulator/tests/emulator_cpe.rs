@@ -408,6 +408,13 @@ async fn malformed_parameters_get_problem_details() {
         bad,
         "herId `2147483648` is not a HER-id",
     );
+    // Found by fuzz_cpe_query: a segment that is not UTF-8 once percent-decoded got
+    // axum's plain-text 400, not a ProblemDetails.
+    assert_problem(
+        &get("/CommunicationParties/%A0").await,
+        bad,
+        "herId `%A0` is not a HER-id",
+    );
     let not_found = get("/CommunicationParties/42").await;
     assert_problem(
         &not_found,

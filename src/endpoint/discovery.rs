@@ -16,9 +16,18 @@ use super::TokenEndpoint;
 use super::response::{describe, invalid};
 use crate::config::check_url;
 use crate::error::{Error, Result};
-use crate::jose::json_error_without_input;
+use crate::jose::{Want, json_object};
 
 const DISCOVERY: &str = "discovery document";
+
+/// The members of [`Discovery`], for an error that names the one that is wrong.
+const MEMBERS: &[(&str, Want, bool)] = &[
+    ("issuer", Want::String, true),
+    ("token_endpoint", Want::String, true),
+    ("jwks_uri", Want::String, false),
+    ("grant_types_supported", Want::Strings, false),
+    ("dpop_signing_alg_values_supported", Want::Strings, false),
+];
 
 /// The parts of HelseID's discovery document (OpenID Connect Discovery 1.0) this crate
 /// uses.
@@ -113,9 +122,10 @@ impl TokenEndpoint {
     ///
     /// # Errors
     /// When there is no copy yet: [`Error::Transport`], [`Error::Timeout`], or
-    /// [`Error::InvalidResponse`] for a document that is not JSON, lacks `issuer` or
-    /// `token_endpoint`, names another issuer, or names a token endpoint that is not
-    /// `https`.
+    /// [`Error::InvalidResponse`] for a document that is not a JSON object, lacks
+    /// `issuer` or `token_endpoint`, has a member of the wrong type (the reason names
+    /// the member, never its value), names another issuer, or names a token endpoint
+    /// that is not `https`.
     pub async fn discovery(&self) -> Result<Arc<Discovery>> {
         let cache = &self.inner.discovery;
         if let Some(copy) = cache.current.load_full() {
@@ -188,15 +198,11 @@ impl TokenEndpoint {
         if !status.is_success() {
             return Err(invalid(DISCOVERY, status, "expected HTTP 200"));
         }
-        let doc: Discovery = serde_json::from_slice(body).map_err(|e| {
+        let doc: Discovery = json_object(body, MEMBERS).map_err(|reason| {
             invalid(
                 DISCOVERY,
                 status,
-                format!(
-                    "{} ({})",
-                    json_error_without_input(&e),
-                    describe(content_type)
-                ),
+                format!("{reason} ({})", describe(content_type)),
             )
         })?;
         if doc.issuer.trim_end_matches('/') != issuer {

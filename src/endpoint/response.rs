@@ -12,7 +12,7 @@ use super::{
     HttpBody, MAX_BODY, MAX_EXPIRES_IN, MAX_RT_EXPIRES_IN, TOKEN_ENDPOINT, TokenRequest, shared,
 };
 use crate::error::{Error, OAuthError, Result};
-use crate::jose::json_error_without_input;
+use crate::jose::{Want, json_object};
 use crate::text::untrusted;
 use crate::token::{AccessToken, RefreshToken, TokenType};
 
@@ -29,6 +29,14 @@ struct TokenResponse {
     refresh_token: Option<Zeroizing<String>>,
     rt_expires_in: Option<serde_json::Value>,
 }
+
+/// The string members of [`TokenResponse`], for an error that names a mistyped one.
+const MEMBERS: &[(&str, Want, bool)] = &[
+    ("access_token", Want::String, false),
+    ("token_type", Want::String, false),
+    ("scope", Want::String, false),
+    ("refresh_token", Want::String, false),
+];
 
 /// An [`Error::InvalidResponse`] from `endpoint`.
 pub(super) fn invalid(
@@ -167,13 +175,12 @@ pub(super) fn parse_token_response(
             )),
         };
     }
-    let response: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+    let response: TokenResponse = json_object(body, MEMBERS).map_err(|reason| {
         invalid(
             TOKEN_ENDPOINT,
             status,
             format!(
-                "expected a JSON token response: {} ({})",
-                json_error_without_input(&e),
+                "expected a JSON token response: {reason} ({})",
                 describe(content_type)
             ),
         )
@@ -374,6 +381,18 @@ mod tests {
                 r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#,
                 "not a number",
             ),
+            (
+                200,
+                "application/json",
+                r#"{"access_token":"a","token_type":5,"expires_in":60}"#,
+                "`token_type` is a number, expected a string",
+            ),
+            (
+                200,
+                "application/json",
+                r#"["a","Bearer",60]"#,
+                "expected a JSON object, got an array",
+            ),
         ];
         for (status, ct, body, expected) in cases {
             let err = parse(status, ct, body).expect_err(body);
@@ -398,5 +417,10 @@ mod tests {
         )
         .expect_err("bad type");
         assert!(!err.to_string().contains("SECRET"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`access_token` is an array, expected a string"),
+            "{err}"
+        );
     }
 }

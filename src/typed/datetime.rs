@@ -80,7 +80,8 @@ impl From<DateTimeOffset> for DateTime<Utc> {
     }
 }
 
-/// A text that is not a date-time; its [`Display`](fmt::Display) quotes the text.
+/// A text that is not a date-time; its [`Display`](fmt::Display) quotes the text (its
+/// first 64 characters, control characters escaped).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not a date-time such as 2024-05-01T12:00:00.1234567+02:00")]
 pub struct ParseDateTimeError {
@@ -101,8 +102,9 @@ impl FromStr for DateTimeOffset {
                 has_offset: false,
             })
             .map_err(|_| ParseDateTimeError {
-                // A date-time is never secret; cap what an error message repeats.
-                text: text.chars().take(64).collect(),
+                // A date-time is never secret; cap what an error message repeats, and
+                // escape what would break a log line or a terminal.
+                text: crate::text::untrusted(&text.chars().take(64).collect::<String>(), &[]),
             })
     }
 }
@@ -165,6 +167,17 @@ impl<'de> Deserialize<'de> for DateTimeOffset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `fuzz_dotnet_datetime`: the text was quoted raw.
+    #[test]
+    fn an_error_quotes_the_text_escaped() {
+        let err = "1\u{85}1\n\u{1b}[31m"
+            .parse::<DateTimeOffset>()
+            .expect_err("not a date-time");
+        let shown = err.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+        assert!(shown.starts_with(r"`1\u{85}1\n\u{1b}[31m`"), "{shown}");
+    }
 
     #[test]
     fn reads_both_dotnet_forms_and_writes_them_back() {
