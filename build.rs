@@ -9,9 +9,6 @@
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
-    // Worktrees of this repository that share one target directory must not share
-    // this package's build: a build from another directory runs this script again.
-    println!("cargo::rerun-if-env-changed=PWD");
     #[cfg(feature = "cpe")]
     if let Err(e) = generate::client("openapi/cpe.json", "cpe.rs", "crate::cpe") {
         println!("cargo::error={e}");
