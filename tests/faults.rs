@@ -9,7 +9,12 @@
 //! request ends at the endpoint timeout because paused time jumps to it. Durations are
 //! never asserted.
 
+#[path = "support/capture.rs"]
+mod capture;
+
 use std::time::Duration;
+
+use capture::Capture;
 
 use bytes::Bytes;
 use helseid::Error;
@@ -143,6 +148,9 @@ fn assert_shown_safely(error: &BoxError) {
 /// switched on; requests in the refresh window all succeed; after expiry every request
 /// fails, with an error `expected` accepts; the fault is cleared; requests succeed.
 async fn survives(kind: Kind, fault: Fault, expected: impl Fn(&Error) -> bool) {
+    // Every log line at every level, the emulator's included, checked at the end.
+    let logs = Capture::default();
+    let _capture = logs.install();
     let rig = rig(kind).await;
     assert_eq!(rig.call().await.expect("first call"), StatusCode::OK);
     assert_eq!(rig.emulator.tokens_issued(), 1);
@@ -191,6 +199,22 @@ async fn survives(kind: Kind, fault: Fault, expected: impl Fn(&Error) -> bool) {
     tokio::time::resume();
     assert_eq!(rig.call().await.expect("recovered"), StatusCode::OK);
     assert!(rig.emulator.tokens_issued() > issued, "{fault:?}");
+    let logs = logs.text();
+    assert!(
+        logs.contains("token fetch failed"),
+        "{fault:?}: the log was captured"
+    );
+    for line in logs.lines() {
+        assert!(
+            !line.chars().any(char::is_control),
+            "{fault:?}: a raw control character in the log: {line:?}"
+        );
+        // Assertions, access tokens and proofs are JWTs: none reaches a log line.
+        assert!(
+            !line.contains("eyJ"),
+            "{fault:?}: a JWT in the log: {line:?}"
+        );
+    }
 }
 
 fn invalid_response(status: u16) -> impl Fn(&Error) -> bool {

@@ -3,7 +3,11 @@
 //! refused, and nothing a server sends (control characters, the client's own
 //! assertion) reaching an error or a log line raw.
 
+#[path = "support/capture.rs"]
+mod capture;
 mod support;
+
+use capture::Capture;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -204,51 +208,6 @@ async fn a_token_of_the_wrong_type_is_refused_and_not_cached() {
             "nothing was cached"
         );
     }
-}
-
-/// Every event and span field at every level, as a log formatter would write it.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>, Arc<AtomicU64>);
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = write!(self.0, " {}={}", field.name(), value);
-    }
-
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self.0, " {}={:?}", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        let mut text = self.0.lock().expect("lock");
-        text.push('\n');
-        span.record(&mut Fields(&mut text));
-        tracing::span::Id::from_u64(self.1.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        values.record(&mut Fields(&mut self.0.lock().expect("lock")));
-    }
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut text = self.0.lock().expect("lock");
-        text.push('\n');
-        event.record(&mut Fields(&mut text));
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 #[tokio::test]
