@@ -23,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use support::TestClient;
 use tower::{ServiceBuilder, ServiceExt};
 
-const SCOPE: &str = "nhn:cp-api/access";
+const SCOPE: &str = support::CP_SCOPE;
 
 /// What the API saw of each call: the `Authorization` header and the body.
 type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
@@ -74,11 +74,7 @@ async fn api_rejecting_the_first_call() -> (String, Seen) {
 /// The emulator, and a token endpoint of a client registered there.
 async fn emulator() -> (Emulator, TokenEndpoint) {
     let client = TestClient::ec("bodies");
-    let emulator = Emulator::builder()
-        .client(client.registration(&[SCOPE]))
-        .start()
-        .await
-        .expect("emulator");
+    let emulator = support::emulator_with(&client).await;
     let endpoint =
         TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
     (emulator, endpoint)

@@ -19,13 +19,12 @@ use bytes::Bytes;
 use helseid::HelseIdLayer;
 use helseid::cache::{CacheSettings, TokenCache};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
-use helseid_emulator::Emulator;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use support::TestClient;
 use tower::{ServiceBuilder, ServiceExt};
 
-const SCOPE: &str = "nhn:cp-api/access";
+const SCOPE: &str = support::CP_SCOPE;
 
 /// What a stub token endpoint answers: status, headers, body. `{assertion}` in the body
 /// is replaced by the client assertion the request carried.
@@ -87,11 +86,7 @@ fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
 #[tokio::test]
 async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request() {
     let client = TestClient::ec("storm");
-    let emulator = Emulator::builder()
-        .client(client.registration(&[SCOPE]))
-        .start()
-        .await
-        .expect("emulator");
+    let emulator = support::emulator_with(&client).await;
     let endpoint =
         TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
     // An interval far longer than the test: what is checked is the count, not time.
