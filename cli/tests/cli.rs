@@ -285,21 +285,8 @@ fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     let dir = tempdir();
     let config = dir.join("client.json");
     let tokens = dir.join("tokens.json");
-    let mut child = Command::new(BIN)
-        .args(["emulator", "--write-config"])
-        .arg(&config)
-        .arg("--write-token-set")
-        .arg(&tokens)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("helseid emulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let _emulator = Running(child);
-    let mut issuer = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut issuer)
-        .expect("issuer");
+    let (_emulator, _issuer) =
+        start_emulator_with(&config, &["--write-token-set".as_ref(), tokens.as_os_str()]);
     let original = std::fs::read(&tokens).expect("the token set was written");
 
     let renew = || {
