@@ -21,15 +21,14 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
 use super::certificates::Certificates;
 pub(crate) use super::cpapi_model::*;
-use super::cpe::{authorization_token, check_scope, problem, strict_query};
-use super::dpop::{self, DPOP_NONCE, Expected, ProofError, proof_header};
+use super::cpe::{check_scope, problem, strict_query};
+use super::dpop::{self, DPOP_NONCE};
 use super::response::{challenge_text, quote};
 use super::state::State;
 
@@ -793,83 +792,25 @@ fn authorized<const N: usize>(
 /// bound to, and carries the API's nonce when one is required; then the token carries
 /// [`CPAPI_SCOPE`]. Otherwise the 401 (or, for the scope, 403) to answer with.
 fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
-    let headers = &request.headers;
     state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
-    let token = authorization_token(headers, "DPoP", API).map_err(invalid_token)?;
-    let claims = state.verify_access_token(token).map_err(invalid_token)?;
-    let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
-        Some(Value::String(jkt)) => jkt.as_str(),
-        Some(_) => return Err(invalid_token("the access token's cnf.jkt is not a string")),
-        None => {
-            return Err(invalid_token(
-                "the access token is not DPoP-bound (it has no cnf.jkt): get a token with a \
-                 DPoP proof at the token endpoint",
-            ));
-        }
-    };
-    let proof = match proof_header(headers) {
-        Ok(Some(proof)) => proof,
-        Ok(None) => {
-            return Err(invalid_proof(
-                "the request has no DPoP header: a DPoP-bound token is sent with a DPoP proof",
-            ));
-        }
-        Err(error) => return Err(refuse_proof(state, error)),
-    };
-    let url = format!("{}{}", state.issuer, request.uri.path());
     let nonces = state
         .cpapi
         .require_nonce
         .load(Ordering::Relaxed)
         .then_some(&state.dpop.api_nonces);
-    let expected = Expected {
-        method: request.method.as_str(),
-        url: &url,
-        bound_to: Some((token, jkt)),
-        nonces,
-    };
-    state
-        .dpop
-        .verify(proof, &expected)
-        .map_err(|error| refuse_proof(state, error))?;
+    let claims = dpop::check_bound_request(state, request, API, nonces).map_err(|refusal| {
+        Refusal::Unauthorized {
+            error: refusal.error,
+            description: refusal.description,
+            nonce: refusal.nonce,
+        }
+    })?;
     // A valid token and proof for another API: 403, as cpapi.json documents.
     check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {
         error: "insufficient_scope",
         description,
         nonce: None,
     })
-}
-
-/// The 401 for a proof refused: `invalid_dpop_proof`, or `use_dpop_nonce` with the
-/// API's nonce.
-fn refuse_proof(state: &State, error: ProofError) -> Refusal {
-    match error {
-        ProofError::Invalid(description) => invalid_proof(description),
-        ProofError::UseNonce(description) => {
-            state.dpop.count_challenge();
-            Refusal::Unauthorized {
-                error: "use_dpop_nonce",
-                description,
-                nonce: Some(state.dpop.api_nonces.current()),
-            }
-        }
-    }
-}
-
-fn invalid_proof(description: impl Into<String>) -> Refusal {
-    Refusal::Unauthorized {
-        error: "invalid_dpop_proof",
-        description: description.into(),
-        nonce: None,
-    }
-}
-
-fn invalid_token(description: impl Into<String>) -> Refusal {
-    Refusal::Unauthorized {
-        error: "invalid_token",
-        description: description.into(),
-        nonce: None,
-    }
 }
 
 /// A 401 with `WWW-Authenticate: DPoP error="..", error_description="..", algs=".."`,

@@ -21,8 +21,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::cpe::{ProblemDetails, authorization_token, check_scope};
-use super::dpop::{DPOP_NONCE, Expected, ProofError, proof_header};
+use super::cpe::{ProblemDetails, check_scope};
+use super::dpop::{DPOP_NONCE, check_bound_request};
 use super::state::{ClientKey, State, lock, unix_now};
 use helseid::key::PublicJwk;
 
@@ -157,45 +157,17 @@ impl IntoResponse for Refusal {
 /// The client a request is from: a DPoP-bound token of this emulator with [`SCOPE`]
 /// and a proof for this request. Returns the token's `client_id`.
 fn authorize(state: &State, request: &Parts) -> Result<String, Refusal> {
-    let invalid_token = |detail: String| Refusal::unauthorized("invalid_token", detail);
-    let token = authorization_token(&request.headers, "DPoP", API).map_err(invalid_token)?;
-    let claims = state.verify_access_token(token).map_err(invalid_token)?;
-    check_scope(&claims, SCOPE, API).map_err(invalid_token)?;
-    let Some(Value::String(jkt)) = claims.get("cnf").and_then(|cnf| cnf.get("jkt")) else {
-        return Err(invalid_token(
-            "the access token is not DPoP-bound (it has no cnf.jkt): Selvbetjening takes only DPoP-bound tokens".to_owned(),
-        ));
-    };
-    let refuse = |error: ProofError| match error {
-        ProofError::Invalid(detail) => Refusal::unauthorized("invalid_dpop_proof", detail),
-        ProofError::UseNonce(detail) => {
-            state.dpop.count_challenge();
-            Refusal {
-                nonce: Some(state.dpop.api_nonces.current()),
-                ..Refusal::unauthorized("use_dpop_nonce", detail)
-            }
-        }
-    };
-    let proof = proof_header(&request.headers)
-        .map_err(refuse)?
-        .ok_or_else(|| {
-            Refusal::unauthorized(
-                "invalid_dpop_proof",
-                "the request has no DPoP header: a DPoP-bound token is sent with a DPoP proof",
-            )
-        })?;
-    let url = format!("{}{}", state.issuer, request.uri.path());
-    let expected = Expected {
-        method: request.method.as_str(),
-        url: &url,
-        bound_to: Some((token, jkt)),
-        nonces: None,
-    };
-    state.dpop.verify(proof, &expected).map_err(refuse)?;
+    let claims = check_bound_request(state, request, API, None).map_err(|refusal| Refusal {
+        nonce: refusal.nonce,
+        ..Refusal::unauthorized(refusal.error, refusal.description)
+    })?;
+    check_scope(&claims, SCOPE, API)
+        .map_err(|detail| Refusal::unauthorized("invalid_token", detail))?;
     match claims.get("client_id") {
         Some(Value::String(id)) => Ok(id.clone()),
-        _ => Err(invalid_token(
-            "the access token has no client_id".to_owned(),
+        _ => Err(Refusal::unauthorized(
+            "invalid_token",
+            "the access token has no client_id",
         )),
     }
 }
