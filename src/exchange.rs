@@ -150,6 +150,12 @@ impl SubjectToken {
         self.inner.expires_at.is_some_and(|at| Instant::now() >= at)
     }
 
+    /// The whole SHA-256 of the token.
+    #[cfg(feature = "redis")]
+    pub(crate) fn digest(&self) -> &[u8; 32] {
+        &self.inner.fingerprint
+    }
+
     /// The first bytes of the token's SHA-256, in hex: enough to tell tokens apart in
     /// logs, useless to an attacker.
     pub fn fingerprint(&self) -> String {

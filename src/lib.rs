@@ -90,12 +90,16 @@ pub mod error;
 pub mod exchange;
 mod jose;
 pub mod key;
+pub mod metrics;
 mod private_file;
 pub mod refresh;
 mod rfc3339;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod selvbetjening;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod shared;
 mod text;
 pub mod token;
 #[cfg(feature = "transport")]

@@ -334,6 +334,9 @@ struct SessionInner {
     state: tokio::sync::Mutex<Option<TokenSet>>,
     store: Option<Arc<dyn TokenStore>>,
     refreshes: AtomicU64,
+    /// Where replicas share this session, when they do.
+    #[cfg(feature = "redis")]
+    shared: Option<crate::shared::SharedSession>,
 }
 
 impl fmt::Debug for RefreshSession {
@@ -385,6 +388,8 @@ impl RefreshSession {
                 state: tokio::sync::Mutex::new(set),
                 store,
                 refreshes: AtomicU64::new(0),
+                #[cfg(feature = "redis")]
+                shared: None,
             }),
         }
     }
@@ -476,6 +481,19 @@ impl RefreshSession {
     }
 
     async fn refresh_locked(
+        &self,
+        state: &mut Option<TokenSet>,
+        target: &Target<'_>,
+    ) -> Result<AccessToken> {
+        #[cfg(feature = "redis")]
+        if let Some(session) = &self.inner.shared {
+            return self.refresh_shared(session, state, target).await;
+        }
+        self.refresh_alone(state, target).await
+    }
+
+    /// Refreshes with this replica's set, telling no other replica.
+    async fn refresh_alone(
         &self,
         state: &mut Option<TokenSet>,
         target: &Target<'_>,
@@ -582,6 +600,147 @@ struct Target<'a> {
     scopes: &'a [String],
     tenant: Option<Tenant>,
     resource: Option<&'a str>,
+}
+
+impl Target<'_> {
+    /// Whether this is the session's own token (its scopes, no tenant, no resource),
+    /// which another replica's refresh gives too.
+    #[cfg(feature = "redis")]
+    fn is_session_default(&self) -> bool {
+        self.scopes.is_empty() && self.tenant.is_none() && self.resource.is_none()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RefreshSession {
+    /// A session shared by replicas under `id` (any name the service gives the user's
+    /// session; it is hashed before it reaches Redis): its token set lives sealed in
+    /// `cache`'s Redis, and replicas that want to refresh it at once make exactly one
+    /// refresh and all get its result (see [`crate::shared`]).
+    ///
+    /// `set` is this replica's starting set (after a login); `None` takes the set from
+    /// Redis. When Redis holds no set, `set` is put there.
+    ///
+    /// # Errors
+    /// [`Error::LoginRequired`] when `set` is `None` and Redis holds no set (or cannot
+    /// be reached).
+    pub async fn shared(
+        endpoint: TokenEndpoint,
+        set: Option<TokenSet>,
+        cache: &crate::shared::SharedCache,
+        id: &str,
+    ) -> Result<Self> {
+        let session = crate::shared::SharedSession::new(cache, id);
+        let held = session.read().await.ok().map(|(held, _)| held);
+        let set = match (set, held) {
+            (Some(set), Some(held)) if held.raw.is_none() => {
+                let _ = session.swap(None, &set, "").await;
+                set
+            }
+            (Some(set), _) => set,
+            (None, Some(crate::shared::Held { set: Some(set), .. })) => set,
+            (None, _) => {
+                return Err(Error::LoginRequired {
+                    reason: "the shared cache holds no token set for this session".into(),
+                    source: None,
+                });
+            }
+        };
+        let mut built = Self::build(endpoint, Some(set), None);
+        if let Some(inner) = Arc::get_mut(&mut built.inner) {
+            inner.shared = Some(session);
+        }
+        Ok(built)
+    }
+
+    /// Refreshes in step with the other replicas: see [`crate::shared`].
+    async fn refresh_shared(
+        &self,
+        session: &crate::shared::SharedSession,
+        state: &mut Option<TokenSet>,
+        target: &Target<'_>,
+    ) -> Result<AccessToken> {
+        let settings = session.shared().settings();
+        let deadline = Instant::now() + settings.lock_wait;
+        let mut waited = false;
+        loop {
+            let Ok((held, _)) = session.read().await else {
+                return self.refresh_alone(state, target).await;
+            };
+            if let Some(token) = adopt(state, &held, target) {
+                return Ok(token);
+            }
+            let fence = match session.take_lease().await {
+                Ok(Some(fence)) => fence,
+                Ok(None) => {
+                    if !waited {
+                        waited = true;
+                        session.shared().count_wait();
+                    }
+                    if session.wait_for_change(held.raw.as_deref(), deadline).await {
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        session.shared().count_wait_timeout();
+                        return Err(Error::Timeout {
+                            endpoint: "shared refresh session (waiting for another replica)",
+                            after: settings.lock_wait,
+                        });
+                    }
+                    return self.refresh_alone(state, target).await;
+                }
+                Err(_) => return self.refresh_alone(state, target).await,
+            };
+            // Holding the lease: what Redis holds now is what the swap compares with.
+            let held = match session.read().await {
+                Ok((held, _)) => held,
+                Err(_) => {
+                    session.release(&fence).await;
+                    return self.refresh_alone(state, target).await;
+                }
+            };
+            if let Some(token) = adopt(state, &held, target) {
+                session.release(&fence).await;
+                return Ok(token);
+            }
+            let refreshed = self.refresh_alone(state, target).await;
+            match (&refreshed, state.as_ref()) {
+                (Ok(_), Some(set)) => {
+                    if let Ok(false) = session.swap(held.raw.as_deref(), set, &fence).await {
+                        tracing::warn!(
+                            "another replica changed the shared session during this refresh"
+                        );
+                    }
+                }
+                _ => session.release(&fence).await,
+            }
+            return refreshed;
+        }
+    }
+}
+
+/// Takes the set another replica left in Redis when it is a newer rotation than this
+/// replica's, and returns its access token when that serves `target` and is still good.
+#[cfg(feature = "redis")]
+fn adopt(
+    state: &mut Option<TokenSet>,
+    held: &crate::shared::Held,
+    target: &Target<'_>,
+) -> Option<AccessToken> {
+    let remote = held.set.as_ref()?;
+    let local = state.as_ref();
+    if local.is_some_and(|local| local.refresh_token == remote.refresh_token) {
+        return None;
+    }
+    let mut adopted = remote.clone();
+    if adopted.dpop_jwk.is_none() {
+        adopted.dpop_jwk = local.and_then(|local| local.dpop_jwk.clone());
+    }
+    let token = adopted
+        .access_token()
+        .filter(|token| token.expires_in() > Duration::from_secs(10));
+    *state = Some(adopted);
+    token.filter(|_| target.is_session_default())
 }
 
 impl FetchToken for RefreshSession {

@@ -171,6 +171,7 @@ where
                     .remember_nonce(&proofs.target, response.headers())
             {
                 tracing::debug!("the service asked for a DPoP nonce: retrying once with it");
+                crate::metrics::retry("dpop_nonce");
                 set_authorization(&mut replay, sent);
                 inner.ready().await.map_err(Into::into)?;
                 return send(&mut inner, replay, Some(proofs)).await;
@@ -225,6 +226,7 @@ where
         return Ok(refused);
     }
     tracing::debug!("the service answered 401 invalid_token: retrying once with a new token");
+    crate::metrics::retry("invalid_token");
     let entry = shared
         .entry(tenant, subject)
         .await

@@ -136,6 +136,7 @@ impl TokenCache {
             .refreshes
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(client_id = %key.client_id, "refreshing a token ahead of expiry");
+        crate::metrics::refresh_ahead();
         let fetch = self.join_fetch(source, key, false);
         let entry = entry.clone();
         tokio::spawn(async move {

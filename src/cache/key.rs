@@ -75,6 +75,60 @@ impl CacheKey {
         }
     }
 
+    /// A stable name of this key for a store shared by processes: the hex SHA-256 of
+    /// an unambiguous (tagged, length-prefixed) encoding of every part, so that
+    /// replicas of any build agree on it. The subject token enters by its digest, the
+    /// DPoP key by its thumbprint.
+    #[cfg(feature = "redis")]
+    pub(crate) fn stable_digest(&self) -> String {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut field = |tag: u8, bytes: &[u8]| {
+            context.update(&[tag]);
+            context.update(&(bytes.len() as u64).to_be_bytes());
+            context.update(bytes);
+        };
+        field(1, self.client_id.as_bytes());
+        field(2, self.grant.grant_type().as_bytes());
+        for scope in self.scopes.iter() {
+            field(3, scope.as_bytes());
+        }
+        if let Some(resource) = &self.resource {
+            field(4, resource.as_bytes());
+        }
+        match self.tenant {
+            Some(Tenant::Multi { parent, child }) => {
+                field(5, parent.as_str().as_bytes());
+                if let Some(child) = child {
+                    field(6, child.as_str().as_bytes());
+                }
+            }
+            Some(Tenant::Single { child }) => field(7, child.as_str().as_bytes()),
+            None => {}
+        }
+        if let Some(journal) = &self.journal {
+            field(8, journal.as_str().as_bytes());
+        }
+        if let Some(subject) = &self.subject {
+            field(9, subject.digest());
+        }
+        if let Some(key) = &self.dpop {
+            field(10, key.thumbprint().as_bytes());
+        }
+        field(11, &self.partition.to_be_bytes());
+        context
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The partition of the source this key belongs to (0: any source of the client).
+    #[cfg(feature = "redis")]
+    pub(crate) fn partition(&self) -> u64 {
+        self.partition
+    }
+
     /// The token request this key stands for (without a refresh token: the source
     /// holds that).
     pub fn request(&self) -> TokenRequest {

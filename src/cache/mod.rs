@@ -214,16 +214,21 @@ impl TokenCache {
             .max_capacity(settings.max_capacity)
             .expire_after(TokenExpiry)
             .build();
-        TokenCache {
-            inner: Arc::new(Inner {
-                entries,
-                in_flight: Mutex::new(HashMap::new()),
-                backoff: Backoff::default(),
-                storm: StormGuard::default(),
-                counters: Counters::default(),
-                settings,
-            }),
-        }
+        let inner = Arc::new(Inner {
+            entries,
+            in_flight: Mutex::new(HashMap::new()),
+            backoff: Backoff::default(),
+            storm: StormGuard::default(),
+            counters: Counters::default(),
+            settings,
+        });
+        let weak = Arc::downgrade(&inner);
+        crate::metrics::observe_lookups("local", move || {
+            let inner = weak.upgrade()?;
+            let c = &inner.counters;
+            Some((c.hits.sum(), c.misses.load(Ordering::Relaxed)))
+        });
+        TokenCache { inner }
     }
 
     /// The settings.
@@ -308,7 +313,10 @@ impl TokenCache {
                 .await;
         }
         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-        self.inner.backoff.check(key, now)?;
+        self.inner
+            .backoff
+            .check(key, now)
+            .inspect_err(|_| crate::metrics::backoff())?;
         self.join_fetch(source, key, true).await
     }
 

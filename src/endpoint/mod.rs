@@ -292,6 +292,13 @@ impl TokenEndpoint {
         fields(client_id = %self.inner.config.client_id(), grant = request.grant.grant_type(), status)
     )]
     pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
+        let started = std::time::Instant::now();
+        let outcome = self.request_once(request).await;
+        crate::metrics::token_request(request.grant.grant_type(), &outcome, started.elapsed());
+        outcome
+    }
+
+    async fn request_once(&self, request: &TokenRequest) -> Result<AccessToken> {
         self.check_key_expiry();
         let grant_token = match request.grant {
             Grant::ClientCredentials => None,
@@ -433,12 +440,17 @@ impl TokenEndpoint {
     /// Warns once when the key expires within the warning window, or has expired.
     fn check_key_expiry(&self) {
         use std::sync::atomic::Ordering;
-        if self.inner.key_checked.swap(true, Ordering::Relaxed) {
-            return;
-        }
         let Some(at) = self.inner.config.key_expires_at() else {
             return;
         };
+        let days = match at.duration_since(std::time::SystemTime::now()) {
+            Ok(left) => left.as_secs_f64() / 86_400.0,
+            Err(past) => -past.duration().as_secs_f64() / 86_400.0,
+        };
+        crate::metrics::key_expiry(self.inner.config.client_id(), days);
+        if self.inner.key_checked.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let expires = crate::rfc3339::format(at);
         match at.duration_since(std::time::SystemTime::now()) {
             Err(_) => tracing::warn!(
