@@ -37,7 +37,9 @@ mod otel {
         pub(super) refreshes_ahead: Counter<u64>,
         pub(super) backoffs: Counter<u64>,
         pub(super) retries: Counter<u64>,
+        #[cfg(feature = "redis")]
         pub(super) lock_waits: Counter<u64>,
+        #[cfg(feature = "redis")]
         pub(super) available: Gauge<u64>,
         pub(super) key_expiry: Gauge<f64>,
     }
@@ -80,11 +82,13 @@ mod otel {
                     .with_description("Requests sent again with a new token or DPoP nonce")
                     .with_unit("{retry}")
                     .build(),
+                #[cfg(feature = "redis")]
                 lock_waits: meter
                     .u64_counter("helseid.shared.lock_waits")
                     .with_description("Waits for another replica's token fetch or refresh")
                     .with_unit("{wait}")
                     .build(),
+                #[cfg(feature = "redis")]
                 available: meter
                     .u64_gauge("helseid.shared.available")
                     .with_description("1 while the shared cache (Redis) answers, 0 after a failure")
