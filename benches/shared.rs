@@ -3,6 +3,9 @@
 //! from HelseID (the emulator on 127.0.0.1). Starts its own `redis-server` on a free
 //! port. Run: `cargo bench -p helseid --features redis --bench shared`.
 
+// A benchmark prints its figures.
+#![allow(missing_docs, clippy::print_stdout)]
+
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 

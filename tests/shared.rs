@@ -464,3 +464,90 @@ async fn three_replicas_refreshing_one_session_make_one_refresh() {
     );
     assert_eq!(emulator.invalid_grants(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_is_given_up_on_and_a_flushed_one_refilled_without_failing_a_request() {
+    let (emulator, client, redis) = setup().await;
+    let key = SealKey::generate();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut quick = SharedSettings::default();
+    quick.command_timeout = Duration::from_millis(100);
+
+    // Redis blocked for 3 s (DEBUG SLEEP): the replica does not wait for it.
+    let url = redis.url();
+    let sleeper = tokio::spawn(async move {
+        let mut blocker = redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        // The client gives up waiting before the server wakes: only the block matters.
+        let _ = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(3)
+            .query_async::<()>(&mut blocker)
+            .await;
+    });
+    // Wait until Redis is really blocked: a PING does not come back within 50 ms.
+    let probe = redis.url();
+    for attempt in 0.. {
+        assert!(attempt < 200, "Redis never blocked");
+        let ping = async {
+            let mut connection = redis::Client::open(probe.as_str())
+                .ok()?
+                .get_multiplexed_async_connection()
+                .await
+                .ok()?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .ok()
+        };
+        if !matches!(
+            tokio::time::timeout(Duration::from_millis(50), ping).await,
+            Ok(Some(_))
+        ) {
+            break;
+        }
+    }
+    let slow = SharedCache::with_settings(&redis.url(), key.clone(), quick).expect("shared");
+    let service = HelseIdLayer::builder(slow.source(endpoint(&client, &emulator)))
+        .build()
+        .layer(echo(seen.clone()));
+    let service = BoxCloneSyncService::new(service.map_err(tower::BoxError::from));
+    for call in burst(&service, 100).await {
+        call.await.expect("task");
+    }
+    assert!(!slow.is_available());
+    assert!(slow.stats().failures >= 1);
+    assert_eq!(emulator.token_requests(), 1);
+    sleeper.await.expect("sleeper");
+
+    // Flushed: the next replica finds nothing, fetches under the lock and refills it
+    // (once Redis has woken).
+    redis.wait_until_ready().await;
+    let mut raw = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut raw)
+        .await
+        .expect("flush");
+    let (refill, service) = replica(
+        &redis,
+        &key,
+        endpoint(&client, &emulator),
+        None,
+        seen.clone(),
+    );
+    for call in burst(&service, 100).await {
+        call.await.expect("task");
+    }
+    assert_eq!((refill.stats().misses, refill.stats().fetches), (1, 1));
+    let names: Vec<String> = raw.keys("helseid:token:*").await.expect("keys");
+    assert_eq!(names.len(), 1, "refilled");
+    assert_eq!(emulator.token_requests(), 2);
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        200,
+        "every request served"
+    );
+}

@@ -34,12 +34,17 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian's redis-server package; .ci/run installs it)");
         self.child = Some(child);
-        // Readiness, not timing: poll until it answers, for at most 20 s.
+        self.wait_until_ready().await;
+    }
+
+    /// Polls until the server answers `PING` (readiness, not timing), for at most 20 s.
+    pub async fn wait_until_ready(&self) {
         for _ in 0..400 {
             if self.ping().await {
                 return;
