@@ -2,15 +2,13 @@
 
 mod support;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Request, header};
 use http_body_util::Full;
-use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{ServiceBuilder, ServiceExt};
 
 use helseid::cache::FetchToken;
 use helseid::config::ClientConfig;
@@ -72,22 +70,7 @@ async fn sfm_setup() -> (Emulator, Client, Client) {
 }
 
 /// A downstream service that answers with the `Authorization` it received.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-fn downstream(
-    seen: Seen,
-) -> BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible> {
-    BoxCloneSyncService::new(service_fn(move |request: Request<Full<Bytes>>| {
-        let value = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        seen.lock().expect("lock").push(value);
-        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
-    }))
-}
+use support::{Seen, recording_api as downstream};
 
 /// A layer that exchanges each request's subject token for the downstream scope.
 fn exchange_layer(source: impl FetchToken) -> HelseIdLayer {

@@ -9,16 +9,15 @@ mod capture;
 mod redis_server;
 mod support;
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, header};
+use http::{Request, Response};
 use http_body_util::Full;
 use redis::AsyncCommands;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::{Layer, ServiceExt};
 
 use helseid::HelseIdLayer;
 use helseid::dpop::DpopKey;
@@ -33,21 +32,7 @@ use support::{CP_SCOPE, TestClient};
 
 type Service = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, tower::BoxError>;
 
-/// A downstream service that records the `Authorization` of every request.
-fn echo(
-    seen: Arc<Mutex<Vec<String>>>,
-) -> BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible> {
-    BoxCloneSyncService::new(service_fn(move |request: Request<Full<Bytes>>| {
-        let value = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        seen.lock().expect("lock").push(value);
-        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
-    }))
-}
+use support::recording_api as echo;
 
 /// Settings for tests on a loaded machine: a Redis command is never given up for
 /// slowness, so the counts below do not depend on the machine's speed.
@@ -60,13 +45,13 @@ fn settings() -> SharedSettings {
 
 /// One replica: its own connection to Redis and its own in-process cache.
 fn replica(
-    redis: &RedisServer,
+    url: &str,
     key: &SealKey,
     endpoint: TokenEndpoint,
     dpop: Option<DpopKey>,
     seen: Arc<Mutex<Vec<String>>>,
 ) -> (SharedCache, Service) {
-    let shared = SharedCache::with_settings(&redis.url(), key.clone(), settings()).expect("shared");
+    let shared = SharedCache::with_settings(url, key.clone(), settings()).expect("shared");
     let mut builder = HelseIdLayer::builder(shared.source(endpoint));
     if let Some(dpop) = dpop {
         builder = builder.dpop(dpop);
@@ -78,6 +63,44 @@ fn replica(
             .map_err(tower::BoxError::from),
     );
     (shared, service)
+}
+
+/// What the replicas of one test share: Redis, the service key, the client and the
+/// emulator, and the record of what the API saw.
+struct Fleet {
+    url: String,
+    key: SealKey,
+    endpoint: TokenEndpoint,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fleet {
+    fn new(
+        redis: &RedisServer,
+        key: &SealKey,
+        endpoint: TokenEndpoint,
+        seen: &Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        Fleet {
+            url: redis.url(),
+            key: key.clone(),
+            endpoint,
+            seen: seen.clone(),
+        }
+    }
+
+    /// A new replica without DPoP (its own connection and in-process cache; the
+    /// endpoint's clones share an HTTP client, which replicas would not, and which
+    /// changes no count).
+    fn replica(&self) -> (SharedCache, Service) {
+        replica(
+            &self.url,
+            &self.key,
+            self.endpoint.clone(),
+            None,
+            self.seen.clone(),
+        )
+    }
 }
 
 /// Sends `n` concurrent requests through `service` and waits for all; panics on any
@@ -100,6 +123,13 @@ fn call() -> Request<Full<Bytes>> {
         .expect("request")
 }
 
+/// Sends `n` concurrent requests through `service` and waits for all to be served.
+async fn serve(service: &Service, n: usize) {
+    for call in burst(service, n).await {
+        call.await.expect("task");
+    }
+}
+
 async fn setup() -> (Emulator, TestClient, RedisServer) {
     let client = TestClient::ec("fleet");
     let emulator = support::emulator_with(&client).await;
@@ -115,17 +145,8 @@ async fn three_replicas_with_a_thousand_cold_requests_each_make_one_token_reques
     let (emulator, client, redis) = setup().await;
     let key = SealKey::generate();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let replicas: Vec<_> = (0..3)
-        .map(|_| {
-            replica(
-                &redis,
-                &key,
-                endpoint(&client, &emulator),
-                None,
-                seen.clone(),
-            )
-        })
-        .collect();
+    let fleet = Fleet::new(&redis, &key, endpoint(&client, &emulator), &seen);
+    let replicas: Vec<_> = (0..3).map(|_| fleet.replica()).collect();
     let mut calls = Vec::new();
     for (_, service) in &replicas {
         calls.extend(burst(service, 1000).await);
@@ -157,13 +178,8 @@ async fn entries_in_redis_are_sealed_and_a_tampered_one_is_refused_and_fetched_a
     let (emulator, client, redis) = setup().await;
     let key = SealKey::generate();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (_, first) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
+    let fleet = Fleet::new(&redis, &key, endpoint(&client, &emulator), &seen);
+    let (_, first) = fleet.replica();
     first.clone().oneshot(call()).await.expect("first");
     let token = seen.lock().expect("lock")[0]
         .strip_prefix("Bearer ")
@@ -191,13 +207,7 @@ async fn entries_in_redis_are_sealed_and_a_tampered_one_is_refused_and_fetched_a
     );
 
     // A replica with the same key finds it.
-    let (shared, second) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
+    let (shared, second) = fleet.replica();
     second.clone().oneshot(call()).await.expect("second");
     assert_eq!(shared.stats().hits, 1);
     assert_eq!(emulator.token_requests(), 1);
@@ -207,13 +217,7 @@ async fn entries_in_redis_are_sealed_and_a_tampered_one_is_refused_and_fetched_a
     let last = tampered.len() - 1;
     tampered[last] ^= 0x01;
     let _: () = raw.pset_ex(name, tampered, 600_000).await.expect("set");
-    let (shared, third) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
+    let (shared, third) = fleet.replica();
     third
         .clone()
         .oneshot(call())
@@ -229,7 +233,7 @@ async fn entries_in_redis_are_sealed_and_a_tampered_one_is_refused_and_fetched_a
 
     // A replica with another key neither reads nor trusts the fleet's entries.
     let (shared, other) = replica(
-        &redis,
+        &redis.url(),
         &SealKey::generate(),
         endpoint(&client, &emulator),
         None,
@@ -258,7 +262,7 @@ async fn dpop_bound_tokens_are_shared_only_by_replicas_with_the_same_dpop_key() 
         DpopKey::generate().expect("dpop key"),
     ] {
         let (_, service) = replica(
-            &redis,
+            &redis.url(),
             &key,
             endpoint(&client, &emulator),
             Some(dpop),
@@ -282,16 +286,9 @@ async fn redis_stopped_and_started_again_fails_no_request_and_warns_once() {
     let (emulator, client, mut redis) = setup().await;
     let key = SealKey::generate();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (first_shared, first) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
-    for call in burst(&first, 100).await {
-        call.await.expect("task");
-    }
+    let fleet = Fleet::new(&redis, &key, endpoint(&client, &emulator), &seen);
+    let (first_shared, first) = fleet.replica();
+    serve(&first, 100).await;
     assert_eq!(emulator.token_requests(), 1);
 
     redis.stop();
@@ -299,16 +296,8 @@ async fn redis_stopped_and_started_again_fails_no_request_and_warns_once() {
     // own cache.
     let mut down = Vec::new();
     for _ in 0..2 {
-        let (shared, service) = replica(
-            &redis,
-            &key,
-            endpoint(&client, &emulator),
-            None,
-            seen.clone(),
-        );
-        for call in burst(&service, 100).await {
-            call.await.expect("task");
-        }
+        let (shared, service) = fleet.replica();
+        serve(&service, 100).await;
         assert!(!shared.is_available());
         down.push(shared);
     }
@@ -319,33 +308,15 @@ async fn redis_stopped_and_started_again_fails_no_request_and_warns_once() {
     );
     // The warm replica never needed Redis.
     assert!(first_shared.is_available());
-    for call in burst(&first, 100).await {
-        call.await.expect("task");
-    }
+    serve(&first, 100).await;
 
     redis.restart().await;
     // The shared path is back: one replica fetches and stores, the next finds it.
-    let (back, service) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
-    for call in burst(&service, 100).await {
-        call.await.expect("task");
-    }
+    let (back, service) = fleet.replica();
+    serve(&service, 100).await;
     assert_eq!((back.stats().fetches, back.stats().failures), (1, 0));
-    let (found, service) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
-    for call in burst(&service, 100).await {
-        call.await.expect("task");
-    }
+    let (found, service) = fleet.replica();
+    serve(&service, 100).await;
     assert_eq!(found.stats().hits, 1);
     assert_eq!(emulator.token_requests(), 4);
     // A replica that saw Redis fail finds it again at its next miss.
@@ -470,6 +441,7 @@ async fn a_slow_redis_is_given_up_on_and_a_flushed_one_refilled_without_failing_
     let (emulator, client, redis) = setup().await;
     let key = SealKey::generate();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let fleet = Fleet::new(&redis, &key, endpoint(&client, &emulator), &seen);
     let mut quick = SharedSettings::default();
     quick.command_timeout = Duration::from_millis(100);
 
@@ -515,9 +487,7 @@ async fn a_slow_redis_is_given_up_on_and_a_flushed_one_refilled_without_failing_
         .build()
         .layer(echo(seen.clone()));
     let service = BoxCloneSyncService::new(service.map_err(tower::BoxError::from));
-    for call in burst(&service, 100).await {
-        call.await.expect("task");
-    }
+    serve(&service, 100).await;
     assert!(!slow.is_available());
     assert!(slow.stats().failures >= 1);
     assert_eq!(emulator.token_requests(), 1);
@@ -531,16 +501,8 @@ async fn a_slow_redis_is_given_up_on_and_a_flushed_one_refilled_without_failing_
         .query_async(&mut raw)
         .await
         .expect("flush");
-    let (refill, service) = replica(
-        &redis,
-        &key,
-        endpoint(&client, &emulator),
-        None,
-        seen.clone(),
-    );
-    for call in burst(&service, 100).await {
-        call.await.expect("task");
-    }
+    let (refill, service) = fleet.replica();
+    serve(&service, 100).await;
     assert_eq!((refill.stats().misses, refill.stats().fetches), (1, 1));
     let names: Vec<String> = raw.keys("helseid:token:*").await.expect("keys");
     assert_eq!(names.len(), 1, "refilled");

@@ -517,3 +517,31 @@ pub fn without_nulls(value: &Value) -> Value {
         other => other.clone(),
     }
 }
+
+/// What a recording API saw: the `Authorization` of every request, in order.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An API that answers every request with an empty 200 and records its
+/// `Authorization` in `seen`.
+pub fn recording_api(
+    seen: Seen,
+) -> tower::util::BoxCloneSyncService<
+    Request<Full<Bytes>>,
+    http::Response<Full<Bytes>>,
+    std::convert::Infallible,
+> {
+    tower::util::BoxCloneSyncService::new(tower::service_fn(
+        move |request: Request<Full<Bytes>>| {
+            let value = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            seen.lock().expect("lock").push(value);
+            async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+            }
+        },
+    ))
+}
