@@ -60,6 +60,8 @@
 //! | `transport` | yes     | `transport`: the default HTTPS client (hyper-util, rustls with aws-lc-rs, web PKI roots) |
 //! | `cpe`       | no      | `cpe`: the typed CPE client (progenitor in `build.rs`) |
 //! | `cpapi`     | no      | `cpapi`: the typed CommunicationParty API v2 client, with DPoP |
+//! | `redis`     | no      | `shared`: a second cache level on Redis for a fleet of replicas, and shared refresh sessions |
+//! | `metrics`   | no      | [`metrics`] recorded through the OpenTelemetry API |
 //!
 //! A service that brings its own HTTP client: `default-features = false`, and
 //! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).

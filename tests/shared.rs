@@ -513,3 +513,52 @@ async fn a_slow_redis_is_given_up_on_and_a_flushed_one_refilled_without_failing_
         "every request served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_bound_session_shared_by_two_replicas_refreshes_once_with_its_key() {
+    let (emulator, client, redis) = setup().await;
+    let minted = emulator
+        .mint_user_tokens("fleet", &[])
+        .expect("user tokens");
+    let jwk = helseid::key::PrivateJwk::generate_ec(helseid::key::Algorithm::ES256).expect("key");
+    let set = expired_access(&minted)
+        .with_dpop_jwk(jwk)
+        .expect("dpop set");
+    let key = SealKey::generate();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut services = Vec::new();
+    for _ in 0..2 {
+        let shared =
+            SharedCache::with_settings(&redis.url(), key.clone(), settings()).expect("shared");
+        // The second replica starts from Redis alone: the DPoP key comes with the set.
+        let start = services.is_empty().then(|| set.clone());
+        let session =
+            RefreshSession::shared(endpoint(&client, &emulator), start, &shared, "dpop-user")
+                .await
+                .expect("session");
+        assert!(session.token_set().await.expect("set").is_dpop_bound());
+        services.push(BoxCloneSyncService::new(
+            session
+                .layer()
+                .await
+                .layer(echo(seen.clone()))
+                .map_err(tower::BoxError::from),
+        ));
+    }
+    let mut calls = Vec::new();
+    for service in &services {
+        calls.extend(burst(service, 50).await);
+    }
+    for call in calls {
+        call.await.expect("task");
+    }
+    assert_eq!(emulator.refreshes(), 1);
+    assert_eq!(emulator.invalid_grants(), 0);
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 100);
+    assert!(
+        seen.iter().all(|v| v.starts_with("DPoP ") && *v == seen[0]),
+        "{:?}",
+        &seen[..2]
+    );
+}
