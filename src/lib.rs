@@ -60,6 +60,7 @@
 //! | `transport` | yes     | `transport`: the default HTTPS client (hyper-util, rustls with aws-lc-rs, web PKI roots) |
 //! | `cpe`       | no      | `cpe`: the typed CPE client (progenitor in `build.rs`) |
 //! | `cpapi`     | no      | `cpapi`: the typed CommunicationParty API v2 client, with DPoP |
+//! | `login`     | no      | `login`: log a user in (PAR, PKCE, DPoP, a loopback redirect, ID token validation) |
 //!
 //! A service that brings its own HTTP client: `default-features = false`, and
 //! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).
@@ -90,6 +91,9 @@ pub mod error;
 pub mod exchange;
 mod jose;
 pub mod key;
+#[cfg(feature = "login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+pub mod login;
 mod private_file;
 pub mod refresh;
 mod rfc3339;
@@ -106,7 +110,7 @@ mod typed;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
-pub use error::{Error, OAuthError, OAuthErrorCode, Result};
+pub use error::{Error, IdTokenCheck, LoginError, OAuthError, OAuthErrorCode, Result};
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]
