@@ -296,8 +296,11 @@ mod test_token;
 // Logging a person in: PAR, the authorize endpoint and login page, codes, ID tokens.
 mod login;
 mod people;
+// The Swagger UI for CPE and CP API v2.
+mod swagger;
 pub use self::login::{CODE_LIFETIME, IdTokenFault, PAR_LIFETIME};
 pub use self::people::{HPR_NUMBER_CLAIM, TEST_PEOPLE, TestPerson};
+pub use self::swagger::SWAGGER_PATH;
 
 pub use self::faults::{Fault, FaultTarget, Faults};
 pub use self::selvbetjening::SCOPE as SELVBETJENING_SCOPE;
@@ -1169,6 +1172,7 @@ fn router(state: Arc<State>) -> Router {
             selvbetjening::PATH,
             get(selvbetjening::get).post(selvbetjening::post),
         )
+        .merge(swagger::routes())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             faults::inject,
