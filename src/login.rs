@@ -138,7 +138,8 @@ impl LoginClient {
         )
     }
 
-    /// This client with another timeout for the redirect. Default: 5 minutes.
+    /// This client with another timeout for the redirect. Default: 5 minutes. Set it
+    /// before the first login: the JWKS kept so far is not carried over.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         let inner = &self.inner;
         Self::build(
@@ -149,7 +150,8 @@ impl LoginClient {
         )
     }
 
-    /// This client with another lifetime of the kept JWKS. Default: 24 hours.
+    /// This client with another lifetime of the kept JWKS. Default: 24 hours. Set it
+    /// before the first login: the JWKS kept so far is not carried over.
     pub fn with_jwks_lifetime(self, lifetime: Duration) -> Self {
         let inner = &self.inner;
         Self::build(
@@ -1080,6 +1082,131 @@ mod redirect {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::SigningKey;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ISSUER: &str = "https://helseid.example";
+
+    /// An in-memory issuer: its discovery document and a JWKS of `keys`, counting the
+    /// JWKS requests.
+    #[derive(Clone)]
+    struct Issuer {
+        keys: Arc<Vec<PublicJwk>>,
+        jwks_requests: Arc<AtomicUsize>,
+    }
+
+    impl Issuer {
+        fn new(keys: Vec<PublicJwk>) -> Self {
+            Issuer {
+                keys: Arc::new(keys),
+                jwks_requests: Arc::new(AtomicUsize::new(0)),
+            }
+        }
+
+        fn client(&self) -> LoginClient {
+            let config = crate::config::test_config("c", ISSUER);
+            let issuer = self.clone();
+            let service = tower::service_fn(move |request: http::Request<Full<Bytes>>| {
+                let body = if request.uri().path().ends_with("/jwks") {
+                    issuer.jwks_requests.fetch_add(1, Ordering::SeqCst);
+                    serde_json::json!({ "keys": *issuer.keys })
+                } else {
+                    serde_json::json!({
+                        "issuer": ISSUER,
+                        "token_endpoint": format!("{ISSUER}/connect/token"),
+                        "jwks_uri": format!("{ISSUER}/.well-known/openid-configuration/jwks"),
+                    })
+                };
+                async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        body.to_string(),
+                    ))))
+                }
+            });
+            let endpoint = TokenEndpoint::builder(config)
+                .http_service(service)
+                .build()
+                .expect("endpoint");
+            LoginClient::new(endpoint)
+        }
+
+        fn jwks_requests(&self) -> usize {
+            self.jwks_requests.load(Ordering::SeqCst)
+        }
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key")).expect("key")
+    }
+
+    fn id_token(key: &SigningKey) -> String {
+        let now = unix_now();
+        let claims = serde_json::json!({
+            "iss": ISSUER, "aud": "c", "sub": "s", "nonce": "n", "iat": now, "exp": now + 60,
+        });
+        key.sign_jwt("JWT", &claims).expect("sign")
+    }
+
+    /// Lets a background refetch run to its end.
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_jwks_is_kept_for_a_day_then_fetched_again_without_anyone_waiting() {
+        let key = key();
+        let issuer = Issuer::new(vec![key.public_jwk().clone()]);
+        let client = issuer.client();
+        let token = id_token(&key);
+        for _ in 0..3 {
+            client.validate_id_token(&token, "n").await.expect("valid");
+        }
+        assert_eq!(issuer.jwks_requests(), 1, "kept");
+        tokio::time::advance(DEFAULT_JWKS_LIFETIME).await;
+        client
+            .validate_id_token(&token, "n")
+            .await
+            .expect("the stale copy, with no wait");
+        settle().await;
+        assert_eq!(issuer.jwks_requests(), 2, "fetched again in the background");
+        client.validate_id_token(&token, "n").await.expect("valid");
+        settle().await;
+        assert_eq!(issuer.jwks_requests(), 2, "the new copy is fresh");
+        assert_eq!(client.jwks_fetches(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_by_an_unknown_key_fetches_the_jwks_again_at_most_once_a_minute() {
+        let known = key();
+        let issuer = Issuer::new(vec![known.public_jwk().clone()]);
+        let client = issuer.client();
+        client
+            .validate_id_token(&id_token(&known), "n")
+            .await
+            .expect("valid");
+        let stranger = id_token(&key());
+        let check = |result: Result<IdTokenClaims>| match result {
+            Err(Error::Login(LoginError::IdToken { check, .. })) => check,
+            other => panic!("expected an ID token error, got {other:?}"),
+        };
+        assert_eq!(
+            check(client.validate_id_token(&stranger, "n").await),
+            IdTokenCheck::Key
+        );
+        assert_eq!(issuer.jwks_requests(), 1, "fetched less than a minute ago");
+        tokio::time::advance(UNKNOWN_KID_REFETCH).await;
+        assert_eq!(
+            check(client.validate_id_token(&stranger, "n").await),
+            IdTokenCheck::Key
+        );
+        assert_eq!(
+            issuer.jwks_requests(),
+            2,
+            "the issuer may have rotated its keys"
+        );
+    }
 
     #[test]
     fn secrets_stay_out_of_debug() {

@@ -73,6 +73,10 @@ async fn a_login_gives_a_dpop_bound_token_set_that_renews() {
         .await
         .expect("logged in");
     assert_eq!(emulator.logins(), 1);
+    assert!(
+        emulator.dpop_nonce_challenges() >= 1,
+        "the code exchange answered the token endpoint's DPoP nonce challenge"
+    );
 
     let claims = logged_in.claims();
     assert_eq!(claims.name(), Some(person.name().as_str()));

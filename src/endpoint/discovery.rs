@@ -237,8 +237,6 @@ impl TokenEndpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClientConfig;
-    use crate::key::{Algorithm, PrivateJwk};
     use http::{Response, StatusCode};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -259,12 +257,7 @@ mod tests {
         }
 
         fn endpoint(&self) -> TokenEndpoint {
-            let config = ClientConfig::builder()
-                .client_id("c")
-                .authority_url(ISSUER)
-                .private_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key"))
-                .build()
-                .expect("config");
+            let config = crate::config::test_config("c", ISSUER);
             let issuer = self.clone();
             let service = tower::service_fn(move |_request: Request<Full<Bytes>>| {
                 issuer.requests.fetch_add(1, Ordering::SeqCst);
