@@ -182,8 +182,9 @@ pub enum Error {
     },
 
     /// Logging a user in failed: the user cancelled, the redirect was forged or
-    /// refused, or the ID token failed a check. [`LoginError`] says which.
-    #[error("login failed: {0}")]
+    /// refused, or the ID token failed a check. The [`LoginError`] (also the
+    /// [`source`](std::error::Error::source)) says which.
+    #[error("login failed")]
     Login(#[from] LoginError),
 
     /// Fetching a token for this key failed repeatedly, and the cache does not ask
@@ -602,6 +603,29 @@ mod tests {
     fn error_is_send_and_sync() {
         assert_send::<Error>();
         assert_sync::<Error>();
+    }
+
+    #[test]
+    fn a_login_error_is_the_source_and_names_the_failed_check() {
+        assert_send::<LoginError>();
+        assert_sync::<LoginError>();
+        let e = Error::from(LoginError::IdToken {
+            check: IdTokenCheck::Nonce,
+            reason: "nonce is missing or is not the one the login sent".into(),
+        });
+        assert_eq!(e.to_string(), "login failed");
+        let source = std::error::Error::source(&e).expect("the login error");
+        assert_eq!(
+            source.to_string(),
+            "the ID token failed the nonce check: nonce is missing or is not the one the login sent"
+        );
+        let denied = LoginError::AccessDenied {
+            description: Some("the user cancelled the login".into()),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "the login was cancelled or denied (access_denied): the user cancelled the login"
+        );
     }
 
     #[test]

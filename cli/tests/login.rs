@@ -76,7 +76,11 @@ async fn a_cancelled_login_fails_with_access_denied_and_writes_nothing() {
     let status = wait_for_exit(&mut running).await.status;
     let stderr = stderr.join().expect("stderr");
     assert!(!status.success());
-    assert!(stderr.contains("access_denied"), "{stderr}");
+    assert_eq!(
+        stderr.matches("access_denied").count(),
+        1,
+        "said once: {stderr}"
+    );
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(dir);
 }
