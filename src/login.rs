@@ -1053,8 +1053,14 @@ mod redirect {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<String>(1);
         let accepting = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // A listener that cannot accept will not recover: the wait ends
+                        // with `Listener` once no connection holds a sender.
+                        tracing::warn!(error = %e, "the loopback redirect listener failed");
+                        return;
+                    }
                 };
                 let sender = sender.clone();
                 tokio::spawn(async move {

@@ -30,7 +30,11 @@
 //! - `POST /connect/token`: the `client_credentials`, token exchange
 //!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
 //!   with `private_key_jwt` client authentication only;
-//! - `POST /test-token`: user token sets for tests (emulator only, see below).
+//! - `POST /test-token`: user token sets for tests (emulator only, see below);
+//! - `POST /connect/par`, `GET /connect/authorize`, `GET /connect/endsession`, `POST
+//!   /connect/revocation`: logins (see **Logins** below);
+//! - `GET /swagger/`: a Swagger UI ([`SWAGGER_PATH`]) for CPE and CP API v2, whose
+//!   Authorize button takes a token of this emulator.
 //!
 //! The token endpoint takes DPoP proofs (RFC 9449), and the CommunicationParty API v2
 //! on the same listener takes only DPoP-bound tokens: see **DPoP** and
