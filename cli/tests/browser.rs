@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use common::{BIN, Running, assert_set_renews, setup, start_dpop_login};
@@ -120,8 +121,20 @@ impl Browser {
         std::fs::write(artifacts().join(name), png).expect("write the screenshot");
     }
 
-    async fn close(self) {
-        let _ = self.client.close().await;
+    /// Runs `steps` on this browser, then ends the session (and with it Chromium),
+    /// whether the steps passed or panicked: a failed test leaves no browser behind.
+    async fn run<T>(&self, steps: impl std::future::Future<Output = T>) -> T {
+        let outcome = std::panic::AssertUnwindSafe(steps).catch_unwind().await;
+        let _ = self.client.clone().close().await;
+        match outcome {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
@@ -132,17 +145,21 @@ async fn login_in_chromium_writes_a_token_set_that_renews_with_dpop() {
     let person = TEST_PEOPLE[0];
 
     let browser = Browser::start().await;
-    browser.client.goto(&login.url).await.expect("open the URL");
-    let button = browser
-        .wait_for(Locator::Css(&format!("#person-{}", person.pid)))
+    let url = login.url.clone();
+    browser
+        .run(async {
+            browser.client.goto(&url).await.expect("open the URL");
+            let button = browser
+                .wait_for(Locator::Css(&format!("#person-{}", person.pid)))
+                .await;
+            browser.screenshot("login-page.png").await;
+            button.click().await.expect("pick the test person");
+            // The CLI's loopback listener answers the redirect with its page.
+            let title = browser.wait_for(Locator::Css("h1#title")).await;
+            assert_eq!(title.text().await.expect("text"), "Logged in");
+            browser.screenshot("login-done.png").await;
+        })
         .await;
-    browser.screenshot("login-page.png").await;
-    button.click().await.expect("pick the test person");
-    // The CLI's loopback listener answers the redirect with its page.
-    let title = browser.wait_for(Locator::Css("h1#title")).await;
-    assert_eq!(title.text().await.expect("text"), "Logged in");
-    browser.screenshot("login-done.png").await;
-    browser.close().await;
 
     login.finished_as(&person).await;
     let (session, claims) = assert_set_renews(&login.emulator, &login.client, &login.out).await;
@@ -174,9 +191,21 @@ async fn swagger_authorize_with_the_cli_token_and_try_the_cpe_events() {
     assert!(emulator.verify_access_token(&token).is_ok());
 
     let browser = Browser::start().await;
+    let issuer = emulator.issuer().to_owned();
+    browser.run(swagger_steps(&browser, &issuer, &token)).await;
+    assert!(
+        emulator.cpe_requests() >= 1,
+        "the call reached the emulator"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// NHN's Swagger steps: the padlock with `token`, then "Try it out" and "Execute" on the
+/// CPE events operation, which must show 200 and events; a screenshot of the answer.
+async fn swagger_steps(browser: &Browser, issuer: &str, token: &str) {
     browser
         .client
-        .goto(&format!("{}/swagger/", emulator.issuer()))
+        .goto(&format!("{}/swagger/", issuer))
         .await
         .expect("open the Swagger UI");
     // The padlock: paste the token, authorize, close the dialog.
@@ -186,7 +215,7 @@ async fn swagger_authorize_with_the_cli_token_and_try_the_cpe_events() {
     browser
         .wait_for(Locator::Css(".auth-container input"))
         .await
-        .send_keys(&token)
+        .send_keys(token)
         .await
         .expect("paste the token");
     browser
@@ -240,10 +269,4 @@ async fn swagger_authorize_with_the_cli_token_and_try_the_cpe_events() {
         .await
         .expect("scroll");
     browser.screenshot("swagger-cpe-events.png").await;
-    browser.close().await;
-    assert!(
-        emulator.cpe_requests() >= 1,
-        "the call reached the emulator"
-    );
-    let _ = std::fs::remove_dir_all(dir);
 }
