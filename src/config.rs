@@ -540,6 +540,19 @@ impl ClientConfigBuilder {
     }
 }
 
+/// A configuration for unit tests: `client_id` at `authority`, with a new P-256 key.
+#[cfg(test)]
+pub(crate) fn test_config(client_id: &str, authority: &str) -> ClientConfig {
+    ClientConfig::builder()
+        .client_id(client_id)
+        .authority_url(authority)
+        .private_jwk(
+            &crate::key::PrivateJwk::generate_ec(crate::key::Algorithm::ES256).expect("key"),
+        )
+        .build()
+        .expect("config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,12 @@ pub enum Error {
         source: Option<SharedError>,
     },
 
+    /// Logging a user in failed: the user cancelled, the redirect was forged or
+    /// refused, or the ID token failed a check. The [`LoginError`] (also the
+    /// [`source`](std::error::Error::source)) says which.
+    #[error("login failed")]
+    Login(#[from] LoginError),
+
     /// Fetching a token for this key failed repeatedly, and the cache does not ask
     /// HelseID again until the back-off delay has passed. The last failure is the
     /// [`source`](std::error::Error::source).
@@ -267,6 +273,132 @@ impl Error {
             } => source.status(),
             _ => None,
         }
+    }
+}
+
+/// Why a login failed (see [`Error::Login`]). Text a server sent is made safe to show
+/// (control characters escaped, long text cut) before it gets here.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// The pushed authorization request was refused: the client assertion, the redirect
+    /// URI, the scopes or PKCE.
+    #[error("the pushed authorization request was refused with {error} (HTTP {status})")]
+    #[non_exhaustive]
+    ParRefused {
+        /// The HTTP status of the answer.
+        status: StatusCode,
+        /// HelseID's error.
+        error: OAuthError,
+    },
+    /// The user cancelled the login, or HelseID denied it (`access_denied`).
+    #[error(
+        "the login was cancelled or denied (access_denied){}",
+        describe(description)
+    )]
+    #[non_exhaustive]
+    AccessDenied {
+        /// HelseID's description, when it gave one.
+        description: Option<String>,
+    },
+    /// The pushed request's `request_uri` had expired or had been used already
+    /// (`invalid_request_uri`): start the login again.
+    #[error(
+        "the authorization request expired or was used already (invalid_request_uri){}",
+        describe(description)
+    )]
+    #[non_exhaustive]
+    RequestExpired {
+        /// HelseID's description, when it gave one.
+        description: Option<String>,
+    },
+    /// The authorize endpoint redirected with another error.
+    #[error("the authorization was refused with {error}")]
+    #[non_exhaustive]
+    Authorization {
+        /// HelseID's error.
+        error: OAuthError,
+    },
+    /// The redirect's `state` is not the one this login sent: a forged or stale
+    /// redirect, which is refused.
+    #[error("the redirect's state is not this login's: a forged or stale redirect was refused")]
+    WrongState,
+    /// The redirect's `iss` is not the issuer (RFC 9207): a mix-up was refused.
+    #[error("the redirect's iss is not the issuer: a mix-up was refused")]
+    WrongIssuer,
+    /// The redirect carries neither a code nor an error.
+    #[error("the redirect has no code")]
+    NoCode,
+    /// No redirect came within the login's timeout.
+    #[error("no redirect came within {after:?}: the login was not finished in time")]
+    #[non_exhaustive]
+    Timeout {
+        /// The timeout.
+        after: std::time::Duration,
+    },
+    /// The loopback listener for the redirect failed.
+    #[error("the loopback redirect listener failed: {reason}")]
+    #[non_exhaustive]
+    Listener {
+        /// What failed.
+        reason: String,
+    },
+    /// The ID token failed a check; the token is refused, and with it the login.
+    #[error("the ID token failed the {check} check: {reason}")]
+    #[non_exhaustive]
+    IdToken {
+        /// Which check failed.
+        check: IdTokenCheck,
+        /// What is wrong (never the token).
+        reason: String,
+    },
+}
+
+/// `": <description>"`, or nothing.
+fn describe(description: &Option<String>) -> String {
+    description
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
+}
+
+/// The check of an ID token that failed (see [`LoginError::IdToken`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdTokenCheck {
+    /// The token is not a signed JWT in compact form, or its JSON is unreadable.
+    Format,
+    /// The token is missing from the token response.
+    Missing,
+    /// The `alg` is not an asymmetric algorithm the crate verifies.
+    Algorithm,
+    /// The issuer's JWKS has no key for the token (its `kid`), or it cannot be fetched.
+    Key,
+    /// The signature does not verify with the issuer's key.
+    Signature,
+    /// `iss` is not the issuer.
+    Issuer,
+    /// `aud` is not (or does not hold) the client id.
+    Audience,
+    /// `nonce` is not the one the login sent.
+    Nonce,
+    /// `exp` has passed, or `iat` lies in the future (beyond the clock skew allowed).
+    Expiry,
+}
+
+impl fmt::Display for IdTokenCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdTokenCheck::Format => "format",
+            IdTokenCheck::Missing => "presence",
+            IdTokenCheck::Algorithm => "alg",
+            IdTokenCheck::Key => "key",
+            IdTokenCheck::Signature => "signature",
+            IdTokenCheck::Issuer => "iss",
+            IdTokenCheck::Audience => "aud",
+            IdTokenCheck::Nonce => "nonce",
+            IdTokenCheck::Expiry => "exp",
+        })
     }
 }
 
@@ -471,6 +603,29 @@ mod tests {
     fn error_is_send_and_sync() {
         assert_send::<Error>();
         assert_sync::<Error>();
+    }
+
+    #[test]
+    fn a_login_error_is_the_source_and_names_the_failed_check() {
+        assert_send::<LoginError>();
+        assert_sync::<LoginError>();
+        let e = Error::from(LoginError::IdToken {
+            check: IdTokenCheck::Nonce,
+            reason: "nonce is missing or is not the one the login sent".into(),
+        });
+        assert_eq!(e.to_string(), "login failed");
+        let source = std::error::Error::source(&e).expect("the login error");
+        assert_eq!(
+            source.to_string(),
+            "the ID token failed the nonce check: nonce is missing or is not the one the login sent"
+        );
+        let denied = LoginError::AccessDenied {
+            description: Some("the user cancelled the login".into()),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "the login was cancelled or denied (access_denied): the user cancelled the login"
+        );
     }
 
     #[test]

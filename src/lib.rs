@@ -62,6 +62,7 @@
 //! | `cpapi`     | no      | `cpapi`: the typed CommunicationParty API v2 client, with DPoP |
 //! | `redis`     | no      | `shared`: a second cache level on Redis for a fleet of replicas, and shared refresh sessions |
 //! | `metrics`   | no      | [`metrics`] recorded through the OpenTelemetry API |
+//! | `login`     | no      | `login`: log a user in (PAR, PKCE, DPoP, a loopback redirect, ID token validation) |
 //!
 //! A service that brings its own HTTP client: `default-features = false`, and
 //! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).
@@ -92,6 +93,9 @@ pub mod error;
 pub mod exchange;
 mod jose;
 pub mod key;
+#[cfg(feature = "login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "login")))]
+pub mod login;
 pub mod metrics;
 mod private_file;
 pub mod refresh;
@@ -112,7 +116,7 @@ mod typed;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
-pub use error::{Error, OAuthError, OAuthErrorCode, Result};
+pub use error::{Error, IdTokenCheck, LoginError, OAuthError, OAuthErrorCode, Result};
 
 /// The README's examples are compiled as doc tests.
 #[cfg(doctest)]

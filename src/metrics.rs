@@ -132,7 +132,7 @@ mod otel {
 #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn token_request(
     grant: &'static str,
-    outcome: &crate::error::Result<crate::token::AccessToken>,
+    outcome: &crate::error::Result<impl Sized>,
     took: std::time::Duration,
 ) {
     #[cfg(feature = "metrics")]

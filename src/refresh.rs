@@ -84,6 +84,9 @@ pub struct TokenSet {
     /// bound to with DPoP, kept with the tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dpop_jwk: Option<PrivateJwk>,
+    /// The ID token of the login that started the session, for ending it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id_token: Option<Zeroizing<String>>,
 }
 
 fn bearer() -> String {
@@ -109,6 +112,7 @@ impl fmt::Debug for TokenSet {
             .field("refresh_token_expires_at", &self.refresh_token_expires_at)
             .field("scope", &self.scope)
             .field("dpop_jwk", &self.dpop_jwk)
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }
@@ -136,7 +140,23 @@ impl TokenSet {
             rt_expires_in: None,
             scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
             dpop_jwk: None,
+            id_token: None,
         })
+    }
+
+    /// This set with the ID token of the login that started the session, kept for
+    /// ending the session (`id_token_hint`).
+    pub fn with_id_token(mut self, id_token: impl Into<String>) -> Self {
+        self.id_token = Some(Zeroizing::new(id_token.into()));
+        self
+    }
+
+    /// The ID token of the login that started the session, when the set keeps one.
+    ///
+    /// # Security
+    /// The ID token names the user. Do not log it.
+    pub fn id_token(&self) -> Option<&str> {
+        self.id_token.as_deref().map(String::as_str)
     }
 
     /// This set with the DPoP key its session binds tokens to: every refresh then
@@ -519,6 +539,7 @@ impl RefreshSession {
             request = request.with_resource(resource);
         }
         let dpop_jwk = set.dpop_jwk.clone();
+        let id_token = set.id_token.clone();
         if let Some(key) = self.dpop_key(set)? {
             request = request.with_dpop(key);
         }
@@ -548,6 +569,7 @@ impl RefreshSession {
         }
         let mut new_set = TokenSet::from_access_token(&token)?;
         new_set.dpop_jwk = dpop_jwk;
+        new_set.id_token = id_token;
         *state = Some(new_set.clone());
         self.inner.refreshes.fetch_add(1, Ordering::Relaxed);
         if let Some(store) = &self.inner.store

@@ -18,6 +18,8 @@ use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 use helseid_emulator::{ClientRegistration, Emulator};
 
+mod login;
+
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
 /// The client id of the client the embedded emulator registers.
@@ -55,6 +57,14 @@ enum Command {
     /// Without --config, runs against the embedded emulator's demo client.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Log a person in with the browser (PAR, PKCE, DPoP, a loopback redirect), write
+    /// the token set (owner-only) and print who logged in.
+    ///
+    /// Without --config, logs in at the embedded emulator's login page.
+    Login(login::LoginArgs),
+    /// End a login's session: revoke the token set's refresh token, end the session at
+    /// HelseID, and remove the file.
+    Logout(login::LogoutArgs),
 }
 
 #[derive(Subcommand)]
@@ -232,6 +242,8 @@ fn main() -> ExitCode {
             Command::Emulator(args) => emulator(args).await,
             Command::Keys(KeysCommand::Status(args)) => keys_status(args).await,
             Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(args).await,
+            Command::Login(args) => login::login(args).await,
+            Command::Logout(args) => login::logout(args).await,
         }
     });
     match result {

@@ -31,11 +31,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn tempdir() -> PathBuf {
-    let mut random = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut random).expect("random");
-    let dir = std::env::temp_dir().join(format!("helseid-cli-{}", u64::from_le_bytes(random)));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
+    support::tempdir("helseid-cli")
 }
 
 /// `helseid emulator --write-config FILE`, running; returns it with its issuer URL.
@@ -320,17 +316,7 @@ fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A Selvbetjening-style configuration file for `client` at `authority`, in `dir`.
-fn write_config(dir: &std::path::Path, client: &support::TestClient, authority: &str) -> PathBuf {
-    let path = dir.join("client.json");
-    let file = serde_json::json!({
-        "clientId": client.id,
-        "authority": authority,
-        "privateJwk": client.jwk.to_json().as_str(),
-    });
-    std::fs::write(&path, file.to_string()).expect("write config");
-    path
-}
+use support::write_config;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_warns_about_scopes_helseid_left_out() {

@@ -8,6 +8,7 @@ use axum::extract::State as Extract;
 use serde_json::{Value, json};
 
 use super::dpop;
+use super::login::IDENTITY_SCOPES;
 use super::state::State;
 use super::token::TOKEN_EXCHANGE;
 
@@ -17,12 +18,23 @@ pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<V
         .clients
         .values()
         .flat_map(|client| client.scopes.iter().map(String::as_str))
+        .chain(IDENTITY_SCOPES)
         .collect();
     Json(json!({
         "issuer": state.issuer,
         "jwks_uri": state.jwks_uri(),
         "token_endpoint": state.token_endpoint,
-        "grant_types_supported": ["client_credentials", "refresh_token", TOKEN_EXCHANGE],
+        "pushed_authorization_request_endpoint": format!("{}/connect/par", state.issuer),
+        "require_pushed_authorization_requests": true,
+        "authorization_endpoint": format!("{}/connect/authorize", state.issuer),
+        "end_session_endpoint": format!("{}/connect/endsession", state.issuer),
+        "revocation_endpoint": format!("{}/connect/revocation", state.issuer),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "authorization_response_iss_parameter_supported": true,
+        "grant_types_supported":
+            ["authorization_code", "client_credentials", "refresh_token", TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported":
             ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],

@@ -30,7 +30,11 @@
 //! - `POST /connect/token`: the `client_credentials`, token exchange
 //!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
 //!   with `private_key_jwt` client authentication only;
-//! - `POST /test-token`: user token sets for tests (emulator only, see below).
+//! - `POST /test-token`: user token sets for tests (emulator only, see below);
+//! - `POST /connect/par`, `GET /connect/authorize`, `GET /connect/endsession`, `POST
+//!   /connect/revocation`: logins (see **Logins** below);
+//! - `GET /swagger/`: a Swagger UI ([`SWAGGER_PATH`]) for CPE and CP API v2, whose
+//!   Authorize button takes a token of this emulator.
 //!
 //! The token endpoint takes DPoP proofs (RFC 9449), and the CommunicationParty API v2
 //! on the same listener takes only DPoP-bound tokens: see **DPoP** and
@@ -213,6 +217,32 @@
 //! session. An unknown client, a scope not granted or a malformed body gets 400 with an
 //! OAuth error body. [`Emulator::mint_user_tokens`] does the same from Rust.
 //!
+//! **Logins** (authorization code with PKCE, PAR and DPoP, as HelseID wants them of
+//! clients that log people in): `POST /connect/par` takes a pushed authorization request
+//! authenticated with a client assertion (`response_type=code`, a loopback `http`
+//! `redirect_uri` with a port, `scope` with `openid` and otherwise the identity scopes
+//! or the client's own, `state`, `nonce`, `code_challenge` with
+//! `code_challenge_method=S256`, optionally `dpop_jkt`) and answers 201 with a
+//! `request_uri` valid for [`PAR_LIFETIME`] seconds
+//! ([`Emulator::expire_par_request`] ends it early). `GET /connect/authorize` takes only
+//! `client_id` and such a `request_uri`, once: it shows a login page (plain HTML, a form)
+//! listing the [`TEST_PEOPLE`] (national identity number, HPR number, name, security
+//! level 4); a used or expired `request_uri` redirects with
+//! `error=invalid_request_uri`, anything else gets a 400 page. Picking a person
+//! redirects (303) with `code`, `state` and `iss`; cancelling with
+//! `error=access_denied`. The `authorization_code` grant checks the code (once, within
+//! [`CODE_LIFETIME`] seconds; a used one also revokes the refresh token of its first
+//! redemption), the `redirect_uri`, the PKCE `code_verifier`, and a DPoP proof by the key
+//! `dpop_jkt` named; it answers with an access token carrying the person's claims
+//! (bound to the proof's key), an RS256 `id_token` (`aud` the client, the `nonce`,
+//! `sid`, `name`, `given_name`, `family_name`, [`HPR_NUMBER_CLAIM`], the pid and
+//! security level) and, with `offline_access`, a refresh token whose session is bound to
+//! the same key. [`Emulator::set_id_token_fault`] spoils ID tokens for tests.
+//! `GET /connect/endsession?id_token_hint=..` ends the session
+//! ([`Emulator::ended_sessions`]); `POST /connect/revocation` (client assertion) revokes a
+//! refresh token's session ([`Emulator::revocations`]). The discovery document names
+//! these endpoints.
+//!
 //! **Fault injection**, for tests of how a client copes with a failing HelseID or API:
 //! [`Emulator::faults`] sets a [`Fault`] per [`FaultTarget`] (the token endpoint, the
 //! discovery document, CPE, the CommunicationParty API v2) at run time, until it is
@@ -266,6 +296,15 @@ mod token;
 mod exchange;
 mod refresh;
 mod test_token;
+
+// Logging a person in: PAR, the authorize endpoint and login page, codes, ID tokens.
+mod login;
+mod people;
+// The Swagger UI for CPE and CP API v2.
+mod swagger;
+pub use self::login::{CODE_LIFETIME, IdTokenFault, PAR_LIFETIME};
+pub use self::people::{HPR_NUMBER_CLAIM, TEST_PEOPLE, TestPerson};
+pub use self::swagger::SWAGGER_PATH;
 
 pub use self::faults::{Fault, FaultTarget, Faults};
 pub use self::selvbetjening::SCOPE as SELVBETJENING_SCOPE;
@@ -1103,6 +1142,11 @@ fn router(state: Arc<State>) -> Router {
             get(discovery::jwks),
         )
         .route("/connect/token", post(token::token))
+        .route("/connect/par", post(login::par))
+        .route("/connect/authorize", get(login::authorize))
+        .route(login::LOGIN_FORM_PATH, post(login::login))
+        .route("/connect/endsession", get(login::end_session))
+        .route("/connect/revocation", post(login::revocation))
         .route("/CommunicationPartyEvents", get(cpe::events))
         .route("/CommunicationPartyExport", get(cpe::export))
         .route("/CommunicationParties/{herId}", get(cpe::party))
@@ -1132,6 +1176,7 @@ fn router(state: Arc<State>) -> Router {
             selvbetjening::PATH,
             get(selvbetjening::get).post(selvbetjening::post),
         )
+        .merge(swagger::routes())
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             faults::inject,

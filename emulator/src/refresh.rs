@@ -213,6 +213,29 @@ impl RefreshStore {
         ))
     }
 
+    /// Revokes a refresh token and every other refresh token of its session. Returns
+    /// `false` when it is unknown.
+    pub(crate) fn revoke(&self, refresh_token: &str) -> bool {
+        let mut inner = lock(&self.inner);
+        let Some(family) = inner.tokens.get(refresh_token).map(|entry| entry.family) else {
+            return false;
+        };
+        for entry in inner.tokens.values_mut() {
+            if entry.family == family && entry.status == Status::Active {
+                entry.status = Status::Revoked;
+            }
+        }
+        true
+    }
+
+    /// The client a refresh token was issued to, when the emulator knows it.
+    pub(crate) fn issued_to(&self, refresh_token: &str) -> Option<String> {
+        lock(&self.inner)
+            .tokens
+            .get(refresh_token)
+            .map(|entry| entry.session.client_id.clone())
+    }
+
     /// Makes a refresh token expired now. Returns `false` when it is unknown.
     pub(crate) fn expire(&self, refresh_token: &str) -> bool {
         let now = unix_now();

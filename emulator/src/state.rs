@@ -227,6 +227,8 @@ pub(crate) struct State {
     pub(crate) key_settings: Mutex<KeySettings>,
     /// The faults tests inject.
     pub(crate) faults: Faults,
+    /// Logins: pushed requests, pending logins, codes, sessions.
+    pub(crate) login: super::login::Logins,
 }
 
 /// How keys registered at Selvbetjening behave.
@@ -280,6 +282,7 @@ impl State {
                 propagation: Duration::ZERO,
             }),
             faults: Faults::default(),
+            login: super::login::Logins::default(),
         })
     }
 

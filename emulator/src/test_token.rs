@@ -180,21 +180,7 @@ pub(crate) fn mint(state: &State, request: &TestTokenRequest) -> Result<Value, T
     };
     let organisation = organisation(client, request)?;
 
-    let now = unix_now();
-    let mut user = Map::new();
-    user.insert("sub".into(), json!(pseudonym(pid)));
-    user.insert("amr".into(), json!(["pwd"]));
-    user.insert("auth_time".into(), json!(now));
-    user.insert("idp".into(), json!(TEST_IDP));
-    user.insert("helseid://claims/identity/pid".into(), json!(pid));
-    user.insert(
-        "helseid://claims/identity/security_level".into(),
-        json!(level),
-    );
-    user.insert(
-        "helseid://claims/identity/assurance_level".into(),
-        json!(assurance),
-    );
+    let user = user_claims(pid, level, assurance);
 
     let mut identity = client_claims(client, &organisation);
     identity.extend(user.clone());
@@ -263,9 +249,30 @@ fn organisation(
     }
 }
 
+/// A user's claims as HelseID puts them in tokens: `sub` (a stable pseudonym of the
+/// pid), `amr`, `auth_time` (now), `idp`, the pid, the security level and the
+/// assurance level.
+pub(crate) fn user_claims(pid: &str, level: &str, assurance: &str) -> Map<String, Value> {
+    let mut user = Map::new();
+    user.insert("sub".into(), json!(pseudonym(pid)));
+    user.insert("amr".into(), json!(["pwd"]));
+    user.insert("auth_time".into(), json!(unix_now()));
+    user.insert("idp".into(), json!(TEST_IDP));
+    user.insert("helseid://claims/identity/pid".into(), json!(pid));
+    user.insert(
+        "helseid://claims/identity/security_level".into(),
+        json!(level),
+    );
+    user.insert(
+        "helseid://claims/identity/assurance_level".into(),
+        json!(assurance),
+    );
+    user
+}
+
 /// Whether `pid` is a Norwegian fødselsnummer or D-number: eleven digits whose last two
 /// are the mod-11 check digits.
-fn is_pid(pid: &str) -> bool {
+pub(crate) fn is_pid(pid: &str) -> bool {
     let digits: Vec<u32> = pid.chars().filter_map(|c| c.to_digit(10)).collect();
     if pid.len() != 11 || digits.len() != 11 {
         return false;

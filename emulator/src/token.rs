@@ -14,6 +14,7 @@ use super::Tenancy;
 use super::client_auth::{AuthenticatedClient, authenticate};
 use super::dpop::{DPOP_NONCE, Expected, Proof, ProofError, proof_header};
 use super::form::TokenForm;
+use super::login::{self, AUTHORIZATION_CODE, is_identity_scope};
 use super::response::{TokenError, no_store, quote};
 use super::state::{RegisteredClient, State, unix_now};
 use super::tenancy::Organisation;
@@ -60,7 +61,9 @@ pub(crate) async fn token(
 fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, TokenError> {
     let form = TokenForm::parse(headers, body)?;
     let grant = match form.get("grant_type") {
-        Some(grant @ ("client_credentials" | TOKEN_EXCHANGE | REFRESH_TOKEN)) => grant,
+        Some(
+            grant @ ("client_credentials" | TOKEN_EXCHANGE | REFRESH_TOKEN | AUTHORIZATION_CODE),
+        ) => grant,
         Some(other) => {
             return Err(TokenError::unsupported_grant_type(format!(
                 "grant_type {} is not supported",
@@ -75,6 +78,7 @@ fn handle(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Response, T
     let mut response = match grant {
         TOKEN_EXCHANGE => exchange::exchange(state, &form, &client, jkt),
         REFRESH_TOKEN => refresh::refresh(state, &form, &client, jkt),
+        AUTHORIZATION_CODE => login::authorization_code(state, &form, &client, jkt),
         _ => client_credentials(state, &form, &client, jkt),
     }?;
     // A proof that carried the previous nonce learns the current one.
@@ -188,9 +192,20 @@ pub(crate) fn granted_scopes(
         return Ok(registered.clone());
     };
     let scopes = split_scopes(requested);
+    check_granted(&scopes, client, |_| false)?;
+    Ok(scopes)
+}
+
+/// Refuses (`invalid_scope`) the scopes of `scopes` not granted to `client`, except
+/// those `free` lets through.
+pub(crate) fn check_granted(
+    scopes: &[String],
+    client: &RegisteredClient,
+    free: fn(&str) -> bool,
+) -> Result<(), TokenError> {
     let refused: Vec<String> = scopes
         .iter()
-        .filter(|s| !registered.contains(s))
+        .filter(|s| !free(s) && !client.scopes.contains(s))
         .map(|s| quote(s))
         .collect();
     if !refused.is_empty() {
@@ -200,7 +215,7 @@ pub(crate) fn granted_scopes(
             quote(&client.id)
         )));
     }
-    Ok(scopes)
+    Ok(())
 }
 
 /// The scopes of a space-separated `scope` parameter, without duplicates, in order.
@@ -289,8 +304,10 @@ pub(crate) fn issue_access_token(
     jkt: Option<&str>,
 ) -> Result<IssuedToken, TokenError> {
     let mut audiences: Vec<&str> = Vec::new();
+    // Identity scopes (`openid`, `profile`, ...) name no API.
     for aud in scopes
         .iter()
+        .filter(|s| !is_identity_scope(s))
         .map(|s| audience_of(s))
         .chain(resources.iter().map(String::as_str))
     {

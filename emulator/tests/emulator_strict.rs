@@ -141,11 +141,22 @@ async fn discovery_document_describes_the_emulator() {
     assert_eq!(
         doc["grant_types_supported"],
         json!([
+            "authorization_code",
             "client_credentials",
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:token-exchange"
         ])
     );
+    for (member, path) in [
+        ("pushed_authorization_request_endpoint", "/connect/par"),
+        ("authorization_endpoint", "/connect/authorize"),
+        ("end_session_endpoint", "/connect/endsession"),
+        ("revocation_endpoint", "/connect/revocation"),
+    ] {
+        assert_eq!(doc[member], format!("{issuer}{path}"), "{member}");
+    }
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(doc["require_pushed_authorization_requests"], true);
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
         json!(["private_key_jwt"])
@@ -164,7 +175,18 @@ async fn discovery_document_describes_the_emulator() {
     );
     assert_eq!(
         doc["scopes_supported"],
-        json!(["e-helse:sfm.api/sfm.api", CP_SCOPE])
+        json!([
+            "e-helse:sfm.api/sfm.api",
+            "helseid://scopes/hpr/hpr_number",
+            "helseid://scopes/identity/assurance_level",
+            "helseid://scopes/identity/pid",
+            "helseid://scopes/identity/pid_pseudonym",
+            "helseid://scopes/identity/security_level",
+            CP_SCOPE,
+            "offline_access",
+            "openid",
+            "profile"
+        ])
     );
 
     let jwks = get_json(doc["jwks_uri"].as_str().expect("jwks_uri")).await;

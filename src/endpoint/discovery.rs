@@ -27,6 +27,10 @@ const MEMBERS: &[(&str, Want, bool)] = &[
     ("jwks_uri", Want::String, false),
     ("grant_types_supported", Want::Strings, false),
     ("dpop_signing_alg_values_supported", Want::Strings, false),
+    ("pushed_authorization_request_endpoint", Want::String, false),
+    ("authorization_endpoint", Want::String, false),
+    ("end_session_endpoint", Want::String, false),
+    ("revocation_endpoint", Want::String, false),
 ];
 
 /// The parts of HelseID's discovery document (OpenID Connect Discovery 1.0) this crate
@@ -47,6 +51,18 @@ pub struct Discovery {
     /// The DPoP proof algorithms the issuer supports.
     #[serde(default)]
     pub dpop_signing_alg_values_supported: Vec<String>,
+    /// Where pushed authorization requests (RFC 9126) go.
+    #[serde(default)]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// Where the browser is sent to log the user in.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Where a user's session is ended (OpenID Connect RP-Initiated Logout).
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// Where tokens are revoked (RFC 7009).
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
 }
 
 /// How long a discovery document is kept before it is fetched again: 24 hours, as NHN
@@ -221,8 +237,6 @@ impl TokenEndpoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClientConfig;
-    use crate::key::{Algorithm, PrivateJwk};
     use http::{Response, StatusCode};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -243,12 +257,7 @@ mod tests {
         }
 
         fn endpoint(&self) -> TokenEndpoint {
-            let config = ClientConfig::builder()
-                .client_id("c")
-                .authority_url(ISSUER)
-                .private_jwk(&PrivateJwk::generate_ec(Algorithm::ES256).expect("key"))
-                .build()
-                .expect("config");
+            let config = crate::config::test_config("c", ISSUER);
             let issuer = self.clone();
             let service = tower::service_fn(move |_request: Request<Full<Bytes>>| {
                 issuer.requests.fetch_add(1, Ordering::SeqCst);

@@ -37,6 +37,8 @@ use tower::util::BoxCloneSyncService;
 use zeroize::Zeroizing;
 
 pub use discovery::{DEFAULT_DISCOVERY_LIFETIME, Discovery};
+#[cfg(feature = "login")]
+pub(crate) use request::CodeGrant;
 pub use request::{Grant, TokenRequest};
 
 use crate::assertion::{ASSERTION_TYPE, ClientAssertion, SignedAssertion};
@@ -292,13 +294,25 @@ impl TokenEndpoint {
         fields(client_id = %self.inner.config.client_id(), grant = request.grant.grant_type(), status)
     )]
     pub async fn request(&self, request: &TokenRequest) -> Result<AccessToken> {
+        self.request_with_body(request)
+            .await
+            .map(|(token, _)| token)
+    }
+
+    /// As [`request`](Self::request), and the whole JSON body of the token response
+    /// (for members the crate does not keep in an [`AccessToken`], such as `id_token`).
+    /// Every token request goes through here, so the metrics count each once.
+    pub(crate) async fn request_with_body(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<(AccessToken, Bytes)> {
         let started = std::time::Instant::now();
         let outcome = self.request_once(request).await;
         crate::metrics::token_request(request.grant.grant_type(), &outcome, started.elapsed());
         outcome
     }
 
-    async fn request_once(&self, request: &TokenRequest) -> Result<AccessToken> {
+    async fn request_once(&self, request: &TokenRequest) -> Result<(AccessToken, Bytes)> {
         self.check_key_expiry();
         let grant_token = match request.grant {
             Grant::ClientCredentials => None,
@@ -322,6 +336,12 @@ impl TokenEndpoint {
                 })?;
                 Some(("refresh_token", token.secret()))
             }
+            Grant::AuthorizationCode => {
+                let grant = request.code.as_ref().ok_or_else(|| {
+                    Error::config("code", "the authorization code request has no code")
+                })?;
+                Some(("code", grant.code.as_str()))
+            }
         };
         let url = self.token_endpoint().await?;
         // The DPoP key, and the token endpoint as its proofs name it.
@@ -342,6 +362,7 @@ impl TokenEndpoint {
             // What this request sent that an answer must never carry into an error.
             let mut secrets = vec![assertion.as_str()];
             secrets.extend(grant_token.map(|(_, token)| token));
+            secrets.extend(request.code.as_ref().map(|grant| grant.verifier.as_str()));
             tracing::Span::current().record("status", answer.status.as_u16());
             let fresh_nonce = dpop
                 .as_ref()
@@ -364,7 +385,7 @@ impl TokenEndpoint {
                     tracing::debug!(error = %e, "token request failed");
                     return Err(e);
                 }
-                Ok(token) => return Ok(token),
+                Ok(token) => return Ok((token, answer.body)),
             }
         }
     }
@@ -413,6 +434,10 @@ impl TokenEndpoint {
             if request.grant == Grant::TokenExchange {
                 form.append_pair("subject_token_type", ACCESS_TOKEN_TYPE);
             }
+            if let Some(grant) = &request.code {
+                form.append_pair("code_verifier", &grant.verifier)
+                    .append_pair("redirect_uri", &grant.redirect_uri);
+            }
             if !request.scopes.is_empty() {
                 form.append_pair("scope", &request.scopes.join(" "));
             }
@@ -434,6 +459,47 @@ impl TokenEndpoint {
             .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
             .map_err(|e| Error::config("tokenEndpoint", e.to_string()))?;
         Ok((http_request, assertion))
+    }
+
+    /// Posts `fields` as a form to `url` (`endpoint` names it in errors), authenticated
+    /// with a new client assertion: a pushed authorization request, a revocation.
+    /// Returns the answer and the assertion (a secret no error may quote).
+    #[cfg(feature = "login")]
+    pub(crate) async fn post_authenticated(
+        &self,
+        endpoint: &'static str,
+        url: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(Answer, SignedAssertion)> {
+        let assertion = self.inner.assertions.sign_with(None, None)?;
+        let body = {
+            let mut form = form_urlencoded::Serializer::new(String::with_capacity(2048));
+            form.append_pair("client_id", self.inner.config.client_id())
+                .append_pair("client_assertion_type", ASSERTION_TYPE)
+                .append_pair("client_assertion", assertion.as_str());
+            for (name, value) in fields {
+                form.append_pair(name, value);
+            }
+            Zeroizing::new(form.finish())
+        };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .map_err(|e| Error::config(endpoint, e.to_string()))?;
+        Ok((self.send(endpoint, request).await?, assertion))
+    }
+
+    /// Sends a `GET` to `url` (`endpoint` names it in errors) and reads the answer.
+    #[cfg(feature = "login")]
+    pub(crate) async fn get(&self, endpoint: &'static str, url: &str) -> Result<Answer> {
+        let request = Request::get(url)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::config(endpoint, e.to_string()))?;
+        self.send(endpoint, request).await
     }
 
     /// Sends `request` through the HTTP service under the timeout, and reads the body.
@@ -526,14 +592,14 @@ impl TokenEndpoint {
 }
 
 /// A server's whole answer.
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Answer {
-    fn content_type(&self) -> Option<&str> {
+    pub(crate) fn content_type(&self) -> Option<&str> {
         self.headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

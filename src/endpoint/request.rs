@@ -4,6 +4,7 @@ use crate::assertion::{JournalId, Tenant};
 use crate::dpop::DpopKey;
 use crate::exchange::{SubjectToken, TOKEN_EXCHANGE_GRANT};
 use crate::token::RefreshToken;
+use zeroize::Zeroizing;
 
 /// The grant of a token request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -16,6 +17,9 @@ pub enum Grant {
     TokenExchange,
     /// `refresh_token`: a new access token for a user's session.
     RefreshToken,
+    /// `authorization_code`: the code of a user's login, with the PKCE verifier (see
+    /// the `login` module).
+    AuthorizationCode,
 }
 
 impl Grant {
@@ -25,6 +29,7 @@ impl Grant {
             Grant::ClientCredentials => "client_credentials",
             Grant::TokenExchange => TOKEN_EXCHANGE_GRANT,
             Grant::RefreshToken => "refresh_token",
+            Grant::AuthorizationCode => "authorization_code",
         }
     }
 }
@@ -42,6 +47,44 @@ pub struct TokenRequest {
     pub(super) subject: Option<SubjectToken>,
     pub(super) refresh_token: Option<RefreshToken>,
     pub(super) dpop: Option<DpopKey>,
+    pub(super) code: Option<CodeGrant>,
+}
+
+/// What an `authorization_code` request carries besides the client's assertion: the
+/// code, the PKCE verifier and the redirect URI. `Debug` never shows the code or the
+/// verifier.
+#[derive(Clone)]
+pub(crate) struct CodeGrant {
+    pub(crate) code: Zeroizing<String>,
+    pub(crate) verifier: Zeroizing<String>,
+    pub(crate) redirect_uri: String,
+}
+
+impl PartialEq for CodeGrant {
+    fn eq(&self, other: &Self) -> bool {
+        *self.code == *other.code
+            && *self.verifier == *other.verifier
+            && self.redirect_uri == other.redirect_uri
+    }
+}
+
+impl Eq for CodeGrant {}
+
+impl std::hash::Hash for CodeGrant {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.code.as_str().hash(state);
+        self.redirect_uri.hash(state);
+    }
+}
+
+impl std::fmt::Debug for CodeGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeGrant")
+            .field("code", &"[redacted]")
+            .field("verifier", &"[redacted]")
+            .field("redirect_uri", &self.redirect_uri)
+            .finish()
+    }
 }
 
 impl TokenRequest {
@@ -84,7 +127,16 @@ impl TokenRequest {
             subject: None,
             refresh_token: None,
             dpop: None,
+            code: None,
         }
+    }
+
+    /// An `authorization_code` request for the code of a login.
+    #[cfg(feature = "login")]
+    pub(crate) fn authorization_code(grant: CodeGrant) -> Self {
+        let mut request = Self::with_grant(Grant::AuthorizationCode, Vec::<String>::new());
+        request.code = Some(grant);
+        request
     }
 
     /// This request with another subject token (token exchange).

@@ -545,3 +545,87 @@ pub fn recording_api(
         },
     ))
 }
+
+/// GETs `url`; returns the status, the headers and the body as text.
+pub async fn get_text(url: &str) -> (StatusCode, HeaderMap, String) {
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (status, headers, body) = send(request).await;
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The id of the pending login in the emulator's login page.
+pub fn login_form_id(html: &str) -> &str {
+    let marker = "name=\"login\" value=\"";
+    let start = html.find(marker).expect("the login form's id") + marker.len();
+    &html[start..start + html[start..].find('"').expect("the end of the value")]
+}
+
+/// Follows a redirect's `Location`; returns the status there.
+pub async fn follow(headers: &HeaderMap) -> StatusCode {
+    let location = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("a Location");
+    get_text(location).await.0
+}
+
+/// Opens the authorize URL at the emulator `issuer`, answers the login page's form
+/// (logs in as the test person `pid`, or cancels with `None`), and follows the redirect
+/// to the app's loopback listener. Returns the listener's status.
+pub async fn log_in_at_page(issuer: &str, authorize_url: &str, pid: Option<&str>) -> StatusCode {
+    let (status, _, html) = get_text(authorize_url).await;
+    assert_eq!(status, StatusCode::OK, "the login page: {html}");
+    for person in &helseid_emulator::TEST_PEOPLE {
+        assert!(html.contains(&person.name()) && html.contains(person.hpr_number));
+    }
+    let login = login_form_id(&html);
+    let fields = match pid {
+        Some(pid) => [("login", login), ("pid", pid)],
+        None => [("login", login), ("cancel", "1")],
+    };
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{issuer}/connect/authorize/login"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form_body(&fields))))
+        .expect("request");
+    let (status, headers, _) = send(request).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    follow(&headers).await
+}
+
+/// A new empty directory under the system's temporary directory, named `prefix-<random>`.
+pub fn tempdir(prefix: &str) -> std::path::PathBuf {
+    let mut random = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut random).expect("random");
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", u64::from_le_bytes(random)));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+/// A Selvbetjening-style configuration file for `client` at `authority`, in `dir`.
+pub fn write_config(
+    dir: &std::path::Path,
+    client: &TestClient,
+    authority: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("client.json");
+    let file = json!({
+        "clientId": client.id,
+        "authority": authority,
+        "privateJwk": client.jwk.to_json().as_str(),
+    });
+    std::fs::write(&path, file.to_string()).expect("write config");
+    path
+}
+
+/// Asserts that one logout reached the emulator (a revocation, an ended session) and
+/// that `session` can no longer refresh.
+pub async fn assert_logged_out(emulator: &Emulator, session: &helseid::refresh::RefreshSession) {
+    assert_eq!(emulator.revocations(), 1);
+    assert_eq!(emulator.ended_sessions(), 1);
+    let error = session.refresh(&[]).await.expect_err("revoked");
+    assert!(error.is_login_required(), "{error}");
+}

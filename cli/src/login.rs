@@ -1,0 +1,152 @@
+//! `helseid login` and `helseid logout`: a person logs in with the browser (PAR, PKCE,
+//! DPoP, a loopback redirect), and the token set is written owner-only; logging out
+//! revokes its refresh token and ends the session.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use helseid::endpoint::TokenEndpoint;
+use helseid::login::LoginClient;
+use helseid::refresh::TokenSet;
+
+use super::{CliResult, Demo, config_or_demo, write_private_file};
+
+/// The scopes a login asks for without `--scope`: the person's identity, and a refresh
+/// token.
+const DEFAULT_SCOPES: [&str; 6] = [
+    "openid",
+    "profile",
+    "offline_access",
+    "helseid://scopes/identity/pid",
+    "helseid://scopes/identity/security_level",
+    "helseid://scopes/hpr/hpr_number",
+];
+
+#[derive(clap::Args)]
+pub(crate) struct LoginArgs {
+    /// A client configuration file downloaded from HelseID's self-service portal; its
+    /// client must be allowed to log people in.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A scope to ask for; repeat for several (`openid` is always added). Default:
+    /// openid, profile, offline_access and the pid, security level and HPR number scopes.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// Where to write the token set (owner-only).
+    #[arg(long, value_name = "FILE", default_value = "helseid-tokens.json")]
+    out: PathBuf,
+    /// Do not open the browser: only print the URL on stderr.
+    #[arg(long)]
+    no_browser: bool,
+    /// How many seconds to wait for the login in the browser.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    timeout: u64,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct LogoutArgs {
+    /// The token set `helseid login` wrote.
+    #[arg(long, value_name = "FILE")]
+    token_set: PathBuf,
+    /// The client configuration file the login used. Default: the embedded emulator's
+    /// demo client (which knows no session but its own).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// `helseid login`.
+pub(crate) async fn login(args: LoginArgs) -> CliResult {
+    let mut demo: Option<Demo> = None;
+    let config = config_or_demo(args.config.as_deref(), &mut demo).await?;
+    let client = LoginClient::new(TokenEndpoint::new(config)?)
+        .with_timeout(Duration::from_secs(args.timeout));
+    let scopes: Vec<String> = if args.scopes.is_empty() {
+        DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.scopes
+    };
+    let pending = client.start(scopes).await?;
+    eprintln!("helseid: log in with the browser at this URL:");
+    eprintln!("{}", pending.authorize_url());
+    if !args.no_browser {
+        open_browser(pending.authorize_url());
+    }
+    eprintln!(
+        "helseid: waiting up to {} s for the login (redirect to {})",
+        args.timeout,
+        pending.redirect_uri()
+    );
+    let logged_in = pending.finish().await?;
+    let Some(set) = logged_in.token_set() else {
+        return Err(
+            "HelseID issued no refresh token: ask for the scope offline_access to keep a token set"
+                .into(),
+        );
+    };
+    write_private_file(&args.out, set.to_json().as_bytes())?;
+    let claims = logged_in.claims();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "name: {}",
+        super::terminal_safe(claims.name().unwrap_or("-"))
+    )?;
+    writeln!(
+        out,
+        "hpr_number: {}",
+        super::terminal_safe(claims.hpr_number().unwrap_or("-"))
+    )?;
+    writeln!(
+        out,
+        "security_level: {}",
+        super::terminal_safe(claims.security_level().unwrap_or("-"))
+    )?;
+    out.flush()?;
+    eprintln!(
+        "helseid: wrote the token set (DPoP-bound, with its key) to {}",
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Opens `url` with the system's browser (`xdg-open`); says so when it cannot.
+fn open_browser(url: &str) {
+    let opened = std::process::Command::new("xdg-open")
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = opened {
+        eprintln!("helseid: cannot open a browser ({e}): open the URL above yourself");
+    }
+}
+
+/// `helseid logout`.
+pub(crate) async fn logout(args: LogoutArgs) -> CliResult {
+    let text = std::fs::read_to_string(&args.token_set)
+        .map_err(|e| format!("cannot read {}: {e}", args.token_set.display()))?;
+    let set = TokenSet::from_json(&text)?;
+    let mut demo: Option<Demo> = None;
+    let config = config_or_demo(args.config.as_deref(), &mut demo).await?;
+    let client = LoginClient::new(TokenEndpoint::new(config)?);
+    let logout = client.logout(&set).await?;
+    eprintln!(
+        "helseid: refresh token {}; session {}",
+        if logout.revoked {
+            "revoked"
+        } else {
+            "not revoked (no revocation endpoint)"
+        },
+        if logout.session_ended {
+            "ended"
+        } else {
+            "not ended (no ID token or end session endpoint)"
+        }
+    );
+    std::fs::remove_file(&args.token_set)
+        .map_err(|e| format!("cannot remove {}: {e}", args.token_set.display()))?;
+    eprintln!("helseid: removed {}", args.token_set.display());
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! `helseid login` and `helseid logout` through the built binary, the emulator's login
+//! page driven by a plain HTTP client.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use std::process::Command;
+
+use common::{BIN, assert_set_renews, setup, start_dpop_login, start_login, wait_for_exit};
+
+use helseid::refresh::TokenSet;
+use helseid_emulator::TEST_PEOPLE;
+use http::StatusCode;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_writes_a_dpop_bound_token_set_that_renews_and_logout_ends_it() {
+    let mut login = start_dpop_login().await;
+    let person = TEST_PEOPLE[3];
+    assert_eq!(
+        support::log_in_at_page(login.emulator.issuer(), &login.url, Some(person.pid)).await,
+        StatusCode::OK
+    );
+    let (stdout, stderr) = login.finished_as(&person).await;
+    let (emulator, epj, out) = (&login.emulator, &login.client, login.out.clone());
+
+    let (session, claims) = assert_set_renews(emulator, epj, &out).await;
+    assert_eq!(claims["helseid://claims/hpr/hpr_number"], person.hpr_number);
+    let written = std::fs::read_to_string(&out).expect("read");
+    let set = TokenSet::from_json(&written).expect("a set");
+    let secret = set.refresh_token().secret().to_owned();
+    assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
+
+    // Logout with the rotated set: its refresh token is revoked and the session ended.
+    let rotated = session.token_set().await.expect("rotated");
+    std::fs::write(&out, rotated.to_json().as_bytes()).expect("write");
+    let logout = tokio::task::spawn_blocking({
+        let (config, out) = (login.config.clone(), out.clone());
+        move || {
+            Command::new(BIN)
+                .args(["logout", "--config"])
+                .arg(config)
+                .arg("--token-set")
+                .arg(out)
+                .output()
+                .expect("helseid logout runs")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        logout.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logout.stderr)
+    );
+    assert!(!out.exists(), "the token set is removed");
+    support::assert_logged_out(emulator, &session).await;
+    let _ = std::fs::remove_dir_all(&login.dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_login_fails_with_access_denied_and_writes_nothing() {
+    let epj = support::TestClient::ec("epj");
+    let (emulator, dir, config, out) = setup(&epj, epj.registration(&[])).await;
+    let (mut running, url, stderr) = start_login(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(
+        support::log_in_at_page(emulator.issuer(), &url, None).await,
+        StatusCode::OK
+    );
+    let status = wait_for_exit(&mut running).await.status;
+    let stderr = stderr.join().expect("stderr");
+    assert!(!status.success());
+    assert_eq!(
+        stderr.matches("access_denied").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
