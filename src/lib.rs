@@ -60,6 +60,8 @@
 //! | `transport` | yes     | `transport`: the default HTTPS client (hyper-util, rustls with aws-lc-rs, web PKI roots) |
 //! | `cpe`       | no      | `cpe`: the typed CPE client (progenitor in `build.rs`) |
 //! | `cpapi`     | no      | `cpapi`: the typed CommunicationParty API v2 client, with DPoP |
+//! | `mirror`    | no      | `mirror`: a local copy of the register, kept up to date from the event feed (implies `cpapi`) |
+//! | `sqlite`    | no      | `mirror::SqliteStore`: the copy in a SQLite database (rusqlite, SQLite bundled) |
 //!
 //! A service that brings its own HTTP client: `default-features = false`, and
 //! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).
@@ -90,6 +92,9 @@ pub mod error;
 pub mod exchange;
 mod jose;
 pub mod key;
+#[cfg(feature = "mirror")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mirror")))]
+pub mod mirror;
 mod private_file;
 pub mod refresh;
 mod rfc3339;

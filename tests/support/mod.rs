@@ -225,6 +225,26 @@ pub async fn emulator_with(client: &TestClient) -> Emulator {
         .expect("emulator starts")
 }
 
+/// Starts `builder`'s emulator with the client `client_id` registered for CP API v2
+/// (DPoP required), and a typed client for it through the default DPoP stack.
+#[cfg(feature = "cpapi")]
+pub async fn cpapi_against(
+    builder: helseid_emulator::EmulatorBuilder,
+    client_id: &str,
+) -> (Emulator, helseid::cpapi::Client) {
+    let client = TestClient::ec(client_id);
+    let emulator = builder
+        .client(client.registration(&[helseid::cpapi::SCOPE]).require_dpop())
+        .start()
+        .await
+        .expect("emulator");
+    // No scopes in the configuration: the client's builder asks for its API's.
+    let cpapi = helseid::cpapi::Client::builder(client.config(emulator.issuer(), &[]))
+        .build()
+        .expect("client");
+    (emulator, cpapi)
+}
+
 /// Starts an emulator with one client registered with the given tenancy.
 pub async fn emulator_with_tenancy(client: &TestClient, tenancy: Tenancy) -> Emulator {
     Emulator::builder()
