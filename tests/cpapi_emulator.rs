@@ -3,6 +3,8 @@
 //! token and a matching proof on every call.
 #![cfg(feature = "cpapi")]
 
+#[path = "support/cpapi.rs"]
+mod cpapi_support;
 mod support;
 
 use std::collections::HashSet;
@@ -17,7 +19,7 @@ use support::TestClient;
 const CLIENT_ID: &str = "epj-v2";
 
 async fn cpapi_against(builder: EmulatorBuilder) -> (Emulator, Client) {
-    support::cpapi_against(builder, CLIENT_ID).await
+    cpapi_support::cpapi_against(builder, CLIENT_ID).await
 }
 
 #[tokio::test]

@@ -4,44 +4,22 @@
 //! same database as one that was never stopped.
 #![cfg(feature = "sqlite")]
 
+#[path = "support/cpapi.rs"]
+mod cpapi_support;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use cpapi_support::exported;
 use helseid::cpapi::{Client, types::CommunicationParty};
 use helseid::mirror::{Cursor, Mirror, SqliteStore, Store, StoreError, SyncProgress};
 use helseid_emulator::Emulator;
 use serde_json::Value;
-
-/// A directory of its own under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let mut random = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut random).expect("random");
-        let dir = std::env::temp_dir().join(format!(
-            "helseid-mirror-{name}-{:016x}",
-            u64::from_le_bytes(random)
-        ));
-        std::fs::create_dir_all(&dir).expect("temporary directory");
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::TempDir;
 
 async fn emulator_and_client() -> (Emulator, Client) {
-    support::cpapi_against(Emulator::builder(), "mirror").await
+    cpapi_support::cpapi_against(Emulator::builder(), "mirror").await
 }
 
 fn no_progress(_: &SyncProgress) {}
@@ -55,17 +33,6 @@ async fn register(cpapi: &Client, her_ids: &[i32]) -> BTreeMap<i32, Value> {
         .into_iter()
         .map(|p| (p.her_id, serde_json::to_value(&p).expect("JSON")))
         .collect()
-}
-
-/// The export's HER-ids (active parties).
-async fn exported(cpapi: &Client) -> Vec<i32> {
-    cpapi
-        .get_communication_party_export(None)
-        .await
-        .expect("export")
-        .into_inner()
-        .communication_parties
-        .expect("HER-ids")
 }
 
 /// The parties of a store, by HER-id, as JSON.
@@ -103,7 +70,7 @@ fn dump(path: &Path) -> (Vec<String>, Option<Cursor>) {
 #[tokio::test]
 async fn a_full_sync_holds_every_party_once_with_every_field() {
     let (emulator, cpapi) = emulator_and_client().await;
-    let dir = TempDir::new("full");
+    let dir = TempDir::new("mirror-full");
     let mut store = SqliteStore::open(dir.path("register.db")).expect("open");
     let mut seen = Vec::new();
     let report = Mirror::new(cpapi.clone())
@@ -183,7 +150,7 @@ async fn a_full_sync_holds_every_party_once_with_every_field() {
 #[tokio::test]
 async fn a_second_sync_picks_up_exactly_the_published_changes() {
     let (emulator, cpapi) = emulator_and_client().await;
-    let dir = TempDir::new("updates");
+    let dir = TempDir::new("mirror-updates");
     let path = dir.path("register.db");
     let mirror = Mirror::new(cpapi.clone());
     let mut store = SqliteStore::open(&path).expect("open");
@@ -372,7 +339,7 @@ async fn stopped_and_resumed(
 #[tokio::test]
 async fn a_sync_stopped_after_any_write_and_run_again_ends_as_one_never_stopped() {
     let (emulator, cpapi) = emulator_and_client().await;
-    let dir = TempDir::new("stopped");
+    let dir = TempDir::new("mirror-stopped");
 
     // The initial copy, 25 parties a write.
     let copying = Mirror::new(cpapi.clone()).batch_size(25);
@@ -430,7 +397,7 @@ async fn a_sync_stopped_after_any_write_and_run_again_ends_as_one_never_stopped(
 
 #[tokio::test]
 async fn a_database_of_another_schema_is_refused() {
-    let dir = TempDir::new("schema");
+    let dir = TempDir::new("mirror-schema");
     let path = dir.path("other.db");
     {
         let store = SqliteStore::open(&path).expect("open");

@@ -116,6 +116,26 @@ pub struct SyncProgress {
     pub requests: u64,
 }
 
+impl SyncProgress {
+    /// A progress report (with no requests counted), to test a [`Progress`] with.
+    pub fn new(
+        phase: Phase,
+        parties_done: u64,
+        parties_total: u64,
+        events_done: u64,
+        events_total: u64,
+    ) -> Self {
+        SyncProgress {
+            phase,
+            parties_done,
+            parties_total,
+            events_done,
+            events_total,
+            requests: 0,
+        }
+    }
+}
+
 /// Told how far a sync has come, after every write: the command line draws a bar with
 /// it. Any `FnMut(&SyncProgress)` is one.
 pub trait Progress {
@@ -213,14 +233,7 @@ impl Mirror {
         P: Progress,
     {
         let mut run = Run {
-            progress: SyncProgress {
-                phase: Phase::Copying,
-                parties_done: 0,
-                parties_total: 0,
-                events_done: 0,
-                events_total: 0,
-                requests: 0,
-            },
+            progress: SyncProgress::new(Phase::Copying, 0, 0, 0, 0),
             report: SyncReport {
                 parties_copied: 0,
                 events_read: 0,

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::store::{Cursor, Store, StoreError};
-use crate::cpapi::types::{CommunicationParty, CommunicationPartyType, ParentOrganization};
+use crate::cpapi::types::{CommunicationParty, CommunicationPartyType};
 
 /// The version of the schema, kept in SQLite's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -198,20 +198,6 @@ fn decode(her_id: i32, json: &str) -> Result<CommunicationParty, StoreError> {
         .map_err(|e| StoreError::new(format!("the stored party {her_id} is not a party"), e))
 }
 
-/// The organisation a person or a service belongs to.
-fn parent(party: &CommunicationParty) -> Option<&ParentOrganization> {
-    party
-        .person_details
-        .as_ref()
-        .map(|details| &details.parent_organization)
-        .or_else(|| {
-            party
-                .service_details
-                .as_ref()
-                .map(|details| &details.parent_organization)
-        })
-}
-
 fn write_cursor(tx: &Transaction<'_>, cursor: &Cursor) -> Result<(), StoreError> {
     let (phase, last, copied, next) = match *cursor {
         Cursor::Copying {
@@ -322,7 +308,7 @@ impl Store for SqliteStore {
                 let json = serde_json::to_string(party).map_err(|e| {
                     StoreError::new(format!("cannot encode party {}", party.her_id), e)
                 })?;
-                let parent = parent(party);
+                let parent = party.parent_organization();
                 let kind = match party.type_ {
                     CommunicationPartyType::Organization => "Organization",
                     CommunicationPartyType::Person => "Person",
