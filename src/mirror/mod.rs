@@ -321,6 +321,8 @@ impl Mirror {
         };
         run.progress.parties_total = her_ids.len() as u64;
         run.progress.parties_done = copied.min(her_ids.len()) as u64;
+        // Where this sync starts: what a progress bar measures its rate from.
+        progress.update(&run.progress);
         let rest = her_ids.get(copied..).unwrap_or_default();
         if rest.is_empty() {
             // Nothing (more) to copy: on to the feed.
