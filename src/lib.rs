@@ -63,6 +63,8 @@
 //! | `redis`     | no      | `shared`: a second cache level on Redis for a fleet of replicas, and shared refresh sessions |
 //! | `metrics`   | no      | [`metrics`] recorded through the OpenTelemetry API |
 //! | `login`     | no      | `login`: log a user in (PAR, PKCE, DPoP, a loopback redirect, ID token validation) |
+//! | `mirror`    | no      | `mirror`: a local copy of the register, kept up to date from the event feed (implies `cpapi`) |
+//! | `sqlite`    | no      | `mirror::SqliteStore`: the copy in a SQLite database (rusqlite, SQLite bundled) |
 //!
 //! A service that brings its own HTTP client: `default-features = false`, and
 //! [`TokenEndpointBuilder::http_service`](endpoint::TokenEndpointBuilder::http_service).
@@ -97,6 +99,9 @@ pub mod key;
 #[cfg_attr(docsrs, doc(cfg(feature = "login")))]
 pub mod login;
 pub mod metrics;
+#[cfg(feature = "mirror")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mirror")))]
+pub mod mirror;
 mod private_file;
 pub mod refresh;
 mod rfc3339;

@@ -3,6 +3,8 @@
 //! token and a matching proof on every call.
 #![cfg(feature = "cpapi")]
 
+#[path = "support/cpapi.rs"]
+mod cpapi_support;
 mod support;
 
 use std::collections::HashSet;
@@ -17,17 +19,7 @@ use support::TestClient;
 const CLIENT_ID: &str = "epj-v2";
 
 async fn cpapi_against(builder: EmulatorBuilder) -> (Emulator, Client) {
-    let client = TestClient::ec(CLIENT_ID);
-    let emulator = builder
-        .client(client.registration(&[cpapi::SCOPE]).require_dpop())
-        .start()
-        .await
-        .expect("emulator");
-    // No scopes in the configuration: the client's builder asks for its API's.
-    let cpapi = Client::builder(client.config(emulator.issuer(), &[]))
-        .build()
-        .expect("client");
-    (emulator, cpapi)
+    cpapi_support::cpapi_against(builder, CLIENT_ID).await
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use helseid::refresh::{FileStore, RefreshSession, TokenSet, TokenStore};
 use helseid_emulator::{ClientRegistration, Emulator};
 
 mod login;
+mod register;
 
 /// The scope of NHN's CommunicationParty Events API.
 const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -65,6 +66,23 @@ enum Command {
     /// End a login's session: revoke the token set's refresh token, end the session at
     /// HelseID, and remove the file.
     Logout(login::LogoutArgs),
+    /// Look up communication parties by HER-id in the CommunicationParty API v2 (100 a
+    /// call). Without --config, runs against the embedded emulator.
+    Party(register::PartyArgs),
+    /// Search the register of communication parties, a page at a time. Without
+    /// --config, runs against the embedded emulator.
+    Search(register::SearchArgs),
+    /// Look up an organisation by its organisation number. Without --config, runs
+    /// against the embedded emulator.
+    Org(register::OrgArgs),
+    /// A party's certificates: the current (and with --historic earlier) pairs, or the
+    /// current signing or encryption certificate, as PEM with --pem. Without --config,
+    /// runs against the embedded emulator.
+    Cert(register::CertArgs),
+    /// Mirror the register into a SQLite database (export, bulk lookups, then the event
+    /// feed); run again, it catches up from the database's cursor. Without --config,
+    /// mirrors the embedded emulator's register.
+    Sync(register::SyncArgs),
 }
 
 #[derive(Subcommand)]
@@ -244,6 +262,11 @@ fn main() -> ExitCode {
             Command::Keys(KeysCommand::Rotate(args)) => keys_rotate(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout(args) => login::logout(args).await,
+            Command::Party(args) => register::party(args).await,
+            Command::Search(args) => register::search(args).await,
+            Command::Org(args) => register::org(args).await,
+            Command::Cert(args) => register::cert(args).await,
+            Command::Sync(args) => register::sync(args).await,
         }
     });
     match result {

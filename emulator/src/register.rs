@@ -8,6 +8,8 @@
 //! Norwegian time), except every seventh event's `FromDatetime`, which has no offset and
 //! is a UTC wall-clock time.
 
+mod publish;
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};

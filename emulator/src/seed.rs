@@ -28,7 +28,14 @@ pub(crate) const FIRST_EVENT: i64 = 1_736_147_523 * TICKS_PER_SECOND + 4_518_273
 
 /// The seeded register (the same on every call).
 pub(crate) fn register() -> Register {
-    Seeder::new().run()
+    register_of(SEED_PARTIES)
+}
+
+/// A register of `parties` parties, made the way the seed is (the seed itself for
+/// [`SEED_PARTIES`]), with updates, event gaps and HER-id steps scaled to its size so
+/// that the HER-ids stay within `i32` and the feed within months.
+pub(crate) fn register_of(parties: usize) -> Register {
+    Seeder::new(parties.max(1)).run()
 }
 
 /// A tiny deterministic generator (SplitMix64).
@@ -265,6 +272,8 @@ struct Draft {
 /// Builds the seed.
 #[derive(Debug)]
 struct Seeder {
+    /// How many parties to draft.
+    size: usize,
     rng: Mix,
     drafts: Vec<Draft>,
     names: HashSet<String>,
@@ -272,10 +281,11 @@ struct Seeder {
 }
 
 impl Seeder {
-    fn new() -> Self {
+    fn new(size: usize) -> Self {
         Seeder {
+            size,
             rng: Mix(SEED),
-            drafts: Vec::with_capacity(SEED_PARTIES),
+            drafts: Vec::with_capacity(size),
             names: HashSet::new(),
             org_numbers: HashSet::new(),
         }
@@ -286,7 +296,7 @@ impl Seeder {
         self.timeline()
     }
 
-    /// Drafts [`SEED_PARTIES`] parties, every organisation before the parties under it.
+    /// Drafts `size` parties, every organisation before the parties under it.
     fn parties(&mut self) {
         let mut blocks: Vec<Block> = (0..HOSPITALS.len()).map(Block::Hospital).collect();
         blocks.extend((0..MUNICIPALITIES.len()).map(Block::Municipality));
@@ -301,11 +311,11 @@ impl Seeder {
             blocks.swap(i, j);
         }
         let mut blocks = blocks.into_iter();
-        while self.drafts.len() < SEED_PARTIES {
+        while self.drafts.len() < self.size {
             let block = blocks.next().unwrap_or(Block::GpOffice);
             self.block(block);
         }
-        self.drafts.truncate(SEED_PARTIES);
+        self.drafts.truncate(self.size);
     }
 
     /// Drafts one organisation and the parties under it.
@@ -505,7 +515,13 @@ impl Seeder {
     /// (in draft order, so organisations come before their parties) and
     /// [`SEED_UPDATES`] updates, spread over the first half of 2025.
     fn timeline(mut self) -> Register {
-        let total = SEED_PARTIES + SEED_UPDATES;
+        // The seed's proportions at any size: as many updates per party, events as dense
+        // (so the feed spans the same months), HER-id steps small enough for `i32`.
+        let size = self.size;
+        let updates = SEED_UPDATES * size / SEED_PARTIES;
+        let total = size + updates;
+        let scale = |n: usize| (n * SEED_PARTIES / size.max(SEED_PARTIES)).max(1);
+        let max_step = 80_000.min(2_000_000_000 / size);
         // Each party with the `OrgNr` of its events; each event as (party, kind, ticks).
         let mut parties: Vec<(CommunicationParty, Option<i32>)> =
             Vec::with_capacity(self.drafts.len());
@@ -523,7 +539,7 @@ impl Seeder {
                 let Some(draft) = self.drafts.get(created) else {
                     break;
                 };
-                her_id += i32::try_from(self.rng.between(1, 80_000)).unwrap_or(1);
+                her_id += i32::try_from(self.rng.between(1, max_step)).unwrap_or(1);
                 let parent = draft
                     .parent
                     .and_then(|p| parties.get(p))
@@ -555,7 +571,7 @@ impl Seeder {
                 }
             }
             // 20 minutes to 15 hours to the next event, to the tick.
-            let gap = self.rng.between(20 * 60, 15 * 3600) as i64 * TICKS_PER_SECOND
+            let gap = self.rng.between(scale(20 * 60), scale(15 * 3600)) as i64 * TICKS_PER_SECOND
                 + self.rng.below(TICKS_PER_SECOND as usize) as i64;
             at += gap;
         }
@@ -693,6 +709,20 @@ mod tests {
                 event.written
             );
         }
+    }
+
+    #[test]
+    fn a_large_register_keeps_its_her_ids_apart_and_within_i32() {
+        let register = register_of(30_000);
+        assert_eq!(register.parties(), 30_000);
+        assert_eq!(register.events(), 30_000 + SEED_UPDATES * 100);
+        let her_ids: HashSet<i32> = register.all().iter().map(|p| p.her_id).collect();
+        assert_eq!(her_ids.len(), 30_000);
+        assert!(her_ids.iter().all(|her_id| *her_id > 100_000));
+        let feed = register.feed();
+        assert!(feed.windows(2).all(|w| w[0].at < w[1].at));
+        let span = feed.last().expect("events").at - feed.first().expect("events").at;
+        assert!(span < chrono::Duration::days(366), "{span}");
     }
 
     #[test]

@@ -76,6 +76,7 @@
 
 mod bulk;
 mod events;
+mod party;
 
 use std::fmt;
 use std::time::Duration;

@@ -31,6 +31,34 @@ pub const ASSERTION_TYP: &str = "client-authentication+jwt";
 /// The `client_assertion_type` of private_key_jwt.
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// A directory of its own under the system's temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// A new, empty directory whose name starts with `helseid-{name}-`.
+    pub fn new(name: &str) -> Self {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).expect("random");
+        let dir = std::env::temp_dir().join(format!(
+            "helseid-{name}-{:016x}",
+            u64::from_le_bytes(random)
+        ));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+
+    /// The path of `file` in the directory.
+    pub fn path(&self, file: &str) -> std::path::PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     SystemTime::now()
