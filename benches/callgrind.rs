@@ -16,6 +16,13 @@
 //!   request's extensions) / the static bearer with the same requests (the extension's
 //!   allocation is the caller's, not the layer's);
 //! - `dpop`: `HelseIdLayer` with DPoP / (the static bearer + one `DpopKey::proof`).
+//! - `typed_cpe` (with `--features cpe`): the typed CPE client's
+//!   `get_communication_party` through `HelseIdLayer` over an in-memory API that answers
+//!   a party / the same call written by hand on the same stack (`raw_cpe`: the request
+//!   built with `http`, the body collected and decoded into the same type with
+//!   serde_json). The difference is the typed client's own cost per call (progenitor's
+//!   request building through reqwest, and the conversions between reqwest's and
+//!   http's types).
 //!
 //! `cargo bench --bench callgrind -- memory` measures, without valgrind, the resident
 //! memory per cached token with 100,000 tenants warm in one layer.
@@ -42,6 +49,10 @@ const N: usize = 20_000;
 /// Requests sent before counting (one round of the tenants).
 const WARM: usize = 10_000;
 const URL: &str = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequenceNumber=1";
+#[cfg(feature = "cpe")]
+const TYPED: [&str; 2] = ["raw_cpe", "typed_cpe"];
+#[cfg(not(feature = "cpe"))]
+const TYPED: [&str; 0] = [];
 const VARIANTS: [&str; 9] = [
     "bare",
     "static_bearer",
@@ -164,6 +175,8 @@ fn measure(variant: &str) {
             black_box(key.proof(&Method::GET, &uri, None).unwrap());
             measured_proofs(&key, &uri);
         }
+        #[cfg(feature = "cpe")]
+        "raw_cpe" | "typed_cpe" => typed::measure(&rt, variant, layer.clone()),
         other => panic!("unknown variant {other}"),
     }
     let stats = layer.cache().stats();
@@ -210,6 +223,7 @@ fn count(variant: &str) -> f64 {
         .expect("callgrind totals");
     let n = match variant {
         "dpop" | "dpop_proof" => N / 20,
+        "raw_cpe" | "typed_cpe" => N / 10,
         _ => N,
     };
     total as f64 / n as f64
@@ -272,7 +286,7 @@ fn main() {
         return memory(100_000);
     }
     let mut per: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
-    for variant in VARIANTS {
+    for variant in VARIANTS.into_iter().chain(TYPED) {
         let n = count(variant);
         println!("{variant:<26} {n:>12.1} instructions per request");
         per.insert(variant, n);
@@ -295,5 +309,104 @@ fn main() {
     ];
     for (name, ratio) in ratios {
         println!("ratio {name} {ratio:.3}");
+    }
+    if let (Some(typed), Some(raw)) = (per.get("typed_cpe"), per.get("raw_cpe")) {
+        println!(
+            "typed client: {:.0} instructions per call on top of the same call by hand",
+            typed - raw
+        );
+        println!("ratio typed_cpe {:.3}", typed / raw);
+    }
+}
+
+/// The typed CPE client against the same call written by hand, on one stack.
+#[cfg(feature = "cpe")]
+mod typed {
+    use std::convert::Infallible;
+    use std::hint::black_box;
+
+    use bytes::Bytes;
+    use helseid::auth::HelseIdLayer;
+    use helseid::cpe::types::CommunicationParty;
+    use http::{Request, Response, header};
+    use http_body_util::{BodyExt, Full};
+    use tokio::runtime::Runtime;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    const BASE: &str = "https://cpe.test.grunndata.nhn.no";
+    const HER_ID: i32 = 8_142_519;
+    const PARTY: &str = r#"{"HerId":8142519,"Name":"Legekontoret","Type":"Organization","ParentHerId":null,"ParentName":null,"OrganizationNumber":123456785,"Municipality":"0301","Valid":{"From":"2024-01-01T00:00:00.000+01:00"}}"#;
+
+    /// The in-memory API: every call gets the party.
+    fn api(
+        _request: Request<Full<Bytes>>,
+    ) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+        let mut response = Response::new(Full::new(Bytes::from_static(PARTY.as_bytes())));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        std::future::ready(Ok(response))
+    }
+
+    #[inline(never)]
+    fn measured_typed(rt: &Runtime, client: &helseid::cpe::Client, n: usize) {
+        typed_calls(rt, client, n);
+    }
+
+    fn typed_calls(rt: &Runtime, client: &helseid::cpe::Client, n: usize) {
+        rt.block_on(async {
+            for _ in 0..n {
+                let party = client.get_communication_party(HER_ID).await.unwrap();
+                black_box(party.into_inner());
+            }
+        });
+    }
+
+    #[inline(never)]
+    fn measured_raw<S>(rt: &Runtime, service: &S, n: usize)
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>> + Clone,
+        S::Error: std::fmt::Debug,
+    {
+        raw_calls(rt, service, n);
+    }
+
+    fn raw_calls<S>(rt: &Runtime, service: &S, n: usize)
+    where
+        S: tower::Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>> + Clone,
+        S::Error: std::fmt::Debug,
+    {
+        let url = format!("{BASE}/CommunicationParties/{HER_ID}");
+        rt.block_on(async {
+            for _ in 0..n {
+                let request = Request::get(url.as_str())
+                    .header(header::ACCEPT, "application/json")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = service.clone().oneshot(request).await.unwrap();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let party: CommunicationParty = serde_json::from_slice(&body).unwrap();
+                black_box(party);
+            }
+        });
+    }
+
+    pub(super) fn measure(rt: &Runtime, variant: &str, layer: HelseIdLayer) {
+        let stack = ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(api));
+        let n = super::N / 10;
+        match variant {
+            "typed_cpe" => {
+                let client = helseid::cpe::Client::from_service(BASE, stack).unwrap();
+                typed_calls(rt, &client, 100);
+                measured_typed(rt, &client, n);
+            }
+            _ => {
+                raw_calls(rt, &stack, 100);
+                measured_raw(rt, &stack, n);
+            }
+        }
     }
 }
