@@ -70,6 +70,10 @@ pub(crate) use session::{Held, SharedSession};
 #[non_exhaustive]
 pub struct SharedSettings {
     /// The first part of every Redis key. Default: `helseid`.
+    ///
+    /// The rest of a token's key names the client id, never the HelseID it comes
+    /// from: services of two environments (test and production) that share one Redis
+    /// and one [`SealKey`] must use two prefixes (or two keys).
     pub prefix: String,
     /// The longest one Redis command may take before the replica goes on without
     /// Redis. Default: 250 ms.
