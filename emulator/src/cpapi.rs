@@ -29,6 +29,7 @@ use super::certificates::Certificates;
 pub(crate) use super::cpapi_model::*;
 use super::cpe::{check_scope, problem, strict_query};
 use super::dpop::{self, DPOP_NONCE};
+use super::register::Register;
 use super::response::{challenge_text, quote};
 use super::state::State;
 
@@ -323,15 +324,7 @@ pub(crate) async fn party(
     Path(her_id): Path<String>,
     request: Parts,
 ) -> Result<Json<CommunicationParty>, Refusal> {
-    let [] = authorized(&state, &request, [])?;
-    let her_id = her_id_in(&her_id, &request)?;
-    let found = state
-        .cpe
-        .register()
-        .party_v2(her_id, &state.cpapi.certificates);
-    found
-        .map(Json)
-        .ok_or_else(|| unknown_party(her_id, &request))
+    one_party(&state, &her_id, &request, Register::party_v2)
 }
 
 /// `POST /api/v1/communicationparty`.
@@ -399,15 +392,7 @@ pub(crate) async fn legacy_party(
     Path(her_id): Path<String>,
     request: Parts,
 ) -> Result<Json<CommunicationPartyLegacy>, Refusal> {
-    let [] = authorized(&state, &request, [])?;
-    let her_id = her_id_in(&her_id, &request)?;
-    let found = state
-        .cpe
-        .register()
-        .party_legacy(her_id, &state.cpapi.certificates);
-    found
-        .map(Json)
-        .ok_or_else(|| unknown_party(her_id, &request))
+    one_party(&state, &her_id, &request, Register::party_legacy)
 }
 
 /// `POST /api/v1/communicationparty/search`.
@@ -621,6 +606,21 @@ pub(crate) async fn organization(
 }
 
 /// A HER-id from the path, or the 400 to answer with.
+/// The party with the path's HER-id as `view` shows it, or a 404 naming the HER-id.
+fn one_party<T>(
+    state: &State,
+    her_id: &str,
+    request: &Parts,
+    view: fn(&Register, i32, &Certificates) -> Option<T>,
+) -> Result<Json<T>, Refusal> {
+    let [] = authorized(state, request, [])?;
+    let her_id = her_id_in(her_id, request)?;
+    let found = view(&state.cpe.register(), her_id, &state.cpapi.certificates);
+    found
+        .map(Json)
+        .ok_or_else(|| unknown_party(her_id, request))
+}
+
 fn her_id_in(her_id: &str, request: &Parts) -> Result<i32, Refusal> {
     her_id.parse::<i32>().map_err(|_| {
         Refusal::bad_request(
