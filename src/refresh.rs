@@ -699,17 +699,19 @@ impl RefreshSession {
                         waited = true;
                         session.shared().count_wait();
                     }
-                    if session.wait_for_change(held.raw.as_deref(), deadline).await {
-                        continue;
+                    match session.wait_for_change(held.raw.as_deref(), deadline).await {
+                        crate::shared::Polled::Done(()) => continue,
+                        crate::shared::Polled::TimedOut => {
+                            session.shared().count_wait_timeout();
+                            return Err(Error::Timeout {
+                                endpoint: "shared refresh session (waiting for another replica)",
+                                after: settings.lock_wait,
+                            });
+                        }
+                        crate::shared::Polled::Unavailable => {
+                            return self.refresh_alone(state, target).await;
+                        }
                     }
-                    if Instant::now() >= deadline {
-                        session.shared().count_wait_timeout();
-                        return Err(Error::Timeout {
-                            endpoint: "shared refresh session (waiting for another replica)",
-                            after: settings.lock_wait,
-                        });
-                    }
-                    return self.refresh_alone(state, target).await;
                 }
                 Err(_) => return self.refresh_alone(state, target).await,
             };

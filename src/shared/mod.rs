@@ -450,14 +450,19 @@ impl SharedCache {
         Ok((self.open_token(name, &raw), locked))
     }
 
-    fn open_token(&self, name: &str, raw: &[u8]) -> Option<AccessToken> {
-        let Some(plain) = self.inner.key.open(name, raw) else {
+    /// The plaintext of the entry `raw` read at `name`; an entry that does not open
+    /// (tampered, another key, moved) is counted, logged and treated as none.
+    pub(crate) fn open(&self, name: &str, raw: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let plain = self.inner.key.open(name, raw);
+        if plain.is_none() {
             self.count_refused();
-            tracing::warn!(
-                "refused an entry of the shared token cache that does not open with the key"
-            );
-            return None;
-        };
+            tracing::warn!("refused an entry of the shared cache that does not open with the key");
+        }
+        plain
+    }
+
+    fn open_token(&self, name: &str, raw: &[u8]) -> Option<AccessToken> {
+        let plain = self.open(name, raw)?;
         let stored: StoredToken = serde_json::from_slice(&plain).ok()?;
         let left = stored.expires_at_ms.checked_sub(unix_ms_now())?;
         let token_type = TokenType::parse(&stored.token_type)?;
@@ -566,21 +571,57 @@ impl SharedCache {
 
     /// Polls `name` until a token is there, the lock is gone, or `deadline`.
     async fn wait_for_token(&self, name: &str, lock: &str, deadline: Instant) -> Waited {
+        let polled = self
+            .poll(name, lock, deadline, |raw, locked| {
+                match raw.and_then(|raw| self.open_token(name, &raw)) {
+                    Some(token) => Some(Waited::Token(Box::new(token))),
+                    None => (!locked).then_some(Waited::LockGone),
+                }
+            })
+            .await;
+        match polled {
+            Polled::Done(waited) => waited,
+            Polled::Unavailable => Waited::Unavailable,
+            Polled::TimedOut => Waited::TimedOut,
+        }
+    }
+
+    /// Reads `name` and whether `lock` is held, pausing between reads (2 ms, doubled up
+    /// to 50 ms), until `done` makes something of them, Redis fails, or `deadline`.
+    pub(crate) async fn poll<R>(
+        &self,
+        name: &str,
+        lock: &str,
+        deadline: Instant,
+        mut done: impl FnMut(Option<Vec<u8>>, bool) -> Option<R>,
+    ) -> Polled<R> {
         let mut pause = Duration::from_millis(2);
         loop {
             if Instant::now() >= deadline {
-                return Waited::TimedOut;
+                return Polled::TimedOut;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
-            match self.read_token(name, lock).await {
-                Err(Unavailable) => return Waited::Unavailable,
-                Ok((Some(token), _)) => return Waited::Token(Box::new(token)),
-                Ok((None, false)) => return Waited::LockGone,
-                Ok((None, true)) => {}
+            match self.get_with_lock(name, lock).await {
+                Err(Unavailable) => return Polled::Unavailable,
+                Ok((raw, locked)) => {
+                    if let Some(result) = done(raw, locked) {
+                        return Polled::Done(result);
+                    }
+                }
             }
         }
     }
+}
+
+/// How a [`SharedCache::poll`] ended.
+pub(crate) enum Polled<R> {
+    /// What the caller made of a read.
+    Done(R),
+    /// Redis failed.
+    Unavailable,
+    /// The deadline passed.
+    TimedOut,
 }
 
 /// How a wait for another replica ended.

@@ -15,12 +15,10 @@
 //!
 //! [`RefreshSession::shared`]: crate::refresh::RefreshSession::shared
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::{SharedCache, Unavailable, fence, unix_ms_now};
+use super::{Polled, SharedCache, Unavailable, fence, unix_ms_now};
 use crate::refresh::TokenSet;
 
 /// A session's place in Redis.
@@ -82,12 +80,8 @@ impl SharedSession {
     pub(crate) async fn read(&self) -> Result<(Held, bool), Unavailable> {
         let (raw, leased) = self.shared.get_with_lock(&self.name, &self.lease).await?;
         let set = raw.as_deref().and_then(|raw| {
-            let opened = self.shared.seal_key().open(&self.name, raw);
-            if opened.is_none() {
-                self.shared.count_refused();
-                tracing::warn!("refused a shared session entry that does not open with the key");
-            }
-            let text = Zeroizing::new(String::from_utf8(opened?.to_vec()).ok()?);
+            let opened = self.shared.open(&self.name, raw)?;
+            let text = Zeroizing::new(String::from_utf8(opened.to_vec()).ok()?);
             TokenSet::from_json(&text).ok()
         });
         Ok((Held { raw, set }, leased))
@@ -148,22 +142,16 @@ impl SharedSession {
             .await
     }
 
-    /// Waits until the held bytes differ from `raw` or the lease is gone, up to
-    /// `deadline`; `false` on the deadline or when Redis fails.
-    pub(crate) async fn wait_for_change(&self, raw: Option<&[u8]>, deadline: Instant) -> bool {
-        let mut pause = Duration::from_millis(2);
-        while Instant::now() < deadline {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-            match self.shared.get_with_lock(&self.name, &self.lease).await {
-                Err(Unavailable) => return false,
-                Ok((now, leased)) => {
-                    if now.as_deref() != raw || !leased {
-                        return true;
-                    }
-                }
-            }
-        }
-        false
+    /// Waits until the held bytes differ from `raw` or the lease is gone.
+    pub(crate) async fn wait_for_change(
+        &self,
+        raw: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Polled<()> {
+        self.shared
+            .poll(&self.name, &self.lease, deadline, |now, leased| {
+                (now.as_deref() != raw || !leased).then_some(())
+            })
+            .await
     }
 }
