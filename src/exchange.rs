@@ -159,10 +159,7 @@ impl SubjectToken {
     /// The first bytes of the token's SHA-256, in hex: enough to tell tokens apart in
     /// logs, useless to an attacker.
     pub fn fingerprint(&self) -> String {
-        self.inner.fingerprint[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::text::hex(&self.inner.fingerprint[..6])
     }
 }
 

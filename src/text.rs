@@ -9,6 +9,17 @@
 
 use std::fmt::Write;
 
+/// `bytes` in lower-case hex, two digits a byte (digests, ids, fencing values).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
 /// How many characters of outside text are kept; the rest is cut with a note.
 pub(crate) const MAX_CHARS: usize = 512;
 
@@ -67,6 +78,12 @@ fn push_escaped(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn control_characters_are_escaped() {

@@ -115,12 +115,7 @@ impl CacheKey {
             field(10, key.thumbprint().as_bytes());
         }
         field(11, &self.partition.to_be_bytes());
-        context
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::text::hex(context.finish().as_ref())
     }
 
     /// The partition of the source this key belongs to (0: any source of the client).

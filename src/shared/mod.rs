@@ -636,7 +636,7 @@ enum Waited {
 pub(crate) fn fence() -> String {
     let mut bytes = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::text::hex(&bytes)
 }
 
 /// Deletes the lock only when it still holds the caller's fencing value.

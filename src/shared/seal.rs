@@ -54,10 +54,7 @@ impl SealKey {
         context.update(b"helseid shared cache key id\0");
         context.update(bytes);
         let digest = context.finish();
-        let id = digest.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = crate::text::hex(&digest.as_ref()[..6]);
         Ok(SealKey {
             key: std::sync::Arc::new(LessSafeKey::new(unbound)),
             id,

@@ -62,8 +62,7 @@ impl SharedSession {
         // The id may be anything the service uses for the user's session: it is hashed,
         // so that it is neither shown in Redis nor able to shape the key.
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes());
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        let name = shared.redis_key("session", &hex);
+        let name = shared.redis_key("session", &crate::text::hex(digest.as_ref()));
         SharedSession {
             shared: shared.clone(),
             lease: format!("{name}:lease"),
