@@ -70,7 +70,13 @@ pub struct AccessToken {
     authorization: HeaderValue,
     /// The DPoP `ath` (SHA-256 of the token), computed on first use.
     ath: OnceLock<String>,
+    /// This token's number in this process (its clones share it): what tells a `401`'s
+    /// token from its successor without comparing the bytes or keeping a copy.
+    id: u64,
 }
+
+/// The next [`AccessToken`]'s id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -108,7 +114,14 @@ impl AccessToken {
             refresh_token_expires_at: None,
             authorization,
             ath: OnceLock::new(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// This token's number in this process: the same for its clones, another for
+    /// every other token.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     pub(crate) fn with_scope(mut self, scope: Option<String>) -> Self {

@@ -453,3 +453,44 @@ async fn the_layer_and_cache_never_show_the_token() {
         assert!(!text.contains(&token), "the token leaked into: {text}");
     }
 }
+
+#[tokio::test]
+async fn long_lived_services_follow_another_clones_401_to_the_new_token() {
+    let Setup { emulator, endpoint } = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Call 3 (the fourth) is refused with 401 invalid_token.
+    let mut a = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(rejects_call(3, calls.clone()));
+    let mut b = a.clone();
+    async fn send<S>(service: &mut S) -> Response<String>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<String>>,
+        S::Error: std::fmt::Debug,
+    {
+        let request = Request::new(Full::new(Bytes::new()));
+        service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request)
+            .await
+            .expect("response")
+    }
+    // Each service keeps its own copy of the token from its second call on.
+    let first = send(&mut a).await.into_body();
+    assert_eq!(send(&mut a).await.into_body(), first);
+    assert_eq!(send(&mut b).await.into_body(), first);
+    // b's copy is refused: evicted, fetched anew, retried once.
+    let refused = send(&mut b).await;
+    assert_eq!(refused.status(), StatusCode::OK, "the retry succeeded");
+    let second = refused.into_body();
+    assert_ne!(second, first, "the retry carried a new token");
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    // a never saw the 401, but its copy of the refused token is gone with it.
+    assert_eq!(send(&mut a).await.into_body(), second);
+    assert_eq!(send(&mut a).await.into_body(), second);
+    assert_eq!(send(&mut b).await.into_body(), second);
+    assert_eq!(calls.load(Ordering::SeqCst), 8, "no other retry");
+    assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+}

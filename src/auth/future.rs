@@ -4,11 +4,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::layer::Shared;
+use super::local::Ctx;
+use super::replay::Kept;
 use crate::assertion::Tenant;
 use crate::error::BoxError;
 
@@ -42,7 +44,7 @@ pin_project! {
         Fast {
             #[pin]
             future: S::Future,
-            retry: Option<Box<Retry<S, B>>>,
+            retry: Option<Retry<S, B>>,
         },
         Slow {
             future: BoxResponse<S::Response>,
@@ -50,13 +52,30 @@ pin_project! {
     }
 }
 
-/// What the retry of a request sent with a token from the front needs.
+/// What the retry of a request needs.
 pub(super) struct Retry<S, B> {
     pub(super) inner: S,
-    pub(super) shared: Arc<Shared>,
-    pub(super) replay: Request<B>,
-    pub(super) sent: HeaderValue,
+    pub(super) owner: Owner,
+    pub(super) kept: Kept<B>,
+    /// The id of the token that was sent.
+    pub(super) sent: u64,
     pub(super) tenant: Option<Tenant>,
+}
+
+/// The retry's reference to the layer: through the calling clone's own context (a
+/// count no other clone writes), or to the layer itself.
+pub(super) enum Owner {
+    Ctx(Arc<Ctx>),
+    Layer(Arc<Shared>),
+}
+
+impl Owner {
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        match self {
+            Owner::Ctx(ctx) => &ctx.shared,
+            Owner::Layer(shared) => shared,
+        }
+    }
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -64,7 +83,7 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    pub(super) fn fast(future: S::Future, retry: Option<Box<Retry<S, B>>>) -> Self {
+    pub(super) fn fast(future: S::Future, retry: Option<Retry<S, B>>) -> Self {
         ResponseFuture {
             state: State::Fast { future, retry },
         }
@@ -112,7 +131,7 @@ where
                         return Poll::Ready(Ok(response));
                     };
                     State::Slow {
-                        future: Box::pin(super::service::retry_fast(*retry, response)),
+                        future: Box::pin(super::service::retry_fast(retry, response)),
                     }
                 }
             };

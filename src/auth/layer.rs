@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use super::{HelseId, Replay};
 use crate::assertion::Tenant;
-use crate::cache::{CacheKey, Entry, FetchToken, Front, Tenants, TokenCache};
+use crate::cache::{CacheKey, Entry, FetchToken, Front, Live, Tenants, TokenCache};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
@@ -15,7 +15,7 @@ use crate::exchange::SubjectToken;
 /// What every clone of a layer and its services shares.
 pub(crate) struct Shared {
     source: Arc<dyn FetchToken>,
-    cache: TokenCache,
+    pub(crate) cache: TokenCache,
     key: CacheKey,
     /// The entry of the layer's own key (no tenant), mirrored for a lock-free read on
     /// the hot path. The cache stays the store of record.
@@ -36,13 +36,16 @@ impl Shared {
     /// front and not yet due for a refresh: no lock, no clock read, no allocation, no
     /// await, no write to a cache line another core writes.
     #[inline]
-    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<HeaderValue> {
-        let header = match tenant {
-            None => self.front.get()?,
-            Some(tenant) => self.tenants.get()?.get(tenant)?,
-        };
-        self.cache.count_hit();
-        Some(header)
+    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<(HeaderValue, u64)> {
+        match tenant {
+            None => self.front.get(),
+            Some(tenant) => self.tenants.get()?.get(tenant),
+        }
+    }
+
+    /// The layer's token in front with its [`Live`] flag, for a clone's own copy.
+    pub(crate) fn front_token(&self) -> Option<(HeaderValue, u64, Arc<Live>)> {
+        self.front.current()
     }
 
     /// Puts `tenant`'s entry in the tenants' front.
@@ -96,14 +99,14 @@ impl Shared {
         })
     }
 
-    /// Forgets the token that was sent as `sent`, if it is still the current one,
+    /// Forgets the token with id `sent`, if it is still the current one,
     /// because a service answered `401 invalid_token` to it; `false` (nothing
     /// forgotten) when the cache's storm guard holds the key back.
     pub(crate) async fn evict(
         &self,
         tenant: Option<Tenant>,
         subject: Option<&SubjectToken>,
-        sent: &HeaderValue,
+        sent: u64,
     ) -> bool {
         let key = self.key(tenant, subject);
         if !self.cache.may_replace_invalid_token(&key) {

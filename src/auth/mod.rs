@@ -41,6 +41,7 @@
 
 mod future;
 mod layer;
+mod local;
 mod replay;
 mod service;
 

@@ -4,11 +4,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use http_body::Body;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full, Limited};
 
+use crate::assertion::Tenant;
 use crate::error::BoxError;
 
 /// How [`HelseId`](super::HelseId) copies a request to send it a second time: once after
@@ -46,6 +47,9 @@ pub struct Replay {
     /// One copier per body type: a few entries, found by a scan of `TypeId`s.
     copiers: Arc<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     enabled: bool,
+    /// Whether the built-in types still have their built-in functions: those are then
+    /// found at compile time ([`builtin`]), not by a scan.
+    builtin: bool,
 }
 
 /// A copy function of bodies of type `B`.
@@ -72,9 +76,10 @@ impl Default for Replay {
 impl Replay {
     /// The default policy: the body types listed on [`Replay`].
     pub fn new() -> Self {
-        Replay {
+        let mut replay = Replay {
             copiers: Arc::new(Vec::new()),
             enabled: true,
+            builtin: false,
         }
         .clone_body::<Full<Bytes>>()
         .clone_body::<Empty<Bytes>>()
@@ -86,7 +91,9 @@ impl Replay {
         .empty_body::<UnsyncBoxBody<Bytes, BoxError>>()
         .empty_body::<BoxBody<Bytes, BoxError>>()
         .empty_body::<UnsyncBoxBody<Bytes, Infallible>>()
-        .empty_body::<BoxBody<Bytes, Infallible>>()
+        .empty_body::<BoxBody<Bytes, Infallible>>();
+        replay.builtin = true;
+        replay
     }
 
     /// No retries at all: every request is sent once.
@@ -94,6 +101,7 @@ impl Replay {
         Replay {
             copiers: Arc::new(Vec::new()),
             enabled: false,
+            builtin: false,
         }
     }
 
@@ -108,6 +116,9 @@ impl Replay {
         let copiers = Arc::make_mut(&mut self.copiers);
         copiers.retain(|(id, _)| *id != TypeId::of::<B>());
         copiers.push((TypeId::of::<B>(), copier));
+        if builtin::<B>(None).is_some() {
+            self.builtin = false;
+        }
         self
     }
 
@@ -133,6 +144,11 @@ impl Replay {
         if !self.enabled {
             return None;
         }
+        if self.builtin
+            && let Some(copy) = builtin(Some(body))
+        {
+            return copy;
+        }
         let (_, copier) = self
             .copiers
             .iter()
@@ -141,23 +157,122 @@ impl Replay {
         (copier.0)(body)
     }
 
-    /// A copy of `request` (method, URI, version, headers, extensions and body), when its
-    /// body can be copied.
+    /// What a retry of `request` needs (method, URI, version, headers, extensions and
+    /// body), when its body can be copied. Only what cannot be rebuilt is copied: empty
+    /// headers are not cloned, and extensions that hold only `tenant` are rebuilt from it.
     #[inline]
-    pub(crate) fn copy<B: 'static>(&self, request: &Request<B>) -> Option<Request<B>> {
+    pub(crate) fn copy<B: 'static>(
+        &self,
+        request: &Request<B>,
+        tenant: Option<Tenant>,
+    ) -> Option<Kept<B>> {
         let body = self.copy_body(request.body())?;
-        let mut copy = Request::new(body);
-        *copy.method_mut() = request.method().clone();
-        *copy.uri_mut() = request.uri().clone();
-        *copy.version_mut() = request.version();
-        // Empty maps (the common case before the layer sets its header) are not cloned.
-        if !request.headers().is_empty() {
-            *copy.headers_mut() = request.headers().clone();
+        let extensions = request.extensions();
+        let rebuilt = extensions.is_empty() || (tenant.is_some() && extensions.len() == 1);
+        Some(Kept {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: match request.headers().is_empty() {
+                true => None,
+                false => Some(Box::new(request.headers().clone())),
+            },
+            extensions: match rebuilt {
+                true => None,
+                false => Some(extensions.clone()),
+            },
+            body,
+        })
+    }
+}
+
+/// The built-in copy of `body` (`Some`) when `B` is a built-in type, `None` otherwise;
+/// with `body` `None`, only whether `B` is one. Each test compares two constant
+/// `TypeId`s, so the compiler keeps the one branch that applies to `B`.
+#[inline(always)]
+fn builtin<B: 'static>(body: Option<&B>) -> Option<Option<B>> {
+    macro_rules! cloned {
+        ($($t:ty),*) => {$(
+            if TypeId::of::<B>() == TypeId::of::<$t>() {
+                return Some(body.and_then(|body| as_b(clone_as::<$t, B>(body))));
+            }
+        )*};
+    }
+    macro_rules! empty {
+        ($($t:ty),*) => {$(
+            if TypeId::of::<B>() == TypeId::of::<$t>() {
+                return Some(body.and_then(|body| {
+                    let body = (body as &dyn Any).downcast_ref::<$t>()?;
+                    as_b((body.size_hint().exact() == Some(0)).then(<$t>::default))
+                }));
+            }
+        )*};
+    }
+    cloned!(
+        (),
+        Full<Bytes>,
+        Empty<Bytes>,
+        Limited<Full<Bytes>>,
+        String,
+        Vec<u8>,
+        Bytes
+    );
+    empty!(
+        UnsyncBoxBody<Bytes, BoxError>,
+        BoxBody<Bytes, BoxError>,
+        UnsyncBoxBody<Bytes, Infallible>,
+        BoxBody<Bytes, Infallible>
+    );
+    None
+}
+
+/// A clone of `body`, a `T`.
+#[inline(always)]
+fn clone_as<T: Clone + 'static, B: 'static>(body: &B) -> Option<T> {
+    (body as &dyn Any).downcast_ref::<T>().cloned()
+}
+
+/// `value` as a `B` (it is one: `T` is `B`).
+#[inline(always)]
+fn as_b<T: 'static, B: 'static>(value: Option<T>) -> Option<B> {
+    let mut value = Some(value?);
+    (&mut value as &mut dyn Any)
+        .downcast_mut::<Option<B>>()
+        .and_then(Option::take)
+}
+
+/// A request kept for a retry: the parts that cannot be rebuilt.
+pub(crate) struct Kept<B> {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    /// `None`: the request had none (before the layer set its own).
+    headers: Option<Box<HeaderMap>>,
+    /// `None`: none, or only the request's [`Tenant`] (put back by
+    /// [`into_request`](Kept::into_request)).
+    extensions: Option<Extensions>,
+    body: B,
+}
+
+impl<B> Kept<B> {
+    /// The request again, with `tenant` in its extensions when they were rebuilt.
+    pub(crate) fn into_request(self, tenant: Option<Tenant>) -> Request<B> {
+        let mut request = Request::new(self.body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        if let Some(headers) = self.headers {
+            *request.headers_mut() = *headers;
         }
-        if !request.extensions().is_empty() {
-            *copy.extensions_mut() = request.extensions().clone();
+        match self.extensions {
+            Some(extensions) => *request.extensions_mut() = extensions,
+            None => {
+                if let Some(tenant) = tenant {
+                    request.extensions_mut().insert(tenant);
+                }
+            }
         }
-        Some(copy)
+        request
     }
 }
 
@@ -202,6 +317,55 @@ mod tests {
         // A later function for the same type replaces the earlier one.
         let replay = replay.body(|_: &Mine| None);
         assert_eq!(replay.copy_body(&Mine(1)), None);
+    }
+
+    #[test]
+    fn built_in_types_are_copied_and_their_functions_can_be_replaced() {
+        let replay = Replay::new();
+        assert_eq!(replay.copy_body(&()), Some(()));
+        assert_eq!(
+            replay.copy_body(&Bytes::from_static(b"b")).as_deref(),
+            Some(&b"b"[..])
+        );
+        assert_eq!(replay.copy_body(&vec![1u8]), Some(vec![1u8]));
+        assert!(replay.copy_body(&Empty::<Bytes>::new()).is_some());
+        let replay = replay.body(|s: &String| Some(format!("{s}!")));
+        assert_eq!(replay.copy_body(&String::from("x")).as_deref(), Some("x!"));
+        assert_eq!(replay.copy_body(&()), Some(()), "the others stay");
+        let replay = Replay::new().body(|_: &()| None);
+        assert_eq!(replay.copy_body(&()), None);
+    }
+
+    #[test]
+    fn a_kept_request_is_the_request_again() {
+        let tenant: Tenant = "911111111:922222222".parse().expect("tenant");
+        let mut request = Request::post("https://api.test/a?b=c")
+            .header("x-trace", "abc")
+            .body(String::from("body"))
+            .expect("request");
+        request.extensions_mut().insert(tenant);
+        let again = Replay::new()
+            .copy(&request, Some(tenant))
+            .expect("kept")
+            .into_request(Some(tenant));
+        assert_eq!(again.method(), request.method());
+        assert_eq!(again.uri(), request.uri());
+        assert_eq!(again.version(), request.version());
+        assert_eq!(again.headers(), request.headers());
+        assert_eq!(again.body(), request.body());
+        assert_eq!(again.extensions().get::<Tenant>(), Some(&tenant));
+
+        // Other extensions are cloned with the tenant.
+        #[derive(Clone, Debug, PartialEq)]
+        struct Trace(u32);
+        request.extensions_mut().insert(Trace(7));
+        let again = Replay::new()
+            .copy(&request, Some(tenant))
+            .expect("kept")
+            .into_request(Some(tenant));
+        assert_eq!(again.extensions().get::<Trace>(), Some(&Trace(7)));
+        assert_eq!(again.extensions().get::<Tenant>(), Some(&tenant));
+        assert!(again.headers().contains_key("x-trace"));
     }
 
     #[test]

@@ -8,8 +8,9 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
-use super::future::{Retry, says_invalid_token};
+use super::future::{Owner, Retry, says_invalid_token};
 use super::layer::{HelseIdLayer, Shared};
+use super::local::Local;
 use crate::assertion::Tenant;
 use crate::cache::Entry;
 use crate::dpop::{self, DPOP, DpopKey, Target};
@@ -24,6 +25,8 @@ use crate::exchange::SubjectToken;
 pub struct HelseId<S> {
     inner: S,
     layer: HelseIdLayer,
+    /// This clone's own context (see `local`).
+    local: Local,
 }
 
 impl<S: Clone> Clone for HelseId<S> {
@@ -31,6 +34,7 @@ impl<S: Clone> Clone for HelseId<S> {
         HelseId {
             inner: self.inner.clone(),
             layer: self.layer.clone(),
+            local: self.local.clone(),
         }
     }
 }
@@ -53,7 +57,11 @@ impl<S> HelseId<S> {
 
     /// Wraps `inner` with the settings of `layer`.
     pub fn from_layer(inner: S, layer: HelseIdLayer) -> Self {
-        HelseId { inner, layer }
+        HelseId {
+            inner,
+            layer,
+            local: Local::default(),
+        }
     }
 
     /// A layer for `endpoint` (see [`HelseIdLayer::new`]).
@@ -104,22 +112,34 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = self.layer.shared();
-        // The hot path: a warm Bearer token from the front, own or a tenant's. The
-        // future is the inner service's; only a request that can be retried keeps a
-        // copy, a clone of the service and the layer for it.
+        // The hot path: a warm Bearer token, own or a tenant's. The future is the inner
+        // service's; only a request that can be retried keeps a copy, a clone of the
+        // service and a reference for it.
         if !shared.exchanges && shared.dpop.is_none() {
-            let tenant = request.extensions().get::<Tenant>();
-            if let Some(sent) = shared.fast_header(tenant) {
-                let tenant = tenant.copied();
-                let replay = match shared.retry_on_invalid_token {
-                    true => shared.replay.copy(&request),
+            self.local.settle(shared);
+            let tenant = request.extensions().get::<Tenant>().copied();
+            let hit = match tenant {
+                None => match self.local.own_token(shared) {
+                    Some(hit) => Some(hit),
+                    None => shared.fast_header(None),
+                },
+                Some(tenant) => shared.fast_header(Some(&tenant)),
+            };
+            if let Some((header, sent)) = hit {
+                shared.cache.count_hit();
+                let kept = match shared.retry_on_invalid_token {
+                    true => shared.replay.copy(&request, tenant),
                     false => None,
                 };
-                let Some(replay) = replay else {
-                    set_authorization(&mut request, sent);
+                let Some(kept) = kept else {
+                    set_authorization(&mut request, header);
                     return ResponseFuture::fast(self.inner.call(request), None);
                 };
-                set_authorization(&mut request, sent.clone());
+                let owner = match self.local.ctx() {
+                    Some(ctx) => Owner::Ctx(ctx.clone()),
+                    None => Owner::Layer(shared.clone()),
+                };
+                set_authorization(&mut request, header);
                 // The clone goes back in place; the future owns the service that was
                 // ready, for the retry.
                 let clone = self.inner.clone();
@@ -127,13 +147,13 @@ where
                 let future = inner.call(request);
                 return ResponseFuture::fast(
                     future,
-                    Some(Box::new(Retry {
+                    Some(Retry {
                         inner,
-                        shared: shared.clone(),
-                        replay,
+                        owner,
+                        kept,
                         sent,
                         tenant,
-                    })),
+                    }),
                 );
             }
         }
@@ -153,15 +173,15 @@ where
                 .await
                 .map_err(BoxError::from)?;
             let proofs = Proofs::new(&shared, request.uri(), &entry)?;
-            let sent = entry.token.authorization().clone();
-            let replay = if shared.retry_on_invalid_token || proofs.is_some() {
-                shared.replay.copy(&request)
+            let header = entry.token.authorization().clone();
+            let kept = if shared.retry_on_invalid_token || proofs.is_some() {
+                shared.replay.copy(&request, tenant)
             } else {
                 None
             };
-            set_authorization(&mut request, sent.clone());
+            set_authorization(&mut request, header.clone());
             let response = send(&mut inner, request, proofs.as_ref()).await?;
-            let Some(mut replay) = replay else {
+            let Some(kept) = kept else {
                 return Ok(response);
             };
             if let Some(proofs) = &proofs
@@ -172,7 +192,8 @@ where
             {
                 tracing::debug!("the service asked for a DPoP nonce: retrying once with it");
                 crate::metrics::retry("dpop_nonce");
-                set_authorization(&mut replay, sent);
+                let mut replay = kept.into_request(tenant);
+                set_authorization(&mut replay, header);
                 inner.ready().await.map_err(Into::into)?;
                 return send(&mut inner, replay, Some(proofs)).await;
             }
@@ -181,9 +202,9 @@ where
             }
             let retry = Retry {
                 inner,
-                shared,
-                replay,
-                sent,
+                owner: Owner::Layer(shared),
+                kept,
+                sent: entry.token.id(),
                 tenant,
             };
             retry_invalid_token(retry, subject.as_ref(), response).await
@@ -217,12 +238,13 @@ where
 {
     let Retry {
         mut inner,
-        shared,
-        mut replay,
+        owner,
+        kept,
         sent,
         tenant,
     } = retry;
-    if !shared.evict(tenant, subject, &sent).await {
+    let shared = owner.shared();
+    if !shared.evict(tenant, subject, sent).await {
         return Ok(refused);
     }
     tracing::debug!("the service answered 401 invalid_token: retrying once with a new token");
@@ -231,7 +253,8 @@ where
         .entry(tenant, subject)
         .await
         .map_err(BoxError::from)?;
-    let proofs = Proofs::new(&shared, replay.uri(), &entry)?;
+    let mut replay = kept.into_request(tenant);
+    let proofs = Proofs::new(shared, replay.uri(), &entry)?;
     set_authorization(&mut replay, entry.token.authorization().clone());
     inner.ready().await.map_err(Into::into)?;
     send(&mut inner, replay, proofs.as_ref()).await
@@ -391,6 +414,18 @@ mod tests {
         );
     }
 
+    /// Sends one request through `service` itself (not a clone), answering the
+    /// `Authorization` it carried.
+    async fn send<S>(service: &mut S) -> String
+    where
+        S: Service<Request<String>, Response = Response<String>>,
+        S::Error: fmt::Debug,
+    {
+        let request = Request::new(String::new());
+        let response = service.ready().await.expect("ready").call(request).await;
+        response.expect("response").into_body()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn during_the_refresh_window_requests_do_not_wait() {
         let source = Source {
@@ -399,13 +434,14 @@ mod tests {
         };
         let layer = HelseIdLayer::builder(source.clone()).build();
         let service = ServiceBuilder::new().layer(layer.clone()).service_fn(echo);
-        service
-            .clone()
-            .oneshot(Request::new(String::new()))
-            .await
-            .expect("cold");
+        // A clone per request, and one long-lived clone with its own copy of the token.
+        let mut long_lived = service.clone();
+        for _ in 0..3 {
+            assert_eq!(send(&mut long_lived).await, "Bearer t1");
+        }
         tokio::time::advance(Duration::from_secs(3531)).await;
-        // One turn of the runtime: the front's timer, due at 3530 s, retires it.
+        // One turn of the runtime: the front's timer, due at 3530 s, retires it (and
+        // the long-lived clone's copy with it).
         tokio::time::sleep(Duration::from_millis(1)).await;
         let before = tokio::time::Instant::now();
         for _ in 0..5 {
@@ -415,6 +451,7 @@ mod tests {
                 .await
                 .expect("warm");
             assert_eq!(response.body(), "Bearer t1");
+            assert_eq!(send(&mut long_lived).await, "Bearer t1", "still usable");
         }
         assert_eq!(
             tokio::time::Instant::now(),
@@ -427,7 +464,11 @@ mod tests {
             .await
             .expect("refreshed");
         assert_eq!(response.body(), "Bearer t2");
+        for _ in 0..3 {
+            assert_eq!(send(&mut long_lived).await, "Bearer t2");
+        }
         assert_eq!(layer.cache().stats().refreshes, 1);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
     }
 
     fn claims(proof: &HeaderValue) -> serde_json::Value {

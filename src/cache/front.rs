@@ -1,6 +1,7 @@
 //! The front: a lock-free copy of one hot token, read on the hot path without a lock,
 //! a clock read, an allocation or an await. The cache stays the store of record.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwapOption;
@@ -16,15 +17,48 @@ pub(crate) struct Front {
     held: Arc<ArcSwapOption<Held>>,
 }
 
+/// Whether a token is still the one in front: a flag set once, when it leaves (its
+/// refresh point, a `401`, a newer token, or its timer's runtime shutting down). A
+/// service keeps a copy of the token in front with this flag, and reads only the flag
+/// per request: a line no request writes.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    gone: AtomicBool,
+}
+
+impl Live {
+    /// Whether the token is still in front.
+    #[inline]
+    pub(crate) fn is_live(&self) -> bool {
+        !self.gone.load(Ordering::Acquire)
+    }
+
+    fn end(&self) {
+        self.gone.store(true, Ordering::Release);
+    }
+}
+
+/// Ends a token's [`Live`] when dropped: the timer task owns one, so that the flag is
+/// set whether the timer fires, is aborted, or is dropped with its runtime.
+struct EndOnDrop(Arc<Live>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
 /// The entry in the front. A timer task removes it at the refresh point; should the
 /// timer's runtime shut down first, the finished handle retires it all the same.
 struct Held {
     entry: Arc<Entry>,
+    live: Arc<Live>,
     timer: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
+        self.live.end();
         self.timer.abort();
     }
 }
@@ -33,23 +67,35 @@ impl Front {
     /// The `Authorization` value of the token in front, when there is one and it is not
     /// yet due for a refresh.
     #[inline]
-    pub(crate) fn get(&self) -> Option<HeaderValue> {
+    pub(crate) fn get(&self) -> Option<(HeaderValue, u64)> {
         let guard = self.held.load();
         let held = guard.as_ref()?;
-        if held.timer.is_finished() {
+        if held.timer.is_finished() || !held.live.is_live() {
             return None;
         }
-        Some(held.entry.token.authorization().clone())
+        let token = &held.entry.token;
+        Some((token.authorization().clone(), token.id()))
+    }
+
+    /// The token in front (its header and id) with its [`Live`] flag, for a copy that
+    /// reads the flag alone.
+    pub(crate) fn current(&self) -> Option<(HeaderValue, u64, Arc<Live>)> {
+        let guard = self.held.load();
+        let held = guard.as_ref()?;
+        if held.timer.is_finished() || !held.live.is_live() {
+            return None;
+        }
+        let token = &held.entry.token;
+        Some((token.authorization().clone(), token.id(), held.live.clone()))
     }
 
     /// Puts `entry` in front until its refresh point (needs a tokio runtime for the
     /// timer; without one, nothing happens).
     pub(crate) fn set(&self, entry: &Arc<Entry>) {
         let current = self.held.load();
-        if current
-            .as_ref()
-            .is_some_and(|held| Arc::ptr_eq(&held.entry, entry) && !held.timer.is_finished())
-        {
+        if current.as_ref().is_some_and(|held| {
+            Arc::ptr_eq(&held.entry, entry) && !held.timer.is_finished() && held.live.is_live()
+        }) {
             return;
         }
         if Instant::now() >= entry.refresh_at {
@@ -59,40 +105,48 @@ impl Front {
             return;
         };
         let weak: Weak<ArcSwapOption<Held>> = Arc::downgrade(&self.held);
-        let (due, mine) = (entry.refresh_at, entry.clone());
+        let live = Arc::new(Live::default());
+        let (due, mine, end) = (entry.refresh_at, live.clone(), EndOnDrop(live.clone()));
         let timer = runtime.spawn(async move {
+            let _end = end;
             tokio::time::sleep_until(due).await;
             if let Some(held) = weak.upgrade() {
-                retire(&held, |current| Arc::ptr_eq(&current.entry, &mine));
+                retire(&held, |current| Arc::ptr_eq(&current.live, &mine));
             }
         });
-        self.held.store(Some(Arc::new(Held {
+        let old = self.held.swap(Some(Arc::new(Held {
             entry: entry.clone(),
+            live,
             timer,
         })));
+        if let Some(old) = old {
+            old.live.end();
+        }
     }
 
-    /// Removes the token that was sent as `sent` from the front, if it is still there.
-    pub(crate) fn retire_if(&self, sent: &HeaderValue) {
-        retire(&self.held, |current| {
-            current.entry.token.authorization() == sent
-        });
+    /// Removes the token with id `sent` (a `401` refused it) from the front, if it is
+    /// still there.
+    pub(crate) fn retire_if(&self, sent: u64) {
+        retire(&self.held, |current| current.entry.token.id() == sent);
     }
 }
 
-/// Empties `held` if what it holds is `what`.
+/// Empties `held` if what it holds is `what`, and ends that token's [`Live`].
 fn retire(held: &ArcSwapOption<Held>, what: impl Fn(&Held) -> bool) {
-    held.rcu(|current| match current {
+    let old = held.rcu(|current| match current {
         Some(current) if what(current) => None,
         other => other.clone(),
     });
+    if let Some(old) = old
+        && what(&old)
+    {
+        old.live.end();
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use http::HeaderValue;
 
     use super::Front;
     use crate::cache::tests::entry;
@@ -103,11 +157,16 @@ mod tests {
         assert!(front.get().is_none());
         let first = entry("first");
         front.set(&first);
-        let header = front.get().expect("in front");
+        let (header, id) = front.get().expect("in front");
         assert_eq!(&header, first.token.authorization());
-        front.retire_if(&HeaderValue::from_static("Bearer other"));
-        assert_eq!(front.get(), Some(header.clone()), "another token's 401");
-        front.retire_if(&header);
+        assert_eq!(id, first.token.id());
+        front.retire_if(entry("other").token.id());
+        assert_eq!(
+            front.get(),
+            Some((header.clone(), id)),
+            "another token's 401"
+        );
+        front.retire_if(first.token.id());
         assert!(front.get().is_none(), "its own 401 retires it");
         front.set(&first);
         // The refresh point: 3600 - 10 - 60 = 3530 s.
@@ -117,6 +176,51 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(front.get().is_none(), "the timer retired it");
         assert!(front.held.load().is_none(), "and let go of the entry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_sees_its_token_leave_by_a_401_a_newer_token_or_the_timer() {
+        let front = Front::default();
+        let first = entry("first");
+        front.set(&first);
+        let (header, id, live) = front.current().expect("in front");
+        assert_eq!(
+            (&header, id),
+            (first.token.authorization(), first.token.id())
+        );
+        front.retire_if(entry("other").token.id());
+        assert!(live.is_live(), "another token's 401");
+        front.retire_if(id);
+        assert!(!live.is_live(), "its own 401");
+
+        front.set(&first);
+        let (_, _, live) = front.current().expect("in front again");
+        front.set(&first);
+        assert!(live.is_live(), "the same entry again changes nothing");
+        front.set(&entry("newer"));
+        assert!(!live.is_live(), "a newer token");
+
+        let (_, _, live) = front.current().expect("the newer one");
+        tokio::time::advance(Duration::from_secs(3531)).await;
+        tokio::task::yield_now().await;
+        assert!(!live.is_live(), "its refresh point");
+    }
+
+    #[test]
+    fn a_copy_sees_its_token_leave_when_the_timers_runtime_shuts_down() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let front = Front::default();
+        let live = runtime.block_on(async {
+            front.set(&entry("first"));
+            front.current().expect("in front").2
+        });
+        assert!(live.is_live());
+        drop(runtime);
+        assert!(!live.is_live(), "no timer is left to retire it");
+        assert!(front.get().is_none());
     }
 
     #[test]

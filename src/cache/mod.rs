@@ -63,7 +63,7 @@ use backoff::Backoff;
 pub(crate) use entry::Entry;
 use entry::TokenExpiry;
 use flight::InFlight;
-pub(crate) use front::Front;
+pub(crate) use front::{Front, Live};
 pub use key::CacheKey;
 pub use source::{FetchFn, FetchFuture, FetchToken, fetch_fn};
 use storm::StormGuard;
@@ -339,14 +339,14 @@ impl TokenCache {
             .allow(key, self.inner.settings.invalid_token_interval)
     }
 
-    /// Removes `key`'s entry if it still holds the token sent as `sent`.
-    pub(crate) async fn evict(&self, key: &CacheKey, sent: &http::HeaderValue) {
+    /// Removes `key`'s entry if it still holds the token with id `sent`.
+    pub(crate) async fn evict(&self, key: &CacheKey, sent: u64) {
         self.inner
             .entries
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 let op = match current {
-                    Some(current) if current.value().token.authorization() == sent => {
+                    Some(current) if current.value().token.id() == sent => {
                         moka::ops::compute::Op::Remove
                     }
                     _ => moka::ops::compute::Op::Nop,

@@ -58,6 +58,8 @@ struct Slot {
     /// hit with 10,000 tenants in turn then touches one line of the token (the header
     /// bytes' reference count), not three.
     header: HeaderValue,
+    /// The token's id (what a `401` names).
+    id: u64,
 }
 
 /// A tenant's hash: FxHash (rustc's) over its derived `Hash`, a few multiplies; no
@@ -112,12 +114,6 @@ impl Hasher for Fx {
     }
 }
 
-/// Whether `a` and `b` are clones of one value (the same bytes in memory; `a` keeps
-/// them alive, so they cannot be another token's since).
-fn same(a: &HeaderValue, b: &HeaderValue) -> bool {
-    std::ptr::eq(a.as_bytes(), b.as_bytes())
-}
-
 fn shard_of(hash: u64) -> usize {
     (hash >> 58) as usize % SHARDS
 }
@@ -140,11 +136,12 @@ impl Shard {
         slots: impl Iterator<Item = &'a Slot>,
         add: Option<(Tenant, u64, &Arc<Entry>)>,
     ) -> Shard {
-        let mut kept: Vec<(Tenant, u64, HeaderValue)> = slots
-            .map(|slot| (slot.tenant, slot.until, slot.header.clone()))
+        let mut kept: Vec<(Tenant, u64, HeaderValue, u64)> = slots
+            .map(|slot| (slot.tenant, slot.until, slot.header.clone(), slot.id))
             .collect();
         if let Some((tenant, until, entry)) = add {
-            kept.push((tenant, until, entry.token.authorization().clone()));
+            let token = &entry.token;
+            kept.push((tenant, until, token.authorization().clone(), token.id()));
         }
         if kept.is_empty() {
             return Shard::default();
@@ -153,7 +150,7 @@ impl Shard {
         let size = (kept.len() * 4 / 3 + 1).next_power_of_two().max(4);
         let mut table: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
         let mask = size - 1;
-        for (tenant, until, header) in kept {
+        for (tenant, until, header, id) in kept {
             let mut i = (hash(&tenant) >> 20) as usize & mask;
             while table[i].is_some() {
                 i = (i + 1) & mask;
@@ -162,6 +159,7 @@ impl Shard {
                 tenant,
                 until,
                 header,
+                id,
             });
         }
         Shard {
@@ -194,14 +192,14 @@ impl Tenants {
     /// The `Authorization` value of `tenant`'s token, when it is in front and not yet
     /// due for a refresh.
     #[inline]
-    pub(crate) fn get(&self, tenant: &Tenant) -> Option<HeaderValue> {
+    pub(crate) fn get(&self, tenant: &Tenant) -> Option<(HeaderValue, u64)> {
         let hash = hash(tenant);
         let shard = self.shards[shard_of(hash)].load();
         let slot = shard.find(tenant, hash)?;
         if self.clock.now.load(Ordering::Relaxed) >= slot.until {
             return None;
         }
-        Some(slot.header.clone())
+        Some((slot.header.clone(), slot.id))
     }
 
     /// Puts `entry` in front for `tenant` until its refresh point.
@@ -229,7 +227,7 @@ impl Tenants {
         if shard
             .load()
             .find(tenant, hash)
-            .is_some_and(|slot| same(&slot.header, entry.token.authorization()))
+            .is_some_and(|slot| slot.id == entry.token.id())
         {
             return;
         }
@@ -245,15 +243,11 @@ impl Tenants {
         });
     }
 
-    /// Removes `tenant`'s token from the front if it is the one sent as `sent`.
-    pub(crate) fn retire_if(&self, tenant: &Tenant, sent: &HeaderValue) {
+    /// Removes `tenant`'s token from the front if it is the one with id `sent`.
+    pub(crate) fn retire_if(&self, tenant: &Tenant, sent: u64) {
         let hash = hash(tenant);
         let shard = &self.shards[shard_of(hash)];
-        let held = |shard: &Shard| {
-            shard
-                .find(tenant, hash)
-                .is_some_and(|slot| slot.header == *sent)
-        };
+        let held = |shard: &Shard| shard.find(tenant, hash).is_some_and(|slot| slot.id == sent);
         if !held(&shard.load()) {
             return;
         }
@@ -328,8 +322,6 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use http::HeaderValue;
-
     use super::Tenants;
     use crate::assertion::Tenant;
     use crate::cache::tests::entry;
@@ -353,13 +345,19 @@ mod tests {
         let (first, second) = (entry("first"), entry("second"));
         front.set(&a, &first);
         front.set(&b, &second);
-        assert_eq!(front.get(&a).as_ref(), Some(first.token.authorization()));
-        assert_eq!(front.get(&b).as_ref(), Some(second.token.authorization()));
-        front.retire_if(&a, &HeaderValue::from_static("Bearer other"));
+        assert_eq!(
+            front.get(&a).map(|(h, _)| h).as_ref(),
+            Some(first.token.authorization())
+        );
+        assert_eq!(
+            front.get(&b).map(|(h, _)| h).as_ref(),
+            Some(second.token.authorization())
+        );
+        front.retire_if(&a, entry("other").token.id());
         assert!(front.get(&a).is_some(), "another token's 401");
-        front.retire_if(&a, second.token.authorization());
+        front.retire_if(&a, second.token.id());
         assert!(front.get(&a).is_some(), "another tenant's token");
-        front.retire_if(&a, first.token.authorization());
+        front.retire_if(&a, first.token.id());
         assert!(front.get(&a).is_none(), "its own 401 retires it");
         assert!(front.get(&b).is_some());
         front.set(&a, &first);
@@ -373,7 +371,10 @@ mod tests {
         assert!(front.get(&b).is_none());
         let late = entry("late");
         front.set(&a, &late);
-        assert_eq!(front.get(&a).as_ref(), Some(late.token.authorization()));
+        assert_eq!(
+            front.get(&a).map(|(h, _)| h).as_ref(),
+            Some(late.token.authorization())
+        );
     }
 
     #[tokio::test(start_paused = true)]

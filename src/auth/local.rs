@@ -1,0 +1,121 @@
+//! What one clone of [`HelseId`](super::HelseId) keeps for itself, so that a warm
+//! request writes no cache line that another clone, on another core, writes too.
+//!
+//! A clone that has been called twice makes its own [`Ctx`]: its own reference to the
+//! layer (the retry's futures count their references there, not on the layer's), and
+//! its own copy of the layer's token in front (another `Bytes` whose reference count is
+//! its own), valid while that token's [`Live`] flag, which no request writes, says it is
+//! still in front. A clone used once (`service.clone().oneshot(request)`) reads the
+//! front and refers to the layer as before: making a context would cost it more than it
+//! saves.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use super::layer::Shared;
+use crate::cache::Live;
+
+/// One clone's context (see the module docs).
+pub(crate) struct Ctx {
+    pub(super) shared: Arc<Shared>,
+    /// This clone's copy of the layer's own token, while it is in front.
+    own: Option<Own>,
+}
+
+struct Own {
+    header: HeaderValue,
+    id: u64,
+    live: Arc<Live>,
+}
+
+/// The per-clone state of a service.
+#[derive(Default)]
+pub(super) struct Local {
+    ctx: Option<Arc<Ctx>>,
+    /// Whether `ctx` is this clone's own (not one inherited from the clone's source).
+    mine: bool,
+    /// Whether this clone has been called.
+    called: bool,
+}
+
+impl Clone for Local {
+    /// A clone starts with its source's context, and makes its own at its second call.
+    fn clone(&self) -> Self {
+        Local {
+            ctx: self.ctx.clone(),
+            mine: false,
+            called: false,
+        }
+    }
+}
+
+impl Local {
+    /// Makes this clone's own context at its second call (the first only counts).
+    #[inline]
+    pub(super) fn settle(&mut self, shared: &Arc<Shared>) {
+        if !self.mine {
+            self.make(shared);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn make(&mut self, shared: &Arc<Shared>) {
+        if !self.called {
+            self.called = true;
+            return;
+        }
+        self.ctx = Some(Arc::new(Ctx {
+            shared: shared.clone(),
+            own: own(shared),
+        }));
+        self.mine = true;
+    }
+
+    /// This clone's own context, once [`settle`](Self::settle) has made it.
+    #[inline]
+    pub(super) fn ctx(&self) -> Option<&Arc<Ctx>> {
+        self.ctx.as_ref().filter(|_| self.mine)
+    }
+
+    /// The layer's own token from this clone's context, while it is in front: one read
+    /// of a flag no request writes, and a clone of a header no other clone holds.
+    #[inline]
+    pub(super) fn own_token(&mut self, shared: &Arc<Shared>) -> Option<(HeaderValue, u64)> {
+        let ctx = self.ctx()?;
+        match &ctx.own {
+            Some(own) if own.live.is_live() => Some((own.header.clone(), own.id)),
+            _ => self.renew(shared),
+        }
+    }
+
+    /// A new context with the token now in front, if there is one (the old context
+    /// stays while there is none, for its reference to the layer).
+    #[cold]
+    #[inline(never)]
+    fn renew(&mut self, shared: &Arc<Shared>) -> Option<(HeaderValue, u64)> {
+        let own = own(shared)?;
+        let header = (own.header.clone(), own.id);
+        self.ctx = Some(Arc::new(Ctx {
+            shared: shared.clone(),
+            own: Some(own),
+        }));
+        Some(header)
+    }
+}
+
+/// A copy of the layer's token in front, in bytes of its own.
+fn own(shared: &Shared) -> Option<Own> {
+    if shared.exchanges || shared.dpop.is_some() {
+        return None;
+    }
+    let (header, id, live) = shared.front_token()?;
+    let mut copy = HeaderValue::from_bytes(header.as_bytes()).ok()?;
+    copy.set_sensitive(true);
+    Some(Own {
+        header: copy,
+        id,
+        live,
+    })
+}
