@@ -97,13 +97,18 @@ where
 }
 
 /// Whether a `401` says that the token is no good (RFC 6750 `invalid_token`).
+#[inline]
 pub(super) fn says_invalid_token<T>(response: &Response<T>) -> bool {
-    response.status() == http::StatusCode::UNAUTHORIZED
-        && response
-            .headers()
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+    response.status() == http::StatusCode::UNAUTHORIZED && names_invalid_token(response)
+}
+
+#[inline(never)]
+fn names_invalid_token<T>(response: &Response<T>) -> bool {
+    response
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
