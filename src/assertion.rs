@@ -55,6 +55,11 @@ pub const SINGLE_TENANT_SYSTEM: &str = "urn:oid:2.16.578.1.12.4.1.4.101";
 pub struct OrgNumber([u8; 9]);
 
 impl OrgNumber {
+    /// The nine ASCII digits.
+    pub(crate) fn digits(&self) -> &[u8; 9] {
+        &self.0
+    }
+
     /// The nine digits as text.
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are ever stored.

@@ -60,14 +60,17 @@ impl TokenType {
 /// value is built once, marked sensitive, and cloned into every request.
 #[derive(Clone)]
 pub struct AccessToken {
-    secret: Zeroizing<String>,
     token_type: TokenType,
     expires_at: Instant,
     scope: Option<String>,
     rejected_scope: Option<String>,
     refresh_token: Option<RefreshToken>,
     refresh_token_expires_at: Option<Instant>,
+    /// `<scheme> <token>`: the token's only copy, shared by every request that carries
+    /// it, and wiped when the last of them is dropped.
     authorization: HeaderValue,
+    /// Where the token starts in `authorization`.
+    scheme_len: usize,
     /// The DPoP `ath` (SHA-256 of the token), computed on first use.
     ath: OnceLock<String>,
     /// This token's number in this process (its clones share it): what tells a `401`'s
@@ -105,7 +108,7 @@ impl AccessToken {
         let secret = Zeroizing::new(secret.into());
         let authorization = authorization_header(&token_type, &secret)?;
         Ok(AccessToken {
-            secret,
+            scheme_len: token_type.scheme().len() + 1,
             token_type,
             expires_at: Instant::now() + expires_in,
             scope: None,
@@ -150,7 +153,9 @@ impl AccessToken {
     /// This is a bearer credential: whoever holds it can call the APIs it is meant for,
     /// as this client, until it expires. Do not log it, print it or put it in an error.
     pub fn secret(&self) -> &str {
-        &self.secret
+        let token = self.authorization.as_bytes().get(self.scheme_len..);
+        // Made of a `String`, so always UTF-8.
+        std::str::from_utf8(token.unwrap_or_default()).unwrap_or_default()
     }
 
     /// How the token is presented (`Bearer` or `DPoP`).
@@ -209,7 +214,7 @@ impl AccessToken {
 
     /// The token's hash for DPoP proofs (`ath`, RFC 9449 section 4.2).
     pub(crate) fn ath(&self) -> &str {
-        self.ath.get_or_init(|| crate::dpop::ath(&self.secret))
+        self.ath.get_or_init(|| crate::dpop::ath(self.secret()))
     }
 }
 
@@ -217,18 +222,34 @@ fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderVa
     // Exactly as long as it must be: the header lives as long as the cached token, and
     // `format!` would leave it up to twice that.
     let scheme = token_type.scheme();
-    let mut text = String::with_capacity(scheme.len() + 1 + secret.len());
-    text.push_str(scheme);
-    text.push(' ');
-    text.push_str(secret);
-    let mut value = HeaderValue::try_from(text).map_err(|_| Error::InvalidResponse {
+    let mut text = Vec::with_capacity(scheme.len() + 1 + secret.len());
+    text.extend_from_slice(scheme.as_bytes());
+    text.push(b' ');
+    text.extend_from_slice(secret.as_bytes());
+    sensitive_header(text).ok_or_else(|| Error::InvalidResponse {
         endpoint: "token endpoint",
         status: http::StatusCode::OK,
         reason: "the access token contains characters not allowed in an HTTP header".into(),
         retry_after: None,
-    })?;
+    })
+}
+
+/// A sensitive header value of `bytes` (`None` when they cannot be one), whose bytes are
+/// wiped when the last clone of the value is dropped.
+pub(crate) fn sensitive_header(bytes: Vec<u8>) -> Option<HeaderValue> {
+    let bytes = bytes::Bytes::from_owner(Wiped(Zeroizing::new(bytes)));
+    let mut value = HeaderValue::from_maybe_shared(bytes).ok()?;
     value.set_sensitive(true);
-    Ok(value)
+    Some(value)
+}
+
+/// Bytes that are zeroed when dropped: the owner of a header value's `Bytes`.
+struct Wiped(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A refresh token. `Debug` never shows it.
@@ -286,6 +307,30 @@ mod tests {
             token.refresh_token().map(RefreshToken::secret),
             Some("s3cr3t-refresh")
         );
+    }
+
+    #[test]
+    fn the_token_is_kept_once_in_its_header_and_its_clones_share_it() {
+        let token =
+            AccessToken::new("abc.def", TokenType::Bearer, Duration::from_secs(60)).expect("token");
+        assert_eq!(token.secret(), "abc.def");
+        assert_eq!(token.authorization(), "Bearer abc.def");
+        let header = token.authorization().as_bytes().as_ptr_range();
+        assert!(header.contains(&token.secret().as_ptr()), "no second copy");
+        let clone = token.authorization().clone();
+        assert_eq!(
+            clone.as_bytes().as_ptr(),
+            header.start,
+            "a clone shares the bytes"
+        );
+        let dpop =
+            AccessToken::new("xyz", TokenType::DPoP, Duration::from_secs(60)).expect("token");
+        assert_eq!(
+            (dpop.secret(), dpop.authorization().to_str().ok()),
+            ("xyz", Some("DPoP xyz"))
+        );
+        assert_ne!(token.id(), dpop.id());
+        assert_eq!(token.clone().id(), token.id());
     }
 
     #[test]

@@ -111,10 +111,8 @@ fn own(shared: &Shared) -> Option<Own> {
         return None;
     }
     let (header, id, live) = shared.front_token()?;
-    let mut copy = HeaderValue::from_bytes(header.as_bytes()).ok()?;
-    copy.set_sensitive(true);
     Some(Own {
-        header: copy,
+        header: crate::token::sensitive_header(header.as_bytes().to_vec())?,
         id,
         live,
     })
