@@ -54,26 +54,27 @@ pin_project! {
 
 /// What the retry of a request needs.
 pub(super) struct Retry<S, B> {
-    pub(super) inner: S,
-    pub(super) owner: Owner,
+    pub(super) owner: Owner<S>,
     pub(super) kept: Kept<B>,
     /// The id of the token that was sent.
     pub(super) sent: u64,
     pub(super) tenant: Option<Tenant>,
 }
 
-/// The retry's reference to the layer: through the calling clone's own context (a
-/// count no other clone writes), or to the layer itself.
-pub(super) enum Owner {
-    Ctx(Arc<Ctx>),
-    Layer(Arc<Shared>),
+/// The retry's layer and service: the calling clone's own context (a count no other
+/// clone writes, and the service clone it keeps), or the layer and a clone of the
+/// service, boxed (a clone's first request, or the slow path).
+pub(super) enum Owner<S> {
+    Ctx(Arc<Ctx<S>>),
+    Layer(Box<(Arc<Shared>, S)>),
 }
 
-impl Owner {
-    pub(super) fn shared(&self) -> &Arc<Shared> {
+impl<S: Clone> Owner<S> {
+    /// The layer, and a service to send the retry with.
+    pub(super) fn into_parts(self) -> (Arc<Shared>, S) {
         match self {
-            Owner::Ctx(ctx) => &ctx.shared,
-            Owner::Layer(shared) => shared,
+            Owner::Ctx(ctx) => (ctx.shared.clone(), ctx.inner()),
+            Owner::Layer(parts) => *parts,
         }
     }
 }

@@ -2,14 +2,15 @@
 //! request writes no cache line that another clone, on another core, writes too.
 //!
 //! A clone that has been called twice makes its own [`Ctx`]: its own reference to the
-//! layer (the retry's futures count their references there, not on the layer's), and
-//! its own copy of the layer's token in front (another `Bytes` whose reference count is
-//! its own), valid while that token's [`Live`] flag, which no request writes, says it is
+//! layer (the retry's futures count their references there, not on the layer's), a
+//! clone of the inner service for the retries (so that no request clones it), and its
+//! own copy of the layer's token in front (another `Bytes` whose reference count is its
+//! own), valid while that token's [`Live`] flag, which no request writes, says it is
 //! still in front. A clone used once (`service.clone().oneshot(request)`) reads the
-//! front and refers to the layer as before: making a context would cost it more than it
-//! saves.
+//! front and refers to the layer as before, keeping a clone of the service for its retry:
+//! making a context would cost it more than it saves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderValue;
 
@@ -17,10 +18,14 @@ use super::layer::Shared;
 use crate::cache::Live;
 
 /// One clone's context (see the module docs).
-pub(crate) struct Ctx {
+pub(crate) struct Ctx<S> {
     pub(super) shared: Arc<Shared>,
     /// This clone's copy of the layer's own token, while it is in front.
     own: Option<Own>,
+    /// A clone of the inner service, for the rare retry: a request does not clone the
+    /// service to keep one (cloning a client writes reference counts all its clones
+    /// share).
+    inner: Mutex<S>,
 }
 
 struct Own {
@@ -29,17 +34,44 @@ struct Own {
     live: Arc<Live>,
 }
 
+impl<S: Clone> Ctx<S> {
+    fn new(shared: &Arc<Shared>, own: Option<Own>, inner: &S) -> Arc<Self> {
+        Arc::new(Ctx {
+            shared: shared.clone(),
+            own,
+            inner: Mutex::new(inner.clone()),
+        })
+    }
+
+    /// A clone of the inner service, for a retry.
+    pub(super) fn inner(&self) -> S {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// The per-clone state of a service.
-#[derive(Default)]
-pub(super) struct Local {
-    ctx: Option<Arc<Ctx>>,
+pub(super) struct Local<S> {
+    ctx: Option<Arc<Ctx<S>>>,
     /// Whether `ctx` is this clone's own (not one inherited from the clone's source).
     mine: bool,
     /// Whether this clone has been called.
     called: bool,
 }
 
-impl Clone for Local {
+impl<S> Default for Local<S> {
+    fn default() -> Self {
+        Local {
+            ctx: None,
+            mine: false,
+            called: false,
+        }
+    }
+}
+
+impl<S> Clone for Local<S> {
     /// A clone starts with its source's context, and makes its own at its second call.
     fn clone(&self) -> Self {
         Local {
@@ -50,57 +82,55 @@ impl Clone for Local {
     }
 }
 
-impl Local {
+impl<S: Clone> Local<S> {
     /// Makes this clone's own context at its second call (the first only counts).
     #[inline]
-    pub(super) fn settle(&mut self, shared: &Arc<Shared>) {
+    pub(super) fn settle(&mut self, shared: &Arc<Shared>, inner: &S) {
         if !self.mine {
-            self.make(shared);
+            self.make(shared, inner);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn make(&mut self, shared: &Arc<Shared>) {
+    fn make(&mut self, shared: &Arc<Shared>, inner: &S) {
         if !self.called {
             self.called = true;
             return;
         }
-        self.ctx = Some(Arc::new(Ctx {
-            shared: shared.clone(),
-            own: own(shared),
-        }));
+        self.ctx = Some(Ctx::new(shared, own(shared), inner));
         self.mine = true;
     }
 
     /// This clone's own context, once [`settle`](Self::settle) has made it.
     #[inline]
-    pub(super) fn ctx(&self) -> Option<&Arc<Ctx>> {
+    pub(super) fn ctx(&self) -> Option<&Arc<Ctx<S>>> {
         self.ctx.as_ref().filter(|_| self.mine)
     }
 
     /// The layer's own token from this clone's context, while it is in front: one read
     /// of a flag no request writes, and a clone of a header no other clone holds.
     #[inline]
-    pub(super) fn own_token(&mut self, shared: &Arc<Shared>) -> Option<(HeaderValue, u64)> {
+    pub(super) fn own_token(
+        &mut self,
+        shared: &Arc<Shared>,
+        inner: &S,
+    ) -> Option<(HeaderValue, u64)> {
         let ctx = self.ctx()?;
         match &ctx.own {
             Some(own) if own.live.is_live() => Some((own.header.clone(), own.id)),
-            _ => self.renew(shared),
+            _ => self.renew(shared, inner),
         }
     }
 
     /// A new context with the token now in front, if there is one (the old context
-    /// stays while there is none, for its reference to the layer).
+    /// stays while there is none).
     #[cold]
     #[inline(never)]
-    fn renew(&mut self, shared: &Arc<Shared>) -> Option<(HeaderValue, u64)> {
+    fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<(HeaderValue, u64)> {
         let own = own(shared)?;
         let header = (own.header.clone(), own.id);
-        self.ctx = Some(Arc::new(Ctx {
-            shared: shared.clone(),
-            own: Some(own),
-        }));
+        self.ctx = Some(Ctx::new(shared, Some(own), inner));
         Some(header)
     }
 }

@@ -170,7 +170,7 @@ impl Replay {
         let extensions = request.extensions();
         let rebuilt = extensions.is_empty() || (tenant.is_some() && extensions.len() == 1);
         Some(Kept {
-            method: request.method().clone(),
+            method: KeptMethod::new(request.method()),
             uri: request.uri().clone(),
             version: request.version(),
             headers: match request.headers().is_empty() {
@@ -178,9 +178,10 @@ impl Replay {
                 false => Some(Box::new(request.headers().clone())),
             },
             extensions: match rebuilt {
-                true => None,
-                false => Some(extensions.clone()),
+                true => Extensions::new(),
+                false => extensions.clone(),
             },
+            rebuilt,
             body,
         })
     }
@@ -241,16 +242,59 @@ fn as_b<T: 'static, B: 'static>(value: Option<T>) -> Option<B> {
         .and_then(Option::take)
 }
 
+/// A request's method in two words (a `Method` takes three): the standard ones by name,
+/// others boxed. Keeps a [`Kept`] small enough to be moved without a `memcpy` call.
+enum KeptMethod {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Head,
+    Options,
+    Patch,
+    Other(Box<Method>),
+}
+
+impl KeptMethod {
+    #[inline]
+    fn new(method: &Method) -> Self {
+        match *method {
+            Method::GET => KeptMethod::Get,
+            Method::POST => KeptMethod::Post,
+            Method::PUT => KeptMethod::Put,
+            Method::DELETE => KeptMethod::Delete,
+            Method::HEAD => KeptMethod::Head,
+            Method::OPTIONS => KeptMethod::Options,
+            Method::PATCH => KeptMethod::Patch,
+            _ => KeptMethod::Other(Box::new(method.clone())),
+        }
+    }
+
+    fn into_method(self) -> Method {
+        match self {
+            KeptMethod::Get => Method::GET,
+            KeptMethod::Post => Method::POST,
+            KeptMethod::Put => Method::PUT,
+            KeptMethod::Delete => Method::DELETE,
+            KeptMethod::Head => Method::HEAD,
+            KeptMethod::Options => Method::OPTIONS,
+            KeptMethod::Patch => Method::PATCH,
+            KeptMethod::Other(method) => *method,
+        }
+    }
+}
+
 /// A request kept for a retry: the parts that cannot be rebuilt.
 pub(crate) struct Kept<B> {
-    method: Method,
+    method: KeptMethod,
     uri: Uri,
     version: Version,
     /// `None`: the request had none (before the layer set its own).
     headers: Option<Box<HeaderMap>>,
-    /// `None`: none, or only the request's [`Tenant`] (put back by
-    /// [`into_request`](Kept::into_request)).
-    extensions: Option<Extensions>,
+    extensions: Extensions,
+    /// Whether `extensions` were left empty: none, or only the request's [`Tenant`]
+    /// (put back by [`into_request`](Kept::into_request)).
+    rebuilt: bool,
     body: B,
 }
 
@@ -258,19 +302,17 @@ impl<B> Kept<B> {
     /// The request again, with `tenant` in its extensions when they were rebuilt.
     pub(crate) fn into_request(self, tenant: Option<Tenant>) -> Request<B> {
         let mut request = Request::new(self.body);
-        *request.method_mut() = self.method;
+        *request.method_mut() = self.method.into_method();
         *request.uri_mut() = self.uri;
         *request.version_mut() = self.version;
         if let Some(headers) = self.headers {
             *request.headers_mut() = *headers;
         }
-        match self.extensions {
-            Some(extensions) => *request.extensions_mut() = extensions,
-            None => {
-                if let Some(tenant) = tenant {
-                    request.extensions_mut().insert(tenant);
-                }
-            }
+        *request.extensions_mut() = self.extensions;
+        if self.rebuilt
+            && let Some(tenant) = tenant
+        {
+            request.extensions_mut().insert(tenant);
         }
         request
     }
@@ -354,6 +396,15 @@ mod tests {
         assert_eq!(again.headers(), request.headers());
         assert_eq!(again.body(), request.body());
         assert_eq!(again.extensions().get::<Tenant>(), Some(&tenant));
+
+        // Every method comes back, the standard ones and others.
+        for method in [
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "TRACE", "PROPFIND",
+        ] {
+            let request = Request::builder().method(method).body(()).expect("request");
+            let kept = Replay::new().copy(&request, None).expect("kept");
+            assert_eq!(kept.into_request(None).method().as_str(), method);
+        }
 
         // Other extensions are cloned with the tenant.
         #[derive(Clone, Debug, PartialEq)]

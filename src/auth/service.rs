@@ -26,7 +26,7 @@ pub struct HelseId<S> {
     inner: S,
     layer: HelseIdLayer,
     /// This clone's own context (see `local`).
-    local: Local,
+    local: Local<S>,
 }
 
 impl<S: Clone> Clone for HelseId<S> {
@@ -116,10 +116,10 @@ where
         // service's; only a request that can be retried keeps a copy, a clone of the
         // service and a reference for it.
         if !shared.exchanges && shared.dpop.is_none() {
-            self.local.settle(shared);
+            self.local.settle(shared, &self.inner);
             let tenant = request.extensions().get::<Tenant>().copied();
             let hit = match tenant {
-                None => match self.local.own_token(shared) {
+                None => match self.local.own_token(shared, &self.inner) {
                     Some(hit) => Some(hit),
                     None => shared.fast_header(None),
                 },
@@ -137,18 +137,13 @@ where
                 };
                 let owner = match self.local.ctx() {
                     Some(ctx) => Owner::Ctx(ctx.clone()),
-                    None => Owner::Layer(shared.clone()),
+                    None => Owner::Layer(Box::new((shared.clone(), self.inner.clone()))),
                 };
                 set_authorization(&mut request, header);
-                // The clone goes back in place; the future owns the service that was
-                // ready, for the retry.
-                let clone = self.inner.clone();
-                let mut inner = mem::replace(&mut self.inner, clone);
-                let future = inner.call(request);
+                let future = self.inner.call(request);
                 return ResponseFuture::fast(
                     future,
                     Some(Retry {
-                        inner,
                         owner,
                         kept,
                         sent,
@@ -201,8 +196,7 @@ where
                 return Ok(response);
             }
             let retry = Retry {
-                inner,
-                owner: Owner::Layer(shared),
+                owner: Owner::Layer(Box::new((shared, inner))),
                 kept,
                 sent: entry.token.id(),
                 tenant,
@@ -218,7 +212,7 @@ pub(super) async fn retry_fast<S, B, ResBody>(
     refused: Response<ResBody>,
 ) -> Result<Response<ResBody>, BoxError>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
 {
     retry_invalid_token(retry, None, refused).await
@@ -233,17 +227,17 @@ async fn retry_invalid_token<S, B, ResBody>(
     refused: Response<ResBody>,
 ) -> Result<Response<ResBody>, BoxError>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
 {
     let Retry {
-        mut inner,
         owner,
         kept,
         sent,
         tenant,
     } = retry;
-    let shared = owner.shared();
+    let (shared, mut inner) = owner.into_parts();
+    let shared = &shared;
     if !shared.evict(tenant, subject, sent).await {
         return Ok(refused);
     }
