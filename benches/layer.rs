@@ -531,8 +531,10 @@ fn layer_hits_dpop(c: &mut Criterion) {
         }
     }
     group.finish();
-    assert_eq!(bearer.cache().stats().fetches, 1, "every request was a hit");
-    assert_eq!(dpop.cache().stats().fetches, 1, "every request was a hit");
+    // At most one token each (none when a filter left the group out): every request
+    // after the first was a hit.
+    assert!(bearer.cache().stats().fetches <= 1, "every request was a hit");
+    assert!(dpop.cache().stats().fetches <= 1, "every request was a hit");
 }
 
 fn cold_start(c: &mut Criterion) {

@@ -4,7 +4,9 @@
 //! in [`HelseId`], which sets `Authorization: Bearer <token>` on every request. Tokens
 //! come from a [`TokenCache`]: fetched once, shared by every clone of the layer,
 //! refreshed in the background before they expire. On a warm cache the token is read
-//! without a lock or an allocation, and no request waits on HelseID.
+//! without a lock or an allocation, a long-lived clone of the service writes no memory
+//! that another clone writes (it keeps a copy of the token of its own), and no request
+//! waits on HelseID.
 //!
 //! A request acts for an organisation when it carries a [`Tenant`] in its extensions;
 //! the layer then uses, and caches, a token for that tenant.
