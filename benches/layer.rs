@@ -533,7 +533,10 @@ fn layer_hits_dpop(c: &mut Criterion) {
     group.finish();
     // At most one token each (none when a filter left the group out): every request
     // after the first was a hit.
-    assert!(bearer.cache().stats().fetches <= 1, "every request was a hit");
+    assert!(
+        bearer.cache().stats().fetches <= 1,
+        "every request was a hit"
+    );
     assert!(dpop.cache().stats().fetches <= 1, "every request was a hit");
 }
 
