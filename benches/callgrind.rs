@@ -10,6 +10,9 @@
 //!
 //! - `own_token`: `HelseIdLayer` with its own warm token / tower-http's
 //!   `AddAuthorizationLayer::bearer` (the static bearer);
+//! - `own_token_client`: the same over a client-like inner service (the echo service
+//!   behind an `Arc`, so that a clone of it writes a reference count, as a hyper-util
+//!   client's clones do) / the static bearer over the same service;
 //! - `own_token_no_retry`, `tenants_no_retry`: the same with
 //!   `retry_on_invalid_token(false)` (no copy kept for a retry);
 //! - `tenants`: `HelseIdLayer` with 10,000 warm tenants in turn (a `Tenant` in each
@@ -53,10 +56,12 @@ const URL: &str = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequence
 const TYPED: [&str; 2] = ["raw_cpe", "typed_cpe"];
 #[cfg(not(feature = "cpe"))]
 const TYPED: [&str; 0] = [];
-const VARIANTS: [&str; 9] = [
+const VARIANTS: [&str; 11] = [
     "bare",
     "static_bearer",
     "own_token",
+    "static_bearer_client",
+    "own_token_client",
     "own_token_no_retry",
     "static_bearer_tenant_ext",
     "tenants",
@@ -113,6 +118,21 @@ where
     measured(rt, &mut svc, make);
 }
 
+/// The echo service behind an `Arc`, as a client's clones share its pool: cloning it
+/// writes a reference count.
+fn client_like() -> impl Service<
+    Request<()>,
+    Response = Response<()>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<Response<()>, std::convert::Infallible>>,
+> + Clone {
+    let pool = std::sync::Arc::new(());
+    tower::service_fn(move |request| {
+        let _pool = &pool;
+        echo(request)
+    })
+}
+
 #[inline(never)]
 fn measured_proofs(key: &DpopKey, uri: &Uri) {
     for _ in 0..N / 20 {
@@ -147,6 +167,20 @@ fn measure(variant: &str) {
         "bare" => run(&rt, tower::service_fn(echo), &plain),
         "static_bearer" => run(&rt, static_bearer(), &plain),
         "own_token" => run(&rt, helseid(layer.clone()), &plain),
+        "static_bearer_client" => run(
+            &rt,
+            ServiceBuilder::new()
+                .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+                .service(client_like()),
+            &plain,
+        ),
+        "own_token_client" => run(
+            &rt,
+            ServiceBuilder::new()
+                .layer(layer.clone())
+                .service(client_like()),
+            &plain,
+        ),
         "static_bearer_tenant_ext" => run(&rt, static_bearer(), &with_tenant),
         "tenants" => run(&rt, helseid(layer.clone()), &with_tenant),
         "own_token_no_retry" | "tenants_no_retry" => {
@@ -293,6 +327,10 @@ fn main() {
     }
     let ratios = [
         ("own_token", per["own_token"] / per["static_bearer"]),
+        (
+            "own_token_client",
+            per["own_token_client"] / per["static_bearer_client"],
+        ),
         (
             "own_token_no_retry",
             per["own_token_no_retry"] / per["static_bearer"],
