@@ -256,7 +256,7 @@ enum KeptMethod {
 }
 
 impl KeptMethod {
-    #[inline]
+    #[inline(always)]
     fn new(method: &Method) -> Self {
         match *method {
             Method::GET => KeptMethod::Get,
