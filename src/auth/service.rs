@@ -113,8 +113,9 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = self.layer.shared();
         // The hot path: a warm Bearer token, own or a tenant's. The future is the inner
-        // service's; only a request that can be retried keeps a copy, a clone of the
-        // service and a reference for it.
+        // service's; only a request that can be retried keeps a copy, with a reference
+        // to this clone's context (at a clone's first request, which has none yet: the
+        // layer and a clone of the service, boxed).
         if !shared.exchanges && shared.dpop.is_none() {
             self.local.settle(shared, &self.inner);
             let tenant = request.extensions().get::<Tenant>().copied();
