@@ -44,12 +44,10 @@ use crate::error::BoxError;
 /// ```
 #[derive(Clone)]
 pub struct Replay {
-    /// One copier per body type: a few entries, found by a scan of `TypeId`s.
+    /// The copy functions given with [`body`](Replay::body) and the like, one per body
+    /// type, found by a scan of `TypeId`s before the built-in ones ([`builtin`]).
     copiers: Arc<Vec<(TypeId, Arc<dyn Any + Send + Sync>)>>,
     enabled: bool,
-    /// Whether the built-in types still have their built-in functions: those are then
-    /// found at compile time ([`builtin`]), not by a scan.
-    builtin: bool,
 }
 
 /// A copy function of bodies of type `B`.
@@ -62,7 +60,7 @@ impl fmt::Debug for Replay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Replay")
             .field("enabled", &self.enabled)
-            .field("body_types", &self.copiers.len())
+            .field("own_body_types", &self.copiers.len())
             .finish()
     }
 }
@@ -76,24 +74,10 @@ impl Default for Replay {
 impl Replay {
     /// The default policy: the body types listed on [`Replay`].
     pub fn new() -> Self {
-        let mut replay = Replay {
+        Replay {
             copiers: Arc::new(Vec::new()),
             enabled: true,
-            builtin: false,
         }
-        .clone_body::<Full<Bytes>>()
-        .clone_body::<Empty<Bytes>>()
-        .clone_body::<Limited<Full<Bytes>>>()
-        .clone_body::<String>()
-        .clone_body::<Vec<u8>>()
-        .clone_body::<Bytes>()
-        .clone_body::<()>()
-        .empty_body::<UnsyncBoxBody<Bytes, BoxError>>()
-        .empty_body::<BoxBody<Bytes, BoxError>>()
-        .empty_body::<UnsyncBoxBody<Bytes, Infallible>>()
-        .empty_body::<BoxBody<Bytes, Infallible>>();
-        replay.builtin = true;
-        replay
     }
 
     /// No retries at all: every request is sent once.
@@ -101,12 +85,11 @@ impl Replay {
         Replay {
             copiers: Arc::new(Vec::new()),
             enabled: false,
-            builtin: false,
         }
     }
 
     /// Copies bodies of type `B` with `copy`; `None` means this body cannot be replayed.
-    /// Replaces the function for `B` if there was one.
+    /// Replaces the function for `B` if there was one, built-in or given.
     pub fn body<B, F>(mut self, copy: F) -> Self
     where
         B: Send + 'static,
@@ -116,9 +99,6 @@ impl Replay {
         let copiers = Arc::make_mut(&mut self.copiers);
         copiers.retain(|(id, _)| *id != TypeId::of::<B>());
         copiers.push((TypeId::of::<B>(), copier));
-        if builtin::<B>(None).is_some() {
-            self.builtin = false;
-        }
         self
     }
 
@@ -144,17 +124,11 @@ impl Replay {
         if !self.enabled {
             return None;
         }
-        if self.builtin
-            && let Some(copy) = builtin(Some(body))
-        {
-            return copy;
+        let given = self.copiers.iter().find(|(id, _)| *id == TypeId::of::<B>());
+        match given {
+            Some((_, copier)) => (copier.downcast_ref::<Copier<B>>()?.0)(body),
+            None => builtin(body)?,
         }
-        let (_, copier) = self
-            .copiers
-            .iter()
-            .find(|(id, _)| *id == TypeId::of::<B>())?;
-        let copier = copier.downcast_ref::<Copier<B>>()?;
-        (copier.0)(body)
     }
 
     /// What a retry of `request` needs (method, URI, version, headers, extensions and
@@ -187,25 +161,24 @@ impl Replay {
     }
 }
 
-/// The built-in copy of `body` (`Some`) when `B` is a built-in type, `None` otherwise;
-/// with `body` `None`, only whether `B` is one. Each test compares two constant
-/// `TypeId`s, so the compiler keeps the one branch that applies to `B`.
+/// The built-in copy of `body` (`Some`) when `B` is a built-in type (the ones listed
+/// on [`Replay`]), `None` otherwise. Each test compares two constant `TypeId`s, so the
+/// compiler keeps the one branch that applies to `B`.
 #[inline(always)]
-fn builtin<B: 'static>(body: Option<&B>) -> Option<Option<B>> {
+fn builtin<B: 'static>(body: &B) -> Option<Option<B>> {
     macro_rules! cloned {
         ($($t:ty),*) => {$(
             if TypeId::of::<B>() == TypeId::of::<$t>() {
-                return Some(body.and_then(|body| as_b(clone_as::<$t, B>(body))));
+                return Some(as_b(clone_as::<$t, B>(body)));
             }
         )*};
     }
     macro_rules! empty {
         ($($t:ty),*) => {$(
             if TypeId::of::<B>() == TypeId::of::<$t>() {
-                return Some(body.and_then(|body| {
-                    let body = (body as &dyn Any).downcast_ref::<$t>()?;
-                    as_b((body.size_hint().exact() == Some(0)).then(<$t>::default))
-                }));
+                let body = (body as &dyn Any).downcast_ref::<$t>();
+                let empty = body.is_some_and(|body| body.size_hint().exact() == Some(0));
+                return Some(as_b(empty.then(<$t>::default)));
             }
         )*};
     }
