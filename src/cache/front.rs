@@ -49,7 +49,8 @@ impl Drop for EndOnDrop {
 }
 
 /// The entry in the front. A timer task removes it at the refresh point; should the
-/// timer's runtime shut down first, the finished handle retires it all the same.
+/// timer's runtime shut down first, the task's [`EndOnDrop`] ends its [`Live`] all the
+/// same (a finished timer has always ended it).
 struct Held {
     entry: Arc<Entry>,
     live: Arc<Live>,
@@ -64,38 +65,42 @@ impl Drop for Held {
 }
 
 impl Front {
-    /// The `Authorization` value of the token in front, when there is one and it is not
-    /// yet due for a refresh.
+    /// `read` of the entry in front, when there is one and it is not yet due for a
+    /// refresh.
+    #[inline]
+    fn read<T>(&self, read: impl FnOnce(&Held) -> T) -> Option<T> {
+        let guard = self.held.load();
+        let held = guard.as_ref().filter(|held| held.live.is_live())?;
+        Some(read(held))
+    }
+
+    /// The `Authorization` value and id of the token in front, when there is one and it
+    /// is not yet due for a refresh.
     #[inline]
     pub(crate) fn get(&self) -> Option<(HeaderValue, u64)> {
-        let guard = self.held.load();
-        let held = guard.as_ref()?;
-        if held.timer.is_finished() || !held.live.is_live() {
-            return None;
-        }
-        let token = &held.entry.token;
-        Some((token.authorization().clone(), token.id()))
+        self.read(|held| {
+            let token = &held.entry.token;
+            (token.authorization().clone(), token.id())
+        })
     }
 
     /// The token in front (its header and id) with its [`Live`] flag, for a copy that
     /// reads the flag alone.
     pub(crate) fn current(&self) -> Option<(HeaderValue, u64, Arc<Live>)> {
-        let guard = self.held.load();
-        let held = guard.as_ref()?;
-        if held.timer.is_finished() || !held.live.is_live() {
-            return None;
-        }
-        let token = &held.entry.token;
-        Some((token.authorization().clone(), token.id(), held.live.clone()))
+        self.read(|held| {
+            let token = &held.entry.token;
+            (token.authorization().clone(), token.id(), held.live.clone())
+        })
     }
 
     /// Puts `entry` in front until its refresh point (needs a tokio runtime for the
     /// timer; without one, nothing happens).
     pub(crate) fn set(&self, entry: &Arc<Entry>) {
         let current = self.held.load();
-        if current.as_ref().is_some_and(|held| {
-            Arc::ptr_eq(&held.entry, entry) && !held.timer.is_finished() && held.live.is_live()
-        }) {
+        if current
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(&held.entry, entry) && held.live.is_live())
+        {
             return;
         }
         if Instant::now() >= entry.refresh_at {
