@@ -69,8 +69,6 @@ pub struct AccessToken {
     /// `<scheme> <token>`: the token's only copy, shared by every request that carries
     /// it, and wiped when the last of them is dropped.
     authorization: HeaderValue,
-    /// Where the token starts in `authorization`.
-    scheme_len: usize,
     /// The DPoP `ath` (SHA-256 of the token), computed on first use.
     ath: OnceLock<String>,
     /// This token's number in this process (its clones share it): what tells a `401`'s
@@ -108,7 +106,6 @@ impl AccessToken {
         let secret = Zeroizing::new(secret.into());
         let authorization = authorization_header(&token_type, &secret)?;
         Ok(AccessToken {
-            scheme_len: token_type.scheme().len() + 1,
             token_type,
             expires_at: Instant::now() + expires_in,
             scope: None,
@@ -153,7 +150,8 @@ impl AccessToken {
     /// This is a bearer credential: whoever holds it can call the APIs it is meant for,
     /// as this client, until it expires. Do not log it, print it or put it in an error.
     pub fn secret(&self) -> &str {
-        let token = self.authorization.as_bytes().get(self.scheme_len..);
+        let scheme = self.token_type.scheme();
+        let token = self.authorization.as_bytes().get(scheme.len() + 1..);
         // Made of a `String`, so always UTF-8.
         std::str::from_utf8(token.unwrap_or_default()).unwrap_or_default()
     }
