@@ -49,6 +49,7 @@ struct Shard {
     slots: Box<[Option<Slot>]>,
 }
 
+#[derive(Clone)]
 struct Slot {
     /// The tenant's [`hash`], compared first: a probe past another tenant's slot
     /// compares one word.
@@ -106,18 +107,9 @@ impl Shard {
         }
     }
 
-    /// A new shard with `slots` and `add`.
-    fn rebuild<'a>(
-        slots: impl Iterator<Item = &'a Slot>,
-        add: Option<(Tenant, u64, &Arc<Entry>)>,
-    ) -> Shard {
-        let mut kept: Vec<(Tenant, u64, HeaderValue, u64)> = slots
-            .map(|slot| (slot.tenant, slot.until, slot.header.clone(), slot.id))
-            .collect();
-        if let Some((tenant, until, entry)) = add {
-            let token = &entry.token;
-            kept.push((tenant, until, token.authorization().clone(), token.id()));
-        }
+    /// A new shard with `slots`.
+    fn rebuild(slots: impl Iterator<Item = Slot>) -> Shard {
+        let kept: Vec<Slot> = slots.collect();
         if kept.is_empty() {
             return Shard::default();
         }
@@ -125,19 +117,12 @@ impl Shard {
         let size = (kept.len() * 2).next_power_of_two().max(4);
         let mut table: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
         let mask = size - 1;
-        for (tenant, until, header, id) in kept {
-            let hash = hash(&tenant);
-            let mut i = (hash >> 20) as usize & mask;
+        for slot in kept {
+            let mut i = (slot.hash >> 20) as usize & mask;
             while table[i].is_some() {
                 i = (i + 1) & mask;
             }
-            table[i] = Some(Slot {
-                hash,
-                tenant,
-                until,
-                header,
-                id,
-            });
+            table[i] = Some(slot);
         }
         Shard {
             slots: table.into_boxed_slice(),
@@ -216,7 +201,14 @@ impl Tenants {
                 kept.sort_unstable_by_key(|slot| std::cmp::Reverse(slot.until));
                 kept.truncate(self.shard_capacity - 1);
             }
-            Shard::rebuild(kept.into_iter(), Some((*tenant, until, entry)))
+            let added = Slot {
+                hash,
+                tenant: *tenant,
+                until,
+                header: entry.token.authorization().clone(),
+                id: entry.token.id(),
+            };
+            Shard::rebuild(kept.into_iter().cloned().chain(Some(added)))
         });
     }
 
@@ -233,8 +225,10 @@ impl Tenants {
                 return Arc::clone(current);
             }
             Arc::new(Shard::rebuild(
-                current.iter().filter(|slot| slot.tenant != *tenant),
-                None,
+                current
+                    .iter()
+                    .filter(|slot| slot.tenant != *tenant)
+                    .cloned(),
             ))
         });
     }
