@@ -52,11 +52,11 @@ impl<S: Clone> Ctx<S> {
     }
 }
 
-/// The per-clone state of a service.
+/// The per-clone state of a service. A clone of a service starts without a context:
+/// a context is one clone's alone.
 pub(super) struct Local<S> {
+    /// This clone's context, from its second call on.
     ctx: Option<Arc<Ctx<S>>>,
-    /// Whether `ctx` is this clone's own (not one inherited from the clone's source).
-    mine: bool,
     /// Whether this clone has been called.
     called: bool,
 }
@@ -65,20 +65,14 @@ impl<S> Default for Local<S> {
     fn default() -> Self {
         Local {
             ctx: None,
-            mine: false,
             called: false,
         }
     }
 }
 
 impl<S> Clone for Local<S> {
-    /// A clone starts with its source's context, and makes its own at its second call.
     fn clone(&self) -> Self {
-        Local {
-            ctx: self.ctx.clone(),
-            mine: false,
-            called: false,
-        }
+        Local::default()
     }
 }
 
@@ -86,7 +80,7 @@ impl<S: Clone> Local<S> {
     /// Makes this clone's own context at its second call (the first only counts).
     #[inline]
     pub(super) fn settle(&mut self, shared: &Arc<Shared>, inner: &S) {
-        if !self.mine {
+        if self.ctx.is_none() {
             self.make(shared, inner);
         }
     }
@@ -99,13 +93,12 @@ impl<S: Clone> Local<S> {
             return;
         }
         self.ctx = Some(Ctx::new(shared, own(shared), inner));
-        self.mine = true;
     }
 
     /// This clone's own context, once [`settle`](Self::settle) has made it.
     #[inline]
     pub(super) fn ctx(&self) -> Option<&Arc<Ctx<S>>> {
-        self.ctx.as_ref().filter(|_| self.mine)
+        self.ctx.as_ref()
     }
 
     /// The layer's own token from this clone's context, while it is in front: one read
@@ -135,11 +128,9 @@ impl<S: Clone> Local<S> {
     }
 }
 
-/// A copy of the layer's token in front, in bytes of its own.
+/// A copy of the layer's token in front, in bytes of its own (the caller serves Bearer
+/// tokens from the front: no token exchange, no DPoP).
 fn own(shared: &Shared) -> Option<Own> {
-    if shared.exchanges || shared.dpop.is_some() {
-        return None;
-    }
     let (header, id, live) = shared.front_token()?;
     Some(Own {
         header: crate::token::sensitive_header(header.as_bytes().to_vec())?,
