@@ -26,7 +26,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
@@ -355,10 +355,7 @@ impl ClientAssertion {
             what: "a client assertion",
         })?;
         let jti = b64(random);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = crate::jose::unix_now();
         let exp = now + self.lifetime.as_secs();
         let claims = Claims {
             iss: &self.client_id,

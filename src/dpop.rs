@@ -37,9 +37,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::digest;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde::Serialize;
@@ -187,10 +185,7 @@ impl DpopKey {
         })?;
         let jti = b64(random);
         let nonce = self.nonce(target);
-        let iat = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let iat = crate::jose::unix_now();
         let claims = Claims {
             jti: &jti,
             htm: method.as_str(),
@@ -255,7 +250,7 @@ impl DpopKey {
 
 /// `ath`: base64url(SHA-256(access token)).
 pub fn ath(access_token: &str) -> String {
-    b64(digest::digest(&digest::SHA256, access_token.as_bytes()))
+    crate::jose::b64_sha256(access_token)
 }
 
 /// Where a proof is for: its `htu`, and the origin whose nonce it carries.

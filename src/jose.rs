@@ -9,6 +9,21 @@ pub(crate) fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// base64url(SHA-256(`bytes`)): a JWK thumbprint, a DPoP `ath`, a PKCE challenge.
+pub(crate) fn b64_sha256(bytes: impl AsRef<[u8]>) -> String {
+    b64(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        bytes.as_ref(),
+    ))
+}
+
+/// Seconds since the Unix epoch, now (0 on a clock before it): `iat`, `exp`, `nbf`.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Decodes base64url, tolerating trailing padding (some tools write it).
 pub(crate) fn b64_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok()

@@ -27,7 +27,7 @@ use std::str::FromStr;
 
 use aws_lc_rs::encoding::{AsBigEndian, AsDer};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
-use aws_lc_rs::{digest, rand, rsa};
+use aws_lc_rs::{rand, rsa};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -389,7 +389,7 @@ impl PublicJwk {
         };
         // serde_json's map is ordered by key, so this is the canonical form.
         let text = canonical.to_string();
-        b64(digest::digest(&digest::SHA256, text.as_bytes()))
+        crate::jose::b64_sha256(text)
     }
 }
 

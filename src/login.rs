@@ -44,7 +44,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use bytes::Bytes;
@@ -60,7 +60,7 @@ use crate::config::check_url;
 use crate::dpop::DpopKey;
 use crate::endpoint::{CodeGrant, Discovery, TokenEndpoint, TokenRequest};
 use crate::error::{Error, IdTokenCheck, LoginError, OAuthError, OAuthErrorCode, Result};
-use crate::jose::{b64, b64_decode};
+use crate::jose::{b64, b64_decode, b64_sha256, unix_now};
 use crate::key::{Algorithm, PrivateJwk, PublicJwk};
 use crate::refresh::TokenSet;
 use crate::text::untrusted;
@@ -92,12 +92,6 @@ fn random(bytes: usize, what: &'static str) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).map_err(|_| Error::Sign { what })?;
     Ok(b64(buf))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Logs users in for one client, and validates ID tokens with the issuer's JWKS (kept
@@ -241,10 +235,7 @@ impl LoginClient {
         let redirect_uri = format!("http://127.0.0.1:{port}{CALLBACK_PATH}");
 
         let verifier = Zeroizing::new(random(32, "a PKCE verifier (no randomness)")?);
-        let challenge = b64(aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            verifier.as_bytes(),
-        ));
+        let challenge = b64_sha256(verifier.as_bytes());
         let state = random(16, "a login state (no randomness)")?;
         let nonce = random(16, "a login nonce (no randomness)")?;
         let scope = scopes.join(" ");
