@@ -378,6 +378,41 @@ pub struct PublicJwk {
 }
 
 impl PublicJwk {
+    /// Whether `signature` over `signed` verifies with this key under `alg` (`false`
+    /// when a member the algorithm needs is missing or not base64url).
+    #[cfg(any(test, feature = "login"))]
+    pub(crate) fn verifies(&self, alg: Algorithm, signed: &[u8], signature: &[u8]) -> bool {
+        let decode = |member: &Option<String>| member.as_deref().and_then(b64_decode);
+        if alg.is_rsa() {
+            let (Some(n), Some(e)) = (decode(&self.n), decode(&self.e)) else {
+                return false;
+            };
+            let params: &signature::RsaParameters = match alg {
+                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                _ => &signature::RSA_PSS_2048_8192_SHA512,
+            };
+            return signature::RsaPublicKeyComponents { n: &n, e: &e }
+                .verify(params, signed, signature)
+                .is_ok();
+        }
+        let (Some(x), Some(y)) = (decode(&self.x), decode(&self.y)) else {
+            return false;
+        };
+        let algorithm: &'static dyn signature::VerificationAlgorithm = match alg {
+            Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+            _ => &signature::ECDSA_P521_SHA512_FIXED,
+        };
+        let point = [&[4u8][..], &x, &y].concat();
+        signature::UnparsedPublicKey::new(algorithm, point)
+            .verify(signed, signature)
+            .is_ok()
+    }
+
     /// The JWK SHA-256 thumbprint (RFC 7638), base64url: what DPoP's `cnf.jkt` holds.
     pub fn thumbprint(&self) -> String {
         // RFC 7638: the required members only, in lexicographic order, no white space.
@@ -706,34 +741,7 @@ mod tests {
     fn verify(jwt: &str, public: &PublicJwk, alg: Algorithm) -> bool {
         let (message, sig) = jwt.rsplit_once('.').expect("three parts");
         let sig = b64_decode(sig).expect("base64");
-        let result = if alg.is_rsa() {
-            let n = b64_decode(public.n.as_deref().expect("n")).expect("n");
-            let e = b64_decode(public.e.as_deref().expect("e")).expect("e");
-            let params = match alg {
-                Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-                Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-                _ => &signature::RSA_PSS_2048_8192_SHA512,
-            };
-            signature::RsaPublicKeyComponents { n: &n, e: &e }.verify(
-                params,
-                message.as_bytes(),
-                &sig,
-            )
-        } else {
-            let x = b64_decode(public.x.as_deref().expect("x")).expect("x");
-            let y = b64_decode(public.y.as_deref().expect("y")).expect("y");
-            let point = [&[4u8][..], &x, &y].concat();
-            let params = match alg {
-                Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-                Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-                _ => &signature::ECDSA_P521_SHA512_FIXED,
-            };
-            signature::UnparsedPublicKey::new(params, point).verify(message.as_bytes(), &sig)
-        };
-        result.is_ok()
+        public.verifies(alg, message.as_bytes(), &sig)
     }
 
     #[test]

@@ -46,7 +46,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
@@ -327,7 +326,7 @@ impl LoginClient {
         })?;
         let key = self.jwks_key(header.kid.as_deref(), alg).await?;
         let signed = &id_token[..header_b64.len() + 1 + payload_b64.len()];
-        if !verify_signature(&key, alg, signed.as_bytes(), &signature) {
+        if !key.verifies(alg, signed.as_bytes(), &signature) {
             return Err(refuse(
                 IdTokenCheck::Signature,
                 "the signature does not verify with the issuer's key",
@@ -587,39 +586,6 @@ fn no_key(kid: Option<&str>) -> Error {
                 .to_owned(),
         },
     })
-}
-
-/// Whether `signature` over `signed` verifies with `key` under `alg`.
-fn verify_signature(key: &PublicJwk, alg: Algorithm, signed: &[u8], signature: &[u8]) -> bool {
-    let decode = |member: &Option<String>| member.as_deref().and_then(b64_decode);
-    if alg.is_rsa() {
-        let (Some(n), Some(e)) = (decode(&key.n), decode(&key.e)) else {
-            return false;
-        };
-        let params: &signature::RsaParameters = match alg {
-            Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-            Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-            Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-            Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-            _ => &signature::RSA_PSS_2048_8192_SHA512,
-        };
-        return signature::RsaPublicKeyComponents { n: &n, e: &e }
-            .verify(params, signed, signature)
-            .is_ok();
-    }
-    let (Some(x), Some(y)) = (decode(&key.x), decode(&key.y)) else {
-        return false;
-    };
-    let algorithm: &'static dyn VerificationAlgorithm = match alg {
-        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-        _ => &signature::ECDSA_P521_SHA512_FIXED,
-    };
-    let point = [&[4u8][..], &x, &y].concat();
-    UnparsedPublicKey::new(algorithm, point)
-        .verify(signed, signature)
-        .is_ok()
 }
 
 /// An endpoint the discovery document must name, checked (`https`, or `http` to
