@@ -8,13 +8,16 @@
 //! token, `Request<()>`, an in-memory echo service). It prints instructions per request
 //! and the ratios, one `ratio <name> <value>` line each for `.ci/callgrind`:
 //!
-//! - `own_token`: `HelseIdLayer` with its own warm token / tower-http's
+//! - `own_token`: `HelseIdLayer` with its own warm token, which the service has
+//!   accepted (so requests keep no copy for a retry) / tower-http's
 //!   `AddAuthorizationLayer::bearer` (the static bearer);
 //! - `own_token_client`: the same over a client-like inner service (the echo service
 //!   behind an `Arc`, so that a clone of it writes a reference count, as a hyper-util
 //!   client's clones do) / the static bearer over the same service;
 //! - `own_token_no_retry`, `tenants_no_retry`: the same with
 //!   `retry_on_invalid_token(false)` (no copy kept for a retry);
+//! - `own_token_copies`, `tenants_copies`: the same with `retry_after_acceptance(true)`
+//!   (every request keeps a copy for a retry, in a box);
 //! - `tenants`: `HelseIdLayer` with 10,000 warm tenants in turn (a `Tenant` in each
 //!   request's extensions) / the static bearer with the same requests (the extension's
 //!   allocation is the caller's, not the layer's);
@@ -56,16 +59,18 @@ const URL: &str = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequence
 const TYPED: [&str; 2] = ["raw_cpe", "typed_cpe"];
 #[cfg(not(feature = "cpe"))]
 const TYPED: [&str; 0] = [];
-const VARIANTS: [&str; 11] = [
+const VARIANTS: [&str; 13] = [
     "bare",
     "static_bearer",
     "own_token",
     "static_bearer_client",
     "own_token_client",
     "own_token_no_retry",
+    "own_token_copies",
     "static_bearer_tenant_ext",
     "tenants",
     "tenants_no_retry",
+    "tenants_copies",
     "dpop_proof",
     "dpop",
 ];
@@ -189,6 +194,15 @@ fn measure(variant: &str) {
                 .build();
             match variant {
                 "own_token_no_retry" => run(&rt, helseid(layer), &plain),
+                _ => run(&rt, helseid(layer), &with_tenant),
+            }
+        }
+        "own_token_copies" | "tenants_copies" => {
+            let layer = HelseIdLayer::builder(source(token.clone()))
+                .retry_after_acceptance(true)
+                .build();
+            match variant {
+                "own_token_copies" => run(&rt, helseid(layer), &plain),
                 _ => run(&rt, helseid(layer), &with_tenant),
             }
         }
@@ -335,10 +349,18 @@ fn main() {
             "own_token_no_retry",
             per["own_token_no_retry"] / per["static_bearer"],
         ),
+        (
+            "own_token_copies",
+            per["own_token_copies"] / per["static_bearer"],
+        ),
         ("tenants", per["tenants"] / per["static_bearer_tenant_ext"]),
         (
             "tenants_no_retry",
             per["tenants_no_retry"] / per["static_bearer_tenant_ext"],
+        ),
+        (
+            "tenants_copies",
+            per["tenants_copies"] / per["static_bearer_tenant_ext"],
         ),
         (
             "dpop",

@@ -243,10 +243,12 @@ fn rejects_call(
 }
 
 #[tokio::test]
-async fn a_401_on_a_cached_token_makes_one_fresh_fetch_and_one_retry() {
+async fn a_401_on_an_accepted_token_makes_one_fresh_fetch_and_one_retry_when_asked() {
     let Setup { emulator, endpoint } = setup().await;
     let calls = Arc::new(AtomicUsize::new(0));
-    let layer = HelseIdLayer::new(endpoint);
+    let layer = HelseIdLayer::builder(endpoint)
+        .retry_after_acceptance(true)
+        .build();
     let service = ServiceBuilder::new()
         .layer(layer.clone())
         .service(rejects_call(1, calls.clone()));
@@ -455,12 +457,17 @@ async fn the_layer_and_cache_never_show_the_token() {
 }
 
 #[tokio::test]
-async fn long_lived_services_follow_another_clones_401_to_the_new_token() {
+async fn long_lived_services_follow_another_clones_401_to_the_new_token_when_retrying_after_acceptance()
+ {
     let Setup { emulator, endpoint } = setup().await;
     let calls = Arc::new(AtomicUsize::new(0));
     // Call 3 (the fourth) is refused with 401 invalid_token.
     let mut a = ServiceBuilder::new()
-        .layer(HelseIdLayer::new(endpoint))
+        .layer(
+            HelseIdLayer::builder(endpoint)
+                .retry_after_acceptance(true)
+                .build(),
+        )
         .service(rejects_call(3, calls.clone()));
     let mut b = a.clone();
     async fn send<S>(service: &mut S) -> Response<String>
@@ -493,4 +500,165 @@ async fn long_lived_services_follow_another_clones_401_to_the_new_token() {
     assert_eq!(send(&mut b).await.into_body(), second);
     assert_eq!(calls.load(Ordering::SeqCst), 8, "no other retry");
     assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+}
+
+/// Sends an empty request through `service`, for `tenant` when given.
+async fn send_as<S>(service: &mut S, tenant: Option<&str>) -> Response<String>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<String>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut request = Request::new(Full::new(Bytes::new()));
+    if let Some(tenant) = tenant {
+        request
+            .extensions_mut()
+            .insert(tenant.parse::<Tenant>().expect("tenant"));
+    }
+    service
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("response")
+}
+
+#[tokio::test]
+async fn an_accepted_token_refused_later_is_answered_as_it_is_once_then_replaced() {
+    let Setup { emulator, endpoint } = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Call 2 (the third) is refused with 401 invalid_token.
+    let mut a = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(rejects_call(2, calls.clone()));
+    let mut b = a.clone();
+    // The first success accepts the token; from then on requests keep no copy.
+    let first = send_as(&mut a, None).await.into_body();
+    assert_eq!(send_as(&mut a, None).await.into_body(), first);
+    // b's request is refused: no copy to send again, so the 401 comes back as it is.
+    let refused = send_as(&mut b, None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.into_body(), first, "sent with the accepted token");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "no retry");
+    assert_eq!(emulator.token_requests(), 1);
+    // The refused token is out of use for every clone: a, which never saw the 401,
+    // gets a new one, fetched once.
+    let second = send_as(&mut a, None).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    let second = second.into_body();
+    assert_ne!(second, first, "a new token");
+    assert_eq!(send_as(&mut b, None).await.into_body(), second);
+    assert_eq!(send_as(&mut a, None).await.into_body(), second);
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+}
+
+#[tokio::test]
+async fn a_token_refused_before_it_is_accepted_is_retried_and_so_is_a_tenants() {
+    let Setup { emulator, endpoint } = setup().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Call 0, the token's first use, is refused (a service whose clock is behind, or
+    // that does not know HelseID's new key yet): retried with a new token.
+    let mut service = ServiceBuilder::new()
+        .layer(HelseIdLayer::new(endpoint))
+        .service(rejects_call(0, calls.clone()));
+    let own = send_as(&mut service, None).await;
+    assert_eq!(own.status(), StatusCode::OK, "the retry succeeded");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(emulator.token_requests(), 2);
+    // A tenant's first token is sent once and accepted.
+    let tenant = Some("911111111:922222222");
+    let first = send_as(&mut service, tenant).await.into_body();
+    assert_ne!(first, own.into_body());
+    assert_eq!(emulator.token_requests(), 3);
+    assert_eq!(send_as(&mut service, tenant).await.into_body(), first);
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+/// An inner service that refuses (`401 invalid_token`) the `Authorization` values in
+/// `revoked`, and echoes the value it got otherwise.
+fn refuses(
+    revoked: Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<String>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let auth = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+            .unwrap_or_default();
+        let refused = revoked.lock().expect("lock").contains(&auth);
+        async move {
+            let mut response = Response::new(auth);
+            if refused {
+                challenge(&mut response, r#"Bearer error="invalid_token""#);
+            }
+            Ok(response)
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_tenants_accepted_token_refused_later_is_replaced_for_that_tenant_alone() {
+    for retry_after_acceptance in [false, true] {
+        let Setup { emulator, endpoint } = setup().await;
+        let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut service = ServiceBuilder::new()
+            .layer(
+                HelseIdLayer::builder(endpoint)
+                    .retry_after_acceptance(retry_after_acceptance)
+                    .build(),
+            )
+            .service(refuses(revoked.clone()));
+        let (a, b) = (Some("911111111:922222222"), Some("933333333"));
+        let token_a = send_as(&mut service, a).await.into_body();
+        let token_b = send_as(&mut service, b).await.into_body();
+        let own = send_as(&mut service, None).await.into_body();
+        assert_eq!(send_as(&mut service, a).await.into_body(), token_a);
+        assert_eq!(emulator.token_requests(), 3);
+        revoked.lock().expect("lock").push(token_a.clone());
+        let refused = send_as(&mut service, a).await;
+        if retry_after_acceptance {
+            assert_eq!(refused.status(), StatusCode::OK, "retried with a new token");
+            assert_ne!(refused.into_body(), token_a);
+        } else {
+            assert_eq!(
+                refused.status(),
+                StatusCode::UNAUTHORIZED,
+                "answered as it is"
+            );
+            let again = send_as(&mut service, a).await;
+            assert_eq!(again.status(), StatusCode::OK);
+            assert_ne!(again.into_body(), token_a, "a new token");
+        }
+        assert_eq!(emulator.token_requests(), 4, "one fresh fetch, for a alone");
+        assert_eq!(send_as(&mut service, b).await.into_body(), token_b);
+        assert_eq!(send_as(&mut service, None).await.into_body(), own);
+        assert_eq!(emulator.token_requests(), 4);
+    }
+}
+
+#[tokio::test]
+async fn without_retries_a_refused_token_is_still_taken_out_of_use() {
+    let Setup { emulator, endpoint } = setup().await;
+    let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut service = ServiceBuilder::new()
+        .layer(
+            HelseIdLayer::builder(endpoint)
+                .retry_on_invalid_token(false)
+                .build(),
+        )
+        .service(refuses(revoked.clone()));
+    let first = send_as(&mut service, None).await.into_body();
+    revoked.lock().expect("lock").push(first.clone());
+    let refused = send_as(&mut service, None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "not retried");
+    let second = send_as(&mut service, None).await;
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_ne!(second.into_body(), first);
+    assert_eq!(emulator.token_requests(), 2);
 }

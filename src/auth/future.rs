@@ -12,6 +12,7 @@ use super::layer::Shared;
 use super::local::Ctx;
 use super::replay::Kept;
 use crate::assertion::Tenant;
+use crate::cache::refused;
 use crate::error::BoxError;
 
 /// The slow path: a token fetched first, DPoP proofs, token exchange, a retry.
@@ -20,9 +21,10 @@ pub(super) type BoxResponse<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>
 pin_project! {
     /// The response future of [`HelseId`](super::HelseId).
     ///
-    /// With a warm token it is the inner service's future and nothing more (no
-    /// allocation); a request that waits for a token, carries a DPoP proof, or is
-    /// sent again after a `401` goes through a boxed future.
+    /// With a warm token the service has accepted, it is the inner service's future and
+    /// the token's id (no allocation, no reference counted); a request that keeps a copy
+    /// for a retry keeps it in a box, and one that waits for a token, carries a DPoP
+    /// proof, or is sent again after a `401` goes through a boxed future.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<S, B>
     where
@@ -39,12 +41,14 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        /// The token was in front: the inner service's future, and what a retry after
-        /// `401 invalid_token` needs when one can be made.
+        /// The token was in front: the inner service's future, the id of the token
+        /// sent, and what a retry after `401 invalid_token` needs when the request
+        /// keeps a copy.
         Fast {
             #[pin]
             future: S::Future,
-            retry: Option<Retry<S, B>>,
+            sent: u64,
+            retry: Option<Box<Retry<S, B>>>,
         },
         Slow {
             future: BoxResponse<S::Response>,
@@ -56,25 +60,31 @@ pin_project! {
 pub(super) struct Retry<S, B> {
     pub(super) owner: Owner<S>,
     pub(super) kept: Kept<B>,
-    /// The id of the token that was sent.
-    pub(super) sent: u64,
     pub(super) tenant: Option<Tenant>,
 }
 
 /// The retry's layer and service: the calling clone's own context (a count no other
 /// clone writes, and the service clone it keeps), or the layer and a clone of the
-/// service, boxed (a clone's first request, or the slow path).
+/// service (a clone's first request, or the slow path).
 pub(super) enum Owner<S> {
     Ctx(Arc<Ctx<S>>),
-    Layer(Box<(Arc<Shared>, S)>),
+    Layer(Arc<Shared>, S),
 }
 
 impl<S: Clone> Owner<S> {
+    /// The layer.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        match self {
+            Owner::Ctx(ctx) => &ctx.shared,
+            Owner::Layer(shared, _) => shared,
+        }
+    }
+
     /// The layer, and a service to send the retry with.
     pub(super) fn into_parts(self) -> (Arc<Shared>, S) {
         match self {
             Owner::Ctx(ctx) => (ctx.shared.clone(), ctx.inner()),
-            Owner::Layer(parts) => *parts,
+            Owner::Layer(shared, inner) => (shared, inner),
         }
     }
 }
@@ -84,9 +94,13 @@ where
     S: Service<Request<B>>,
 {
     #[inline]
-    pub(super) fn fast(future: S::Future, retry: Option<Retry<S, B>>) -> Self {
+    pub(super) fn fast(future: S::Future, sent: u64, retry: Option<Box<Retry<S, B>>>) -> Self {
         ResponseFuture {
-            state: State::Fast { future, retry },
+            state: State::Fast {
+                future,
+                sent,
+                retry,
+            },
         }
     }
 
@@ -122,22 +136,38 @@ where
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
-                StateProj::Fast { future, retry } => {
+                StateProj::Fast {
+                    future,
+                    sent,
+                    retry,
+                } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    // Only a refused token moves the retry's state out.
-                    if retry.is_none() || !says_invalid_token(&response) {
+                    let status = response.status();
+                    if status != http::StatusCode::UNAUTHORIZED {
+                        if status.is_success()
+                            && let Some(retry) = retry.take()
+                        {
+                            // The token's first success: its later requests keep no copy.
+                            retry.owner.shared().accept(retry.tenant.as_ref(), *sent);
+                        }
+                        return Poll::Ready(Ok(response));
+                    }
+                    if !names_invalid_token(&response) {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(retry) = retry.take() else {
+                        // No copy to send again: the token leaves all the same.
+                        refused::refuse(*sent);
                         return Poll::Ready(Ok(response));
                     };
                     State::Slow {
-                        future: Box::pin(super::service::retry_fast(retry, response)),
+                        future: Box::pin(super::service::retry_fast(*retry, *sent, response)),
                     }
                 }
             };

@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use super::{HelseId, Replay};
 use crate::assertion::Tenant;
-use crate::cache::{CacheKey, Entry, FetchToken, Front, Live, Tenants, TokenCache};
+use crate::cache::{CacheKey, Entry, FetchToken, Front, Hit, Live, Tenants, TokenCache};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     /// The tenants' entries in use, mirrored the same way (made at the first tenant).
     tenants: OnceLock<Tenants>,
     pub(crate) retry_on_invalid_token: bool,
+    /// Whether requests keep a copy for the retry also once the service has accepted
+    /// their token.
+    pub(crate) retry_after_acceptance: bool,
     /// How requests are copied for a retry.
     pub(crate) replay: Replay,
     /// Token exchange: each request's [`SubjectToken`] is exchanged.
@@ -36,10 +39,23 @@ impl Shared {
     /// front and not yet due for a refresh: no lock, no clock read, no allocation, no
     /// await, no write to a cache line another core writes.
     #[inline]
-    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<(HeaderValue, u64)> {
+    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<Hit> {
         match tenant {
             None => self.front.get(),
             Some(tenant) => self.tenants.get()?.get(tenant),
+        }
+    }
+
+    /// Notes that a service accepted the token with id `id` (the layer's own, or
+    /// `tenant`'s), so that requests with it keep no copy for a retry.
+    pub(crate) fn accept(&self, tenant: Option<&Tenant>, id: u64) {
+        match tenant {
+            None => self.front.accept(id),
+            Some(tenant) => {
+                if let Some(tenants) = self.tenants.get() {
+                    tenants.accept(tenant, id);
+                }
+            }
         }
     }
 
@@ -162,6 +178,7 @@ impl HelseIdLayer {
             request: TokenRequest::client_credentials(scopes),
             cache: None,
             retry_on_invalid_token: true,
+            retry_after_acceptance: false,
             replay: Replay::new(),
         }
     }
@@ -190,6 +207,7 @@ pub struct HelseIdLayerBuilder {
     request: TokenRequest,
     cache: Option<TokenCache>,
     retry_on_invalid_token: bool,
+    retry_after_acceptance: bool,
     replay: Replay,
 }
 
@@ -199,6 +217,7 @@ impl fmt::Debug for HelseIdLayerBuilder {
             .field("request", &self.request)
             .field("cache", &self.cache)
             .field("retry_on_invalid_token", &self.retry_on_invalid_token)
+            .field("retry_after_acceptance", &self.retry_after_acceptance)
             .field("replay", &self.replay)
             .finish_non_exhaustive()
     }
@@ -267,10 +286,35 @@ impl HelseIdLayerBuilder {
         self
     }
 
-    /// Whether an answer `401` with `invalid_token` evicts the token and sends the
-    /// request again once (when the body can be replayed). Default: true.
+    /// Whether a request answered `401` with `invalid_token` is sent again once, with a
+    /// new token, when its body can be replayed (see
+    /// [`retry_after_acceptance`](Self::retry_after_acceptance) for which requests keep
+    /// the copy that needs). Either way the refused token is taken out of use: the next
+    /// request gets a new one (at most once per key in the cache's
+    /// [`invalid_token_interval`](crate::cache::CacheSettings::invalid_token_interval)).
+    /// Default: true.
     pub fn retry_on_invalid_token(mut self, retry: bool) -> Self {
         self.retry_on_invalid_token = retry;
+        self
+    }
+
+    /// Whether requests keep a copy of themselves for that retry also once the service
+    /// has accepted their token. Default: false.
+    ///
+    /// By default a token's requests keep a copy until the first success (a `2xx`
+    /// answer) of a request that carried it. A token the service has accepted has
+    /// passed its checks of signature, issuer, audience, lifetime and scope; HelseID's
+    /// access tokens are JWTs that a service checks by itself, so they are not
+    /// withdrawn before they expire. The requests sent with it afterwards keep no copy
+    /// and no reference to the layer, which makes them cost about what a static header
+    /// costs. Should such a request be answered `401 invalid_token` all the same, that
+    /// answer is returned as it is, and the token is taken out of use.
+    ///
+    /// Set it for a service that may withdraw an accepted token (one that asks
+    /// HelseID's introspection endpoint, say): every replayable request then keeps a
+    /// copy, and any of them refused is sent again.
+    pub fn retry_after_acceptance(mut self, retry: bool) -> Self {
+        self.retry_after_acceptance = retry;
         self
     }
 
@@ -306,6 +350,7 @@ impl HelseIdLayerBuilder {
                 front: Front::default(),
                 tenants: OnceLock::new(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
+                retry_after_acceptance: self.retry_after_acceptance,
                 replay: self.replay,
                 exchanges,
                 dpop: self.request.dpop().cloned(),

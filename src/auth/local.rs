@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderValue;
 
 use super::layer::Shared;
-use crate::cache::Live;
+use crate::cache::{Hit, Live, Seen, refused};
 
 /// One clone's context (see the module docs).
 pub(crate) struct Ctx<S> {
@@ -32,6 +32,17 @@ struct Own {
     header: HeaderValue,
     id: u64,
     live: Arc<Live>,
+}
+
+impl Own {
+    #[inline]
+    fn hit(&self, seen: Seen) -> Hit {
+        Hit {
+            header: self.header.clone(),
+            id: self.id,
+            accepted: seen.is_accepted(),
+        }
+    }
 }
 
 impl<S: Clone> Ctx<S> {
@@ -101,30 +112,31 @@ impl<S: Clone> Local<S> {
         self.ctx.as_ref()
     }
 
-    /// The layer's own token from this clone's context, while it is in front: one read
-    /// of a flag no request writes, and a clone of a header no other clone holds.
+    /// The layer's own token from this clone's context, while it is in front and no
+    /// service has refused it: one read of flags no request writes once the token is
+    /// accepted, one of a line only a refusal writes, and a clone of a header no other
+    /// clone holds.
     #[inline]
-    pub(super) fn own_token(
-        &mut self,
-        shared: &Arc<Shared>,
-        inner: &S,
-    ) -> Option<(HeaderValue, u64)> {
+    pub(super) fn own_token(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
         let ctx = self.ctx()?;
-        match &ctx.own {
-            Some(own) if own.live.is_live() => Some((own.header.clone(), own.id)),
-            _ => self.renew(shared, inner),
+        if let Some(own) = &ctx.own {
+            let seen = own.live.seen();
+            if seen.is_live() && !refused::is_refused(own.id) {
+                return Some(own.hit(seen));
+            }
         }
+        self.renew(shared, inner)
     }
 
     /// A new context with the token now in front, if there is one (the old context
     /// stays while there is none).
     #[cold]
     #[inline(never)]
-    fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<(HeaderValue, u64)> {
+    fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
         let own = own(shared)?;
-        let header = (own.header.clone(), own.id);
+        let hit = own.hit(own.live.seen());
         self.ctx = Some(Ctx::new(shared, Some(own), inner));
-        Some(header)
+        Some(hit)
     }
 }
 

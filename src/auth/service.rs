@@ -12,7 +12,7 @@ use super::future::{Owner, Retry, says_invalid_token};
 use super::layer::{HelseIdLayer, Shared};
 use super::local::Local;
 use crate::assertion::Tenant;
-use crate::cache::Entry;
+use crate::cache::{Entry, refused};
 use crate::dpop::{self, DPOP, DpopKey, Target};
 use crate::endpoint::TokenEndpoint;
 use crate::error::BoxError;
@@ -113,9 +113,8 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = self.layer.shared();
         // The hot path: a warm Bearer token, own or a tenant's. The future is the inner
-        // service's; only a request that can be retried keeps a copy, with a reference
-        // to this clone's context (at a clone's first request, which has none yet: the
-        // layer and a clone of the service, boxed).
+        // service's and the token's id; a request keeps a copy for a retry while its
+        // token is not yet accepted (or always, when the layer says so).
         if !shared.exchanges && shared.dpop.is_none() {
             self.local.settle(shared, &self.inner);
             let tenant = request.extensions().get::<Tenant>().copied();
@@ -126,31 +125,16 @@ where
                 },
                 Some(tenant) => shared.fast_header(Some(&tenant)),
             };
-            if let Some((header, sent)) = hit {
+            if let Some(hit) = hit {
                 shared.cache.count_hit();
-                let kept = match shared.retry_on_invalid_token {
-                    true => shared.replay.copy(&request, tenant),
+                let retry = match shared.retry_on_invalid_token
+                    && (!hit.accepted || shared.retry_after_acceptance)
+                {
+                    true => self.keep(&request, tenant),
                     false => None,
                 };
-                let Some(kept) = kept else {
-                    set_authorization(&mut request, header);
-                    return ResponseFuture::fast(self.inner.call(request), None);
-                };
-                let owner = match self.local.ctx() {
-                    Some(ctx) => Owner::Ctx(ctx.clone()),
-                    None => Owner::Layer(Box::new((shared.clone(), self.inner.clone()))),
-                };
-                set_authorization(&mut request, header);
-                let future = self.inner.call(request);
-                return ResponseFuture::fast(
-                    future,
-                    Some(Retry {
-                        owner,
-                        kept,
-                        sent,
-                        tenant,
-                    }),
-                );
+                set_authorization(&mut request, hit.header);
+                return ResponseFuture::fast(self.inner.call(request), hit.id, retry);
             }
         }
         // The slow path: the token from the cache (maybe fetched), DPoP, token exchange.
@@ -164,10 +148,19 @@ where
             None
         };
         ResponseFuture::slow(Box::pin(async move {
-            let entry = shared
+            let mut entry = shared
                 .entry(tenant, subject.as_ref())
                 .await
                 .map_err(BoxError::from)?;
+            let id = entry.token.id();
+            // A token a service refused on a request that kept no copy: taken out now.
+            if refused::is_refused(id) && shared.evict(tenant, subject.as_ref(), id).await {
+                entry = shared
+                    .entry(tenant, subject.as_ref())
+                    .await
+                    .map_err(BoxError::from)?;
+            }
+            let sent = entry.token.id();
             let proofs = Proofs::new(&shared, request.uri(), &entry)?;
             let header = entry.token.authorization().clone();
             let kept = if shared.retry_on_invalid_token || proofs.is_some() {
@@ -177,7 +170,14 @@ where
             };
             set_authorization(&mut request, header.clone());
             let response = send(&mut inner, request, proofs.as_ref()).await?;
+            if response.status().is_success() && subject.is_none() {
+                shared.accept(tenant.as_ref(), sent);
+            }
+            let invalid = says_invalid_token(&response);
             let Some(kept) = kept else {
+                if invalid {
+                    refused::refuse(sent);
+                }
                 return Ok(response);
             };
             if let Some(proofs) = &proofs
@@ -193,16 +193,43 @@ where
                 inner.ready().await.map_err(Into::into)?;
                 return send(&mut inner, replay, Some(proofs)).await;
             }
-            if !shared.retry_on_invalid_token || !says_invalid_token(&response) {
+            if !invalid {
+                return Ok(response);
+            }
+            if !shared.retry_on_invalid_token {
+                refused::refuse(sent);
                 return Ok(response);
             }
             let retry = Retry {
-                owner: Owner::Layer(Box::new((shared, inner))),
+                owner: Owner::Layer(shared, inner),
                 kept,
-                sent: entry.token.id(),
                 tenant,
             };
-            retry_invalid_token(retry, subject.as_ref(), response).await
+            retry_invalid_token(retry, sent, subject.as_ref(), response).await
+        }))
+    }
+}
+
+impl<S: Clone> HelseId<S> {
+    /// What a retry of `request` needs, when its body can be copied: a copy, with this
+    /// clone's context (at a clone's first request, which has none yet: the layer and a
+    /// clone of the service).
+    #[inline(never)]
+    fn keep<B: 'static>(
+        &self,
+        request: &Request<B>,
+        tenant: Option<Tenant>,
+    ) -> Option<Box<Retry<S, B>>> {
+        let shared = self.layer.shared();
+        let kept = shared.replay.copy(request, tenant)?;
+        let owner = match self.local.ctx() {
+            Some(ctx) => Owner::Ctx(ctx.clone()),
+            None => Owner::Layer(shared.clone(), self.inner.clone()),
+        };
+        Some(Box::new(Retry {
+            owner,
+            kept,
+            tenant,
         }))
     }
 }
@@ -210,13 +237,14 @@ where
 /// The retry after `401 invalid_token` (from the fast path, which has no subject token).
 pub(super) async fn retry_fast<S, B, ResBody>(
     retry: Retry<S, B>,
+    sent: u64,
     refused: Response<ResBody>,
 ) -> Result<Response<ResBody>, BoxError>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
 {
-    retry_invalid_token(retry, None, refused).await
+    retry_invalid_token(retry, sent, None, refused).await
 }
 
 /// Evicts the token the service refused, and sends the copy once more with a new one;
@@ -224,6 +252,7 @@ where
 /// the key back (a new token was refused a moment ago as well).
 async fn retry_invalid_token<S, B, ResBody>(
     retry: Retry<S, B>,
+    sent: u64,
     subject: Option<&SubjectToken>,
     refused: Response<ResBody>,
 ) -> Result<Response<ResBody>, BoxError>
@@ -234,7 +263,6 @@ where
     let Retry {
         owner,
         kept,
-        sent,
         tenant,
     } = retry;
     let (shared, mut inner) = owner.into_parts();

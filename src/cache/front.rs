@@ -1,14 +1,25 @@
 //! The front: a lock-free copy of one hot token, read on the hot path without a lock,
 //! a clock read, an allocation or an await. The cache stays the store of record.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::Entry;
+use super::{Entry, refused};
+
+/// A token in front, for one request.
+#[derive(Debug)]
+pub(crate) struct Hit {
+    /// Its `Authorization` value.
+    pub(crate) header: HeaderValue,
+    /// Its id (what a `401` names).
+    pub(crate) id: u64,
+    /// Whether a service has accepted it.
+    pub(crate) accepted: bool,
+}
 
 /// One token while it is not due for a refresh: a copy of a cache entry, for a
 /// lock-free read.
@@ -17,24 +28,62 @@ pub(crate) struct Front {
     held: Arc<ArcSwapOption<Held>>,
 }
 
-/// Whether a token is still the one in front: a flag set once, when it leaves (its
-/// refresh point, a `401`, a newer token, or its timer's runtime shutting down). A
-/// service keeps a copy of the token in front with this flag, and reads only the flag
-/// per request: a line no request writes.
+/// Whether a token is still the one in front, and whether a service has accepted it:
+/// flags set once each. A token leaves the front at its refresh point, after a `401`,
+/// when a newer token arrives, or when its timer's runtime shuts down; it is accepted at
+/// the first success of a request that carried it. A service keeps a copy of the token
+/// in front with these flags, and reads only them per request: a line no request
+/// writes once the token is accepted.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
-    gone: AtomicBool,
+    state: AtomicU8,
+}
+
+/// [`Live`]'s bit: the token has left the front.
+const GONE: u8 = 1;
+/// [`Live`]'s bit: a service has accepted the token.
+const ACCEPTED: u8 = 2;
+
+/// What one read of a [`Live`] says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen(u8);
+
+impl Seen {
+    /// Whether the token is still in front.
+    #[inline]
+    pub(crate) fn is_live(self) -> bool {
+        self.0 & GONE == 0
+    }
+
+    /// Whether a service has accepted the token.
+    #[inline]
+    pub(crate) fn is_accepted(self) -> bool {
+        self.0 & ACCEPTED != 0
+    }
 }
 
 impl Live {
+    /// Both flags, in one read.
+    #[inline]
+    pub(crate) fn seen(&self) -> Seen {
+        Seen(self.state.load(Ordering::Acquire))
+    }
+
     /// Whether the token is still in front.
     #[inline]
     pub(crate) fn is_live(&self) -> bool {
-        !self.gone.load(Ordering::Acquire)
+        self.seen().is_live()
     }
 
     fn end(&self) {
-        self.gone.store(true, Ordering::Release);
+        self.state.fetch_or(GONE, Ordering::Release);
+    }
+
+    /// Notes that a service has accepted the token (written once).
+    fn accept(&self) {
+        if !self.seen().is_accepted() {
+            self.state.fetch_or(ACCEPTED, Ordering::Release);
+        }
     }
 }
 
@@ -70,18 +119,33 @@ impl Front {
     #[inline]
     fn read<T>(&self, read: impl FnOnce(&Held) -> T) -> Option<T> {
         let guard = self.held.load();
-        let held = guard.as_ref().filter(|held| held.live.is_live())?;
+        let held = guard
+            .as_ref()
+            .filter(|held| held.live.is_live() && !refused::is_refused(held.entry.token.id()))?;
         Some(read(held))
     }
 
-    /// The `Authorization` value and id of the token in front, when there is one and it
-    /// is not yet due for a refresh.
+    /// The token in front, when there is one, it is not yet due for a refresh and no
+    /// service has refused it.
     #[inline]
-    pub(crate) fn get(&self) -> Option<(HeaderValue, u64)> {
+    pub(crate) fn get(&self) -> Option<Hit> {
         self.read(|held| {
             let token = &held.entry.token;
-            (token.authorization().clone(), token.id())
+            Hit {
+                header: token.authorization().clone(),
+                id: token.id(),
+                accepted: held.live.seen().is_accepted(),
+            }
         })
+    }
+
+    /// Notes that a service accepted the token with id `id`, if it is in front.
+    pub(crate) fn accept(&self, id: u64) {
+        if let Some(held) = &*self.held.load()
+            && held.entry.token.id() == id
+        {
+            held.live.accept();
+        }
     }
 
     /// The token in front (its header and id) with its [`Live`] flag, for a copy that
@@ -157,20 +221,39 @@ mod tests {
     use crate::cache::tests::entry;
 
     #[tokio::test(start_paused = true)]
+    async fn a_token_is_accepted_once_and_a_refused_one_is_not_served() {
+        let front = Front::default();
+        let first = entry("first");
+        front.set(&first);
+        let (_, id, live) = front.current().expect("in front");
+        front.accept(entry("other").token.id());
+        assert!(!front.get().expect("in front").accepted, "another token");
+        front.accept(id);
+        assert!(front.get().expect("in front").accepted);
+        assert!(
+            live.seen().is_accepted() && live.is_live(),
+            "the copy sees it"
+        );
+        front.accept(id);
+        assert!(live.seen().is_accepted() && live.is_live());
+        crate::cache::refused::refuse(id);
+        assert!(front.get().is_none(), "a refused token is not served");
+        assert!(front.current().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn holds_a_token_until_its_refresh_point_or_until_it_is_retired() {
         let front = Front::default();
         assert!(front.get().is_none());
         let first = entry("first");
         front.set(&first);
-        let (header, id) = front.get().expect("in front");
-        assert_eq!(&header, first.token.authorization());
-        assert_eq!(id, first.token.id());
+        let hit = front.get().expect("in front");
+        assert_eq!(&hit.header, first.token.authorization());
+        assert_eq!(hit.id, first.token.id());
+        assert!(!hit.accepted);
         front.retire_if(entry("other").token.id());
-        assert_eq!(
-            front.get(),
-            Some((header.clone(), id)),
-            "another token's 401"
-        );
+        let again = front.get().expect("another token's 401");
+        assert_eq!((again.header, again.id), (hit.header, hit.id));
         front.retire_if(first.token.id());
         assert!(front.get().is_none(), "its own 401 retires it");
         front.set(&first);

@@ -8,7 +8,7 @@
 //!
 //! [`CacheKey`]: super::CacheKey
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use super::Entry;
+use super::front::Hit;
+use super::{Entry, refused};
 use crate::assertion::{OrgNumber, Tenant};
 
 /// Shards of the front: a write copies one shard, never the whole front.
@@ -49,7 +50,6 @@ struct Shard {
     slots: Box<[Option<Slot>]>,
 }
 
-#[derive(Clone)]
 struct Slot {
     /// The tenant's [`hash`], compared first: a probe past another tenant's slot
     /// compares one word.
@@ -63,6 +63,21 @@ struct Slot {
     header: HeaderValue,
     /// The token's id (what a `401` names).
     id: u64,
+    /// Whether a service has accepted the token: set in place, once.
+    accepted: AtomicBool,
+}
+
+impl Clone for Slot {
+    fn clone(&self) -> Self {
+        Slot {
+            hash: self.hash,
+            tenant: self.tenant,
+            until: self.until,
+            header: self.header.clone(),
+            id: self.id,
+            accepted: AtomicBool::new(self.accepted.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// A tenant's hash: FxHash's step (rustc's) over three words of its digits, a few
@@ -151,17 +166,31 @@ impl Tenants {
         })
     }
 
-    /// The `Authorization` value of `tenant`'s token, when it is in front and not yet
-    /// due for a refresh.
+    /// `tenant`'s token, when it is in front, not yet due for a refresh, and no service
+    /// has refused it.
     #[inline]
-    pub(crate) fn get(&self, tenant: &Tenant) -> Option<(HeaderValue, u64)> {
+    pub(crate) fn get(&self, tenant: &Tenant) -> Option<Hit> {
         let hash = hash(tenant);
         let shard = self.shards[shard_of(hash)].load();
         let slot = shard.find(tenant, hash)?;
-        if self.clock.now.load(Ordering::Relaxed) >= slot.until {
+        if self.clock.now.load(Ordering::Relaxed) >= slot.until || refused::is_refused(slot.id) {
             return None;
         }
-        Some((slot.header.clone(), slot.id))
+        Some(Hit {
+            header: slot.header.clone(),
+            id: slot.id,
+            accepted: slot.accepted.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Notes that a service accepted `tenant`'s token with id `id`, if it is in front.
+    pub(crate) fn accept(&self, tenant: &Tenant, id: u64) {
+        let hash = hash(tenant);
+        if let Some(slot) = self.shards[shard_of(hash)].load().find(tenant, hash)
+            && slot.id == id
+        {
+            slot.accepted.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Puts `entry` in front for `tenant` until its refresh point.
@@ -207,6 +236,7 @@ impl Tenants {
                 until,
                 header: entry.token.authorization().clone(),
                 id: entry.token.id(),
+                accepted: AtomicBool::new(false),
             };
             Shard::rebuild(kept.into_iter().cloned().chain(Some(added)))
         });
@@ -293,7 +323,7 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use super::Tenants;
+    use super::{Tenants, hash, shard_of};
     use crate::assertion::Tenant;
     use crate::cache::tests::entry;
 
@@ -317,11 +347,11 @@ mod tests {
         front.set(&a, &first);
         front.set(&b, &second);
         assert_eq!(
-            front.get(&a).map(|(h, _)| h).as_ref(),
+            front.get(&a).map(|hit| hit.header).as_ref(),
             Some(first.token.authorization())
         );
         assert_eq!(
-            front.get(&b).map(|(h, _)| h).as_ref(),
+            front.get(&b).map(|hit| hit.header).as_ref(),
             Some(second.token.authorization())
         );
         front.retire_if(&a, entry("other").token.id());
@@ -343,9 +373,36 @@ mod tests {
         let late = entry("late");
         front.set(&a, &late);
         assert_eq!(
-            front.get(&a).map(|(h, _)| h).as_ref(),
+            front.get(&a).map(|hit| hit.header).as_ref(),
             Some(late.token.authorization())
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acceptance_is_per_token_and_outlives_a_rebuild_and_a_refused_token_is_not_served() {
+        let front = Tenants::new(10_000).expect("runtime");
+        let (a, b) = (tenant(1), tenant(2));
+        let (first, second) = (entry("first"), entry("second"));
+        front.set(&a, &first);
+        front.accept(&a, second.token.id());
+        assert!(!front.get(&a).expect("in front").accepted, "another token");
+        front.accept(&a, first.token.id());
+        assert!(front.get(&a).expect("in front").accepted);
+        // Another tenant in a's shard: the shard's table is rebuilt.
+        let same = (3..)
+            .map(tenant)
+            .find(|t| shard_of(hash(t)) == shard_of(hash(&a)))
+            .expect("a tenant in the same shard");
+        front.set(&same, &second);
+        front.set(&b, &second);
+        assert!(
+            front.get(&a).expect("in front").accepted,
+            "kept by the rebuilds"
+        );
+        assert!(!front.get(&b).expect("in front").accepted);
+        crate::cache::refused::refuse(second.token.id());
+        assert!(front.get(&b).is_none(), "a refused token is not served");
+        assert!(front.get(&a).is_some(), "another token is");
     }
 
     #[tokio::test(start_paused = true)]
