@@ -9,8 +9,10 @@
 //!   `AddAuthorizationLayer::bearer` with a static token (the floor), `HelseId` with its
 //!   own warm token, and with 10,000 warm tenants in turn (a `Tenant` in each request's
 //!   extensions; the floor for those is the static bearer with the same requests,
-//!   `static_bearer_tenant_ext`). The `_no_retry` variants have
-//!   `retry_on_invalid_token(false)`: no copy of the request is kept for a retry.
+//!   `static_bearer_tenant_ext`). The tokens are accepted (the echo answers `200`), so
+//!   by default no copy of the request is kept for a retry. The `_no_retry` variants
+//!   have `retry_on_invalid_token(false)`; `helseid_copies` has
+//!   `retry_after_acceptance(true)`: every request keeps a copy, in a box.
 //! - `cache_hits`: `TokenCache::get` hits per second on a 2-worker runtime, from 1, 2 and
 //!   8 tasks, over one key and over 10,000 tenants.
 //! - `layer_hits`: requests per second through the static bearer and the layer (own
@@ -193,9 +195,14 @@ fn hot_path(c: &mut Criterion) {
         .retry_on_invalid_token(false)
         .cache(layer.cache().clone())
         .build();
-    // Every tenant's token, warm in the shared cache and in both layers' fronts.
+    let copies = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .retry_after_acceptance(true)
+        .cache(layer.cache().clone())
+        .build();
+    // Every tenant's token, warm in the shared cache and in the layers' fronts.
     rt.block_on(async {
-        for layer in [&layer, &no_retry] {
+        for layer in [&layer, &no_retry, &copies] {
             let mut svc = ServiceBuilder::new()
                 .layer(layer.clone())
                 .service(tower::service_fn(echo));
@@ -240,6 +247,7 @@ fn hot_path(c: &mut Criterion) {
         helseid(&no_retry),
         &plain,
     );
+    one_task(&mut group, &rt, "helseid_copies", helseid(&copies), &plain);
     one_task(
         &mut group,
         &rt,

@@ -50,7 +50,7 @@ mod tenants;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,12 +140,15 @@ struct Counters {
     refreshes: AtomicU64,
 }
 
-/// How many slots [`PerCore`] has: threads share a slot beyond this many.
+/// How many threads have a slot of [`PerCore`] of their own; the threads started after
+/// them share one more slot.
 const SLOTS: usize = 16;
 
-/// A counter in one cache line per slot; a thread always bumps the slot it was given.
+/// A counter in one cache line per thread slot. A thread bumps its own slot with a
+/// plain load and store (no other thread writes it: no locked instruction); the
+/// threads beyond [`SLOTS`] share the last slot, and add to it atomically.
 #[derive(Default)]
-struct PerCore([Padded; SLOTS]);
+struct PerCore([Padded; SLOTS + 1]);
 
 /// One counter alone in its cache line (128 bytes: two lines on x86, as
 /// crossbeam's `CachePadded` does, against the adjacent-line prefetcher).
@@ -153,18 +156,27 @@ struct PerCore([Padded; SLOTS]);
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
-/// The slot of the current thread: threads take the slots in turn.
-fn slot() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
+/// The current thread's number: threads are numbered in the order they first count.
+fn thread_number() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static SLOT: usize = (NEXT.fetch_add(1, Ordering::Relaxed) as usize) % SLOTS;
+        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
     }
-    SLOT.with(|slot| *slot)
+    NUMBER.with(|number| *number)
 }
 
 impl PerCore {
+    #[inline]
     fn bump(&self) {
-        self.0[slot()].0.fetch_add(1, Ordering::Relaxed);
+        match thread_number() {
+            own if own < SLOTS => {
+                let slot = &self.0[own].0;
+                slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            }
+            _ => {
+                self.0[SLOTS].0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn sum(&self) -> u64 {
@@ -419,6 +431,22 @@ pub(super) mod tests {
             &super::CacheSettings::default(),
             None,
         ))
+    }
+
+    #[test]
+    fn hits_from_more_threads_than_slots_are_all_counted() {
+        let cache = TokenCache::new();
+        let threads = 2 * super::SLOTS + 3;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    for _ in 0..1_000 {
+                        cache.count_hit();
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.stats().hits, threads as u64 * 1_000);
     }
 
     #[tokio::test(start_paused = true)]
