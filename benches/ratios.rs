@@ -1,0 +1,178 @@
+//! Time per request through the layer and through tower-http's static bearer,
+//! measured interleaved: the variants take turns in short batches, round after round,
+//! so that a slower or busier stretch of the machine weighs on all of them alike. The
+//! ratios are the medians, over the rounds, of each round's ratio.
+//!
+//! Run: `cargo bench --bench ratios`. Each batch sends its requests with
+//! `ready().await` and `call(..).await` in a loop inside one task on a current-thread
+//! runtime (one `block_on` per batch, not per request), to the in-memory echo service,
+//! with a 900-character token and warm tokens (accepted: the echo answers `200`):
+//!
+//! - `static_bearer`: tower-http's `AddAuthorizationLayer::bearer` (the floor);
+//! - `own_token`: `HelseIdLayer` with its own token;
+//! - `own_token_no_retry`: with `retry_on_invalid_token(false)`;
+//! - `own_token_copies`: with `retry_after_acceptance(true)` (every request keeps a copy
+//!   for a retry);
+//! - `static_bearer_tenant_ext`: the static bearer with a `Tenant` in each request's
+//!   extensions (the floor of the tenants' rows: the extension's allocation is the
+//!   caller's);
+//! - `tenants`, `tenants_copies`: `HelseIdLayer` with 10,000 tenants in turn.
+
+#![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
+
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use helseid::auth::HelseIdLayer;
+use http::{Request, Response};
+use support::{bearer_token, echo, source, tenants};
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_http::auth::AddAuthorizationLayer;
+
+const TENANTS: usize = 10_000;
+/// Requests per batch.
+const BATCH: u64 = 50_000;
+/// Rounds: every variant sends one batch per round.
+const ROUNDS: usize = 41;
+
+/// The time `n` requests made by `make` take through `svc`, in one task.
+fn batch<S>(rt: &Runtime, svc: &mut S, n: u64, make: &dyn Fn(usize) -> Request<()>) -> Duration
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..n {
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(make(i as usize))
+                .await
+                .unwrap();
+            black_box(response);
+        }
+        start.elapsed()
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+type Variant<'a> = (&'static str, Box<dyn FnMut(u64) -> Duration + 'a>);
+
+fn main() {
+    if std::env::args().any(|arg| arg == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = bearer_token();
+    let all = tenants(TENANTS);
+    let plain = |_: usize| Request::new(());
+    let with_tenant = |i: usize| {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(all[i % TENANTS]);
+        request
+    };
+    let layer = |retry: bool, copies: bool| {
+        HelseIdLayer::builder(source(token.clone()))
+            .retry_on_invalid_token(retry)
+            .retry_after_acceptance(copies)
+            .build()
+    };
+    let helseid = |layer: HelseIdLayer| {
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(echo))
+    };
+    let static_bearer = || {
+        ServiceBuilder::new()
+            .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+            .service(tower::service_fn(echo))
+    };
+    let (rt, plain, with_tenant) = (&rt, &plain, &with_tenant);
+    let mut floor = static_bearer();
+    let mut floor_ext = static_bearer();
+    let mut own = helseid(layer(true, false));
+    let mut own_no_retry = helseid(layer(false, false));
+    let mut own_copies = helseid(layer(true, true));
+    let mut tenants = helseid(layer(true, false));
+    let mut tenants_copies = helseid(layer(true, true));
+    // Every token fetched, accepted and in front before the first batch.
+    batch(rt, &mut own, 10, plain);
+    batch(rt, &mut own_no_retry, 10, plain);
+    batch(rt, &mut own_copies, 10, plain);
+    batch(rt, &mut tenants, 2 * TENANTS as u64, with_tenant);
+    batch(rt, &mut tenants_copies, 2 * TENANTS as u64, with_tenant);
+    let mut variants: Vec<Variant<'_>> = vec![
+        (
+            "static_bearer",
+            Box::new(|n| batch(rt, &mut floor, n, plain)),
+        ),
+        ("own_token", Box::new(|n| batch(rt, &mut own, n, plain))),
+        (
+            "own_token_no_retry",
+            Box::new(|n| batch(rt, &mut own_no_retry, n, plain)),
+        ),
+        (
+            "own_token_copies",
+            Box::new(|n| batch(rt, &mut own_copies, n, plain)),
+        ),
+        (
+            "static_bearer_tenant_ext",
+            Box::new(|n| batch(rt, &mut floor_ext, n, with_tenant)),
+        ),
+        (
+            "tenants",
+            Box::new(|n| batch(rt, &mut tenants, n, with_tenant)),
+        ),
+        (
+            "tenants_copies",
+            Box::new(|n| batch(rt, &mut tenants_copies, n, with_tenant)),
+        ),
+    ];
+    // One round to warm up, not counted.
+    for (_, run) in variants.iter_mut() {
+        run(BATCH);
+    }
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..ROUNDS {
+        // Each round starts with another variant, so that none is always first.
+        for k in 0..variants.len() {
+            let v = (round + k) % variants.len();
+            let took = (variants[v].1)(BATCH);
+            ns[v].push(took.as_nanos() as f64 / BATCH as f64);
+        }
+    }
+    let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
+    let column = |name: &str| ns[names.iter().position(|n| *n == name).unwrap()].clone();
+    for (name, values) in names.iter().zip(&ns) {
+        println!(
+            "{name:<26} {:>8.1} ns per request (median of {ROUNDS} rounds of {BATCH})",
+            median(&mut values.clone())
+        );
+    }
+    let ratio = |top: &str, floor: &str| {
+        let (top, floor) = (column(top), column(floor));
+        let mut ratios: Vec<f64> = top.iter().zip(&floor).map(|(t, f)| t / f).collect();
+        median(&mut ratios)
+    };
+    for (name, floor) in [
+        ("own_token", "static_bearer"),
+        ("own_token_no_retry", "static_bearer"),
+        ("own_token_copies", "static_bearer"),
+        ("tenants", "static_bearer_tenant_ext"),
+        ("tenants_copies", "static_bearer_tenant_ext"),
+    ] {
+        println!("time ratio {name} {:.3}", ratio(name, floor));
+    }
+}
