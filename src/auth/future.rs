@@ -56,6 +56,29 @@ pin_project! {
     }
 }
 
+/// What the layer needs of the service it wraps: a service of `Request<B>` that it can
+/// clone (for a retry) and send to another task, whose future is `Send`, and whose error
+/// it can box.
+pub(super) trait Inner<B, ResBody>:
+    Service<Request<B>, Response = Response<ResBody>, Future: Send + 'static, Error: Into<BoxError>>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B, ResBody> Inner<B, ResBody> for S where
+    S: Service<
+            Request<B>,
+            Response = Response<ResBody>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// What the retry of a request needs.
 pub(super) struct Retry<S, B> {
     pub(super) owner: Owner<S>,
@@ -126,6 +149,44 @@ fn names_invalid_token<T>(response: &Response<T>) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
 }
 
+/// What follows `response` to a request sent with the token with id `sent`, when the
+/// request kept a copy in `retry` or the answer is a `401`: the response to return (a
+/// success accepts the token; a refusal with no copy takes it out of use), or the
+/// retry's state.
+#[inline(never)]
+fn answered<S, B, ResBody>(
+    response: Response<ResBody>,
+    sent: u64,
+    retry: &mut Option<Box<Retry<S, B>>>,
+) -> Result<Response<ResBody>, State<S, B>>
+where
+    S: Inner<B, ResBody>,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    let status = response.status();
+    if status != http::StatusCode::UNAUTHORIZED {
+        if status.is_success()
+            && let Some(retry) = retry.take()
+        {
+            // The token's first success: its later requests keep no copy.
+            retry.owner.shared().accept(retry.tenant.as_ref(), sent);
+        }
+        return Ok(response);
+    }
+    if !names_invalid_token(&response) {
+        return Ok(response);
+    }
+    let Some(retry) = retry.take() else {
+        // No copy to send again: the token leaves all the same.
+        refused::refuse(sent);
+        return Ok(response);
+    };
+    Err(State::Slow {
+        future: Box::pin(super::service::retry_fast(*retry, sent, response)),
+    })
+}
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -148,26 +209,13 @@ where
                     retry,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let status = response.status();
-                    if status != http::StatusCode::UNAUTHORIZED {
-                        if status.is_success()
-                            && let Some(retry) = retry.take()
-                        {
-                            // The token's first success: its later requests keep no copy.
-                            retry.owner.shared().accept(retry.tenant.as_ref(), *sent);
-                        }
+                    // The warm path: a request that kept nothing, answered without 401.
+                    if retry.is_none() && response.status() != http::StatusCode::UNAUTHORIZED {
                         return Poll::Ready(Ok(response));
                     }
-                    if !names_invalid_token(&response) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let Some(retry) = retry.take() else {
-                        // No copy to send again: the token leaves all the same.
-                        refused::refuse(*sent);
-                        return Poll::Ready(Ok(response));
-                    };
-                    State::Slow {
-                        future: Box::pin(super::service::retry_fast(*retry, *sent, response)),
+                    match answered(response, *sent, retry) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(retrying) => retrying,
                     }
                 }
             };

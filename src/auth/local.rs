@@ -88,7 +88,8 @@ impl<S> Clone for Local<S> {
 }
 
 impl<S: Clone> Local<S> {
-    /// Makes this clone's own context at its second call (the first only counts).
+    /// Makes this clone's own context at its second call (the first only counts), for
+    /// the requests that do not ask for the own token (a tenant's).
     #[inline]
     pub(super) fn settle(&mut self, shared: &Arc<Shared>, inner: &S) {
         if self.ctx.is_none() {
@@ -115,11 +116,14 @@ impl<S: Clone> Local<S> {
     /// The layer's own token from this clone's context, while it is in front and no
     /// service has refused it: one read of flags no request writes once the token is
     /// accepted, one of a line only a refusal writes, and a clone of a header no other
-    /// clone holds.
+    /// clone holds. Otherwise the token in front, if there is one (see [`renew`]).
+    ///
+    /// [`renew`]: Self::renew
     #[inline]
     pub(super) fn own_token(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
-        let ctx = self.ctx()?;
-        if let Some(own) = &ctx.own {
+        if let Some(ctx) = &self.ctx
+            && let Some(own) = &ctx.own
+        {
             let seen = own.live.seen();
             if seen.is_live() && !refused::is_refused(own.id) {
                 return Some(own.hit(seen));
@@ -128,11 +132,16 @@ impl<S: Clone> Local<S> {
         self.renew(shared, inner)
     }
 
-    /// A new context with the token now in front, if there is one (the old context
-    /// stays while there is none).
+    /// The token in front, if there is one: at this clone's first call, read from the
+    /// front; later, in a new context with a copy of it (the old context stays while
+    /// there is none).
     #[cold]
     #[inline(never)]
     fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
+        if self.ctx.is_none() && !self.called {
+            self.called = true;
+            return shared.fast_header(None);
+        }
         let own = own(shared)?;
         let hit = own.hit(own.live.seen());
         self.ctx = Some(Ctx::new(shared, Some(own), inner));

@@ -11,10 +11,12 @@
 //! A request acts for an organisation when it carries a [`Tenant`] in its extensions;
 //! the layer then uses, and caches, a token for that tenant.
 //!
-//! An answer `401` whose `WWW-Authenticate` says `invalid_token` evicts the token and
-//! sends the request once more with a fresh one, when the body can be replayed
-//! ([`Replay`]: any body passes through the layer, and the cheap ones are copied for
-//! the retry); otherwise the 401 is returned as it is.
+//! An answer `401` whose `WWW-Authenticate` says `invalid_token` takes the token out of
+//! use and sends the request once more with a fresh one, when the request kept a copy
+//! of itself: its body can be replayed ([`Replay`]: any body passes through the layer,
+//! and the cheap ones are copied), and its token had not yet been accepted (see
+//! [`HelseIdLayerBuilder::retry_after_acceptance`]). Otherwise the 401 is returned as it
+//! is, and the next request gets a new token.
 //!
 //! # Example
 //! ```no_run

@@ -8,7 +8,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
-use super::future::{Owner, Retry, says_invalid_token};
+use super::future::{Inner, Owner, Retry, says_invalid_token};
 use super::layer::{HelseIdLayer, Shared};
 use super::local::Local;
 use crate::assertion::Tenant;
@@ -116,14 +116,13 @@ where
         // service's and the token's id; a request keeps a copy for a retry while its
         // token is not yet accepted (or always, when the layer says so).
         if !shared.exchanges && shared.dpop.is_none() {
-            self.local.settle(shared, &self.inner);
             let tenant = request.extensions().get::<Tenant>().copied();
             let hit = match tenant {
-                None => match self.local.own_token(shared, &self.inner) {
-                    Some(hit) => Some(hit),
-                    None => shared.fast_header(None),
-                },
-                Some(tenant) => shared.fast_header(Some(&tenant)),
+                None => self.local.own_token(shared, &self.inner),
+                Some(tenant) => {
+                    self.local.settle(shared, &self.inner);
+                    shared.fast_header(Some(&tenant))
+                }
             };
             if let Some(hit) = hit {
                 shared.cache.count_hit();
@@ -137,7 +136,20 @@ where
                 return ResponseFuture::fast(self.inner.call(request), hit.id, retry);
             }
         }
-        // The slow path: the token from the cache (maybe fetched), DPoP, token exchange.
+        self.slow(request)
+    }
+}
+
+impl<S> HelseId<S> {
+    /// The slow path: the token from the cache (maybe fetched), DPoP, token exchange.
+    #[inline(never)]
+    fn slow<B, ResBody>(&mut self, mut request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Inner<B, ResBody>,
+        B: Send + 'static,
+        ResBody: Send + 'static,
+    {
+        let shared = self.layer.shared();
         let clone = self.inner.clone();
         let mut inner = mem::replace(&mut self.inner, clone);
         let shared: Arc<Shared> = shared.clone();

@@ -48,6 +48,7 @@ mod source;
 mod storm;
 mod tenants;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -157,12 +158,27 @@ struct PerCore([Padded; SLOTS + 1]);
 struct Padded(AtomicU64);
 
 /// The current thread's number: threads are numbered in the order they first count.
+#[inline]
 fn thread_number() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
-        static NUMBER: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        // Set at the thread's first count: a constant start needs no lazy
+        // initialisation on every read.
+        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    NUMBER.with(|number| *number)
+    let number = NUMBER.get();
+    if number != usize::MAX {
+        return number;
+    }
+    number_this_thread(&NUMBER)
+}
+
+#[cold]
+#[inline(never)]
+fn number_this_thread(key: &'static std::thread::LocalKey<Cell<usize>>) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let number = NEXT.fetch_add(1, Ordering::Relaxed).min(usize::MAX - 1);
+    key.set(number);
+    number
 }
 
 impl PerCore {
@@ -263,6 +279,7 @@ impl TokenCache {
     }
 
     /// Counts a lookup answered with a cached token (by the cache or by a front).
+    #[inline]
     pub(crate) fn count_hit(&self) {
         self.inner.counters.hits.bump();
     }
