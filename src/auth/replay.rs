@@ -14,7 +14,9 @@ use crate::error::BoxError;
 
 /// How [`HelseId`](super::HelseId) copies a request to send it a second time: once after
 /// `401 invalid_token` (with a new token), once after a DPoP nonce challenge (with a new
-/// proof).
+/// proof). A Bearer request keeps a copy only while its token has not yet been accepted,
+/// unless the layer says otherwise
+/// ([`retry_after_acceptance`](super::HelseIdLayerBuilder::retry_after_acceptance)).
 ///
 /// The layer takes any request body; only the retry depends on replay. A policy is a set
 /// of copy functions, one per body type, tried by the body's type:
