@@ -12,10 +12,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
 
 use super::layer::Shared;
-use crate::cache::{Hit, Live, Seen, refused};
+use crate::cache::{Hit, Live, Sent, refused};
 
 /// One clone's context (see the module docs).
 pub(crate) struct Ctx<S> {
@@ -32,17 +33,6 @@ struct Own {
     header: HeaderValue,
     id: u64,
     live: Arc<Live>,
-}
-
-impl Own {
-    #[inline]
-    fn hit(&self, seen: Seen) -> Hit {
-        Hit {
-            header: self.header.clone(),
-            id: self.id,
-            accepted: seen.is_accepted(),
-        }
-    }
 }
 
 impl<S: Clone> Ctx<S> {
@@ -113,23 +103,33 @@ impl<S: Clone> Local<S> {
         self.ctx.as_ref()
     }
 
-    /// The layer's own token from this clone's context, while it is in front and no
-    /// service has refused it: one read of flags no request writes once the token is
-    /// accepted, one of a line only a refusal writes, and a clone of a header no other
-    /// clone holds. Otherwise the token in front, if there is one (see [`renew`]).
+    /// Sets the layer's own token on `headers`: this clone's copy, while the token is in
+    /// front and no service has refused it (one read of flags no request writes once
+    /// the token is accepted, one of a line only a refusal writes, and a clone of a
+    /// header no other clone holds); otherwise the token in front, if there is one (see
+    /// [`renew`]).
     ///
     /// [`renew`]: Self::renew
     #[inline]
-    pub(super) fn own_token(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
+    pub(super) fn own_token(
+        &mut self,
+        shared: &Arc<Shared>,
+        inner: &S,
+        headers: &mut HeaderMap,
+    ) -> Option<Sent> {
         if let Some(ctx) = &self.ctx
             && let Some(own) = &ctx.own
         {
             let seen = own.live.seen();
             if seen.is_live() && !refused::is_refused(own.id) {
-                return Some(own.hit(seen));
+                headers.insert(AUTHORIZATION, own.header.clone());
+                return Some(Sent {
+                    id: own.id,
+                    accepted: seen.is_accepted(),
+                });
             }
         }
-        self.renew(shared, inner)
+        Some(self.renew(shared, inner)?.attach(headers))
     }
 
     /// The token in front, if there is one: at this clone's first call, read from the
@@ -143,7 +143,11 @@ impl<S: Clone> Local<S> {
             return shared.fast_header(None);
         }
         let own = own(shared)?;
-        let hit = own.hit(own.live.seen());
+        let hit = Hit {
+            header: own.header.clone(),
+            id: own.id,
+            accepted: own.live.seen().is_accepted(),
+        };
         self.ctx = Some(Ctx::new(shared, Some(own), inner));
         Some(hit)
     }

@@ -134,8 +134,9 @@ impl Replay {
     }
 
     /// What a retry of `request` needs (method, URI, version, headers, extensions and
-    /// body), when its body can be copied. Only what cannot be rebuilt is copied: empty
-    /// headers are not cloned, and extensions that hold only `tenant` are rebuilt from it.
+    /// body), when its body can be copied. Only what cannot be rebuilt is copied: headers
+    /// that hold nothing but an `Authorization` value (which the retry sets anew) are
+    /// not cloned, and extensions that hold only `tenant` are rebuilt from it.
     #[inline]
     pub(crate) fn copy<B: 'static>(
         &self,
@@ -149,7 +150,7 @@ impl Replay {
             method: KeptMethod::new(request.method()),
             uri: request.uri().clone(),
             version: request.version(),
-            headers: match request.headers().is_empty() {
+            headers: match only_authorization(request.headers()) {
                 true => None,
                 false => Some(Box::new(request.headers().clone())),
             },
@@ -160,6 +161,16 @@ impl Replay {
             rebuilt,
             body,
         })
+    }
+}
+
+/// Whether `headers` hold nothing but an `Authorization` value, which a retry sets anew.
+#[inline]
+fn only_authorization(headers: &HeaderMap) -> bool {
+    match headers.len() {
+        0 => true,
+        1 => headers.keys().next() == Some(&http::header::AUTHORIZATION),
+        _ => false,
     }
 }
 
@@ -392,6 +403,21 @@ mod tests {
         assert_eq!(again.extensions().get::<Trace>(), Some(&Trace(7)));
         assert_eq!(again.extensions().get::<Tenant>(), Some(&tenant));
         assert!(again.headers().contains_key("x-trace"));
+
+        // An Authorization value alone is not kept (the retry sets another); with
+        // other headers, all are kept.
+        let mut request = Request::new(());
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer old"),
+        );
+        let kept = Replay::new().copy(&request, None).expect("kept");
+        assert!(kept.into_request(None).headers().is_empty());
+        request
+            .headers_mut()
+            .insert("x-trace", http::HeaderValue::from_static("abc"));
+        let kept = Replay::new().copy(&request, None).expect("kept");
+        assert_eq!(kept.into_request(None).headers(), request.headers());
     }
 
     #[test]

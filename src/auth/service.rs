@@ -117,23 +117,28 @@ where
         // token is not yet accepted (or always, when the layer says so).
         if !shared.exchanges && shared.dpop.is_none() {
             let tenant = request.extensions().get::<Tenant>().copied();
-            let hit = match tenant {
-                None => self.local.own_token(shared, &self.inner),
+            let sent = match tenant {
+                None => self
+                    .local
+                    .own_token(shared, &self.inner, request.headers_mut()),
                 Some(tenant) => {
                     self.local.settle(shared, &self.inner);
-                    shared.fast_header(Some(&tenant))
+                    shared
+                        .fast_header(Some(&tenant))
+                        .map(|hit| hit.attach(request.headers_mut()))
                 }
             };
-            if let Some(hit) = hit {
+            if let Some(sent) = sent {
                 shared.cache.count_hit();
+                // The copy leaves out the Authorization value just set (a retry sets
+                // another).
                 let retry = match shared.retry_on_invalid_token
-                    && (!hit.accepted || shared.retry_after_acceptance)
+                    && (!sent.accepted || shared.retry_after_acceptance)
                 {
                     true => self.keep(&request, tenant),
                     false => None,
                 };
-                set_authorization(&mut request, hit.header);
-                return ResponseFuture::fast(self.inner.call(request), hit.id, retry);
+                return ResponseFuture::fast(self.inner.call(request), sent.id, retry);
             }
         }
         self.slow(request)

@@ -21,6 +21,27 @@ pub(crate) struct Hit {
     pub(crate) accepted: bool,
 }
 
+/// What a request remembers of the token it carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent {
+    /// The token's id (what a `401` names).
+    pub(crate) id: u64,
+    /// Whether a service had accepted it.
+    pub(crate) accepted: bool,
+}
+
+impl Hit {
+    /// Sets the token on a request's `headers`.
+    #[inline]
+    pub(crate) fn attach(self, headers: &mut http::HeaderMap) -> Sent {
+        headers.insert(http::header::AUTHORIZATION, self.header);
+        Sent {
+            id: self.id,
+            accepted: self.accepted,
+        }
+    }
+}
+
 /// One token while it is not due for a refresh: a copy of a cache entry, for a
 /// lock-free read.
 #[derive(Default)]
