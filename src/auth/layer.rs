@@ -1,12 +1,12 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use tower_layer::Layer;
 
 use super::{HelseId, Replay};
 use crate::assertion::Tenant;
-use crate::cache::{CacheKey, Entry, FetchToken, Front, Hit, Live, Tenants, TokenCache};
+use crate::cache::{CacheKey, Entry, FetchToken, Front, Hit, Live, Sent, Tenants, TokenCache};
 use crate::dpop::DpopKey;
 use crate::endpoint::{Grant, TokenEndpoint, TokenRequest};
 use crate::error::{Error, Result};
@@ -35,15 +35,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The `Authorization` value of the layer's own token (or `tenant`'s), when it is in
-    /// front and not yet due for a refresh: no lock, no clock read, no allocation, no
-    /// await, no write to a cache line another core writes.
+    /// The layer's own token, when it is in front, not yet due for a refresh, and no
+    /// service has refused it: no lock, no clock read, no allocation, no await, no write
+    /// to a cache line another core writes.
     #[inline]
-    pub(crate) fn fast_header(&self, tenant: Option<&Tenant>) -> Option<Hit> {
-        match tenant {
-            None => self.front.get(),
-            Some(tenant) => self.tenants.get()?.get(tenant),
-        }
+    pub(crate) fn own_header(&self) -> Option<Hit> {
+        self.front.get()
+    }
+
+    /// Sets `tenant`'s token on a request's `headers`, when it is in the tenants' front
+    /// and not yet due for a refresh (see [`own_header`](Self::own_header)).
+    #[inline]
+    pub(crate) fn attach_tenant(&self, tenant: &Tenant, headers: &mut HeaderMap) -> Option<Sent> {
+        self.tenants.get()?.attach(tenant, headers)
     }
 
     /// Notes that a service accepted the token with id `id` (the layer's own, or

@@ -140,7 +140,7 @@ impl<S: Clone> Local<S> {
     fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
         if self.ctx.is_none() && !self.called {
             self.called = true;
-            return shared.fast_header(None);
+            return shared.own_header();
         }
         let own = own(shared)?;
         let hit = Hit {

@@ -123,9 +123,7 @@ where
                     .own_token(shared, &self.inner, request.headers_mut()),
                 Some(tenant) => {
                     self.local.settle(shared, &self.inner);
-                    shared
-                        .fast_header(Some(&tenant))
-                        .map(|hit| hit.attach(request.headers_mut()))
+                    shared.attach_tenant(&tenant, request.headers_mut())
                 }
             };
             if let Some(sent) = sent {

@@ -16,7 +16,9 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+#[cfg(test)]
 use super::front::Hit;
+use super::front::Sent;
 use super::{Entry, refused};
 use crate::assertion::{OrgNumber, Tenant};
 
@@ -168,16 +170,29 @@ impl Tenants {
 
     /// `tenant`'s token, when it is in front, not yet due for a refresh, and no service
     /// has refused it.
+    #[cfg(test)]
+    fn get(&self, tenant: &Tenant) -> Option<Hit> {
+        let mut headers = http::HeaderMap::new();
+        let sent = self.attach(tenant, &mut headers)?;
+        Some(Hit {
+            header: headers.remove(http::header::AUTHORIZATION)?,
+            id: sent.id,
+            accepted: sent.accepted,
+        })
+    }
+
+    /// Sets `tenant`'s token on a request's `headers`, when it is in front, not yet due
+    /// for a refresh, and no service has refused it.
     #[inline]
-    pub(crate) fn get(&self, tenant: &Tenant) -> Option<Hit> {
+    pub(crate) fn attach(&self, tenant: &Tenant, headers: &mut http::HeaderMap) -> Option<Sent> {
         let hash = hash(tenant);
         let shard = self.shards[shard_of(hash)].load();
         let slot = shard.find(tenant, hash)?;
         if self.clock.now.load(Ordering::Relaxed) >= slot.until || refused::is_refused(slot.id) {
             return None;
         }
-        Some(Hit {
-            header: slot.header.clone(),
+        headers.insert(http::header::AUTHORIZATION, slot.header.clone());
+        Some(Sent {
             id: slot.id,
             accepted: slot.accepted.load(Ordering::Relaxed),
         })
