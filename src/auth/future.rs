@@ -208,12 +208,16 @@ where
                     sent,
                     retry,
                 } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let output = ready!(future.poll(cx));
                     // The warm path: a request that kept nothing, answered without 401.
-                    if retry.is_none() && response.status() != http::StatusCode::UNAUTHORIZED {
-                        return Poll::Ready(Ok(response));
+                    if retry.is_none()
+                        && output.as_ref().is_ok_and(|response| {
+                            response.status() != http::StatusCode::UNAUTHORIZED
+                        })
+                    {
+                        return Poll::Ready(output.map_err(Into::into));
                     }
-                    match answered(response, *sent, retry) {
+                    match answered(output.map_err(Into::into)?, *sent, retry) {
                         Ok(response) => return Poll::Ready(Ok(response)),
                         Err(retrying) => retrying,
                     }
