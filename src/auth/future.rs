@@ -41,10 +41,16 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        /// The token was in front: the inner service's future, the id of the token
-        /// sent, and what a retry after `401 invalid_token` needs when the request
-        /// keeps a copy.
+        /// The token was in front: the inner service's future and the id of the token
+        /// sent.
         Fast {
+            #[pin]
+            future: S::Future,
+            sent: u64,
+        },
+        /// The same, for a request that keeps a copy of itself: what a retry after
+        /// `401 invalid_token` needs (taken at the answer).
+        Kept {
             #[pin]
             future: S::Future,
             sent: u64,
@@ -116,13 +122,21 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
+    /// The future of a request that keeps no copy of itself.
     #[inline]
-    pub(super) fn fast(future: S::Future, sent: u64, retry: Option<Box<Retry<S, B>>>) -> Self {
+    pub(super) fn fast(future: S::Future, sent: u64) -> Self {
         ResponseFuture {
-            state: State::Fast {
+            state: State::Fast { future, sent },
+        }
+    }
+
+    /// The future of a request that keeps a copy of itself for a retry.
+    pub(super) fn kept(future: S::Future, sent: u64, retry: Box<Retry<S, B>>) -> Self {
+        ResponseFuture {
+            state: State::Kept {
                 future,
                 sent,
-                retry,
+                retry: Some(retry),
             },
         }
     }
@@ -197,27 +211,33 @@ where
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
-    #[inline]
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
             let next = match state.as_mut().project() {
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
-                StateProj::Fast {
+                StateProj::Fast { future, sent } => {
+                    let output = ready!(future.poll(cx));
+                    // The warm path: answered without 401.
+                    if output
+                        .as_ref()
+                        .is_ok_and(|response| response.status() != http::StatusCode::UNAUTHORIZED)
+                    {
+                        return Poll::Ready(output.map_err(Into::into));
+                    }
+                    match answered(output.map_err(Into::into)?, *sent, &mut None) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(retrying) => retrying,
+                    }
+                }
+                StateProj::Kept {
                     future,
                     sent,
                     retry,
                 } => {
-                    let output = ready!(future.poll(cx));
-                    // The warm path: a request that kept nothing, answered without 401.
-                    if retry.is_none()
-                        && output.as_ref().is_ok_and(|response| {
-                            response.status() != http::StatusCode::UNAUTHORIZED
-                        })
-                    {
-                        return Poll::Ready(output.map_err(Into::into));
-                    }
-                    match answered(output.map_err(Into::into)?, *sent, retry) {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    match answered(response, *sent, retry) {
                         Ok(response) => return Poll::Ready(Ok(response)),
                         Err(retrying) => retrying,
                     }
@@ -235,6 +255,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Fast { .. } => "fast",
+            State::Kept { .. } => "kept",
             State::Slow { .. } => "slow",
         };
         f.debug_struct("ResponseFuture")

@@ -130,13 +130,13 @@ where
                 shared.cache.count_hit();
                 // The copy leaves out the Authorization value just set (a retry sets
                 // another).
-                let retry = match shared.retry_on_invalid_token
+                if shared.retry_on_invalid_token
                     && (!sent.accepted || shared.retry_after_acceptance)
+                    && let Some(retry) = self.keep(&request, tenant)
                 {
-                    true => self.keep(&request, tenant),
-                    false => None,
-                };
-                return ResponseFuture::fast(self.inner.call(request), sent.id, retry);
+                    return ResponseFuture::kept(self.inner.call(request), sent.id, retry);
+                }
+                return ResponseFuture::fast(self.inner.call(request), sent.id);
             }
         }
         self.slow(request)
