@@ -22,7 +22,7 @@ use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use support::TestClient;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 const SCOPE: &str = support::CP_SCOPE;
 
@@ -128,6 +128,54 @@ async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request(
     );
     assert_eq!(calls.load(Ordering::SeqCst), 601, "one retry in all");
     assert_eq!(cache.stats().invalid_token_suppressed, 599);
+}
+
+#[tokio::test]
+async fn an_api_that_turns_to_refusing_an_accepted_token_gets_one_new_token() {
+    let client = TestClient::ec("storm-after");
+    let emulator = support::emulator_with(&client).await;
+    let endpoint =
+        TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
+    let mut settings = CacheSettings::default();
+    settings.invalid_token_interval = Duration::from_secs(3600);
+    let cache = TokenCache::with_settings(settings);
+    // The API accepts the first three calls, then refuses every token.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let api = tower::service_fn(move |_request: Request<Full<Bytes>>| {
+        let mut response = Response::new(());
+        if counter.fetch_add(1, Ordering::SeqCst) >= 3 {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let layer = HelseIdLayer::builder(endpoint).cache(cache.clone()).build();
+    let mut service = ServiceBuilder::new().layer(layer).service(api);
+    for i in 0..303 {
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(Request::new(Full::new(Bytes::from_static(b"x"))))
+            .await
+            .expect("response");
+        let expected = if i < 3 {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(response.status(), expected, "request {i}");
+    }
+    assert_eq!(
+        emulator.token_requests(),
+        2,
+        "the first token, and one replacement in the interval"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 303, "no request sent twice");
 }
 
 #[tokio::test]

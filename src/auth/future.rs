@@ -193,6 +193,10 @@ where
     }
     let Some(retry) = retry.take() else {
         // No copy to send again: the token leaves all the same.
+        tracing::debug!(
+            "the service answered 401 invalid_token to a request that kept no copy: \
+             answered as it is; the next request gets a new token"
+        );
         refused::refuse(sent);
         return Ok(response);
     };
