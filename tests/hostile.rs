@@ -83,16 +83,21 @@ fn json_answer(status: StatusCode, body: serde_json::Value) -> Answer {
     }
 }
 
-#[tokio::test]
-async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request() {
-    let client = TestClient::ec("storm");
+/// The emulator with client `name`, its endpoint, and a cache whose storm guard's
+/// interval is far longer than the test: what is checked is the count, not time.
+async fn storm_setup(name: &str) -> (helseid_emulator::Emulator, TokenEndpoint, TokenCache) {
+    let client = TestClient::ec(name);
     let emulator = support::emulator_with(&client).await;
     let endpoint =
         TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
-    // An interval far longer than the test: what is checked is the count, not time.
     let mut settings = CacheSettings::default();
     settings.invalid_token_interval = Duration::from_secs(3600);
-    let cache = TokenCache::with_settings(settings);
+    (emulator, endpoint, TokenCache::with_settings(settings))
+}
+
+#[tokio::test]
+async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request() {
+    let (emulator, endpoint, cache) = storm_setup("storm").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let api = tower::service_fn(move |_request: Request<Full<Bytes>>| {
@@ -132,13 +137,7 @@ async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request(
 
 #[tokio::test]
 async fn an_api_that_turns_to_refusing_an_accepted_token_gets_one_new_token() {
-    let client = TestClient::ec("storm-after");
-    let emulator = support::emulator_with(&client).await;
-    let endpoint =
-        TokenEndpoint::new(client.config(emulator.issuer(), &[SCOPE])).expect("endpoint");
-    let mut settings = CacheSettings::default();
-    settings.invalid_token_interval = Duration::from_secs(3600);
-    let cache = TokenCache::with_settings(settings);
+    let (emulator, endpoint, cache) = storm_setup("storm-after").await;
     // The API accepts the first three calls, then refuses every token.
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
