@@ -308,15 +308,15 @@ impl HelseIdLayerBuilder {
     /// By default a token's requests keep a copy until the first success (a `2xx`
     /// answer) of a request that carried it. A token the service has accepted has
     /// passed its checks of signature, issuer, audience, lifetime and scope; HelseID's
-    /// access tokens are JWTs that a service checks by itself, so they are not
-    /// withdrawn before they expire. The requests sent with it afterwards keep no copy
-    /// and no reference to the layer, which makes them cost about what a static header
-    /// costs. Should such a request be answered `401 invalid_token` all the same, that
-    /// answer is returned as it is, and the token is taken out of use.
+    /// access tokens are JWTs (`typ: at+jwt`) that a service checks by itself, so they
+    /// are not withdrawn before they expire. The requests sent with it afterwards keep
+    /// no copy and no reference to the layer, which makes them cost about what a static
+    /// header costs. Should such a request be answered `401 invalid_token` all the same,
+    /// that answer is returned as it is, and the token is taken out of use.
     ///
-    /// Set it for a service that may withdraw an accepted token (one that asks
-    /// HelseID's introspection endpoint, say): every replayable request then keeps a
-    /// copy, and any of them refused is sent again.
+    /// Set it for a service that may withdraw a token it has accepted (one that keeps a
+    /// list of withdrawn tokens, say): every replayable request then keeps a copy, and
+    /// any of them refused is sent again.
     pub fn retry_after_acceptance(mut self, retry: bool) -> Self {
         self.retry_after_acceptance = retry;
         self
