@@ -662,3 +662,71 @@ async fn without_retries_a_refused_token_is_still_taken_out_of_use() {
     assert_ne!(second.into_body(), first);
     assert_eq!(emulator.token_requests(), 2);
 }
+
+/// The status of a GET of `url` through `client`.
+async fn status_of<S, B>(client: &mut S, url: &str) -> StatusCode
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let request = Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    client
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("response")
+        .status()
+}
+
+#[tokio::test]
+async fn over_http_the_emulators_api_turning_to_refuse_tokens_is_met_by_policy() {
+    for retry_after_acceptance in [false, true] {
+        let Setup { emulator, endpoint } = setup().await;
+        let url = format!("{}/CommunicationPartyEvents", emulator.cpe_base_url());
+        let mut client = ServiceBuilder::new()
+            .layer(
+                HelseIdLayer::builder(endpoint)
+                    .retry_after_acceptance(retry_after_acceptance)
+                    .build(),
+            )
+            .service(helseid::transport::https_client::<Full<Bytes>>().expect("client"));
+        let url = url.as_str();
+        assert_eq!(status_of(&mut client, url).await, StatusCode::OK);
+        assert_eq!(
+            status_of(&mut client, url).await,
+            StatusCode::OK,
+            "the token accepted"
+        );
+        emulator
+            .faults()
+            .cpe(helseid_emulator::Fault::RejectTokens)
+            .expect("fault");
+        assert_eq!(status_of(&mut client, url).await, StatusCode::UNAUTHORIZED);
+        let (sent, tokens) = match retry_after_acceptance {
+            // Kept a copy: sent again with a new token (refused too).
+            true => (2, 2),
+            // No copy: answered as it is.
+            false => (1, 1),
+        };
+        assert_eq!(
+            emulator
+                .faults()
+                .injected(helseid_emulator::FaultTarget::Cpe),
+            sent,
+            "requests the refusing API got"
+        );
+        assert_eq!(emulator.token_requests(), tokens);
+        emulator.faults().clear();
+        assert_eq!(
+            status_of(&mut client, url).await,
+            StatusCode::OK,
+            "a new token"
+        );
+        assert_eq!(status_of(&mut client, url).await, StatusCode::OK);
+        assert_eq!(emulator.token_requests(), 2, "one fresh fetch in all");
+    }
+}
