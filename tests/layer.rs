@@ -470,36 +470,37 @@ async fn long_lived_services_follow_another_clones_401_to_the_new_token_when_ret
         )
         .service(rejects_call(3, calls.clone()));
     let mut b = a.clone();
-    async fn send<S>(service: &mut S) -> Response<String>
-    where
-        S: Service<Request<Full<Bytes>>, Response = Response<String>>,
-        S::Error: std::fmt::Debug,
-    {
-        let request = Request::new(Full::new(Bytes::new()));
-        service
-            .ready()
-            .await
-            .expect("ready")
-            .call(request)
-            .await
-            .expect("response")
-    }
     // Each service keeps its own copy of the token from its second call on.
-    let first = send(&mut a).await.into_body();
-    assert_eq!(send(&mut a).await.into_body(), first);
-    assert_eq!(send(&mut b).await.into_body(), first);
+    let first = send_as(&mut a, None).await.into_body();
+    assert_eq!(send_as(&mut a, None).await.into_body(), first);
+    assert_eq!(send_as(&mut b, None).await.into_body(), first);
     // b's copy is refused: evicted, fetched anew, retried once.
-    let refused = send(&mut b).await;
+    let refused = send_as(&mut b, None).await;
     assert_eq!(refused.status(), StatusCode::OK, "the retry succeeded");
     let second = refused.into_body();
     assert_ne!(second, first, "the retry carried a new token");
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     // a never saw the 401, but its copy of the refused token is gone with it.
-    assert_eq!(send(&mut a).await.into_body(), second);
-    assert_eq!(send(&mut a).await.into_body(), second);
-    assert_eq!(send(&mut b).await.into_body(), second);
+    assert_eq!(send_as(&mut a, None).await.into_body(), second);
+    assert_eq!(send_as(&mut a, None).await.into_body(), second);
+    assert_eq!(send_as(&mut b, None).await.into_body(), second);
     assert_eq!(calls.load(Ordering::SeqCst), 8, "no other retry");
     assert_eq!(emulator.token_requests(), 2, "exactly one fresh fetch");
+}
+
+/// Sends `request` through `service` once it is ready.
+async fn send_request<S, T>(service: &mut S, request: Request<Full<Bytes>>) -> Response<T>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<T>>,
+    S::Error: std::fmt::Debug,
+{
+    service
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("response")
 }
 
 /// Sends an empty request through `service`, for `tenant` when given.
@@ -514,13 +515,7 @@ where
             .extensions_mut()
             .insert(tenant.parse::<Tenant>().expect("tenant"));
     }
-    service
-        .ready()
-        .await
-        .expect("ready")
-        .call(request)
-        .await
-        .expect("response")
+    send_request(service, request).await
 }
 
 #[tokio::test]
@@ -672,14 +667,7 @@ where
     let request = Request::get(url)
         .body(Full::new(Bytes::new()))
         .expect("request");
-    client
-        .ready()
-        .await
-        .expect("ready")
-        .call(request)
-        .await
-        .expect("response")
-        .status()
+    send_request(client, request).await.status()
 }
 
 #[tokio::test]
