@@ -48,17 +48,67 @@ pin_project! {
             future: S::Future,
             sent: u64,
         },
-        /// The same, for a request that keeps a copy of itself: what a retry after
-        /// `401 invalid_token` needs (taken at the answer).
-        Kept {
-            #[pin]
-            future: S::Future,
-            sent: u64,
-            retry: Option<Box<Retry<S, B>>>,
-        },
         Slow {
             future: BoxResponse<S::Response>,
         },
+    }
+}
+
+pin_project! {
+    /// The future of a request that keeps a copy of itself: the inner service's
+    /// future, then the retry's when the token was refused.
+    struct Keeping<S, B, ResBody>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        future: S::Future,
+        sent: u64,
+        // Whether a service had accepted the token (a success then notes nothing).
+        accepted: bool,
+        retry: Option<Retry<S, B>>,
+        retrying: Option<BoxResponse<Response<ResBody>>>,
+    }
+}
+
+impl<S, B, ResBody> Future for Keeping<S, B, ResBody>
+where
+    S: Inner<B, ResBody>,
+    B: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Output = Result<Response<ResBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(retrying) = this.retrying {
+            return retrying.as_mut().poll(cx);
+        }
+        let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
+        if response.status().is_success() {
+            if !*this.accepted
+                && let Some(retry) = this.retry.as_ref()
+            {
+                // The token's first success: its later requests keep no copy.
+                retry
+                    .owner
+                    .shared()
+                    .accept(retry.tenant.as_ref(), *this.sent);
+            }
+            return Poll::Ready(Ok(response));
+        }
+        if !says_invalid_token(&response) {
+            return Poll::Ready(Ok(response));
+        }
+        let Some(retry) = this.retry.take() else {
+            return Poll::Ready(Ok(response));
+        };
+        this.retrying
+            .insert(Box::pin(super::service::retry_fast(
+                retry, *this.sent, response,
+            )))
+            .as_mut()
+            .poll(cx)
     }
 }
 
@@ -130,15 +180,26 @@ where
         }
     }
 
-    /// The future of a request that keeps a copy of itself for a retry.
-    pub(super) fn kept(future: S::Future, sent: u64, retry: Box<Retry<S, B>>) -> Self {
-        ResponseFuture {
-            state: State::Kept {
-                future,
-                sent,
-                retry: Some(retry),
-            },
-        }
+    /// The future of a request that keeps a copy of itself for a retry (boxed, with the
+    /// inner service's future: such requests are a token's first few).
+    pub(super) fn kept<ResBody>(
+        future: S::Future,
+        sent: u64,
+        accepted: bool,
+        retry: Retry<S, B>,
+    ) -> Self
+    where
+        S: Inner<B, ResBody>,
+        B: Send + 'static,
+        ResBody: Send + 'static,
+    {
+        ResponseFuture::slow(Box::pin(Keeping {
+            future,
+            sent,
+            accepted,
+            retry: Some(retry),
+            retrying: None,
+        }))
     }
 
     pub(super) fn slow(future: BoxResponse<S::Response>) -> Self {
@@ -163,46 +224,19 @@ fn names_invalid_token<T>(response: &Response<T>) -> bool {
         .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
 }
 
-/// What follows `response` to a request sent with the token with id `sent`, when the
-/// request kept a copy in `retry` or the answer is a `401`: the response to return (a
-/// success accepts the token; a refusal with no copy takes it out of use), or the
-/// retry's state.
+/// A `401` to a request that kept no copy of itself: answered as it is; when it says
+/// `invalid_token`, the token sent (id `sent`) is taken out of use.
+#[cold]
 #[inline(never)]
-fn answered<S, B, ResBody>(
-    response: Response<ResBody>,
-    sent: u64,
-    retry: &mut Option<Box<Retry<S, B>>>,
-) -> Result<Response<ResBody>, State<S, B>>
-where
-    S: Inner<B, ResBody>,
-    B: Send + 'static,
-    ResBody: Send + 'static,
-{
-    let status = response.status();
-    if status != http::StatusCode::UNAUTHORIZED {
-        if status.is_success()
-            && let Some(retry) = retry.take()
-        {
-            // The token's first success: its later requests keep no copy.
-            retry.owner.shared().accept(retry.tenant.as_ref(), sent);
-        }
-        return Ok(response);
-    }
-    if !names_invalid_token(&response) {
-        return Ok(response);
-    }
-    let Some(retry) = retry.take() else {
-        // No copy to send again: the token leaves all the same.
+fn unkept<T>(response: Response<T>, sent: u64) -> Response<T> {
+    if names_invalid_token(&response) {
         tracing::debug!(
             "the service answered 401 invalid_token to a request that kept no copy: \
              answered as it is; the next request gets a new token"
         );
         refused::refuse(sent);
-        return Ok(response);
-    };
-    Err(State::Slow {
-        future: Box::pin(super::service::retry_fast(*retry, sent, response)),
-    })
+    }
+    response
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -217,37 +251,19 @@ where
 
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            let next = match state.as_mut().project() {
-                StateProj::Slow { future } => return future.as_mut().poll(cx),
-                StateProj::Fast { future, sent } => {
-                    let output = ready!(future.poll(cx));
-                    // The warm path: answered without 401.
-                    if output
-                        .as_ref()
-                        .is_ok_and(|response| response.status() != http::StatusCode::UNAUTHORIZED)
-                    {
-                        return Poll::Ready(output.map_err(Into::into));
-                    }
-                    match answered(output.map_err(Into::into)?, *sent, &mut None) {
-                        Ok(response) => return Poll::Ready(Ok(response)),
-                        Err(retrying) => retrying,
-                    }
+        match self.project().state.project() {
+            StateProj::Slow { future } => future.as_mut().poll(cx),
+            StateProj::Fast { future, sent } => {
+                let output = ready!(future.poll(cx));
+                // The warm path: answered without 401.
+                if output
+                    .as_ref()
+                    .is_ok_and(|response| response.status() != http::StatusCode::UNAUTHORIZED)
+                {
+                    return Poll::Ready(output.map_err(Into::into));
                 }
-                StateProj::Kept {
-                    future,
-                    sent,
-                    retry,
-                } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    match answered(response, *sent, retry) {
-                        Ok(response) => return Poll::Ready(Ok(response)),
-                        Err(retrying) => retrying,
-                    }
-                }
-            };
-            state.set(next);
+                Poll::Ready(Ok(unkept(output.map_err(Into::into)?, *sent)))
+            }
         }
     }
 }
@@ -259,7 +275,6 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Fast { .. } => "fast",
-            State::Kept { .. } => "kept",
             State::Slow { .. } => "slow",
         };
         f.debug_struct("ResponseFuture")

@@ -134,7 +134,8 @@ where
                     && (!sent.accepted || shared.retry_after_acceptance)
                     && let Some(retry) = self.keep(&request, tenant)
                 {
-                    return ResponseFuture::kept(self.inner.call(request), sent.id, retry);
+                    let future = self.inner.call(request);
+                    return ResponseFuture::kept(future, sent.id, sent.accepted, retry);
                 }
                 return ResponseFuture::fast(self.inner.call(request), sent.id);
             }
@@ -234,18 +235,18 @@ impl<S: Clone> HelseId<S> {
         &self,
         request: &Request<B>,
         tenant: Option<Tenant>,
-    ) -> Option<Box<Retry<S, B>>> {
+    ) -> Option<Retry<S, B>> {
         let shared = self.layer.shared();
         let kept = shared.replay.copy(request, tenant)?;
         let owner = match self.local.ctx() {
             Some(ctx) => Owner::Ctx(ctx.clone()),
             None => Owner::Layer(shared.clone(), self.inner.clone()),
         };
-        Some(Box::new(Retry {
+        Some(Retry {
             owner,
             kept,
             tenant,
-        }))
+        })
     }
 }
 
