@@ -23,15 +23,17 @@ pub(crate) struct Shared {
     /// The tenants' entries in use, mirrored the same way (made at the first tenant).
     tenants: OnceLock<Tenants>,
     pub(crate) retry_on_invalid_token: bool,
-    /// Whether requests keep a copy for the retry also once the service has accepted
-    /// their token.
-    pub(crate) retry_after_acceptance: bool,
     /// How requests are copied for a retry.
     pub(crate) replay: Replay,
     /// Token exchange: each request's [`SubjectToken`] is exchanged.
     pub(crate) exchanges: bool,
     /// DPoP: tokens are bound to this key, and every request carries a proof.
     pub(crate) dpop: Option<DpopKey>,
+    /// Whether requests take Bearer tokens from the fronts (no token exchange, no DPoP).
+    pub(crate) fronted: bool,
+    /// Whether a request keeps a copy of itself for a retry, by whether its token has
+    /// been accepted (index 1) or not (index 0).
+    pub(crate) copies: [bool; 2],
 }
 
 impl Shared {
@@ -354,9 +356,13 @@ impl HelseIdLayerBuilder {
                 front: Front::default(),
                 tenants: OnceLock::new(),
                 retry_on_invalid_token: self.retry_on_invalid_token,
-                retry_after_acceptance: self.retry_after_acceptance,
                 replay: self.replay,
                 exchanges,
+                fronted: !exchanges && self.request.dpop().is_none(),
+                copies: [
+                    self.retry_on_invalid_token,
+                    self.retry_on_invalid_token && self.retry_after_acceptance,
+                ],
                 dpop: self.request.dpop().cloned(),
             }),
         }

@@ -115,7 +115,7 @@ where
         // The hot path: a warm Bearer token, own or a tenant's. The future is the inner
         // service's and the token's id; a request keeps a copy for a retry while its
         // token is not yet accepted (or always, when the layer says so).
-        if !shared.exchanges && shared.dpop.is_none() {
+        if shared.fronted {
             let tenant = request.extensions().get::<Tenant>().copied();
             let sent = match tenant {
                 None => self
@@ -130,8 +130,7 @@ where
                 shared.cache.count_hit();
                 // The copy leaves out the Authorization value just set (a retry sets
                 // another).
-                if shared.retry_on_invalid_token
-                    && (!sent.accepted || shared.retry_after_acceptance)
+                if shared.copies[usize::from(sent.accepted)]
                     && let Some(retry) = self.keep(&request, tenant)
                 {
                     let future = self.inner.call(request);

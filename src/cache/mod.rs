@@ -157,26 +157,34 @@ struct PerCore([Padded; SLOTS + 1]);
 #[repr(align(128))]
 struct Padded(AtomicU64);
 
+/// A thread's number before its first count.
+const UNNUMBERED: usize = usize::MAX;
+
 /// The current thread's number: threads are numbered in the order they first count.
 #[inline]
 fn thread_number() -> usize {
     thread_local! {
         // Set at the thread's first count: a constant start needs no lazy
         // initialisation on every read.
-        static NUMBER: Cell<usize> = const { Cell::new(usize::MAX) };
+        static NUMBER: Cell<usize> = const { Cell::new(UNNUMBERED) };
     }
     let number = NUMBER.get();
-    if number != usize::MAX {
+    if number < SLOTS {
         return number;
     }
     number_this_thread(&NUMBER)
 }
 
+/// The number of a thread that has none yet (or its number beyond [`SLOTS`]).
 #[cold]
 #[inline(never)]
 fn number_this_thread(key: &'static std::thread::LocalKey<Cell<usize>>) -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let number = NEXT.fetch_add(1, Ordering::Relaxed).min(usize::MAX - 1);
+    let number = key.get();
+    if number != UNNUMBERED {
+        return number;
+    }
+    let number = NEXT.fetch_add(1, Ordering::Relaxed).min(UNNUMBERED - 1);
     key.set(number);
     number
 }
