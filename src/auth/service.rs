@@ -110,6 +110,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = self.layer.shared();
         // The hot path: a warm Bearer token, own or a tenant's. The future is the inner
