@@ -15,16 +15,17 @@ use crate::assertion::Tenant;
 use crate::cache::refused;
 use crate::error::BoxError;
 
-/// The slow path: a token fetched first, DPoP proofs, token exchange, a retry.
+/// The slow path: a copy kept for a retry, a token fetched first, DPoP proofs, token
+/// exchange, a retry.
 pub(super) type BoxResponse<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 pin_project! {
     /// The response future of [`HelseId`](super::HelseId).
     ///
     /// With a warm token the service has accepted, it is the inner service's future and
-    /// the token's id (no allocation, no reference counted); a request that keeps a copy
-    /// for a retry keeps it in a box, and one that waits for a token, carries a DPoP
-    /// proof, or is sent again after a `401` goes through a boxed future.
+    /// the token's id (no allocation, no reference counted). A request that keeps a copy
+    /// of itself for a retry (its token not yet accepted), waits for a token, carries a
+    /// DPoP proof, or is sent again after a `401` goes through a boxed future.
     #[must_use = "futures do nothing unless polled"]
     pub struct ResponseFuture<S, B>
     where
@@ -48,6 +49,7 @@ pin_project! {
             future: S::Future,
             sent: u64,
         },
+        /// Anything else, boxed (see [`BoxResponse`]).
         Slow {
             future: BoxResponse<S::Response>,
         },
