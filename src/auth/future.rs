@@ -232,13 +232,20 @@ fn names_invalid_token<T>(response: &Response<T>) -> bool {
 #[inline(never)]
 fn unkept<T>(response: Response<T>, sent: u64) -> Response<T> {
     if names_invalid_token(&response) {
-        tracing::debug!(
-            "the service answered 401 invalid_token to a request that kept no copy: \
-             answered as it is; the next request gets a new token"
-        );
-        refused::refuse(sent);
+        refused_without_copy(sent);
     }
     response
+}
+
+/// A service refused the token with id `sent` (`401 invalid_token`) on a request that
+/// cannot be sent again: its answer goes back as it is, and the token is taken out of
+/// use, so that the next request gets a new one.
+pub(super) fn refused_without_copy(sent: u64) {
+    tracing::debug!(
+        "the service answered 401 invalid_token to a request that cannot be sent again: \
+         answered as it is; the next request gets a new token"
+    );
+    refused::refuse(sent);
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>

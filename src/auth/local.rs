@@ -12,7 +12,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
 use super::layer::Shared;
@@ -122,11 +121,8 @@ impl<S: Clone> Local<S> {
         {
             let seen = own.live.seen();
             if seen.is_live() && !refused::is_refused(own.id) {
-                headers.insert(AUTHORIZATION, own.header.clone());
-                return Some(Sent {
-                    id: own.id,
-                    accepted: seen.is_accepted(),
-                });
+                let header = own.header.clone();
+                return Some(Sent::attach(headers, header, own.id, seen.is_accepted()));
             }
         }
         Some(self.renew(shared, inner)?.attach(headers))

@@ -8,7 +8,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
-use super::future::{Inner, Owner, Retry, says_invalid_token};
+use super::future::{Inner, Owner, Retry, refused_without_copy, says_invalid_token};
 use super::layer::{HelseIdLayer, Shared};
 use super::local::Local;
 use crate::assertion::Tenant;
@@ -192,7 +192,7 @@ impl<S> HelseId<S> {
             let invalid = says_invalid_token(&response);
             let Some(kept) = kept else {
                 if invalid {
-                    refused::refuse(sent);
+                    refused_without_copy(sent);
                 }
                 return Ok(response);
             };
@@ -213,7 +213,7 @@ impl<S> HelseId<S> {
                 return Ok(response);
             }
             if !shared.retry_on_invalid_token {
-                refused::refuse(sent);
+                refused_without_copy(sent);
                 return Ok(response);
             }
             let retry = Retry {

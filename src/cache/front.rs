@@ -30,15 +30,26 @@ pub(crate) struct Sent {
     pub(crate) accepted: bool,
 }
 
+impl Sent {
+    /// Sets the `Authorization` value `header` of the token with id `id` on a request's
+    /// `headers`.
+    #[inline]
+    pub(crate) fn attach(
+        headers: &mut http::HeaderMap,
+        header: HeaderValue,
+        id: u64,
+        accepted: bool,
+    ) -> Sent {
+        headers.insert(http::header::AUTHORIZATION, header);
+        Sent { id, accepted }
+    }
+}
+
 impl Hit {
     /// Sets the token on a request's `headers`.
     #[inline]
     pub(crate) fn attach(self, headers: &mut http::HeaderMap) -> Sent {
-        headers.insert(http::header::AUTHORIZATION, self.header);
-        Sent {
-            id: self.id,
-            accepted: self.accepted,
-        }
+        Sent::attach(headers, self.header, self.id, self.accepted)
     }
 }
 

@@ -191,11 +191,13 @@ impl Tenants {
         if self.clock.now.load(Ordering::Relaxed) >= slot.until || refused::is_refused(slot.id) {
             return None;
         }
-        headers.insert(http::header::AUTHORIZATION, slot.header.clone());
-        Some(Sent {
-            id: slot.id,
-            accepted: slot.accepted.load(Ordering::Relaxed),
-        })
+        let accepted = slot.accepted.load(Ordering::Relaxed);
+        Some(Sent::attach(
+            headers,
+            slot.header.clone(),
+            slot.id,
+            accepted,
+        ))
     }
 
     /// Notes that a service accepted `tenant`'s token with id `id`, if it is in front.
