@@ -229,7 +229,9 @@ fn as_b<T: 'static, B: 'static>(value: Option<T>) -> Option<B> {
 }
 
 /// A request's method in two words (a `Method` takes three): the standard ones by name,
-/// others boxed. Keeps a [`Kept`] small enough to be moved without a `memcpy` call.
+/// others boxed. A smaller [`Kept`] is cheaper to make and move into its request's box
+/// (about 30 instructions a copy against `Method` itself, in `benches/callgrind.rs`'s
+/// `own_token_copies`).
 enum KeptMethod {
     Get,
     Post,
