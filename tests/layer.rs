@@ -573,7 +573,7 @@ async fn a_token_refused_before_it_is_accepted_is_retried_and_so_is_a_tenants() 
 /// An inner service that refuses (`401 invalid_token`) the `Authorization` values in
 /// `revoked`, and echoes the value it got otherwise.
 fn refuses(
-    revoked: Arc<std::sync::Mutex<Vec<String>>>,
+    revoked: Revoked,
 ) -> impl Service<
     Request<Full<Bytes>>,
     Response = Response<String>,
@@ -597,18 +597,32 @@ fn refuses(
     })
 }
 
+/// The `Authorization` values an inner service refuses.
+type Revoked = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// `layer` over an inner service that refuses the values put in the returned list.
+fn refusing(
+    layer: HelseIdLayer,
+) -> (
+    impl Service<Request<Full<Bytes>>, Response = Response<String>, Error = helseid::error::BoxError>,
+    Revoked,
+) {
+    let revoked = Revoked::default();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(refuses(revoked.clone()));
+    (service, revoked)
+}
+
 #[tokio::test]
 async fn a_tenants_accepted_token_refused_later_is_replaced_for_that_tenant_alone() {
     for retry_after_acceptance in [false, true] {
         let Setup { emulator, endpoint } = setup().await;
-        let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut service = ServiceBuilder::new()
-            .layer(
-                HelseIdLayer::builder(endpoint)
-                    .retry_after_acceptance(retry_after_acceptance)
-                    .build(),
-            )
-            .service(refuses(revoked.clone()));
+        let (mut service, revoked) = refusing(
+            HelseIdLayer::builder(endpoint)
+                .retry_after_acceptance(retry_after_acceptance)
+                .build(),
+        );
         let (a, b) = (Some("911111111:922222222"), Some("933333333"));
         let token_a = send_as(&mut service, a).await.into_body();
         let token_b = send_as(&mut service, b).await.into_body();
@@ -640,14 +654,11 @@ async fn a_tenants_accepted_token_refused_later_is_replaced_for_that_tenant_alon
 #[tokio::test]
 async fn without_retries_a_refused_token_is_still_taken_out_of_use() {
     let Setup { emulator, endpoint } = setup().await;
-    let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut service = ServiceBuilder::new()
-        .layer(
-            HelseIdLayer::builder(endpoint)
-                .retry_on_invalid_token(false)
-                .build(),
-        )
-        .service(refuses(revoked.clone()));
+    let (mut service, revoked) = refusing(
+        HelseIdLayer::builder(endpoint)
+            .retry_on_invalid_token(false)
+            .build(),
+    );
     let first = send_as(&mut service, None).await.into_body();
     revoked.lock().expect("lock").push(first.clone());
     let refused = send_as(&mut service, None).await;
