@@ -89,11 +89,18 @@ impl<S: Clone> Local<S> {
     #[cold]
     #[inline(never)]
     fn make(&mut self, shared: &Arc<Shared>, inner: &S) {
-        if !self.called {
-            self.called = true;
+        if self.first_call() {
             return;
         }
         self.ctx = Some(Ctx::new(shared, own(shared), inner));
+    }
+
+    /// Whether this is the clone's first call, which makes no context (and notes that
+    /// it has been called).
+    fn first_call(&mut self) -> bool {
+        let first = self.ctx.is_none() && !self.called;
+        self.called = true;
+        first
     }
 
     /// This clone's own context, once [`settle`](Self::settle) has made it.
@@ -134,8 +141,7 @@ impl<S: Clone> Local<S> {
     #[cold]
     #[inline(never)]
     fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
-        if self.ctx.is_none() && !self.called {
-            self.called = true;
+        if self.first_call() {
             return shared.own_header();
         }
         let own = own(shared)?;
