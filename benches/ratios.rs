@@ -16,7 +16,9 @@
 //! - `static_bearer_tenant_ext`: the static bearer with a `Tenant` in each request's
 //!   extensions (the floor of the tenants' rows: the extension's allocation is the
 //!   caller's);
-//! - `tenants`, `tenants_copies`: `HelseIdLayer` with 10,000 tenants in turn.
+//! - `tenants`, `tenants_copies`: `HelseIdLayer` with 10,000 tenants in turn;
+//! - `tenants_one`, `tenants_1000`, `tenants_3000`: one tenant, and 1,000 and 3,000 in
+//!   turn: how a hit's cost grows as the tenants' slots stop fitting in the caches.
 
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
@@ -78,11 +80,17 @@ fn main() {
     let token = bearer_token();
     let all = tenants(TENANTS);
     let plain = |_: usize| Request::new(());
-    let with_tenant = |i: usize| {
-        let mut request = Request::new(());
-        request.extensions_mut().insert(all[i % TENANTS]);
-        request
+    // Requests for the first `n` tenants in turn.
+    let in_turn = |n: usize| {
+        let all = &all;
+        move |i: usize| {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(all[i % n]);
+            request
+        }
     };
+    let (with_tenant, one_tenant, t1000, t3000) =
+        (in_turn(TENANTS), in_turn(1), in_turn(1_000), in_turn(3_000));
     let layer = |retry: bool, copies: bool| {
         HelseIdLayer::builder(source(token.clone()))
             .retry_on_invalid_token(retry)
@@ -99,7 +107,8 @@ fn main() {
             .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
             .service(tower::service_fn(echo))
     };
-    let (rt, plain, with_tenant) = (&rt, &plain, &with_tenant);
+    let (rt, plain) = (&rt, &plain);
+    let (with_tenant, one_tenant, t1000, t3000) = (&with_tenant, &one_tenant, &t1000, &t3000);
     let mut floor = static_bearer();
     let mut floor_ext = static_bearer();
     let mut own = helseid(layer(true, false));
@@ -107,12 +116,18 @@ fn main() {
     let mut own_copies = helseid(layer(true, true));
     let mut tenants = helseid(layer(true, false));
     let mut tenants_copies = helseid(layer(true, true));
+    let mut tenants_one = helseid(layer(true, false));
+    let mut tenants_1000 = helseid(layer(true, false));
+    let mut tenants_3000 = helseid(layer(true, false));
     // Every token fetched, accepted and in front before the first batch.
     batch(rt, &mut own, 10, plain);
     batch(rt, &mut own_no_retry, 10, plain);
     batch(rt, &mut own_copies, 10, plain);
     batch(rt, &mut tenants, 2 * TENANTS as u64, with_tenant);
     batch(rt, &mut tenants_copies, 2 * TENANTS as u64, with_tenant);
+    batch(rt, &mut tenants_one, 10, one_tenant);
+    batch(rt, &mut tenants_1000, 2_000, t1000);
+    batch(rt, &mut tenants_3000, 6_000, t3000);
     let mut variants: Vec<Variant<'_>> = vec![
         (
             "static_bearer",
@@ -138,6 +153,18 @@ fn main() {
         (
             "tenants_copies",
             Box::new(|n| batch(rt, &mut tenants_copies, n, with_tenant)),
+        ),
+        (
+            "tenants_one",
+            Box::new(|n| batch(rt, &mut tenants_one, n, one_tenant)),
+        ),
+        (
+            "tenants_1000",
+            Box::new(|n| batch(rt, &mut tenants_1000, n, t1000)),
+        ),
+        (
+            "tenants_3000",
+            Box::new(|n| batch(rt, &mut tenants_3000, n, t3000)),
         ),
     ];
     // One round to warm up, not counted.
@@ -172,6 +199,9 @@ fn main() {
         ("own_token_copies", "static_bearer"),
         ("tenants", "static_bearer_tenant_ext"),
         ("tenants_copies", "static_bearer_tenant_ext"),
+        ("tenants_one", "static_bearer_tenant_ext"),
+        ("tenants_1000", "static_bearer_tenant_ext"),
+        ("tenants_3000", "static_bearer_tenant_ext"),
     ] {
         println!("time ratio {name} {:.3}", ratio(name, floor));
     }

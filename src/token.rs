@@ -241,6 +241,28 @@ pub(crate) fn sensitive_header(bytes: Vec<u8>) -> Option<HeaderValue> {
     Some(value)
 }
 
+/// Sensitive copies of `values`, all slices of one buffer that is wiped when the last of
+/// them is dropped: their clones share one reference count, where clones of the values
+/// themselves each write their own (`None` only if a copy were not a valid value).
+pub(crate) fn in_one_buffer(values: &[&HeaderValue]) -> Option<Vec<HeaderValue>> {
+    let mut buffer = Vec::with_capacity(values.iter().map(|value| value.len()).sum());
+    for value in values {
+        buffer.extend_from_slice(value.as_bytes());
+    }
+    let bytes = bytes::Bytes::from_owner(Wiped(Zeroizing::new(buffer)));
+    let mut start = 0;
+    values
+        .iter()
+        .map(|value| {
+            let end = start + value.len();
+            let mut copy = HeaderValue::from_maybe_shared(bytes.slice(start..end)).ok()?;
+            start = end;
+            copy.set_sensitive(true);
+            Some(copy)
+        })
+        .collect()
+}
+
 /// Bytes that are zeroed when dropped: the owner of a header value's `Bytes`.
 struct Wiped(Zeroizing<Vec<u8>>);
 
@@ -305,6 +327,21 @@ mod tests {
             token.refresh_token().map(RefreshToken::secret),
             Some("s3cr3t-refresh")
         );
+    }
+
+    #[test]
+    fn values_in_one_buffer_are_equal_sensitive_and_side_by_side() {
+        let (a, b) = (
+            HeaderValue::from_static("Bearer a.b"),
+            HeaderValue::from_static("DPoP cde"),
+        );
+        let copies = in_one_buffer(&[&a, &b, &a]).expect("valid values");
+        assert_eq!(copies, [a.clone(), b, a]);
+        assert!(copies.iter().all(HeaderValue::is_sensitive));
+        let start = copies[0].as_bytes().as_ptr();
+        assert_eq!(copies[1].as_bytes().as_ptr(), start.wrapping_add(10));
+        assert_eq!(copies[2].as_bytes().as_ptr(), start.wrapping_add(18));
+        assert_eq!(in_one_buffer(&[]), Some(Vec::new()));
     }
 
     #[test]

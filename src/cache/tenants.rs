@@ -3,12 +3,18 @@
 //! cache stays the store of record (expiry, capacity, single flight); a token leaves the
 //! front at its refresh point, when a `401` retires it, or when its shard is full.
 //!
-//! A lookup hashes the [`Tenant`] alone (FxHash) and compares it (two nine-byte
-//! arrays), instead of building and hashing a whole [`CacheKey`].
+//! A lookup turns the [`Tenant`] into two words and hashes them (FxHash) instead of
+//! building and hashing a whole [`CacheKey`]. With thousands of tenants in turn, the
+//! lines a hit touches decide its cost, so a hit reads, beside lines that stay in cache
+//! (the shard, its table of buckets, its values' reference count), exactly one line of
+//! the tenant's own: its slot, one line long, with the tenant, the token's value and its
+//! id. The token values of a shard are copies in one buffer of the shard's (wiped when
+//! the last of them is dropped), so a request's clone of a value writes the shard's one
+//! reference count, not a count of each token's far apart in the heap.
 //!
 //! [`CacheKey`]: super::CacheKey
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -22,8 +28,20 @@ use super::front::Sent;
 use super::{Entry, refused};
 use crate::assertion::{OrgNumber, Tenant};
 
-/// Shards of the front: a write copies one shard, never the whole front.
-const SHARDS: usize = 64;
+/// Fewest shards. A front for more tenants has more, so that a write, which copies one
+/// shard, copies about [`PER_SHARD`] tokens.
+const MIN_SHARDS: usize = 64;
+/// Most shards: a shard's number is at most the top 12 bits of the tenant's hash.
+const MAX_SHARDS: usize = 1 << 12;
+/// Tokens in a shard, on average, when the front is full.
+const PER_SHARD: usize = 160;
+/// Most tokens a shard holds: a bucket's entry names its slot in 8 bits.
+const MAX_SHARD_CAPACITY: usize = 255;
+/// Entries in a bucket.
+const WAYS: usize = 4;
+/// A slot's word: the bit that says a service has accepted its token (the other bits
+/// are the token's id, a count that never reaches it).
+const ACCEPTED: u64 = 1 << 63;
 /// How often the front's clock advances. Tokens leave the front one tick before their
 /// refresh point, so a late tick never keeps one past it.
 const TICK: Duration = Duration::from_millis(250);
@@ -33,7 +51,10 @@ const STOPPED: u64 = u64::MAX;
 
 /// The tenants' tokens in use, for a lock-free read.
 pub(crate) struct Tenants {
+    /// A power of two shards.
     shards: Box<[ArcSwap<Shard>]>,
+    /// How far a hash is shifted right to give its shard's number.
+    shift: u32,
     clock: Arc<Clock>,
     /// Most tokens one shard holds.
     shard_capacity: usize,
@@ -45,52 +66,29 @@ struct Clock {
     now: AtomicU64,
 }
 
-/// One shard: an open-addressed table, rebuilt on every write.
-#[derive(Default)]
-struct Shard {
-    /// A power of two long (or empty); `None` is a free slot.
-    slots: Box<[Option<Slot>]>,
-}
+/// A tenant in two words, without loss: what a slot keeps and compares.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Key([u64; 2]);
 
-struct Slot {
-    /// The tenant's [`hash`], compared first: a probe past another tenant's slot
-    /// compares one word.
-    hash: u64,
-    tenant: Tenant,
-    /// The clock's value from which this token is due (its refresh point, less a tick).
-    until: u64,
-    /// The token's `Authorization` value, held here rather than behind the entry: a
-    /// hit with 10,000 tenants in turn then touches one line of the token (the header
-    /// bytes' reference count), not three.
-    header: HeaderValue,
-    /// The token's id (what a `401` names).
-    id: u64,
-    /// Whether a service has accepted the token: set in place, once.
-    accepted: AtomicBool,
-}
-
-impl Clone for Slot {
-    fn clone(&self) -> Self {
-        Slot {
-            hash: self.hash,
-            tenant: self.tenant,
-            until: self.until,
-            header: self.header.clone(),
-            id: self.id,
-            accepted: AtomicBool::new(self.accepted.load(Ordering::Relaxed)),
-        }
+impl Key {
+    /// The organisation numbers' [`word`]s, the kind of tenant in the first one's
+    /// second byte's high half (always 3 in an ASCII digit), and `0` (never a word) for
+    /// no second number.
+    #[inline]
+    fn of(tenant: &Tenant) -> Key {
+        let (kind, first, second) = match tenant {
+            Tenant::Multi { parent, child } => (1, word(parent), child.as_ref().map_or(0, word)),
+            Tenant::Single { child } => (2, word(child), 0),
+        };
+        Key([first ^ (kind << 12), second])
     }
-}
 
-/// A tenant's hash: FxHash's step (rustc's) over three words of its digits, a few
-/// multiplies; no key is built, nothing is parsed.
-#[inline]
-fn hash(tenant: &Tenant) -> u64 {
-    let (kind, first, second) = match tenant {
-        Tenant::Multi { parent, child } => (1, word(parent), child.as_ref().map_or(0, word)),
-        Tenant::Single { child } => (2, word(child), 0),
-    };
-    fx(fx(fx(0, kind), first), second)
+    /// FxHash's step (rustc's) over the two words. Its top bits pick the shard, bits 20
+    /// to 31 the bucket, bits 32 to 39 the tag.
+    #[inline]
+    fn hash(self) -> u64 {
+        fx(fx(0, self.0[0]), self.0[1])
+    }
 }
 
 #[inline]
@@ -107,48 +105,173 @@ fn word(org: &OrgNumber) -> u64 {
     u64::from_le_bytes([a, b, c, d, e, f, g, h]) ^ (u64::from(ninth & 0x0f) << 4)
 }
 
-fn shard_of(hash: u64) -> usize {
-    (hash >> 58) as usize % SHARDS
+/// One shard, rebuilt on every write: a table of buckets over slots side by side.
+#[derive(Default)]
+struct Shard {
+    /// The clock's value from which one of the shard's tokens is due: from then on the
+    /// shard serves none, until a write rebuilds it without the due ones.
+    due: u64,
+    /// A power of two buckets (or none). An entry holds a slot's [`tag`] in its high
+    /// byte and the slot's index plus one in its low byte; `0` is free.
+    buckets: Box<[[u16; WAYS]]>,
+    slots: Box<[Slot]>,
+    /// When each slot's token is due (its refresh point, less a tick), read by writes.
+    until: Box<[u64]>,
+    /// The slots that found no room in their bucket (a scan finds them; almost always
+    /// none).
+    spilled: Box<[u8]>,
+}
+
+/// A tenant's token: one cache line, all that a hit reads of the tenant's own.
+#[repr(align(64))]
+struct Slot {
+    /// The token's `Authorization` value: a copy in the shard's buffer (see the module
+    /// docs).
+    header: HeaderValue,
+    key: Key,
+    /// The token's id (what a `401` names), and [`ACCEPTED`] once a service has accepted
+    /// it (set in place, once).
+    word: AtomicU64,
+}
+
+impl Slot {
+    fn id(&self) -> u64 {
+        self.word.load(Ordering::Relaxed) & !ACCEPTED
+    }
+}
+
+/// What a slot is built from.
+struct Parts<'a> {
+    key: Key,
+    until: u64,
+    header: &'a HeaderValue,
+    /// The slot's word.
+    word: u64,
+}
+
+/// The bucket of `hash` in a table of `mask + 1` buckets.
+#[inline]
+fn bucket_of(hash: u64, mask: usize) -> usize {
+    (hash >> 20) as usize & mask
+}
+
+/// The 8 bits of `hash` a bucket's entry keeps, to tell its slot from others without
+/// reading it.
+#[inline]
+fn tag(hash: u64) -> u16 {
+    (hash >> 32) as u16 & 0xff
 }
 
 impl Shard {
-    fn find(&self, tenant: &Tenant, hash: u64) -> Option<&Slot> {
-        let mask = self.slots.len().checked_sub(1)?;
-        let mut i = (hash >> 20) as usize & mask;
-        loop {
-            let slot = self.slots[i].as_ref()?;
-            if slot.hash == hash && slot.tenant == *tenant {
-                return Some(slot);
-            }
-            i = (i + 1) & mask;
+    #[inline]
+    fn find(&self, key: Key, hash: u64) -> Option<&Slot> {
+        let mask = self.buckets.len().checked_sub(1)?;
+        let bucket = &self.buckets[bucket_of(hash, mask)];
+        let tag = tag(hash);
+        // Without a branch: the index of the entry with this tag (a free entry adds
+        // nothing; two entries with one tag, one chance in 256 for a pair, make a wrong
+        // index, which the comparison below catches).
+        let mut found = 0;
+        for &entry in bucket {
+            found |= if entry >> 8 == tag { entry & 0xff } else { 0 };
         }
+        if let Some(slot) = usize::from(found)
+            .checked_sub(1)
+            .and_then(|i| self.slots.get(i))
+            && slot.key == key
+        {
+            return Some(slot);
+        }
+        if found == 0 && self.spilled.is_empty() {
+            return None;
+        }
+        self.search(bucket, tag, key)
     }
 
-    /// A new shard with `slots`.
-    fn rebuild(slots: impl Iterator<Item = Slot>) -> Shard {
-        let kept: Vec<Slot> = slots.collect();
-        if kept.is_empty() {
+    /// The slow half of [`find`](Self::find): every entry of `bucket` with `tag`, then
+    /// the spilled slots.
+    #[cold]
+    fn search(&self, bucket: &[u16; WAYS], tag: u16, key: Key) -> Option<&Slot> {
+        let tagged = bucket
+            .iter()
+            .filter(|&&entry| entry != 0 && entry >> 8 == tag)
+            .map(|&entry| usize::from(entry & 0xff) - 1);
+        let spilled = self.spilled.iter().map(|&i| usize::from(i));
+        tagged
+            .chain(spilled)
+            .filter_map(|i| self.slots.get(i))
+            .find(|slot| slot.key == key)
+    }
+
+    /// A new shard of `parts` (at most [`MAX_SHARD_CAPACITY`]), with copies of their
+    /// values in one buffer.
+    fn build(parts: &[Parts<'_>]) -> Shard {
+        let headers: Vec<&HeaderValue> = parts.iter().map(|part| part.header).collect();
+        let Some(headers) = crate::token::in_one_buffer(&headers).filter(|h| !h.is_empty()) else {
+            // Empty (a copy of a value is always a value).
             return Shard::default();
-        }
-        // At most half full: a hit probes one or two slots on average.
-        let size = (kept.len() * 2).next_power_of_two().max(4);
-        let mut table: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
-        let mask = size - 1;
-        for slot in kept {
-            let mut i = (slot.hash >> 20) as usize & mask;
-            while table[i].is_some() {
-                i = (i + 1) & mask;
+        };
+        let slots: Box<[Slot]> = parts
+            .iter()
+            .zip(headers)
+            .map(|(part, header)| Slot {
+                header,
+                key: part.key,
+                word: AtomicU64::new(part.word),
+            })
+            .collect();
+        let until: Box<[u64]> = parts.iter().map(|part| part.until).collect();
+        let hashes: Vec<u64> = parts.iter().map(|part| part.key.hash()).collect();
+        // Two slots per bucket on average; twice and four times as many buckets while
+        // some slot finds no room; the few left then are spilled.
+        let fewest = slots.len().div_ceil(2).next_power_of_two();
+        let mut size = fewest;
+        loop {
+            let (buckets, spilled) = place(&hashes, size);
+            if spilled.is_empty() || size >= fewest * 4 {
+                return Shard {
+                    due: until.iter().copied().min().unwrap_or(STOPPED),
+                    buckets,
+                    slots,
+                    until,
+                    spilled,
+                };
             }
-            table[i] = Some(slot);
-        }
-        Shard {
-            slots: table.into_boxed_slice(),
+            size *= 2;
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().flatten()
+    /// The parts of the slots whose tokens are due after `now` and that `keep` keeps.
+    fn live(&self, now: u64, keep: impl Fn(&Slot) -> bool) -> Vec<Parts<'_>> {
+        self.slots
+            .iter()
+            .zip(&self.until)
+            .filter(|&(slot, &until)| now < until && keep(slot))
+            .map(|(slot, &until)| Parts {
+                key: slot.key,
+                until,
+                header: &slot.header,
+                word: slot.word.load(Ordering::Relaxed),
+            })
+            .collect()
     }
+}
+
+/// A table of `size` buckets for slots with `hashes`, and the slots that found no
+/// room.
+fn place(hashes: &[u64], size: usize) -> (Box<[[u16; WAYS]]>, Box<[u8]>) {
+    let mut buckets = vec![[0u16; WAYS]; size].into_boxed_slice();
+    let mut spilled = Vec::new();
+    for (i, &hash) in hashes.iter().enumerate() {
+        // Never more than `MAX_SHARD_CAPACITY` slots.
+        let Ok(index) = u8::try_from(i) else { break };
+        let bucket = &mut buckets[bucket_of(hash, size - 1)];
+        match bucket.iter_mut().find(|entry| **entry == 0) {
+            Some(entry) => *entry = (tag(hash) << 8) | (u16::from(index) + 1),
+            None => spilled.push(index),
+        }
+    }
+    (buckets, spilled.into_boxed_slice())
 }
 
 impl Tenants {
@@ -161,11 +284,29 @@ impl Tenants {
         });
         clock.restart()?;
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let shards = (capacity / PER_SHARD)
+            .clamp(MIN_SHARDS, MAX_SHARDS)
+            .next_power_of_two();
+        let empty = Arc::new(Shard {
+            due: STOPPED,
+            ..Shard::default()
+        });
         Some(Tenants {
-            shards: (0..SHARDS).map(|_| ArcSwap::default()).collect(),
+            shards: (0..shards)
+                .map(|_| ArcSwap::new(Arc::clone(&empty)))
+                .collect(),
+            shift: 64 - shards.trailing_zeros(),
             clock,
-            shard_capacity: (capacity / SHARDS).saturating_mul(2).max(8),
+            shard_capacity: (capacity / shards)
+                .saturating_mul(2)
+                .clamp(8, MAX_SHARD_CAPACITY),
         })
+    }
+
+    /// The shard of `hash`.
+    #[inline]
+    fn shard(&self, hash: u64) -> &ArcSwap<Shard> {
+        &self.shards[(hash >> self.shift) as usize & (self.shards.len() - 1)]
     }
 
     /// `tenant`'s token, when it is in front, not yet due for a refresh, and no service
@@ -181,36 +322,43 @@ impl Tenants {
         })
     }
 
-    /// Sets `tenant`'s token on a request's `headers`, when it is in front, not yet due
-    /// for a refresh, and no service has refused it.
+    /// Sets `tenant`'s token on a request's `headers`, when it is in front, its shard
+    /// holds no token due for a refresh, and no service has refused it.
     #[inline]
     pub(crate) fn attach(&self, tenant: &Tenant, headers: &mut http::HeaderMap) -> Option<Sent> {
-        let hash = hash(tenant);
-        let shard = self.shards[shard_of(hash)].load();
-        let slot = shard.find(tenant, hash)?;
-        if self.clock.now.load(Ordering::Relaxed) >= slot.until || refused::is_refused(slot.id) {
+        let key = Key::of(tenant);
+        let hash = key.hash();
+        let shard = self.shard(hash).load();
+        if self.clock.now.load(Ordering::Relaxed) >= shard.due {
             return None;
         }
-        let accepted = slot.accepted.load(Ordering::Relaxed);
+        let slot = shard.find(key, hash)?;
+        let word = slot.word.load(Ordering::Relaxed);
+        let id = word & !ACCEPTED;
+        if refused::is_refused(id) {
+            return None;
+        }
         Some(Sent::attach(
             headers,
             slot.header.clone(),
-            slot.id,
-            accepted,
+            id,
+            word & ACCEPTED != 0,
         ))
     }
 
     /// Notes that a service accepted `tenant`'s token with id `id`, if it is in front.
     pub(crate) fn accept(&self, tenant: &Tenant, id: u64) {
-        let hash = hash(tenant);
-        if let Some(slot) = self.shards[shard_of(hash)].load().find(tenant, hash)
-            && slot.id == id
+        let key = Key::of(tenant);
+        let hash = key.hash();
+        if let Some(slot) = self.shard(hash).load().find(key, hash)
+            && slot.id() == id
         {
-            slot.accepted.store(true, Ordering::Relaxed);
+            slot.word.fetch_or(ACCEPTED, Ordering::Relaxed);
         }
     }
 
-    /// Puts `entry` in front for `tenant` until its refresh point.
+    /// Puts `entry` in front for `tenant` until its refresh point (and takes out of
+    /// `tenant`'s shard the tokens that are due).
     pub(crate) fn set(&self, tenant: &Tenant, entry: &Arc<Entry>) {
         let mut now = self.clock.now.load(Ordering::Relaxed);
         if now == STOPPED {
@@ -230,53 +378,51 @@ impl Tenants {
         if until <= now {
             return;
         }
-        let hash = hash(tenant);
-        let shard = &self.shards[shard_of(hash)];
-        if shard
-            .load()
-            .find(tenant, hash)
-            .is_some_and(|slot| slot.id == entry.token.id())
-        {
+        let key = Key::of(tenant);
+        let hash = key.hash();
+        let shard = self.shard(hash);
+        let id = entry.token.id();
+        let current = |shard: &Shard| {
+            now < shard.due && shard.find(key, hash).is_some_and(|slot| slot.id() == id)
+        };
+        if current(&shard.load()) {
             return;
         }
-        shard.rcu(|current| {
-            let live = |slot: &&Slot| slot.tenant != *tenant && now < slot.until;
-            let mut kept: Vec<&Slot> = current.iter().filter(live).collect();
-            if kept.len() >= self.shard_capacity {
-                // Full of live tokens: the one due first leaves (the cache keeps it).
-                kept.sort_unstable_by_key(|slot| std::cmp::Reverse(slot.until));
-                kept.truncate(self.shard_capacity - 1);
+        shard.rcu(|shard| {
+            if current(shard) {
+                return Arc::clone(shard);
             }
-            let added = Slot {
-                hash,
-                tenant: *tenant,
+            let mut parts = shard.live(now, |slot| slot.key != key);
+            if parts.len() >= self.shard_capacity {
+                // Full of live tokens: the one due first leaves (the cache keeps it).
+                parts.sort_unstable_by_key(|part| std::cmp::Reverse(part.until));
+                parts.truncate(self.shard_capacity - 1);
+            }
+            parts.push(Parts {
+                key,
                 until,
-                header: entry.token.authorization().clone(),
-                id: entry.token.id(),
-                accepted: AtomicBool::new(false),
-            };
-            Shard::rebuild(kept.into_iter().cloned().chain(Some(added)))
+                header: entry.token.authorization(),
+                word: id,
+            });
+            Arc::new(Shard::build(&parts))
         });
     }
 
     /// Removes `tenant`'s token from the front if it is the one with id `sent`.
     pub(crate) fn retire_if(&self, tenant: &Tenant, sent: u64) {
-        let hash = hash(tenant);
-        let shard = &self.shards[shard_of(hash)];
-        let held = |shard: &Shard| shard.find(tenant, hash).is_some_and(|slot| slot.id == sent);
+        let key = Key::of(tenant);
+        let hash = key.hash();
+        let shard = self.shard(hash);
+        let held = |shard: &Shard| shard.find(key, hash).is_some_and(|slot| slot.id() == sent);
         if !held(&shard.load()) {
             return;
         }
-        shard.rcu(|current| {
-            if !held(current) {
-                return Arc::clone(current);
+        let now = self.clock.now.load(Ordering::Relaxed);
+        shard.rcu(|shard| {
+            if !held(shard) {
+                return Arc::clone(shard);
             }
-            Arc::new(Shard::rebuild(
-                current
-                    .iter()
-                    .filter(|slot| slot.tenant != *tenant)
-                    .cloned(),
-            ))
+            Arc::new(Shard::build(&shard.live(now, |slot| slot.key != key)))
         });
     }
 
@@ -285,7 +431,7 @@ impl Tenants {
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.load().iter().count())
+            .map(|shard| shard.load().slots.len())
             .sum()
     }
 }
@@ -340,7 +486,11 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use super::{Tenants, hash, shard_of};
+    use super::{Key, Parts, Shard, Tenants, bucket_of, place, tag};
+
+    fn hash(tenant: &Tenant) -> u64 {
+        Key::of(tenant).hash()
+    }
     use crate::assertion::Tenant;
     use crate::cache::tests::entry;
 
@@ -408,7 +558,7 @@ mod tests {
         // Another tenant in a's shard: the shard's table is rebuilt.
         let same = (3..)
             .map(tenant)
-            .find(|t| shard_of(hash(t)) == shard_of(hash(&a)))
+            .find(|t| std::ptr::eq(front.shard(hash(t)), front.shard(hash(&a))))
             .expect("a tenant in the same shard");
         front.set(&same, &second);
         front.set(&b, &second);
@@ -434,6 +584,186 @@ mod tests {
             front.get(&tenant(9_999)).is_some(),
             "the newest is in front"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn thousands_of_tenants_are_each_found_and_a_shards_values_share_one_buffer() {
+        let front = Tenants::new(10_000).expect("runtime");
+        let tokens: Vec<_> = (0..3_000).map(|i| entry(&format!("token-{i}"))).collect();
+        for (i, token) in tokens.iter().enumerate() {
+            front.set(&tenant(i), token);
+        }
+        assert_eq!(front.len(), 3_000);
+        for (i, token) in tokens.iter().enumerate() {
+            let hit = front.get(&tenant(i)).expect("in front");
+            assert_eq!(&hit.header, token.token.authorization(), "tenant {i}");
+            assert!(hit.header.is_sensitive());
+            assert_eq!(hit.id, token.token.id());
+        }
+        assert!(front.get(&tenant(3_000)).is_none());
+        let single: Tenant = "987654321".parse().expect("tenant");
+        assert!(front.get(&single).is_none());
+        // Every shard's values are slices of one buffer, back to back.
+        for shard in front.shards.iter() {
+            let shard = shard.load();
+            let mut spans: Vec<_> = shard
+                .slots
+                .iter()
+                .map(|slot| slot.header.as_bytes().as_ptr_range())
+                .collect();
+            spans.sort_by_key(|span| span.start);
+            for pair in spans.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "one buffer");
+            }
+        }
+    }
+
+    /// `n` tenants whose hashes fall in one bucket of a table of `size` buckets.
+    fn in_one_bucket(n: usize, size: usize) -> Vec<Tenant> {
+        let first = bucket_of(hash(&tenant(0)), size - 1);
+        (0..)
+            .map(tenant)
+            .filter(|t| bucket_of(hash(t), size - 1) == first)
+            .take(n)
+            .collect()
+    }
+
+    fn shard_of_tenants(tenants: &[Tenant], header: &http::HeaderValue) -> Shard {
+        let parts: Vec<Parts<'_>> = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Parts {
+                key: Key::of(t),
+                until: 1_000,
+                header,
+                word: i as u64,
+            })
+            .collect();
+        Shard::build(&parts)
+    }
+
+    #[test]
+    fn a_full_bucket_spills_and_the_spilled_are_found() {
+        // Six slots in the four-way bucket of a table of one (and of two and four).
+        let hashes = vec![0; 6];
+        let (buckets, spilled) = place(&hashes, 1);
+        assert_eq!(buckets.len(), 1);
+        assert!(buckets[0].iter().all(|&entry| entry != 0));
+        assert_eq!(&*spilled, &[4, 5]);
+        let crowded = in_one_bucket(12, 32);
+        let header = http::HeaderValue::from_static("Bearer t");
+        let shard = shard_of_tenants(&crowded, &header);
+        assert!(
+            !shard.spilled.is_empty(),
+            "twelve in one bucket of any size"
+        );
+        for (i, t) in crowded.iter().enumerate() {
+            assert_eq!(
+                shard.find(Key::of(t), hash(t)).map(|slot| slot.id()),
+                Some(i as u64)
+            );
+        }
+        let other = (0..)
+            .map(tenant)
+            .find(|t| !crowded.contains(t))
+            .expect("one");
+        assert!(shard.find(Key::of(&other), hash(&other)).is_none());
+    }
+
+    #[test]
+    fn two_tenants_with_one_tag_in_one_bucket_are_told_apart() {
+        // Two slots make a table of one bucket: any two tenants share it.
+        let mut seen = std::collections::HashMap::new();
+        let pair = (0..)
+            .map(tenant)
+            .find_map(|t| seen.insert(tag(hash(&t)), t).map(|first| [first, t]))
+            .expect("a pair with one tag");
+        let header = http::HeaderValue::from_static("Bearer t");
+        let shard = shard_of_tenants(&pair, &header);
+        assert_eq!(shard.buckets.len(), 1);
+        assert!(shard.spilled.is_empty());
+        for (i, t) in pair.iter().enumerate() {
+            assert_eq!(
+                shard.find(Key::of(t), hash(t)).map(|slot| slot.id()),
+                Some(i as u64)
+            );
+        }
+        let other = tenant(1_000_000);
+        assert!(shard.find(Key::of(&other), hash(&other)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_token_holds_its_shard_back_until_a_write_takes_it_out() {
+        let front = Tenants::new(10_000).expect("runtime");
+        let a = tenant(1);
+        let same = |t: &Tenant| std::ptr::eq(front.shard(hash(t)), front.shard(hash(&a)));
+        let b = (2..)
+            .map(tenant)
+            .find(|t| same(t))
+            .expect("one in a's shard");
+        let elsewhere = (2..).map(tenant).find(|t| !same(t)).expect("one elsewhere");
+        front.set(&a, &entry("early"));
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let (late, other) = (entry("late"), entry("other"));
+        front.set(&b, &late);
+        front.set(&elsewhere, &other);
+        // a's refresh point: 3530 s.
+        tokio::time::advance(Duration::from_secs(3430)).await;
+        tokio::task::yield_now().await;
+        assert!(front.get(&a).is_none(), "due");
+        assert!(front.get(&b).is_none(), "held back with its shard");
+        assert!(front.get(&elsewhere).is_some(), "other shards serve on");
+        // The slow path puts b's unchanged entry in front again: that write rebuilds the
+        // shard without a's token.
+        front.set(&b, &late);
+        assert_eq!(
+            front.get(&b).map(|hit| hit.id),
+            Some(late.token.id()),
+            "served again"
+        );
+        assert!(front.get(&a).is_none());
+        assert_eq!(front.len(), 2);
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line_and_keys_tell_every_kind_of_tenant_apart() {
+        assert_eq!(std::mem::size_of::<super::Slot>(), 64);
+        assert_eq!(std::mem::align_of::<super::Slot>(), 64);
+        let org = |digits: &str| digits.parse().expect("nine digits");
+        let (a, b) = (org("100000001"), org("200000002"));
+        let tenants = [
+            Tenant::Multi {
+                parent: a,
+                child: None,
+            },
+            Tenant::Multi {
+                parent: a,
+                child: Some(b),
+            },
+            Tenant::Multi {
+                parent: b,
+                child: Some(a),
+            },
+            Tenant::Multi {
+                parent: a,
+                child: Some(a),
+            },
+            Tenant::Single { child: a },
+            Tenant::Single { child: b },
+            Tenant::Multi {
+                parent: org("100000009"),
+                child: None,
+            },
+            Tenant::Multi {
+                parent: org("900000001"),
+                child: None,
+            },
+        ];
+        for (i, x) in tenants.iter().enumerate() {
+            for (j, y) in tenants.iter().enumerate() {
+                assert_eq!(Key::of(x) == Key::of(y), i == j, "{x:?} and {y:?}");
+            }
+        }
     }
 
     #[test]
