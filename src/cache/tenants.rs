@@ -10,7 +10,10 @@
 //! the tenant's own: its slot, one line long, with the tenant, the token's value and its
 //! id. The token values of a shard are copies in one buffer of the shard's (wiped when
 //! the last of them is dropped), so a request's clone of a value writes the shard's one
-//! reference count, not a count of each token's far apart in the heap.
+//! reference count, not a count of each token's far apart in the heap. A write copies
+//! no value: a shard takes new tokens with their own values, up to [`UNCOPIED`] of them,
+//! and the write that would pass that copies all of the shard's values into a new
+//! buffer, so that a write copies a few values on average, not a whole shard.
 //!
 //! [`CacheKey`]: super::CacheKey
 
@@ -39,6 +42,9 @@ const PER_SHARD: usize = 160;
 const MAX_SHARD_CAPACITY: usize = 255;
 /// Entries in a bucket.
 const WAYS: usize = 4;
+/// Most tokens in a shard whose values are their own, not yet copies in a buffer of the
+/// shard's.
+const UNCOPIED: usize = 16;
 /// A slot's word: the bit that says a service has accepted its token (the other bits
 /// are the token's id, a count that never reaches it).
 const ACCEPTED: u64 = 1 << 63;
@@ -115,18 +121,27 @@ struct Shard {
     /// byte and the slot's index plus one in its low byte; `0` is free.
     buckets: Box<[[u16; WAYS]]>,
     slots: Box<[Slot]>,
-    /// When each slot's token is due (its refresh point, less a tick), read by writes.
-    until: Box<[u64]>,
+    /// What writes read of each slot.
+    meta: Box<[Meta]>,
     /// The slots that found no room in their bucket (a scan finds them; almost always
     /// none).
     spilled: Box<[u8]>,
 }
 
+/// What writes read of a slot.
+#[derive(Clone, Copy)]
+struct Meta {
+    /// When its token is due (its refresh point, less a tick).
+    until: u64,
+    /// Whether its value is a copy in a buffer of the shard's.
+    copied: bool,
+}
+
 /// A tenant's token: one cache line, all that a hit reads of the tenant's own.
 #[repr(align(64))]
 struct Slot {
-    /// The token's `Authorization` value: a copy in the shard's buffer (see the module
-    /// docs).
+    /// The token's `Authorization` value: a copy in a buffer of the shard's, or for a
+    /// few new tokens their own (see the module docs).
     header: HeaderValue,
     key: Key,
     /// The token's id (what a `401` names), and [`ACCEPTED`] once a service has accepted
@@ -143,7 +158,7 @@ impl Slot {
 /// What a slot is built from.
 struct Parts<'a> {
     key: Key,
-    until: u64,
+    meta: Meta,
     header: &'a HeaderValue,
     /// The slot's word.
     word: u64,
@@ -203,14 +218,25 @@ impl Shard {
             .find(|slot| slot.key == key)
     }
 
-    /// A new shard of `parts` (at most [`MAX_SHARD_CAPACITY`]), with copies of their
-    /// values in one buffer.
-    fn build(parts: &[Parts<'_>]) -> Shard {
-        let headers: Vec<&HeaderValue> = parts.iter().map(|part| part.header).collect();
-        let Some(headers) = crate::token::in_one_buffer(&headers).filter(|h| !h.is_empty()) else {
-            // Empty (a copy of a value is always a value).
+    /// A new shard of `parts` (at most [`MAX_SHARD_CAPACITY`]): with the values they
+    /// have, or, when more than [`UNCOPIED`] are their tokens' own, with copies of all
+    /// in one new buffer.
+    fn build(mut parts: Vec<Parts<'_>>) -> Shard {
+        if parts.is_empty() {
             return Shard::default();
-        };
+        }
+        let mut headers: Vec<HeaderValue> = Vec::new();
+        if parts.iter().filter(|part| !part.meta.copied).count() > UNCOPIED {
+            let values: Vec<&HeaderValue> = parts.iter().map(|part| part.header).collect();
+            // Always some: a copy of a value is a value.
+            if let Some(copies) = crate::token::in_one_buffer(&values) {
+                headers = copies;
+                parts.iter_mut().for_each(|part| part.meta.copied = true);
+            }
+        }
+        if headers.is_empty() {
+            headers = parts.iter().map(|part| part.header.clone()).collect();
+        }
         let slots: Box<[Slot]> = parts
             .iter()
             .zip(headers)
@@ -220,7 +246,7 @@ impl Shard {
                 word: AtomicU64::new(part.word),
             })
             .collect();
-        let until: Box<[u64]> = parts.iter().map(|part| part.until).collect();
+        let meta: Box<[Meta]> = parts.iter().map(|part| part.meta).collect();
         let hashes: Vec<u64> = parts.iter().map(|part| part.key.hash()).collect();
         // Two slots per bucket on average; twice and four times as many buckets while
         // some slot finds no room; the few left then are spilled.
@@ -230,10 +256,10 @@ impl Shard {
             let (buckets, spilled) = place(&hashes, size);
             if spilled.is_empty() || size >= fewest * 4 {
                 return Shard {
-                    due: until.iter().copied().min().unwrap_or(STOPPED),
+                    due: meta.iter().map(|m| m.until).min().unwrap_or(STOPPED),
                     buckets,
                     slots,
-                    until,
+                    meta,
                     spilled,
                 };
             }
@@ -245,11 +271,11 @@ impl Shard {
     fn live(&self, now: u64, keep: impl Fn(&Slot) -> bool) -> Vec<Parts<'_>> {
         self.slots
             .iter()
-            .zip(&self.until)
-            .filter(|&(slot, &until)| now < until && keep(slot))
-            .map(|(slot, &until)| Parts {
+            .zip(&self.meta)
+            .filter(|&(slot, meta)| now < meta.until && keep(slot))
+            .map(|(slot, &meta)| Parts {
                 key: slot.key,
-                until,
+                meta,
                 header: &slot.header,
                 word: slot.word.load(Ordering::Relaxed),
             })
@@ -395,16 +421,19 @@ impl Tenants {
             let mut parts = shard.live(now, |slot| slot.key != key);
             if parts.len() >= self.shard_capacity {
                 // Full of live tokens: the one due first leaves (the cache keeps it).
-                parts.sort_unstable_by_key(|part| std::cmp::Reverse(part.until));
+                parts.sort_unstable_by_key(|part| std::cmp::Reverse(part.meta.until));
                 parts.truncate(self.shard_capacity - 1);
             }
             parts.push(Parts {
                 key,
-                until,
+                meta: Meta {
+                    until,
+                    copied: false,
+                },
                 header: entry.token.authorization(),
                 word: id,
             });
-            Arc::new(Shard::build(&parts))
+            Arc::new(Shard::build(parts))
         });
     }
 
@@ -422,7 +451,7 @@ impl Tenants {
             if !held(shard) {
                 return Arc::clone(shard);
             }
-            Arc::new(Shard::build(&shard.live(now, |slot| slot.key != key)))
+            Arc::new(Shard::build(shard.live(now, |slot| slot.key != key)))
         });
     }
 
@@ -486,7 +515,7 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use super::{Key, Parts, Shard, Tenants, bucket_of, place, tag};
+    use super::{Key, Meta, Parts, Shard, Tenants, UNCOPIED, bucket_of, place, tag};
 
     fn hash(tenant: &Tenant) -> u64 {
         Key::of(tenant).hash()
@@ -603,19 +632,37 @@ mod tests {
         assert!(front.get(&tenant(3_000)).is_none());
         let single: Tenant = "987654321".parse().expect("tenant");
         assert!(front.get(&single).is_none());
-        // Every shard's values are slices of one buffer, back to back.
+        // In every shard, the copied values are slices of one buffer, back to back, and
+        // the few others are the tokens' own.
+        let own: std::collections::HashMap<_, _> = tokens
+            .iter()
+            .map(|token| {
+                (
+                    token.token.id(),
+                    token.token.authorization().as_bytes().as_ptr(),
+                )
+            })
+            .collect();
+        let mut copied = 0;
         for shard in front.shards.iter() {
             let shard = shard.load();
-            let mut spans: Vec<_> = shard
-                .slots
-                .iter()
-                .map(|slot| slot.header.as_bytes().as_ptr_range())
-                .collect();
+            let mut spans = Vec::new();
+            for (slot, meta) in shard.slots.iter().zip(&shard.meta) {
+                let bytes = slot.header.as_bytes();
+                if meta.copied {
+                    spans.push(bytes.as_ptr_range());
+                } else {
+                    assert_eq!(Some(&bytes.as_ptr()), own.get(&slot.id()), "its own");
+                }
+            }
+            assert!(shard.slots.len() - spans.len() <= UNCOPIED);
             spans.sort_by_key(|span| span.start);
             for pair in spans.windows(2) {
                 assert_eq!(pair[0].end, pair[1].start, "one buffer");
             }
+            copied += spans.len();
         }
+        assert!(copied > 2_000, "{copied} of 3,000 copied");
     }
 
     /// `n` tenants whose hashes fall in one bucket of a table of `size` buckets.
@@ -634,12 +681,15 @@ mod tests {
             .enumerate()
             .map(|(i, t)| Parts {
                 key: Key::of(t),
-                until: 1_000,
+                meta: Meta {
+                    until: 1_000,
+                    copied: false,
+                },
                 header,
                 word: i as u64,
             })
             .collect();
-        Shard::build(&parts)
+        Shard::build(parts)
     }
 
     #[test]
