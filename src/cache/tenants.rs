@@ -13,7 +13,9 @@
 //! reference count, not a count of each token's far apart in the heap. A write copies
 //! no value: a shard takes new tokens with their own values, up to [`UNCOPIED`] of them,
 //! and the write that would pass that copies all of the shard's values into a new
-//! buffer, so that a write copies a few values on average, not a whole shard.
+//! buffer, so that a write copies a few values on average, not a whole shard. (A token
+//! that leaves a shard keeps its copy in the shard's buffer until that copy: the buffer
+//! is wiped when the last shard or request that holds it is dropped.)
 //!
 //! [`CacheKey`]: super::CacheKey
 
@@ -38,8 +40,9 @@ const MIN_SHARDS: usize = 64;
 const MAX_SHARDS: usize = 1 << 12;
 /// Tokens in a shard, on average, when the front is full.
 const PER_SHARD: usize = 160;
-/// Most tokens a shard holds: a bucket's entry names its slot in 8 bits.
-const MAX_SHARD_CAPACITY: usize = 255;
+/// Most tokens a shard holds: a bucket's entry names a slot by its index plus one, in
+/// 8 bits.
+const MAX_SHARD_CAPACITY: usize = u8::MAX as usize;
 /// Entries in a bucket.
 const WAYS: usize = 4;
 /// Most tokens in a shard whose values are their own, not yet copies in a buffer of the
@@ -115,7 +118,8 @@ fn word(org: &OrgNumber) -> u64 {
 #[derive(Default)]
 struct Shard {
     /// The clock's value from which one of the shard's tokens is due: from then on the
-    /// shard serves none, until a write rebuilds it without the due ones.
+    /// shard serves none, until a write rebuilds it without the due ones (`0`, none
+    /// served, in an empty shard).
     due: u64,
     /// A power of two buckets (or none). An entry holds a slot's [`tag`] in its high
     /// byte and the slot's index plus one in its low byte; `0` is free.
@@ -290,10 +294,12 @@ fn place(hashes: &[u64], size: usize) -> (Box<[[u16; WAYS]]>, Box<[u8]>) {
     let mut spilled = Vec::new();
     for (i, &hash) in hashes.iter().enumerate() {
         // Never more than `MAX_SHARD_CAPACITY` slots.
-        let Ok(index) = u8::try_from(i) else { break };
+        let (Ok(index), Ok(number)) = (u8::try_from(i), u8::try_from(i + 1)) else {
+            break;
+        };
         let bucket = &mut buckets[bucket_of(hash, size - 1)];
         match bucket.iter_mut().find(|entry| **entry == 0) {
-            Some(entry) => *entry = (tag(hash) << 8) | (u16::from(index) + 1),
+            Some(entry) => *entry = (tag(hash) << 8) | u16::from(number),
             None => spilled.push(index),
         }
     }
@@ -313,10 +319,7 @@ impl Tenants {
         let shards = (capacity / PER_SHARD)
             .clamp(MIN_SHARDS, MAX_SHARDS)
             .next_power_of_two();
-        let empty = Arc::new(Shard {
-            due: STOPPED,
-            ..Shard::default()
-        });
+        let empty = Arc::new(Shard::default());
         Some(Tenants {
             shards: (0..shards)
                 .map(|_| ArcSwap::new(Arc::clone(&empty)))
@@ -690,6 +693,34 @@ mod tests {
             })
             .collect();
         Shard::build(parts)
+    }
+
+    #[test]
+    fn new_values_stay_their_tokens_own_until_one_too_many_then_all_are_copied_to_one_buffer() {
+        let tenants: Vec<Tenant> = (0..=UNCOPIED).map(tenant).collect();
+        let header = http::HeaderValue::from_static("Bearer own");
+        let own = header.as_bytes().as_ptr();
+        let shard = shard_of_tenants(&tenants[..UNCOPIED], &header);
+        assert!(shard.meta.iter().all(|meta| !meta.copied));
+        assert!(
+            shard
+                .slots
+                .iter()
+                .all(|slot| slot.header.as_bytes().as_ptr() == own)
+        );
+        let shard = shard_of_tenants(&tenants, &header);
+        assert!(shard.meta.iter().all(|meta| meta.copied));
+        let start = shard.slots[0].header.as_bytes().as_ptr();
+        assert_ne!(start, own);
+        for (i, slot) in shard.slots.iter().enumerate() {
+            assert_eq!(slot.header, header);
+            assert!(slot.header.is_sensitive());
+            assert_eq!(
+                slot.header.as_bytes().as_ptr(),
+                start.wrapping_add(i * header.len()),
+                "one buffer"
+            );
+        }
     }
 
     #[test]
