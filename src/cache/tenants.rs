@@ -10,12 +10,12 @@
 //! the tenant's own: its slot, one line long, with the tenant, the token's value and its
 //! id. The token values of a shard are copies in one buffer of the shard's (wiped when
 //! the last of them is dropped), so a request's clone of a value writes the shard's one
-//! reference count, not a count of each token's far apart in the heap. A write copies
-//! no value: a shard takes new tokens with their own values, up to [`UNCOPIED`] of them,
-//! and the write that would pass that copies all of the shard's values into a new
-//! buffer, so that a write copies a few values on average, not a whole shard. (A token
-//! that leaves a shard keeps its copy in the shard's buffer until that copy: the buffer
-//! is wiped when the last shard or request that holds it is dropped.)
+//! reference count, not a count of each token's far apart in the heap. Most writes copy
+//! no value: a shard takes up to [`UNCOPIED`] new tokens with their own values, and the
+//! write that would pass that copies all of the shard's values into a new buffer, so
+//! that a write copies a few values on average, not a whole shard. The copy of a token
+//! that leaves a shard stays in the shard's buffer until the next such copy; a buffer
+//! is wiped when the last shard or request that holds it is dropped.
 //!
 //! [`CacheKey`]: super::CacheKey
 
@@ -33,8 +33,8 @@ use super::front::Sent;
 use super::{Entry, refused};
 use crate::assertion::{OrgNumber, Tenant};
 
-/// Fewest shards. A front for more tenants has more, so that a write, which copies one
-/// shard, copies about [`PER_SHARD`] tokens.
+/// Fewest shards. A front for more tenants has more, so that a write, which rebuilds one
+/// shard, rebuilds about [`PER_SHARD`] slots.
 const MIN_SHARDS: usize = 64;
 /// Most shards: a shard's number is at most the top 12 bits of the tenant's hash.
 const MAX_SHARDS: usize = 1 << 12;
