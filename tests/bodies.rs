@@ -36,12 +36,7 @@ async fn api_rejecting_the_first_call() -> (String, Seen) {
     let app = axum::Router::new().fallback(move |request: Request<axum::body::Body>| {
         let record = record.clone();
         async move {
-            let auth = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let auth = support::authorization(request.headers());
             let body = request
                 .into_body()
                 .collect()

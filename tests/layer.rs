@@ -222,12 +222,7 @@ fn rejects_call(
     tower::service_fn(move |request: Request<Full<Bytes>>| {
         let n = calls.fetch_add(1, Ordering::SeqCst);
         async move {
-            let auth = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.to_str().unwrap_or_default().to_owned())
-                .unwrap_or_default();
-            let mut response = Response::new(auth);
+            let mut response = Response::new(support::authorization(request.headers()));
             if n == reject {
                 *response.status_mut() = StatusCode::UNAUTHORIZED;
                 response.headers_mut().insert(
@@ -383,13 +378,9 @@ async fn an_axum_router_works_as_the_inner_service() {
     let Setup { emulator, endpoint } = setup().await;
     let router = axum::Router::new().route(
         "/whoami",
-        axum::routing::get(|headers: http::HeaderMap| async move {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        }),
+        axum::routing::get(
+            |headers: http::HeaderMap| async move { support::authorization(&headers) },
+        ),
     );
     let service = ServiceBuilder::new()
         .layer(HelseIdLayer::new(endpoint))
@@ -581,11 +572,7 @@ fn refuses(
     Future = impl Send,
 > + Clone {
     tower::service_fn(move |request: Request<Full<Bytes>>| {
-        let auth = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or_default().to_owned())
-            .unwrap_or_default();
+        let auth = support::authorization(request.headers());
         let refused = revoked.lock().expect("lock").contains(&auth);
         async move {
             let mut response = Response::new(auth);
@@ -728,4 +715,90 @@ async fn over_http_the_emulators_api_turning_to_refuse_tokens_is_met_by_policy()
         assert_eq!(status_of(&mut client, url).await, StatusCode::OK);
         assert_eq!(emulator.token_requests(), 2, "one fresh fetch in all");
     }
+}
+
+/// Sends a request for each of `tenants` through `service` and gives back the token each
+/// carried (the echo answers with its `Authorization` value).
+async fn tokens_of<S>(service: &mut S, tenants: &[Tenant]) -> Vec<String>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<String>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut tokens = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        request.extensions_mut().insert(*tenant);
+        let response = send_request(service, request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        tokens.push(response.into_body());
+    }
+    tokens
+}
+
+#[tokio::test(start_paused = true)]
+async fn twelve_hundred_tenants_keep_their_own_tokens_through_the_fronts_copies() {
+    use helseid::endpoint::TokenRequest;
+    use helseid::token::{AccessToken, TokenType};
+    // Enough tenants that most of the front's shards copy their values into a buffer
+    // of their own; each token names its tenant and the fetch that made it.
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let source = helseid::cache::fetch_fn("tenants", move |request: TokenRequest| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        let tenant = request.tenant().map(|t| {
+            let child = t.child().map(|c| c.as_str().to_owned()).unwrap_or_default();
+            format!(
+                "{}.{child}",
+                t.parent()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default()
+            )
+        });
+        std::future::ready(AccessToken::new(
+            format!("{}.{n}", tenant.unwrap_or_default()),
+            TokenType::Bearer,
+            std::time::Duration::from_secs(3600),
+        ))
+    });
+    let mut service = ServiceBuilder::new()
+        .layer(HelseIdLayer::builder(source).build())
+        .service(tower::service_fn(
+            |request: Request<Full<Bytes>>| async move {
+                let auth = support::authorization(request.headers());
+                Ok::<_, std::convert::Infallible>(Response::new(auth))
+            },
+        ));
+    let tenants: Vec<Tenant> = (0..1_200)
+        .map(|i| {
+            format!("{}:{}", 100_000_000 + i, 200_000_000 + i)
+                .parse()
+                .expect("tenant")
+        })
+        .collect();
+    let names = |tenant: &Tenant, token: &str| {
+        let parent = tenant.parent().expect("parent");
+        let child = tenant.child().expect("child");
+        token.starts_with(&format!("Bearer {}.{}.", parent.as_str(), child.as_str()))
+    };
+    let first = tokens_of(&mut service, &tenants).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 1_200);
+    for (tenant, token) in tenants.iter().zip(&first) {
+        assert!(names(tenant, token), "{tenant:?} got {token}");
+    }
+    // From the front, twice over: the same tokens, no fetch.
+    for _ in 0..2 {
+        assert_eq!(tokens_of(&mut service, &tenants).await, first);
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1_200);
+    // Past their expiry: a new token each, again each its tenant's own.
+    tokio::time::advance(std::time::Duration::from_secs(3_700)).await;
+    tokio::task::yield_now().await;
+    let second = tokens_of(&mut service, &tenants).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 2_400);
+    for ((tenant, token), old) in tenants.iter().zip(&second).zip(&first) {
+        assert!(names(tenant, token), "{tenant:?} got {token}");
+        assert_ne!(token, old);
+    }
+    assert_eq!(tokens_of(&mut service, &tenants).await, second);
+    assert_eq!(fetches.load(Ordering::SeqCst), 2_400);
 }

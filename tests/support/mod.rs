@@ -22,6 +22,15 @@ use helseid::config::ClientConfig;
 use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid_emulator::{ClientRegistration, Emulator, Tenancy};
 
+/// The `Authorization` value in `headers` as text (empty when there is none).
+pub fn authorization(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The CommunicationParty API scope most tests use.
 pub const CP_SCOPE: &str = "nhn:cp-api/access";
 
@@ -560,12 +569,7 @@ pub fn recording_api(
 > {
     tower::util::BoxCloneSyncService::new(tower::service_fn(
         move |request: Request<Full<Bytes>>| {
-            let value = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let value = authorization(request.headers());
             seen.lock().expect("lock").push(value);
             async {
                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
