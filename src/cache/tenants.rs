@@ -429,21 +429,26 @@ impl Tenants {
             if current(shard) {
                 return Arc::clone(shard);
             }
-            let mut parts = shard.live(now, |slot| slot.key != key);
-            if parts.len() >= self.shard_capacity {
-                // Full of live tokens: the one due first leaves (the cache keeps it).
-                parts.sort_unstable_by_key(|part| std::cmp::Reverse(part.meta.until));
-                parts.truncate(self.shard_capacity - 1);
+            // The token already in front (the write is for another's due token): its
+            // slot stays as it is, accepted, its value copied.
+            let held = shard.find(key, hash).is_some_and(|slot| slot.id() == id);
+            let mut parts = shard.live(now, |slot| held || slot.key != key);
+            if !held {
+                if parts.len() >= self.shard_capacity {
+                    // Full of live tokens: the one due first leaves (the cache keeps it).
+                    parts.sort_unstable_by_key(|part| std::cmp::Reverse(part.meta.until));
+                    parts.truncate(self.shard_capacity - 1);
+                }
+                parts.push(Parts {
+                    key,
+                    meta: Meta {
+                        until,
+                        copied: false,
+                    },
+                    header: entry.token.authorization(),
+                    word: id,
+                });
             }
-            parts.push(Parts {
-                key,
-                meta: Meta {
-                    until,
-                    copied: false,
-                },
-                header: entry.token.authorization(),
-                word: id,
-            });
             Arc::new(Shard::build(parts))
         });
     }
@@ -820,6 +825,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(100)).await;
         let (late, other) = (entry("late"), entry("other"));
         front.set(&b, &late);
+        front.accept(&b, late.token.id());
         front.set(&elsewhere, &other);
         // a's refresh point: 3530 s.
         tokio::time::advance(Duration::from_secs(3430)).await;
@@ -828,13 +834,11 @@ mod tests {
         assert!(front.get(&b).is_none(), "held back with its shard");
         assert!(front.get(&elsewhere).is_some(), "other shards serve on");
         // The slow path puts b's unchanged entry in front again: that write rebuilds the
-        // shard without a's token.
+        // shard without a's token, and keeps b's slot as it was.
         front.set(&b, &late);
-        assert_eq!(
-            front.get(&b).map(|hit| hit.id),
-            Some(late.token.id()),
-            "served again"
-        );
+        let hit = front.get(&b).expect("served again");
+        assert_eq!(hit.id, late.token.id());
+        assert!(hit.accepted, "still accepted");
         assert!(front.get(&a).is_none());
         assert_eq!(front.len(), 2);
     }
