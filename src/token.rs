@@ -235,7 +235,16 @@ fn authorization_header(token_type: &TokenType, secret: &str) -> Result<HeaderVa
 /// A sensitive header value of `bytes` (`None` when they cannot be one), whose bytes are
 /// wiped when the last clone of the value is dropped.
 pub(crate) fn sensitive_header(bytes: Vec<u8>) -> Option<HeaderValue> {
-    let bytes = bytes::Bytes::from_owner(Wiped(Zeroizing::new(bytes)));
+    sensitive(wiped(bytes))
+}
+
+/// `bytes`, zeroed when the last `Bytes` that holds them is dropped.
+fn wiped(bytes: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(Wiped(Zeroizing::new(bytes)))
+}
+
+/// A sensitive header value of `bytes` (`None` when they cannot be one).
+fn sensitive(bytes: bytes::Bytes) -> Option<HeaderValue> {
     let mut value = HeaderValue::from_maybe_shared(bytes).ok()?;
     value.set_sensitive(true);
     Some(value)
@@ -249,16 +258,15 @@ pub(crate) fn in_one_buffer(values: &[&HeaderValue]) -> Option<Vec<HeaderValue>>
     for value in values {
         buffer.extend_from_slice(value.as_bytes());
     }
-    let bytes = bytes::Bytes::from_owner(Wiped(Zeroizing::new(buffer)));
+    let bytes = wiped(buffer);
     let mut start = 0;
     values
         .iter()
         .map(|value| {
             let end = start + value.len();
-            let mut copy = HeaderValue::from_maybe_shared(bytes.slice(start..end)).ok()?;
+            let copy = sensitive(bytes.slice(start..end));
             start = end;
-            copy.set_sensitive(true);
-            Some(copy)
+            copy
         })
         .collect()
 }
