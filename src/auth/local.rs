@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::{HeaderMap, HeaderValue};
 
 use super::layer::Shared;
-use crate::cache::{Hit, Live, Sent, refused};
+use crate::cache::{Hit, Live, Seen, Sent, refused};
 
 /// One clone's context (see the module docs).
 pub(crate) struct Ctx<S> {
@@ -32,6 +32,18 @@ struct Own {
     header: HeaderValue,
     id: u64,
     live: Arc<Live>,
+}
+
+impl Own {
+    /// This copy of the token, with what `seen` says of its acceptance.
+    #[inline]
+    fn hit(&self, seen: Seen) -> Hit {
+        Hit {
+            header: self.header.clone(),
+            id: self.id,
+            accepted: seen.is_accepted(),
+        }
+    }
 }
 
 impl<S: Clone> Ctx<S> {
@@ -128,8 +140,7 @@ impl<S: Clone> Local<S> {
         {
             let seen = own.live.seen();
             if seen.is_live() && !refused::is_refused(own.id) {
-                let header = own.header.clone();
-                return Some(Sent::attach(headers, header, own.id, seen.is_accepted()));
+                return Some(own.hit(seen).attach(headers));
             }
         }
         Some(self.renew(shared, inner)?.attach(headers))
@@ -145,11 +156,7 @@ impl<S: Clone> Local<S> {
             return shared.own_header();
         }
         let own = own(shared)?;
-        let hit = Hit {
-            header: own.header.clone(),
-            id: own.id,
-            accepted: own.live.seen().is_accepted(),
-        };
+        let hit = own.hit(own.live.seen());
         self.ctx = Some(Ctx::new(shared, Some(own), inner));
         Some(hit)
     }

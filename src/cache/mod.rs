@@ -65,7 +65,7 @@ use backoff::Backoff;
 pub(crate) use entry::Entry;
 use entry::TokenExpiry;
 use flight::InFlight;
-pub(crate) use front::{Front, Hit, Live, Sent};
+pub(crate) use front::{Front, Hit, Live, Seen, Sent};
 pub use key::CacheKey;
 pub use source::{FetchFn, FetchFuture, FetchToken, fetch_fn};
 use storm::StormGuard;
