@@ -237,18 +237,21 @@ impl Shard {
         if parts.is_empty() {
             return Shard::default();
         }
-        let mut headers: Vec<HeaderValue> = Vec::new();
-        if parts.iter().filter(|part| !part.meta.copied).count() > UNCOPIED {
-            let values: Vec<&HeaderValue> = parts.iter().map(|part| part.header).collect();
-            // Always some: a copy of a value is a value.
-            if let Some(copies) = crate::token::in_one_buffer(&values) {
-                headers = copies;
+        let uncopied = parts.iter().filter(|part| !part.meta.copied).count();
+        // Always some when made: a copy of a value is a value.
+        let copies = (uncopied > UNCOPIED)
+            .then(|| {
+                let values: Vec<&HeaderValue> = parts.iter().map(|part| part.header).collect();
+                crate::token::in_one_buffer(&values)
+            })
+            .flatten();
+        let headers = match copies {
+            Some(copies) => {
                 parts.iter_mut().for_each(|part| part.meta.copied = true);
+                copies
             }
-        }
-        if headers.is_empty() {
-            headers = parts.iter().map(|part| part.header.clone()).collect();
-        }
+            None => parts.iter().map(|part| part.header.clone()).collect(),
+        };
         let slots: Box<[Slot]> = parts
             .iter()
             .zip(headers)
@@ -617,13 +620,20 @@ mod tests {
         assert!(front.get(&a).is_some(), "another token is");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_shard_lets_the_earliest_go() {
-        let front = Tenants::new(0).expect("runtime");
+    /// A front for `capacity` tokens that has been given the first `n` tenants, each
+    /// with one token.
+    fn given(capacity: u64, n: usize) -> Tenants {
+        let front = Tenants::new(capacity).expect("runtime");
         let token = entry("t");
-        for i in 0..10_000 {
+        for i in 0..n {
             front.set(&tenant(i), &token);
         }
+        front
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_shard_lets_the_earliest_go() {
+        let front = given(0, 10_000);
         assert!(front.len() <= 64 * 8, "{}", front.len());
         assert!(
             front.get(&tenant(9_999)).is_some(),
@@ -766,11 +776,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn consecutive_tenants_are_found_by_their_tags_without_a_scan() {
-        let front = Tenants::new(10_000).expect("runtime");
-        let token = entry("t");
-        for i in 0..10_000 {
-            front.set(&tenant(i), &token);
-        }
+        let front = given(10_000, 10_000);
         assert_eq!(front.len(), 10_000);
         // The fast half of a lookup finds the slot when exactly one entry of its bucket
         // has its tag (a random hash: about one lookup in 300 has two).
