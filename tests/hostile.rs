@@ -19,7 +19,7 @@ use bytes::Bytes;
 use helseid::HelseIdLayer;
 use helseid::cache::{CacheSettings, TokenCache};
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use support::TestClient;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -103,12 +103,9 @@ async fn an_api_that_refuses_every_token_gets_one_new_token_not_one_per_request(
     let api = tower::service_fn(move |_request: Request<Full<Bytes>>| {
         counter.fetch_add(1, Ordering::SeqCst);
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static(
-                r#"Bearer error="invalid_token", error_description="wrong audience""#,
-            ),
+        support::challenge(
+            &mut response,
+            r#"Bearer error="invalid_token", error_description="wrong audience""#,
         );
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
@@ -144,11 +141,7 @@ async fn an_api_that_turns_to_refusing_an_accepted_token_gets_one_new_token() {
     let api = tower::service_fn(move |_request: Request<Full<Bytes>>| {
         let mut response = Response::new(());
         if counter.fetch_add(1, Ordering::SeqCst) >= 3 {
-            *response.status_mut() = StatusCode::UNAUTHORIZED;
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
-            );
+            support::challenge(&mut response, r#"Bearer error="invalid_token""#);
         }
         async move { Ok::<_, std::convert::Infallible>(response) }
     });

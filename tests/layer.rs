@@ -84,15 +84,6 @@ async fn echo_authorization(
     ))
 }
 
-/// Makes `response` a `401` with this `WWW-Authenticate` challenge.
-fn challenge<T>(response: &mut Response<T>, www_authenticate: &'static str) {
-    *response.status_mut() = StatusCode::UNAUTHORIZED;
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        http::HeaderValue::from_static(www_authenticate),
-    );
-}
-
 async fn claims_of(response: Response<hyper::body::Incoming>) -> serde_json::Value {
     assert_eq!(response.status(), StatusCode::OK);
     let body = response
@@ -224,12 +215,9 @@ fn rejects_call(
         async move {
             let mut response = Response::new(support::authorization(request.headers()));
             if n == reject {
-                *response.status_mut() = StatusCode::UNAUTHORIZED;
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(
-                        r#"Bearer error="invalid_token", error_description="revoked""#,
-                    ),
+                support::challenge(
+                    &mut response,
+                    r#"Bearer error="invalid_token", error_description="revoked""#,
                 );
             }
             Ok(response)
@@ -299,7 +287,7 @@ async fn the_retry_sends_a_new_token_and_the_same_body() {
             seen.lock().expect("lock").push((auth, body));
             let mut response = Response::new(());
             if n == 0 {
-                challenge(&mut response, r#"Bearer error="invalid_token""#);
+                support::challenge(&mut response, r#"Bearer error="invalid_token""#);
             }
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -331,7 +319,7 @@ async fn a_401_without_invalid_token_or_with_a_streaming_body_is_returned_as_is(
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut response = Response::new(());
-            challenge(&mut response, r#"Bearer error="insufficient_scope""#);
+            support::challenge(&mut response, r#"Bearer error="insufficient_scope""#);
             Ok::<_, std::convert::Infallible>(response)
         }
     });
@@ -354,7 +342,7 @@ async fn a_401_without_invalid_token_or_with_a_streaming_body_is_returned_as_is(
             counter.fetch_add(1, Ordering::SeqCst);
             async move {
                 let mut response = Response::new(());
-                challenge(&mut response, r#"Bearer error="invalid_token""#);
+                support::challenge(&mut response, r#"Bearer error="invalid_token""#);
                 Ok::<_, std::convert::Infallible>(response)
             }
         },
@@ -577,7 +565,7 @@ fn refuses(
         async move {
             let mut response = Response::new(auth);
             if refused {
-                challenge(&mut response, r#"Bearer error="invalid_token""#);
+                support::challenge(&mut response, r#"Bearer error="invalid_token""#);
             }
             Ok(response)
         }

@@ -31,6 +31,15 @@ pub fn authorization(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// Makes `response` a `401` with the `WWW-Authenticate` challenge `www_authenticate`.
+pub fn challenge<T>(response: &mut http::Response<T>, www_authenticate: &'static str) {
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(www_authenticate),
+    );
+}
+
 /// The CommunicationParty API scope most tests use.
 pub const CP_SCOPE: &str = "nhn:cp-api/access";
 
