@@ -69,6 +69,20 @@ fn median(values: &mut [f64]) -> f64 {
 
 type Variant<'a> = (&'static str, Box<dyn FnMut(u64) -> Duration + 'a>);
 
+/// The variant `name`: batches of `make`'s requests through `svc`.
+fn variant<'a, S>(
+    rt: &'a Runtime,
+    name: &'static str,
+    svc: &'a mut S,
+    make: &'a dyn Fn(usize) -> Request<()>,
+) -> Variant<'a>
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    (name, Box::new(move |n| batch(rt, svc, n, make)))
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
@@ -134,43 +148,16 @@ fn main() {
     batch(rt, &mut tenants_1000, 2_000, t1000);
     batch(rt, &mut tenants_3000, 6_000, t3000);
     let mut variants: Vec<Variant<'_>> = vec![
-        (
-            "static_bearer",
-            Box::new(|n| batch(rt, &mut floor, n, plain)),
-        ),
-        ("own_token", Box::new(|n| batch(rt, &mut own, n, plain))),
-        (
-            "own_token_no_retry",
-            Box::new(|n| batch(rt, &mut own_no_retry, n, plain)),
-        ),
-        (
-            "own_token_copies",
-            Box::new(|n| batch(rt, &mut own_copies, n, plain)),
-        ),
-        (
-            "static_bearer_tenant_ext",
-            Box::new(|n| batch(rt, &mut floor_ext, n, with_tenant)),
-        ),
-        (
-            "tenants",
-            Box::new(|n| batch(rt, &mut tenants, n, with_tenant)),
-        ),
-        (
-            "tenants_copies",
-            Box::new(|n| batch(rt, &mut tenants_copies, n, with_tenant)),
-        ),
-        (
-            "tenants_one",
-            Box::new(|n| batch(rt, &mut tenants_one, n, one_tenant)),
-        ),
-        (
-            "tenants_1000",
-            Box::new(|n| batch(rt, &mut tenants_1000, n, t1000)),
-        ),
-        (
-            "tenants_3000",
-            Box::new(|n| batch(rt, &mut tenants_3000, n, t3000)),
-        ),
+        variant(rt, "static_bearer", &mut floor, plain),
+        variant(rt, "own_token", &mut own, plain),
+        variant(rt, "own_token_no_retry", &mut own_no_retry, plain),
+        variant(rt, "own_token_copies", &mut own_copies, plain),
+        variant(rt, "static_bearer_tenant_ext", &mut floor_ext, with_tenant),
+        variant(rt, "tenants", &mut tenants, with_tenant),
+        variant(rt, "tenants_copies", &mut tenants_copies, with_tenant),
+        variant(rt, "tenants_one", &mut tenants_one, one_tenant),
+        variant(rt, "tenants_1000", &mut tenants_1000, t1000),
+        variant(rt, "tenants_3000", &mut tenants_3000, t3000),
     ];
     // One round to warm up, not counted.
     for (_, run) in variants.iter_mut() {
