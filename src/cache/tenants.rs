@@ -6,9 +6,11 @@
 //! A lookup turns the [`Tenant`] into two words and hashes them (FxHash) instead of
 //! building and hashing a whole [`CacheKey`]. With thousands of tenants in turn, the
 //! lines a hit touches decide its cost, so a hit reads, beside lines that stay in cache
-//! (the shard, its table of buckets, its values' reference count), exactly one line of
-//! the tenant's own: its slot, one line long, with the tenant, the token's value and its
-//! id. The token values of a shard are copies in one buffer of the shard's (wiped when
+//! (the shard's two, its values' reference count), exactly one line of the tenant's
+//! own: its slot, one line long, with the tenant, the token's value and its id. A shard
+//! places its slots by a perfect hash, rebuilt with it: the tenant's hash picks a group
+//! of about four, and the group's pilot, one byte in the shard's second line, moves the
+//! hash to the one slot the tenant can be in. The token values of a shard are copies in one buffer of the shard's (wiped when
 //! the last of them is dropped), so a request's clone of a value writes the shard's one
 //! reference count, not a count of each token's far apart in the heap. Most writes copy
 //! no value: a shard takes up to [`UNCOPIED`] new tokens with their own values, and the
@@ -40,11 +42,8 @@ const MIN_SHARDS: usize = 64;
 const MAX_SHARDS: usize = 1 << 12;
 /// Tokens in a shard, on average, when the front is full.
 const PER_SHARD: usize = 160;
-/// Most tokens a shard holds: a bucket's entry names a slot by its index plus one, in
-/// 8 bits.
+/// Most tokens a shard holds.
 const MAX_SHARD_CAPACITY: usize = u8::MAX as usize;
-/// Entries in a bucket.
-const WAYS: usize = 4;
 /// Most tokens in a shard whose values are their own, not yet copies in a buffer of the
 /// shard's.
 const UNCOPIED: usize = 16;
@@ -80,6 +79,9 @@ struct Clock {
 struct Key([u64; 2]);
 
 impl Key {
+    /// An empty slot's: never a tenant's (a tenant's first word holds ASCII digits).
+    const EMPTY: Key = Key([0; 2]);
+
     /// The organisation numbers' [`word`]s, the kind of tenant in the first one's
     /// second byte's high half (always 3 in an ASCII digit), and `0` (never a word) for
     /// no second number.
@@ -95,9 +97,9 @@ impl Key {
     /// FxHash's step (rustc's) over the two words, then the high half folded into the
     /// low and one more multiply: a product's bits depend only on the bits below them,
     /// and tenants with consecutive numbers differ in their words' high bytes, so
-    /// without the fold the bucket's and the tag's bits would differ little between
-    /// them. Its top bits pick the shard, bits 20 to 31 the bucket, bits 32 to 39 the
-    /// tag.
+    /// without the fold the group's bits would differ little between them. Its top
+    /// bits pick the shard, bits 20 to 51 the group within it, and all of them, mixed
+    /// with the group's pilot, the slot.
     #[inline]
     fn hash(self) -> u64 {
         let hash = fx(fx(0, self.0[0]), self.0[1]);
@@ -122,26 +124,48 @@ fn word(org: &OrgNumber) -> u64 {
     u64::from_le_bytes([a, b, c, d, e, f, g, h]) ^ (u64::from(ninth & 0x0f) << 4)
 }
 
-/// One shard, rebuilt on every write: a table of buckets over slots side by side.
-#[derive(Default)]
+/// One shard, rebuilt on every write: slots placed by a perfect hash of their
+/// tenants, so that a lookup reads, beside the shard's own two lines, the one slot its
+/// tenant can be in.
+///
+/// The hot fields fill the first line and the pilots the second, so that a lookup's
+/// loads of both start together: neither address waits for the other.
+#[repr(C, align(64))]
 struct Shard {
     /// The clock's value from which one of the shard's tokens is due: from then on the
     /// shard serves none, until a write rebuilds it without the due ones (`0`, none
     /// served, in an empty shard).
     due: u64,
-    /// A power of two buckets (or none). An entry holds a slot's [`tag`] in its high
-    /// byte and the slot's index plus one in its low byte; `0` is free.
-    buckets: Box<[[u16; WAYS]]>,
+    /// The tokens, each at the place its tenant's hash and its group's pilot give, and
+    /// empty slots between them (the table is half again as large as its tokens).
     slots: Box<[Slot]>,
+    /// The slots whose group found no pilot that placed it (a scan finds them; almost
+    /// always none).
+    spilled: Box<[u16]>,
     /// What writes read of each slot.
     meta: Box<[Meta]>,
-    /// The slots that found no room in their bucket (a scan finds them; almost always
-    /// none).
-    spilled: Box<[u8]>,
+    /// How many of [`pilots`](Self::pilots) are in use: the groups the hashes fall in.
+    groups: u8,
+    /// Each group's pilot: the number mixed into its tenants' hashes that sends each
+    /// of them to a slot of its own.
+    pilots: [u8; MAX_GROUPS],
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            due: 0,
+            slots: Box::default(),
+            spilled: Box::default(),
+            meta: Box::default(),
+            groups: 0,
+            pilots: [0; MAX_GROUPS],
+        }
+    }
 }
 
 /// What writes read of a slot.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Meta {
     /// When its token is due (its refresh point, less a tick).
     until: u64,
@@ -155,6 +179,7 @@ struct Slot {
     /// The token's `Authorization` value: a copy in a buffer of the shard's, or for a
     /// few new tokens their own (see the module docs).
     header: HeaderValue,
+    /// [`Key::EMPTY`] in an empty slot.
     key: Key,
     /// The token's id (what a `401` names), and [`ACCEPTED`] once a service has accepted
     /// it (set in place, once).
@@ -164,6 +189,14 @@ struct Slot {
 impl Slot {
     fn id(&self) -> u64 {
         self.word.load(Ordering::Relaxed) & !ACCEPTED
+    }
+
+    fn empty() -> Slot {
+        Slot {
+            header: HeaderValue::from_static(""),
+            key: Key::EMPTY,
+            word: AtomicU64::new(0),
+        }
     }
 }
 
@@ -176,64 +209,63 @@ struct Parts<'a> {
     word: u64,
 }
 
-/// The bucket of `hash` in a table of `mask + 1` buckets.
+/// Most groups in a shard: [`MAX_SHARD_CAPACITY`] tokens in groups of four or more.
+const MAX_GROUPS: usize = 64;
+/// Tokens in a group, at most on average.
+const PER_GROUP: usize = 4;
+/// Mixed with a pilot, so that each pilot moves a hash far.
+const PILOT: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The group of `hash` among `groups` (bits 20 to 51 of the hash: the top bits pick
+/// the shard).
 #[inline]
-fn bucket_of(hash: u64, mask: usize) -> usize {
-    (hash >> 20) as usize & mask
+fn group_of(hash: u64, groups: usize) -> usize {
+    ((u64::from((hash >> 20) as u32) * groups as u64) >> 32) as usize
 }
 
-/// The 8 bits of `hash` a bucket's entry keeps, to tell its slot from others without
-/// reading it.
+/// The slot of `hash`, moved by `pilot`, in a table of `size`.
 #[inline]
-fn tag(hash: u64) -> u16 {
-    (hash >> 32) as u16 & 0xff
+fn position(hash: u64, pilot: u8, size: usize) -> usize {
+    let mixed = (hash ^ u64::from(pilot).wrapping_mul(PILOT)).wrapping_mul(SEED);
+    ((u128::from(mixed) * size as u128) >> 64) as usize
 }
 
 impl Shard {
     #[inline]
     fn find(&self, key: Key, hash: u64) -> Option<&Slot> {
-        let mask = self.buckets.len().checked_sub(1)?;
-        let bucket = &self.buckets[bucket_of(hash, mask)];
-        let tag = tag(hash);
-        // Without a branch: the index of the entry with this tag (a free entry adds
-        // nothing; two entries with one tag, one chance in 256 for a pair, make a wrong
-        // index, which the comparison below catches).
-        let mut found = 0;
-        for &entry in bucket {
-            found |= if entry >> 8 == tag { entry & 0xff } else { 0 };
-        }
-        if let Some(slot) = usize::from(found)
-            .checked_sub(1)
-            .and_then(|i| self.slots.get(i))
+        let groups = usize::from(self.groups);
+        let pilot = *self.pilots.get(group_of(hash, groups))?;
+        if let Some(slot) = self.slots.get(position(hash, pilot, self.slots.len()))
             && slot.key == key
         {
             return Some(slot);
         }
-        if found == 0 && self.spilled.is_empty() {
+        if self.spilled.is_empty() {
             return None;
         }
-        self.search(bucket, tag, key)
+        self.search(key)
     }
 
-    /// The slow half of [`find`](Self::find): every entry of `bucket` with `tag`, then
-    /// the spilled slots.
+    /// The slow half of [`find`](Self::find): the spilled slots.
     #[cold]
-    fn search(&self, bucket: &[u16; WAYS], tag: u16, key: Key) -> Option<&Slot> {
-        let tagged = bucket
+    fn search(&self, key: Key) -> Option<&Slot> {
+        self.spilled
             .iter()
-            .filter(|&&entry| entry != 0 && entry >> 8 == tag)
-            .map(|&entry| usize::from(entry & 0xff) - 1);
-        let spilled = self.spilled.iter().map(|&i| usize::from(i));
-        tagged
-            .chain(spilled)
-            .filter_map(|i| self.slots.get(i))
+            .filter_map(|&i| self.slots.get(usize::from(i)))
             .find(|slot| slot.key == key)
     }
 
     /// A new shard of `parts` (at most [`MAX_SHARD_CAPACITY`]): with the values they
     /// have, or, when more than [`UNCOPIED`] are their tokens' own, with copies of all
     /// in one new buffer.
-    fn build(mut parts: Vec<Parts<'_>>) -> Shard {
+    fn build(parts: Vec<Parts<'_>>) -> Shard {
+        let hashes: Vec<u64> = parts.iter().map(|part| part.key.hash()).collect();
+        Shard::placed(parts, &hashes)
+    }
+
+    /// [`build`](Self::build), with the parts' hashes.
+    fn placed(mut parts: Vec<Parts<'_>>, hashes: &[u64]) -> Shard {
+        parts.truncate(MAX_SHARD_CAPACITY);
         if parts.is_empty() {
             return Shard::default();
         }
@@ -252,34 +284,41 @@ impl Shard {
             }
             None => parts.iter().map(|part| part.header.clone()).collect(),
         };
-        let slots: Box<[Slot]> = parts
-            .iter()
-            .zip(headers)
-            .map(|(part, header)| Slot {
+        let placement = place(hashes);
+        let mut slots: Box<[Slot]> = (0..placement.size).map(|_| Slot::empty()).collect();
+        let mut meta = vec![Meta::default(); placement.size].into_boxed_slice();
+        for ((part, header), &at) in parts.iter().zip(headers).zip(&placement.at) {
+            slots[at] = Slot {
                 header,
                 key: part.key,
                 word: AtomicU64::new(part.word),
-            })
-            .collect();
-        let meta: Box<[Meta]> = parts.iter().map(|part| part.meta).collect();
-        let hashes: Vec<u64> = parts.iter().map(|part| part.key.hash()).collect();
-        // Two slots per bucket on average; twice and four times as many buckets while
-        // some slot finds no room; the few left then are spilled.
-        let fewest = slots.len().div_ceil(2).next_power_of_two();
-        let mut size = fewest;
-        loop {
-            let (buckets, spilled) = place(&hashes, size);
-            if spilled.is_empty() || size >= fewest * 4 {
-                return Shard {
-                    due: meta.iter().map(|m| m.until).min().unwrap_or(STOPPED),
-                    buckets,
-                    slots,
-                    meta,
-                    spilled,
-                };
-            }
-            size *= 2;
+            };
+            meta[at] = part.meta;
         }
+        Shard {
+            due: parts
+                .iter()
+                .map(|part| part.meta.until)
+                .min()
+                .unwrap_or(STOPPED),
+            slots,
+            spilled: placement.spilled,
+            meta,
+            groups: placement.groups,
+            pilots: placement.pilots,
+        }
+    }
+
+    /// The slots that hold a token, by the order of their ids.
+    #[cfg(test)]
+    fn filled(&self) -> Vec<&Slot> {
+        let mut filled: Vec<&Slot> = self
+            .slots
+            .iter()
+            .filter(|slot| slot.key != Key::EMPTY)
+            .collect();
+        filled.sort_by_key(|slot| slot.id());
+        filled
     }
 
     /// The parts of the slots whose tokens are due after `now` and that `keep` keeps.
@@ -287,7 +326,7 @@ impl Shard {
         self.slots
             .iter()
             .zip(&self.meta)
-            .filter(|&(slot, meta)| now < meta.until && keep(slot))
+            .filter(|&(slot, meta)| slot.key != Key::EMPTY && now < meta.until && keep(slot))
             .map(|(slot, &meta)| Parts {
                 key: slot.key,
                 meta,
@@ -298,23 +337,89 @@ impl Shard {
     }
 }
 
-/// A table of `size` buckets for slots with `hashes`, and the slots that found no
-/// room.
-fn place(hashes: &[u64], size: usize) -> (Box<[[u16; WAYS]]>, Box<[u8]>) {
-    let mut buckets = vec![[0u16; WAYS]; size].into_boxed_slice();
-    let mut spilled = Vec::new();
-    for (i, &hash) in hashes.iter().enumerate() {
-        // Never more than `MAX_SHARD_CAPACITY` slots.
-        let (Ok(index), Ok(number)) = (u8::try_from(i), u8::try_from(i + 1)) else {
-            break;
-        };
-        let bucket = &mut buckets[bucket_of(hash, size - 1)];
-        match bucket.iter_mut().find(|entry| **entry == 0) {
-            Some(entry) => *entry = (tag(hash) << 8) | u16::from(number),
-            None => spilled.push(index),
+/// Where [`place`] puts each of a shard's tokens.
+struct Placement {
+    /// Slots in the table.
+    size: usize,
+    groups: u8,
+    pilots: [u8; MAX_GROUPS],
+    /// Each token's slot.
+    at: Vec<usize>,
+    /// The slots of the tokens whose group no pilot placed.
+    spilled: Box<[u16]>,
+}
+
+/// A perfect hash of `hashes` (at most [`MAX_SHARD_CAPACITY`]): the hashes fall in
+/// groups of about [`PER_GROUP`]; the largest groups first, each group takes the first
+/// pilot that sends each of its hashes to a slot still free. The table has half as many
+/// slots again as hashes, so that the last groups find free slots quickly. A group
+/// that no pilot places (hashes that are equal, or almost never bad luck) takes any
+/// free slots, and is spilled.
+fn place(hashes: &[u64]) -> Placement {
+    let n = hashes.len().min(MAX_SHARD_CAPACITY);
+    let size = n + n / 2 + 1;
+    let groups = n.div_ceil(PER_GROUP).clamp(1, MAX_GROUPS);
+    let group: Vec<usize> = hashes[..n]
+        .iter()
+        .map(|&hash| group_of(hash, groups))
+        .collect();
+    // The hashes' indices by group (a counting sort), and the groups, largest first.
+    let mut starts = [0usize; MAX_GROUPS + 1];
+    group.iter().for_each(|&g| starts[g + 1] += 1);
+    for g in 0..groups {
+        starts[g + 1] += starts[g];
+    }
+    let mut next = starts;
+    let mut members = vec![0usize; n];
+    for (i, &g) in group.iter().enumerate() {
+        members[next[g]] = i;
+        next[g] += 1;
+    }
+    let mut order: Vec<usize> = (0..groups).collect();
+    order.sort_unstable_by_key(|&g| std::cmp::Reverse(starts[g + 1] - starts[g]));
+    let mut taken = vec![false; size];
+    let mut pilots = [0u8; MAX_GROUPS];
+    let mut at = vec![usize::MAX; n];
+    let mut unplaced = Vec::new();
+    let mut chosen = Vec::with_capacity(PER_GROUP * 4);
+    for g in order {
+        let members = &members[starts[g]..starts[g + 1]];
+        let pilot = (0..=u8::MAX).find(|&pilot| {
+            chosen.clear();
+            members.iter().all(|&i| {
+                let slot = position(hashes[i], pilot, size);
+                let free = !taken[slot] && !chosen.contains(&slot);
+                chosen.push(slot);
+                free
+            })
+        });
+        match pilot {
+            Some(pilot) => {
+                pilots[g] = pilot;
+                for (&i, &slot) in members.iter().zip(&chosen) {
+                    taken[slot] = true;
+                    at[i] = slot;
+                }
+            }
+            None => unplaced.extend_from_slice(members),
         }
     }
-    (buckets, spilled.into_boxed_slice())
+    let mut free = (0..size).filter(|&slot| !taken[slot]);
+    let mut spilled = Vec::with_capacity(unplaced.len());
+    for i in unplaced {
+        // Never short: the table has more slots than hashes.
+        if let Some(slot) = free.next() {
+            at[i] = slot;
+            spilled.push(u16::try_from(slot).unwrap_or(u16::MAX));
+        }
+    }
+    Placement {
+        size,
+        groups: u8::try_from(groups).unwrap_or(u8::MAX),
+        pilots,
+        at,
+        spilled: spilled.into_boxed_slice(),
+    }
 }
 
 impl Tenants {
@@ -479,7 +584,7 @@ impl Tenants {
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| shard.load().slots.len())
+            .map(|shard| shard.load().filled().len())
             .sum()
     }
 }
@@ -534,7 +639,7 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use super::{Key, Meta, Parts, Shard, Tenants, UNCOPIED, bucket_of, place, tag};
+    use super::{Key, Meta, Parts, Shard, Slot, Tenants, UNCOPIED, group_of, place, position};
 
     fn hash(tenant: &Tenant) -> u64 {
         Key::of(tenant).hash()
@@ -673,7 +778,8 @@ mod tests {
         for shard in front.shards.iter() {
             let shard = shard.load();
             let mut spans = Vec::new();
-            for (slot, meta) in shard.slots.iter().zip(&shard.meta) {
+            let filled = shard.slots.iter().zip(&shard.meta);
+            for (slot, meta) in filled.filter(|(slot, _)| slot.key != Key::EMPTY) {
                 let bytes = slot.header.as_bytes();
                 if meta.copied {
                     spans.push(bytes.as_ptr_range());
@@ -681,7 +787,7 @@ mod tests {
                     assert_eq!(Some(&bytes.as_ptr()), own.get(&slot.id()), "its own");
                 }
             }
-            assert!(shard.slots.len() - spans.len() <= UNCOPIED);
+            assert!(shard.filled().len() - spans.len() <= UNCOPIED);
             spans.sort_by_key(|span| span.start);
             for pair in spans.windows(2) {
                 assert_eq!(pair[0].end, pair[1].start, "one buffer");
@@ -691,18 +797,9 @@ mod tests {
         assert!(copied > 2_000, "{copied} of 3,000 copied");
     }
 
-    /// `n` tenants whose hashes fall in one bucket of a table of `size` buckets.
-    fn in_one_bucket(n: usize, size: usize) -> Vec<Tenant> {
-        let first = bucket_of(hash(&tenant(0)), size - 1);
-        (0..)
-            .map(tenant)
-            .filter(|t| bucket_of(hash(t), size - 1) == first)
-            .take(n)
-            .collect()
-    }
-
-    fn shard_of_tenants(tenants: &[Tenant], header: &http::HeaderValue) -> Shard {
-        let parts: Vec<Parts<'_>> = tenants
+    /// The parts of `tenants`' slots, each with `header` and its index as its id.
+    fn parts_of<'a>(tenants: &[Tenant], header: &'a http::HeaderValue) -> Vec<Parts<'a>> {
+        tenants
             .iter()
             .enumerate()
             .map(|(i, t)| Parts {
@@ -714,8 +811,11 @@ mod tests {
                 header,
                 word: i as u64,
             })
-            .collect();
-        Shard::build(parts)
+            .collect()
+    }
+
+    fn shard_of_tenants(tenants: &[Tenant], header: &http::HeaderValue) -> Shard {
+        Shard::build(parts_of(tenants, header))
     }
 
     #[test]
@@ -724,18 +824,20 @@ mod tests {
         let header = http::HeaderValue::from_static("Bearer own");
         let own = header.as_bytes().as_ptr();
         let shard = shard_of_tenants(&tenants[..UNCOPIED], &header);
-        assert!(shard.meta.iter().all(|meta| !meta.copied));
+        let filled = shard.filled();
+        assert_eq!(filled.len(), UNCOPIED);
         assert!(
-            shard
-                .slots
+            filled
                 .iter()
                 .all(|slot| slot.header.as_bytes().as_ptr() == own)
         );
+        assert!(shard.meta.iter().all(|meta| !meta.copied));
         let shard = shard_of_tenants(&tenants, &header);
-        assert!(shard.meta.iter().all(|meta| meta.copied));
-        let start = shard.slots[0].header.as_bytes().as_ptr();
+        let filled = shard.filled();
+        assert_eq!(filled.len(), UNCOPIED + 1);
+        let start = filled[0].header.as_bytes().as_ptr();
         assert_ne!(start, own);
-        for (i, slot) in shard.slots.iter().enumerate() {
+        for (i, slot) in filled.iter().enumerate() {
             assert_eq!(slot.header, header);
             assert!(slot.header.is_sensitive());
             assert_eq!(
@@ -744,77 +846,92 @@ mod tests {
                 "one buffer"
             );
         }
+        let copied = shard.meta.iter().filter(|meta| meta.copied).count();
+        assert_eq!(copied, UNCOPIED + 1, "every token's, no empty slot's");
     }
 
     #[test]
-    fn a_full_bucket_spills_and_the_spilled_are_found() {
-        // Six slots in the four-way bucket of a table of one (and of two and four).
-        let hashes = vec![0; 6];
-        let (buckets, spilled) = place(&hashes, 1);
-        assert_eq!(buckets.len(), 1);
-        assert!(buckets[0].iter().all(|&entry| entry != 0));
-        assert_eq!(&*spilled, &[4, 5]);
-        let crowded = in_one_bucket(12, 32);
+    fn a_placement_is_perfect_and_half_again_as_large_as_its_tokens() {
+        for n in [1, 2, 3, 7, 16, 100, 160, 255] {
+            let hashes: Vec<u64> = (0..n).map(|i| hash(&tenant(i))).collect();
+            let placement = place(&hashes);
+            assert_eq!(placement.size, n + n / 2 + 1);
+            assert!(placement.spilled.is_empty(), "{n}");
+            let groups = usize::from(placement.groups);
+            assert_eq!(groups, n.div_ceil(4));
+            let mut seen = std::collections::HashSet::new();
+            for (&hash, &at) in hashes.iter().zip(&placement.at) {
+                let pilot = placement.pilots[group_of(hash, groups)];
+                assert_eq!(
+                    position(hash, pilot, placement.size),
+                    at,
+                    "where a lookup looks"
+                );
+                assert!(seen.insert(at), "{n}: two tokens in slot {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn hashes_no_pilot_can_part_are_spilled_and_still_found() {
+        let tenants: Vec<Tenant> = (0..8).map(tenant).collect();
         let header = http::HeaderValue::from_static("Bearer t");
-        let shard = shard_of_tenants(&crowded, &header);
-        assert!(
-            !shard.spilled.is_empty(),
-            "twelve in one bucket of any size"
-        );
-        for (i, t) in crowded.iter().enumerate() {
+        // Three tenants with one hash, among five with their own.
+        let one = hash(&tenants[0]);
+        let hashes: Vec<u64> = (0..8)
+            .map(|i| if i < 3 { one } else { hash(&tenants[i]) })
+            .collect();
+        let shard = Shard::placed(parts_of(&tenants, &header), &hashes);
+        assert!(shard.spilled.len() >= 3, "{:?}", shard.spilled);
+        for (i, (t, &hash)) in tenants.iter().zip(&hashes).enumerate() {
             assert_eq!(
-                shard.find(Key::of(t), hash(t)).map(|slot| slot.id()),
-                Some(i as u64)
+                shard.find(Key::of(t), hash).map(|slot| slot.id()),
+                Some(i as u64),
+                "tenant {i}"
             );
         }
-        let other = (0..)
-            .map(tenant)
-            .find(|t| !crowded.contains(t))
-            .expect("one");
-        assert!(shard.find(Key::of(&other), hash(&other)).is_none());
+        let other = tenant(100);
+        assert!(shard.find(Key::of(&other), one).is_none());
+        assert_eq!(shard.filled().len(), 8);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn consecutive_tenants_are_found_by_their_tags_without_a_scan() {
+    async fn consecutive_tenants_are_placed_without_a_spill() {
         let front = given(10_000, 10_000);
         assert_eq!(front.len(), 10_000);
-        // The fast half of a lookup finds the slot when exactly one entry of its bucket
-        // has its tag (a random hash: about one lookup in 300 has two).
-        let scanned = (0..10_000)
-            .filter(|&i| {
-                let hash = hash(&tenant(i));
-                let shard = front.shard(hash).load();
-                let bucket = &shard.buckets[bucket_of(hash, shard.buckets.len() - 1)];
-                let tagged = bucket
-                    .iter()
-                    .filter(|&&entry| entry != 0 && entry >> 8 == tag(hash))
-                    .count();
-                tagged != 1
-            })
-            .count();
-        assert!(scanned < 100, "{scanned} of 10,000 lookups scan");
+        let spilled: usize = front
+            .shards
+            .iter()
+            .map(|shard| shard.load().spilled.len())
+            .sum();
+        assert_eq!(spilled, 0);
+        for i in 0..10_000 {
+            let t = tenant(i);
+            let hash = hash(&t);
+            let shard = front.shard(hash).load();
+            let pilot = shard.pilots[group_of(hash, usize::from(shard.groups))];
+            let slot = &shard.slots[position(hash, pilot, shard.slots.len())];
+            assert_eq!(slot.key, Key::of(&t), "tenant {i} where its hash says");
+        }
     }
 
     #[test]
-    fn two_tenants_with_one_tag_in_one_bucket_are_told_apart() {
-        // Two slots make a table of one bucket: any two tenants share it.
-        let mut seen = std::collections::HashMap::new();
-        let pair = (0..)
-            .map(tenant)
-            .find_map(|t| seen.insert(tag(hash(&t)), t).map(|first| [first, t]))
-            .expect("a pair with one tag");
+    fn a_tenant_not_in_a_shard_is_not_found_where_its_slot_holds_another() {
+        let tenants: Vec<Tenant> = (0..200).map(tenant).collect();
         let header = http::HeaderValue::from_static("Bearer t");
-        let shard = shard_of_tenants(&pair, &header);
-        assert_eq!(shard.buckets.len(), 1);
-        assert!(shard.spilled.is_empty());
-        for (i, t) in pair.iter().enumerate() {
-            assert_eq!(
-                shard.find(Key::of(t), hash(t)).map(|slot| slot.id()),
-                Some(i as u64)
-            );
+        let shard = shard_of_tenants(&tenants, &header);
+        let mut on_another = 0;
+        for i in 200..20_000 {
+            let t = tenant(i);
+            let hash = hash(&t);
+            assert!(shard.find(Key::of(&t), hash).is_none(), "tenant {i}");
+            let pilot = shard.pilots[group_of(hash, usize::from(shard.groups))];
+            if shard.slots[position(hash, pilot, shard.slots.len())].key != Key::EMPTY {
+                on_another += 1;
+            }
         }
-        let other = tenant(1_000_000);
-        assert!(shard.find(Key::of(&other), hash(&other)).is_none());
+        // About four in five land on a slot that holds another tenant's token.
+        assert!(on_another > 10_000, "{on_another}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -851,8 +968,10 @@ mod tests {
 
     #[test]
     fn a_slot_is_one_cache_line_and_keys_tell_every_kind_of_tenant_apart() {
-        assert_eq!(std::mem::size_of::<super::Slot>(), 64);
-        assert_eq!(std::mem::align_of::<super::Slot>(), 64);
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::align_of::<Slot>(), 64);
+        // Its hot fields in one line, its pilots in the next.
+        assert_eq!(std::mem::size_of::<Shard>(), 128);
         let org = |digits: &str| digits.parse().expect("nine digits");
         let (a, b) = (org("100000001"), org("200000002"));
         let tenants = [
@@ -884,6 +1003,7 @@ mod tests {
             },
         ];
         for (i, x) in tenants.iter().enumerate() {
+            assert_ne!(Key::of(x), Key::EMPTY);
             for (j, y) in tenants.iter().enumerate() {
                 assert_eq!(Key::of(x) == Key::of(y), i == j, "{x:?} and {y:?}");
             }
