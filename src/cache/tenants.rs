@@ -872,6 +872,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_hashes_get_a_slot_each_where_a_lookup_looks_or_are_spilled(
+            mut hashes in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..=255),
+            equal in 0usize..6,
+        ) {
+            // The first `equal` hashes are one, which no pilot parts.
+            if let Some(&first) = hashes.first() {
+                hashes.iter_mut().take(equal).for_each(|hash| *hash = first);
+            }
+            let placement = place(&hashes);
+            let groups = usize::from(placement.groups);
+            let spilled: std::collections::HashSet<usize> =
+                placement.spilled.iter().map(|&slot| usize::from(slot)).collect();
+            proptest::prop_assert_eq!(placement.at.len(), hashes.len());
+            let mut seen = std::collections::HashSet::new();
+            for (&hash, &at) in hashes.iter().zip(&placement.at) {
+                proptest::prop_assert!(at < placement.size);
+                proptest::prop_assert!(seen.insert(at), "two in slot {}", at);
+                let looked = position(hash, placement.pilots[group_of(hash, groups)], placement.size);
+                proptest::prop_assert!(looked == at || spilled.contains(&at));
+            }
+            if equal >= 2 && hashes.len() >= 2 {
+                proptest::prop_assert!(!spilled.is_empty(), "equal hashes spill");
+            }
+        }
+    }
+
     #[test]
     fn hashes_no_pilot_can_part_are_spilled_and_still_found() {
         let tenants: Vec<Tenant> = (0..8).map(tenant).collect();
