@@ -10,8 +10,10 @@
 //! own: its slot, one line long, with the tenant, the token's value and its id. A shard
 //! places its slots by a perfect hash, rebuilt with it: the tenant's hash picks a group
 //! of about four, and the group's pilot, one byte in the shard's second line, moves the
-//! hash to the one slot the tenant can be in. The token values of a shard are copies in one buffer of the shard's (wiped when
-//! the last of them is dropped), so a request's clone of a value writes the shard's one
+//! hash to the one slot the tenant can be in.
+//!
+//! The token values of a shard are copies in one buffer of the shard's (wiped when the
+//! last of them is dropped), so a request's clone of a value writes the shard's one
 //! reference count, not a count of each token's far apart in the heap. Most writes copy
 //! no value: a shard takes up to [`UNCOPIED`] new tokens with their own values, and the
 //! write that would pass that copies all of the shard's values into a new buffer, so
@@ -778,8 +780,8 @@ mod tests {
         for shard in front.shards.iter() {
             let shard = shard.load();
             let mut spans = Vec::new();
-            let filled = shard.slots.iter().zip(&shard.meta);
-            for (slot, meta) in filled.filter(|(slot, _)| slot.key != Key::EMPTY) {
+            let slots = shard.slots.iter().zip(&shard.meta);
+            for (slot, meta) in slots.filter(|(slot, _)| slot.key != Key::EMPTY) {
                 let bytes = slot.header.as_bytes();
                 if meta.copied {
                     spans.push(bytes.as_ptr_range());
