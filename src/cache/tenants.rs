@@ -248,6 +248,11 @@ impl Shard {
         self.search(key)
     }
 
+    /// The tenant's slot, when it holds the token with id `id`.
+    fn holding(&self, key: Key, hash: u64, id: u64) -> Option<&Slot> {
+        self.find(key, hash).filter(|slot| slot.id() == id)
+    }
+
     /// The slow half of [`find`](Self::find): the spilled slots.
     #[cold]
     fn search(&self, key: Key) -> Option<&Slot> {
@@ -497,9 +502,7 @@ impl Tenants {
     pub(crate) fn accept(&self, tenant: &Tenant, id: u64) {
         let key = Key::of(tenant);
         let hash = key.hash();
-        if let Some(slot) = self.shard(hash).load().find(key, hash)
-            && slot.id() == id
-        {
+        if let Some(slot) = self.shard(hash).load().holding(key, hash, id) {
             slot.word.fetch_or(ACCEPTED, Ordering::Relaxed);
         }
     }
@@ -529,9 +532,7 @@ impl Tenants {
         let hash = key.hash();
         let shard = self.shard(hash);
         let id = entry.token.id();
-        let current = |shard: &Shard| {
-            now < shard.due && shard.find(key, hash).is_some_and(|slot| slot.id() == id)
-        };
+        let current = |shard: &Shard| now < shard.due && shard.holding(key, hash, id).is_some();
         if current(&shard.load()) {
             return;
         }
@@ -541,7 +542,7 @@ impl Tenants {
             }
             // The token already in front (the write is for another's due token): its
             // slot stays as it is, accepted, its value copied.
-            let held = shard.find(key, hash).is_some_and(|slot| slot.id() == id);
+            let held = shard.holding(key, hash, id).is_some();
             let mut parts = shard.live(now, |slot| held || slot.key != key);
             if !held {
                 if parts.len() >= self.shard_capacity {
@@ -568,7 +569,7 @@ impl Tenants {
         let key = Key::of(tenant);
         let hash = key.hash();
         let shard = self.shard(hash);
-        let held = |shard: &Shard| shard.find(key, hash).is_some_and(|slot| slot.id() == sent);
+        let held = |shard: &Shard| shard.holding(key, hash, sent).is_some();
         if !held(&shard.load()) {
             return;
         }
