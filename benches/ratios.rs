@@ -3,10 +3,22 @@
 //! so that a slower or busier stretch of the machine weighs on all of them alike. The
 //! ratios are the medians, over the rounds, of each round's ratio.
 //!
-//! Run: `cargo bench --bench ratios`; `RATIOS_BATCH=250000 cargo bench --bench ratios`
-//! makes each batch longer (the default is 50,000 requests), so that less of it is the
-//! first pass over tenants whose lines the other variants' batches have pushed out of
-//! the caches. Each batch sends its requests with `ready().await` and `call(..).await`
+//! Run: `cargo bench --bench ratios`. Environment variables change the runs:
+//!
+//! - `RATIOS_BATCH=250000` makes each batch longer (the default is 50,000 requests);
+//! - `RATIOS_WARM=0` times each batch from its first request: the first pass over
+//!   10,000 tenants then finds their lines pushed out of the caches by the other
+//!   variants' batches, which a layer in a loop over its tenants does not. By default
+//!   each batch first sends one pass over the tenants, 10,000 requests, untimed (every
+//!   variant alike), so that the timed requests are the tenants in turn as a loop
+//!   keeps sending them;
+//! - `RATIOS_ONLY=static_bearer_tenant_ext,tenants` runs only the variants named (the
+//!   ratios whose two variants both ran are printed).
+//!
+//! `cargo bench --bench ratios -- --latency` instead prints what one load costs on this
+//! machine when it waits for the one before, by the size of the memory it walks.
+//!
+//! Each batch sends its requests with `ready().await` and `call(..).await`
 //! in a loop inside one task on a current-thread runtime (one `block_on` per batch, not
 //! per request), to the in-memory echo service, with a 900-character token and warm
 //! tokens (accepted: the echo answers `200`):
@@ -28,7 +40,9 @@
 //!   organisation number gives through a fixed shuffle, with no lookup, no key to
 //!   compare, no expiry and no acceptance;
 //! - `tenants_array_lines`: the same with each value alone in a 64-byte line, as a
-//!   slot of the front is (640 KB for 10,000 tenants, against 400 KB).
+//!   slot of the front is (640 KB for 10,000 tenants, against 400 KB);
+//! - `tenants_array_one`: the same with one tenant, whose line stays in cache: the pair
+//!   of `tenants_one`.
 
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
@@ -55,26 +69,66 @@ const BATCH: u64 = 50_000;
 /// Rounds: every variant sends one batch per round.
 const ROUNDS: usize = 41;
 
-/// The time `n` requests made by `make` take through `svc`, in one task.
-fn batch<S>(rt: &Runtime, svc: &mut S, n: u64, make: &dyn Fn(usize) -> Request<()>) -> Duration
+/// The time `n` requests made by `make` take through `svc`, in one task, after `warm`
+/// requests made by `make` that are not timed.
+fn batch<S>(
+    rt: &Runtime,
+    svc: &mut S,
+    warm: u64,
+    n: u64,
+    make: &dyn Fn(usize) -> Request<()>,
+) -> Duration
 where
     S: Service<Request<()>, Response = Response<()>>,
     S::Error: std::fmt::Debug,
 {
     rt.block_on(async {
+        send(svc, warm, make).await;
         let start = Instant::now();
-        for i in 0..n {
-            let response = svc
-                .ready()
-                .await
-                .unwrap()
-                .call(make(i as usize))
-                .await
-                .unwrap();
-            black_box(response);
-        }
+        send(svc, n, make).await;
         start.elapsed()
     })
+}
+
+/// Sends `n` requests made by `make` through `svc`, one after another.
+async fn send<S>(svc: &mut S, n: u64, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..n {
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(make(i as usize))
+            .await
+            .unwrap();
+        black_box(response);
+    }
+}
+
+/// A number of requests from the environment variable `name`, or `default`.
+fn requests(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: a number of requests, not {value:?}")),
+        Err(_) => default,
+    }
+}
+
+/// `0..n` shuffled: Fisher-Yates with xorshift, the same shuffle every run.
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 /// See `tenants_array` in the module docs.
@@ -117,15 +171,7 @@ impl<S, V: From<HeaderValue>> TenantsArray<S, V> {
                 V::from(header)
             })
             .collect();
-        // Fisher-Yates with xorshift: the same shuffle every run.
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        for i in (1..n).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            order.swap(i, (state % (i as u64 + 1)) as usize);
-        }
+        let order: Vec<u32> = shuffled(n).into_iter().map(|i| i as u32).collect();
         TenantsArray {
             values,
             order: order.into(),
@@ -168,7 +214,9 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-type Variant<'a> = (&'static str, Box<dyn FnMut(u64) -> Duration + 'a>);
+/// A variant's name, and what sends one batch of it (`warm` untimed requests, then `n`
+/// timed).
+type Variant<'a> = (&'static str, Box<dyn FnMut(u64, u64) -> Duration + 'a>);
 
 /// The variant `name`: batches of `make`'s requests through `svc`.
 fn variant<'a, S>(
@@ -181,12 +229,48 @@ where
     S: Service<Request<()>, Response = Response<()>>,
     S::Error: std::fmt::Debug,
 {
-    (name, Box::new(move |n| batch(rt, svc, n, make)))
+    (name, Box::new(move |warm, n| batch(rt, svc, warm, n, make)))
+}
+
+/// Prints the time of a load that waits for the one before (a walk of a random cycle
+/// of 64-byte lines), by the size of the memory walked.
+fn latency() {
+    #[repr(align(64))]
+    struct Line {
+        next: usize,
+    }
+    for lines in [512, 1_000, 10_000, 16_000, 30_000, 100_000, 1_000_000] {
+        // A random cycle through all the lines.
+        let order = shuffled(lines);
+        let mut walk: Vec<Line> = (0..lines).map(|_| Line { next: 0 }).collect();
+        for (k, &at) in order.iter().enumerate() {
+            walk[at].next = order[(k + 1) % lines];
+        }
+        const LOADS: u32 = 10_000_000;
+        let mut at = 0;
+        let best = (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..LOADS {
+                    at = walk[at].next;
+                }
+                start.elapsed().as_secs_f64() * 1e9 / f64::from(LOADS)
+            })
+            .fold(f64::INFINITY, f64::min);
+        black_box(at);
+        println!(
+            "{:>9} KB walked: {best:>6.1} ns per load",
+            lines * 64 / 1024
+        );
+    }
 }
 
 fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return;
+    }
+    if std::env::args().any(|arg| arg == "--latency") {
+        return latency();
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -230,6 +314,8 @@ fn main() {
         TenantsArray::new(&token, TENANTS, tower::service_fn(echo));
     let mut array_lines: TenantsArray<_, Line> =
         TenantsArray::new(&token, TENANTS, tower::service_fn(echo));
+    let mut array_one: TenantsArray<_, Line> =
+        TenantsArray::new(&token, 1, tower::service_fn(echo));
     let mut own = helseid(layer(true, false));
     let mut own_no_retry = helseid(layer(false, false));
     let mut own_copies = helseid(layer(true, true));
@@ -239,23 +325,21 @@ fn main() {
     let mut tenants_1000 = helseid(layer(true, false));
     let mut tenants_3000 = helseid(layer(true, false));
     // Every token fetched, accepted and in front before the first batch.
-    batch(rt, &mut own, 10, plain);
-    batch(rt, &mut own_no_retry, 10, plain);
-    batch(rt, &mut own_copies, 10, plain);
-    let fill = batch(rt, &mut tenants, TENANTS as u64, with_tenant);
+    batch(rt, &mut own, 0, 10, plain);
+    batch(rt, &mut own_no_retry, 0, 10, plain);
+    batch(rt, &mut own_copies, 0, 10, plain);
+    let fill = batch(rt, &mut tenants, 0, TENANTS as u64, with_tenant);
     println!(
         "first requests of {TENANTS} tenants (each fetches and puts a token in front): {:.1} ms",
         fill.as_secs_f64() * 1e3
     );
-    batch(rt, &mut tenants, TENANTS as u64, with_tenant);
-    batch(rt, &mut tenants_copies, 2 * TENANTS as u64, with_tenant);
-    batch(rt, &mut tenants_one, 10, one_tenant);
-    batch(rt, &mut tenants_1000, 2_000, t1000);
-    batch(rt, &mut tenants_3000, 6_000, t3000);
-    let batch_len: u64 = match std::env::var("RATIOS_BATCH") {
-        Ok(value) => value.parse().expect("RATIOS_BATCH: a number of requests"),
-        Err(_) => BATCH,
-    };
+    batch(rt, &mut tenants, 0, TENANTS as u64, with_tenant);
+    batch(rt, &mut tenants_copies, 0, 2 * TENANTS as u64, with_tenant);
+    batch(rt, &mut tenants_one, 0, 10, one_tenant);
+    batch(rt, &mut tenants_1000, 0, 2_000, t1000);
+    batch(rt, &mut tenants_3000, 0, 6_000, t3000);
+    let batch_len = requests("RATIOS_BATCH", BATCH);
+    let warm = requests("RATIOS_WARM", TENANTS as u64);
     let mut variants: Vec<Variant<'_>> = vec![
         variant(rt, "static_bearer", &mut floor, plain),
         variant(rt, "own_token", &mut own, plain),
@@ -269,32 +353,41 @@ fn main() {
         variant(rt, "tenants_3000", &mut tenants_3000, t3000),
         variant(rt, "tenants_array", &mut array, with_tenant),
         variant(rt, "tenants_array_lines", &mut array_lines, with_tenant),
+        variant(rt, "tenants_array_one", &mut array_one, with_tenant),
     ];
+    if let Ok(only) = std::env::var("RATIOS_ONLY") {
+        let only: Vec<&str> = only.split(',').map(str::trim).collect();
+        variants.retain(|(name, _)| only.contains(name));
+    }
     // One round to warm up, not counted.
     for (_, run) in variants.iter_mut() {
-        run(batch_len);
+        run(warm, batch_len);
     }
     let mut ns: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..ROUNDS {
         // Each round starts with another variant, so that none is always first.
         for k in 0..variants.len() {
             let v = (round + k) % variants.len();
-            let took = (variants[v].1)(batch_len);
+            let took = (variants[v].1)(warm, batch_len);
             ns[v].push(took.as_nanos() as f64 / batch_len as f64);
         }
     }
     let names: Vec<&str> = variants.iter().map(|(name, _)| *name).collect();
-    let column = |name: &str| ns[names.iter().position(|n| *n == name).unwrap()].clone();
+    // A variant left out by `RATIOS_ONLY` has no column.
+    let column = |name: &str| {
+        let at = names.iter().position(|n| *n == name)?;
+        Some(&ns[at])
+    };
     for (name, values) in names.iter().zip(&ns) {
         println!(
-            "{name:<26} {:>8.1} ns per request (median of {ROUNDS} rounds of {batch_len})",
+            "{name:<26} {:>8.1} ns per request (median of {ROUNDS} rounds of {batch_len}, each after {warm} untimed)",
             median(&mut values.clone())
         );
     }
     let ratio = |top: &str, floor: &str| {
-        let (top, floor) = (column(top), column(floor));
-        let mut ratios: Vec<f64> = top.iter().zip(&floor).map(|(t, f)| t / f).collect();
-        median(&mut ratios)
+        let (top, floor) = (column(top)?, column(floor)?);
+        let mut ratios: Vec<f64> = top.iter().zip(floor).map(|(t, f)| t / f).collect();
+        Some(median(&mut ratios))
     };
     // What each printed ratio is called, and the two variants it divides.
     for (label, top, floor) in [
@@ -316,9 +409,16 @@ fn main() {
             "tenants_array_lines",
             "static_bearer_tenant_ext",
         ),
+        (
+            "tenants_array_one",
+            "tenants_array_one",
+            "static_bearer_tenant_ext",
+        ),
         ("tenants_to_array", "tenants", "tenants_array"),
         ("tenants_to_array_lines", "tenants", "tenants_array_lines"),
     ] {
-        println!("time ratio {label} {:.3}", ratio(top, floor));
+        if let Some(ratio) = ratio(top, floor) {
+            println!("time ratio {label} {ratio:.3}");
+        }
     }
 }
