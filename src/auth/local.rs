@@ -1,14 +1,17 @@
 //! What one clone of [`HelseId`](super::HelseId) keeps for itself, so that a warm
 //! request writes no cache line that another clone, on another core, writes too.
 //!
-//! A clone that has been called twice makes its own [`Ctx`]: its own reference to the
-//! layer (the retry's futures count their references there, not on the layer's), a
-//! clone of the inner service for the retries (so that no request clones it), and its
-//! own copy of the layer's token in front (another `Bytes` whose reference count is its
-//! own), valid while that token's [`Live`] flag, which no request writes, says it is
-//! still in front. A clone used once (`service.clone().oneshot(request)`) reads the
-//! front and refers to the layer as before, keeping a clone of the service for its retry:
-//! making a context would cost it more than it saves.
+//! A clone makes its own [`Ctx`] at its second request for the layer's own token, or
+//! at its second request that keeps a copy of itself for a retry (a tenant's request
+//! whose token no service has yet accepted, say; a tenant's warm request reads nothing
+//! of the clone's). The context holds the clone's own reference to the layer (the
+//! retry's futures count their references there, not on the layer's), a clone of the
+//! inner service for the retries (so that no request clones it), and its own copy of
+//! the layer's token in front (another `Bytes` whose reference count is its own), valid
+//! while that token's [`Live`] flag, which no request writes, says it is still in
+//! front. A clone used once (`service.clone().oneshot(request)`) reads the front and
+//! refers to the layer as before, keeping a clone of the service for its retry: making
+//! a context would cost it more than it saves.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -89,8 +92,9 @@ impl<S> Clone for Local<S> {
 }
 
 impl<S: Clone> Local<S> {
-    /// Makes this clone's own context at its second call (the first only counts), for
-    /// the requests that do not ask for the own token (a tenant's).
+    /// Makes this clone's own context at its second call that keeps a copy for a retry
+    /// (the first only counts), when the own token's requests have not made it: for the
+    /// requests that do not ask for the own token (a tenant's).
     #[inline]
     pub(super) fn settle(&mut self, shared: &Arc<Shared>, inner: &S) {
         if self.ctx.is_none() {

@@ -122,10 +122,7 @@ where
                 None => self
                     .local
                     .own_token(shared, &self.inner, request.headers_mut()),
-                Some(tenant) => {
-                    self.local.settle(shared, &self.inner);
-                    shared.attach_tenant(&tenant, request.headers_mut())
-                }
+                Some(tenant) => shared.attach_tenant(&tenant, request.headers_mut()),
             };
             if let Some(sent) = sent {
                 shared.cache.count_hit();
@@ -228,16 +225,18 @@ impl<S> HelseId<S> {
 
 impl<S: Clone> HelseId<S> {
     /// What a retry of `request` needs, when its body can be copied: a copy, with this
-    /// clone's context (at a clone's first request, which has none yet: the layer and a
-    /// clone of the service).
+    /// clone's context (made at the clone's second such request, when its own token's
+    /// requests have not made it already; at the first, the layer and a clone of the
+    /// service).
     #[inline(never)]
     fn keep<B: 'static>(
-        &self,
+        &mut self,
         request: &Request<B>,
         tenant: Option<Tenant>,
     ) -> Option<Retry<S, B>> {
         let shared = self.layer.shared();
         let kept = shared.replay.copy(request, tenant)?;
+        self.local.settle(shared, &self.inner);
         let owner = match self.local.ctx() {
             Some(ctx) => Owner::Ctx(ctx.clone()),
             None => Owner::Layer(shared.clone(), self.inner.clone()),
@@ -450,6 +449,55 @@ mod tests {
         assert_eq!(
             err.oauth_error().map(|e| &e.error),
             Some(&crate::OAuthErrorCode::InvalidClient)
+        );
+    }
+
+    /// Sends one request for `tenant` through `service` itself, answering the
+    /// `Authorization` it carried.
+    async fn send_for<S>(service: &mut HelseId<S>, tenant: Tenant) -> String
+    where
+        S: Service<Request<String>, Response = Response<String>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let mut request = Request::new(String::new());
+        request.extensions_mut().insert(tenant);
+        let response = service.ready().await.expect("ready").call(request).await;
+        response.expect("response").into_body()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clone_makes_its_context_for_tenants_only_when_it_keeps_copies() {
+        let tenant: Tenant = "911111111:922222222".parse().expect("tenant");
+        let source = Source::default();
+        // Warm, accepted tenant tokens: the requests keep no copy, and read nothing of
+        // the clone's.
+        let layer = HelseIdLayer::builder(source.clone()).build();
+        let mut service = HelseId::from_layer(tower::service_fn(echo), layer);
+        for _ in 0..4 {
+            assert_eq!(send_for(&mut service, tenant).await, "Bearer t1");
+        }
+        assert!(service.local.ctx().is_none(), "no context for warm tenants");
+
+        // Every request keeps a copy: the second that does makes the context, which the
+        // later ones share.
+        let layer = HelseIdLayer::builder(source.clone())
+            .retry_after_acceptance(true)
+            .build();
+        let mut service = HelseId::from_layer(tower::service_fn(echo), layer);
+        // The first request fetches the token (the slow path), the second is the first
+        // that keeps a copy on the fast path.
+        send_for(&mut service, tenant).await;
+        send_for(&mut service, tenant).await;
+        assert!(service.local.ctx().is_none(), "the first copy only counts");
+        send_for(&mut service, tenant).await;
+        let ctx = Arc::clone(service.local.ctx().expect("a context"));
+        send_for(&mut service, tenant).await;
+        assert!(
+            Arc::ptr_eq(&ctx, service.local.ctx().expect("a context")),
+            "made once"
         );
     }
 
