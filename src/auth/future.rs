@@ -87,30 +87,32 @@ where
             return retrying.as_mut().poll(cx);
         }
         let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
-        if response.status().is_success() {
-            if !*this.accepted
-                && let Some(retry) = this.retry.as_ref()
-            {
-                // The token's first success: its later requests keep no copy.
-                retry
-                    .owner
-                    .shared()
-                    .accept(retry.tenant.as_ref(), *this.sent);
+        match Verdict::of(&response) {
+            Verdict::Accepted => {
+                if !*this.accepted
+                    && let Some(retry) = this.retry.as_ref()
+                {
+                    // The token's first success: its later requests keep no copy.
+                    retry
+                        .owner
+                        .shared()
+                        .accept(retry.tenant.as_ref(), *this.sent);
+                }
             }
-            return Poll::Ready(Ok(response));
+            Verdict::Refused => {
+                if let Some(retry) = this.retry.take() {
+                    return this
+                        .retrying
+                        .insert(Box::pin(super::service::retry_fast(
+                            retry, *this.sent, response,
+                        )))
+                        .as_mut()
+                        .poll(cx);
+                }
+            }
+            Verdict::Neither => {}
         }
-        if !says_invalid_token(&response) {
-            return Poll::Ready(Ok(response));
-        }
-        let Some(retry) = this.retry.take() else {
-            return Poll::Ready(Ok(response));
-        };
-        this.retrying
-            .insert(Box::pin(super::service::retry_fast(
-                retry, *this.sent, response,
-            )))
-            .as_mut()
-            .poll(cx)
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -211,10 +213,30 @@ where
     }
 }
 
-/// Whether a `401` says that the token is no good (RFC 6750 `invalid_token`).
-#[inline]
-pub(super) fn says_invalid_token<T>(response: &Response<T>) -> bool {
-    response.status() == http::StatusCode::UNAUTHORIZED && names_invalid_token(response)
+/// What a service's answer says of the token its request carried: what the futures of
+/// the requests that kept a copy of themselves, and the slow path's, act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// A success: the service accepted the token.
+    Accepted,
+    /// A `401` that says the token is no good (RFC 6750 `invalid_token`).
+    Refused,
+    /// Any other answer, which says nothing of the token.
+    Neither,
+}
+
+impl Verdict {
+    pub(super) fn of<T>(response: &Response<T>) -> Verdict {
+        if response.status().is_success() {
+            Verdict::Accepted
+        } else if response.status() == http::StatusCode::UNAUTHORIZED
+            && names_invalid_token(response)
+        {
+            Verdict::Refused
+        } else {
+            Verdict::Neither
+        }
+    }
 }
 
 #[inline(never)]
@@ -289,5 +311,60 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+    use http::{Response, StatusCode, header};
+
+    fn answer(status: StatusCode, challenge: Option<&'static str>) -> Response<()> {
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        if let Some(challenge) = challenge {
+            response.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static(challenge),
+            );
+        }
+        response
+    }
+
+    #[test]
+    fn an_answer_accepts_refuses_or_says_nothing_of_the_token() {
+        let invalid = Some(r#"Bearer error="invalid_token", error_description="expired""#);
+        for (status, challenge, verdict) in [
+            (StatusCode::OK, None, Verdict::Accepted),
+            (StatusCode::NO_CONTENT, invalid, Verdict::Accepted),
+            (StatusCode::UNAUTHORIZED, invalid, Verdict::Refused),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some("DPoP algs=\"ES256\""),
+                Verdict::Neither,
+            ),
+            (StatusCode::UNAUTHORIZED, None, Verdict::Neither),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(r#"Bearer error="insufficient_scope""#),
+                Verdict::Neither,
+            ),
+            (StatusCode::FORBIDDEN, invalid, Verdict::Neither),
+            (StatusCode::NOT_FOUND, None, Verdict::Neither),
+            (StatusCode::INTERNAL_SERVER_ERROR, None, Verdict::Neither),
+        ] {
+            assert_eq!(
+                Verdict::of(&answer(status, challenge)),
+                verdict,
+                "{status} {challenge:?}"
+            );
+        }
+        // Two challenges, the second the token's.
+        let mut two = answer(StatusCode::UNAUTHORIZED, Some("DPoP algs=\"ES256\""));
+        two.headers_mut().append(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+        );
+        assert_eq!(Verdict::of(&two), Verdict::Refused);
     }
 }

@@ -8,7 +8,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::ResponseFuture;
-use super::future::{Inner, Owner, Retry, refused_without_copy, says_invalid_token};
+use super::future::{Inner, Owner, Retry, Verdict, refused_without_copy};
 use super::layer::{HelseIdLayer, Shared};
 use super::local::Local;
 use crate::assertion::Tenant;
@@ -183,10 +183,11 @@ impl<S> HelseId<S> {
             };
             set_authorization(&mut request, header.clone());
             let response = send(&mut inner, request, proofs.as_ref()).await?;
-            if response.status().is_success() && subject.is_none() {
+            let verdict = Verdict::of(&response);
+            if verdict == Verdict::Accepted && subject.is_none() {
                 shared.accept(tenant.as_ref(), sent);
             }
-            let invalid = says_invalid_token(&response);
+            let invalid = verdict == Verdict::Refused;
             let Some(kept) = kept else {
                 if invalid {
                     refused_without_copy(sent);
