@@ -16,7 +16,9 @@
 //!   ratios whose two variants both ran are printed).
 //!
 //! `cargo bench --bench ratios -- --latency` instead prints what one load costs on this
-//! machine when it waits for the one before, by the size of the memory it walks.
+//! machine when it waits for the one before, by the size of the memory it walks; a run
+//! of the variants ends with two of those figures (625 KB and 6,250 KB walked), which
+//! tell how busy the machine's caches were at the time.
 //!
 //! Each batch sends its requests with `ready().await` and `call(..).await`
 //! in a loop inside one task on a current-thread runtime (one `block_on` per batch, not
@@ -232,37 +234,43 @@ where
     (name, Box::new(move |warm, n| batch(rt, svc, warm, n, make)))
 }
 
-/// Prints the time of a load that waits for the one before (a walk of a random cycle
-/// of 64-byte lines), by the size of the memory walked.
-fn latency() {
+/// Prints the time of a load that waits for the one before, by the size of the memory
+/// walked, for each number of 64-byte `lines` given.
+fn latency(lines: &[usize]) {
+    for &lines in lines {
+        println!(
+            "{:>9} KB walked: {:>6.1} ns per load",
+            lines * 64 / 1024,
+            walk(lines)
+        );
+    }
+}
+
+/// The time of a load that waits for the one before, in a walk of a random cycle of
+/// `lines` 64-byte lines (the best of three walks).
+fn walk(lines: usize) -> f64 {
     #[repr(align(64))]
     struct Line {
         next: usize,
     }
-    for lines in [512, 1_000, 10_000, 16_000, 30_000, 100_000, 1_000_000] {
-        // A random cycle through all the lines.
-        let order = shuffled(lines);
-        let mut walk: Vec<Line> = (0..lines).map(|_| Line { next: 0 }).collect();
-        for (k, &at) in order.iter().enumerate() {
-            walk[at].next = order[(k + 1) % lines];
-        }
-        const LOADS: u32 = 10_000_000;
-        let mut at = 0;
-        let best = (0..3)
-            .map(|_| {
-                let start = Instant::now();
-                for _ in 0..LOADS {
-                    at = walk[at].next;
-                }
-                start.elapsed().as_secs_f64() * 1e9 / f64::from(LOADS)
-            })
-            .fold(f64::INFINITY, f64::min);
-        black_box(at);
-        println!(
-            "{:>9} KB walked: {best:>6.1} ns per load",
-            lines * 64 / 1024
-        );
+    const LOADS: u32 = 10_000_000;
+    let order = shuffled(lines);
+    let mut walk: Vec<Line> = (0..lines).map(|_| Line { next: 0 }).collect();
+    for (k, &at) in order.iter().enumerate() {
+        walk[at].next = order[(k + 1) % lines];
     }
+    let mut at = 0;
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..LOADS {
+                at = walk[at].next;
+            }
+            start.elapsed().as_secs_f64() * 1e9 / f64::from(LOADS)
+        })
+        .fold(f64::INFINITY, f64::min);
+    black_box(at);
+    best
 }
 
 fn main() {
@@ -270,7 +278,7 @@ fn main() {
         return;
     }
     if std::env::args().any(|arg| arg == "--latency") {
-        return latency();
+        return latency(&[512, 1_000, 10_000, 16_000, 30_000, 100_000, 1_000_000]);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -421,4 +429,7 @@ fn main() {
             println!("time ratio {label} {ratio:.3}");
         }
     }
+    // How far this machine's memory was at the time: 10,000 lines are the slots of
+    // 10,000 tenants; 100,000 lines are more than the L2 cache holds.
+    latency(&[TENANTS, 100_000]);
 }
