@@ -226,9 +226,9 @@ impl<S> HelseId<S> {
 
 impl<S: Clone> HelseId<S> {
     /// What a retry of `request` needs, when its body can be copied: a copy, with this
-    /// clone's context (made at the clone's second such request, when its own token's
-    /// requests have not made it already; at the first, the layer and a clone of the
-    /// service).
+    /// clone's context (for a tenant's request, made at the clone's second such request
+    /// if its own token's requests have not made it already); without one, the layer
+    /// and a clone of the service.
     #[inline(never)]
     fn keep<B: 'static>(
         &mut self,
@@ -237,7 +237,10 @@ impl<S: Clone> HelseId<S> {
     ) -> Option<Retry<S, B>> {
         let shared = self.layer.shared();
         let kept = shared.replay.copy(request, tenant)?;
-        self.local.settle(shared, &self.inner);
+        if tenant.is_some() {
+            // The own token's requests make the context themselves, at the second.
+            self.local.settle(shared, &self.inner);
+        }
         let owner = match self.local.ctx() {
             Some(ctx) => Owner::Ctx(ctx.clone()),
             None => Owner::Layer(shared.clone(), self.inner.clone()),
@@ -470,7 +473,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_clone_makes_its_context_for_tenants_only_when_it_keeps_copies() {
+    async fn a_clone_makes_its_context_only_at_a_second_call_that_uses_it() {
         let tenant: Tenant = "911111111:922222222".parse().expect("tenant");
         let source = Source::default();
         // Warm, accepted tenant tokens: the requests keep no copy, and read nothing of
@@ -500,6 +503,18 @@ mod tests {
             Arc::ptr_eq(&ctx, service.local.ctx().expect("a context")),
             "made once"
         );
+
+        // A clone called once for the layer's own token, warm and keeping a copy, makes
+        // none: it would cost more than it saves.
+        assert_eq!(send(&mut service).await, "Bearer t3");
+        let mut once = service.clone();
+        assert_eq!(send(&mut once).await, "Bearer t3");
+        assert!(
+            once.local.ctx().is_none(),
+            "no context at a clone's first call"
+        );
+        send(&mut once).await;
+        assert!(once.local.ctx().is_some(), "made at its second");
     }
 
     /// Sends one request through `service` itself (not a clone), answering the
