@@ -255,16 +255,16 @@ fn walk(lines: usize) -> f64 {
     }
     const LOADS: u32 = 10_000_000;
     let order = shuffled(lines);
-    let mut walk: Vec<Line> = (0..lines).map(|_| Line { next: 0 }).collect();
+    let mut cycle: Vec<Line> = (0..lines).map(|_| Line { next: 0 }).collect();
     for (k, &at) in order.iter().enumerate() {
-        walk[at].next = order[(k + 1) % lines];
+        cycle[at].next = order[(k + 1) % lines];
     }
     let mut at = 0;
     let best = (0..3)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..LOADS {
-                at = walk[at].next;
+                at = cycle[at].next;
             }
             start.elapsed().as_secs_f64() * 1e9 / f64::from(LOADS)
         })
