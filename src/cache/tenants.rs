@@ -233,11 +233,17 @@ fn position(hash: u64, pilot: u8, size: usize) -> usize {
 }
 
 impl Shard {
+    /// The one slot the perfect hash gives `hash`: its tenant's, unless the tenant is
+    /// not in the shard or its group was spilled.
+    #[inline]
+    fn slot_of(&self, hash: u64) -> Option<&Slot> {
+        let pilot = *self.pilots.get(group_of(hash, usize::from(self.groups)))?;
+        self.slots.get(position(hash, pilot, self.slots.len()))
+    }
+
     #[inline]
     fn find(&self, key: Key, hash: u64) -> Option<&Slot> {
-        let groups = usize::from(self.groups);
-        let pilot = *self.pilots.get(group_of(hash, groups))?;
-        if let Some(slot) = self.slots.get(position(hash, pilot, self.slots.len()))
+        if let Some(slot) = self.slot_of(hash)
             && slot.key == key
         {
             return Some(slot);
@@ -642,7 +648,9 @@ impl Drop for Stop {
 mod tests {
     use std::time::Duration;
 
-    use super::{Key, Meta, Parts, Shard, Slot, Tenants, UNCOPIED, group_of, place, position};
+    use super::{
+        Key, Meta, Parts, Placement, Shard, Slot, Tenants, UNCOPIED, group_of, place, position,
+    };
 
     fn hash(tenant: &Tenant) -> u64 {
         Key::of(tenant).hash()
@@ -817,6 +825,13 @@ mod tests {
             .collect()
     }
 
+    /// The slot a lookup of `hash` reads in a shard built with `placement` (what
+    /// [`Shard::slot_of`] computes).
+    fn looked(placement: &Placement, hash: u64) -> usize {
+        let pilot = placement.pilots[group_of(hash, usize::from(placement.groups))];
+        position(hash, pilot, placement.size)
+    }
+
     fn shard_of_tenants(tenants: &[Tenant], header: &http::HeaderValue) -> Shard {
         Shard::build(parts_of(tenants, header))
     }
@@ -860,16 +875,10 @@ mod tests {
             let placement = place(&hashes);
             assert_eq!(placement.size, n + n / 2 + 1);
             assert!(placement.spilled.is_empty(), "{n}");
-            let groups = usize::from(placement.groups);
-            assert_eq!(groups, n.div_ceil(4));
+            assert_eq!(usize::from(placement.groups), n.div_ceil(4));
             let mut seen = std::collections::HashSet::new();
             for (&hash, &at) in hashes.iter().zip(&placement.at) {
-                let pilot = placement.pilots[group_of(hash, groups)];
-                assert_eq!(
-                    position(hash, pilot, placement.size),
-                    at,
-                    "where a lookup looks"
-                );
+                assert_eq!(looked(&placement, hash), at, "where a lookup looks");
                 assert!(seen.insert(at), "{n}: two tokens in slot {at}");
             }
         }
@@ -886,7 +895,6 @@ mod tests {
                 hashes.iter_mut().take(equal).for_each(|hash| *hash = first);
             }
             let placement = place(&hashes);
-            let groups = usize::from(placement.groups);
             let spilled: std::collections::HashSet<usize> =
                 placement.spilled.iter().map(|&slot| usize::from(slot)).collect();
             proptest::prop_assert_eq!(placement.at.len(), hashes.len());
@@ -894,8 +902,7 @@ mod tests {
             for (&hash, &at) in hashes.iter().zip(&placement.at) {
                 proptest::prop_assert!(at < placement.size);
                 proptest::prop_assert!(seen.insert(at), "two in slot {}", at);
-                let looked = position(hash, placement.pilots[group_of(hash, groups)], placement.size);
-                proptest::prop_assert!(looked == at || spilled.contains(&at));
+                proptest::prop_assert!(looked(&placement, hash) == at || spilled.contains(&at));
             }
             if equal >= 2 && hashes.len() >= 2 {
                 proptest::prop_assert!(!spilled.is_empty(), "equal hashes spill");
@@ -940,8 +947,7 @@ mod tests {
             let t = tenant(i);
             let hash = hash(&t);
             let shard = front.shard(hash).load();
-            let pilot = shard.pilots[group_of(hash, usize::from(shard.groups))];
-            let slot = &shard.slots[position(hash, pilot, shard.slots.len())];
+            let slot = shard.slot_of(hash).expect("a slot");
             assert_eq!(slot.key, Key::of(&t), "tenant {i} where its hash says");
         }
     }
@@ -956,8 +962,7 @@ mod tests {
             let t = tenant(i);
             let hash = hash(&t);
             assert!(shard.find(Key::of(&t), hash).is_none(), "tenant {i}");
-            let pilot = shard.pilots[group_of(hash, usize::from(shard.groups))];
-            if shard.slots[position(hash, pilot, shard.slots.len())].key != Key::EMPTY {
+            if shard.slot_of(hash).expect("a slot").key != Key::EMPTY {
                 on_another += 1;
             }
         }
