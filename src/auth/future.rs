@@ -213,8 +213,8 @@ where
     }
 }
 
-/// What a service's answer says of the token its request carried: what the futures of
-/// the requests that kept a copy of themselves, and the slow path's, act on.
+/// What a service's answer says of the token its request carried: what the layer's
+/// futures act on (the warm one only after a `401`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
     /// A success: the service accepted the token.
@@ -253,7 +253,7 @@ fn names_invalid_token<T>(response: &Response<T>) -> bool {
 #[cold]
 #[inline(never)]
 fn unkept<T>(response: Response<T>, sent: u64) -> Response<T> {
-    if names_invalid_token(&response) {
+    if Verdict::of(&response) == Verdict::Refused {
         refused_without_copy(sent);
     }
     response
