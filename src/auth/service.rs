@@ -458,18 +458,14 @@ mod tests {
 
     /// Sends one request for `tenant` through `service` itself, answering the
     /// `Authorization` it carried.
-    async fn send_for<S>(service: &mut HelseId<S>, tenant: Tenant) -> String
+    async fn send_for<S>(service: &mut S, tenant: Tenant) -> String
     where
-        S: Service<Request<String>, Response = Response<String>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: Service<Request<String>, Response = Response<String>>,
+        S::Error: fmt::Debug,
     {
         let mut request = Request::new(String::new());
         request.extensions_mut().insert(tenant);
-        let response = service.ready().await.expect("ready").call(request).await;
-        response.expect("response").into_body()
+        send_request(service, request).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -524,7 +520,16 @@ mod tests {
         S: Service<Request<String>, Response = Response<String>>,
         S::Error: fmt::Debug,
     {
-        let request = Request::new(String::new());
+        send_request(service, Request::new(String::new())).await
+    }
+
+    /// Sends `request` through `service` itself, answering the `Authorization` it
+    /// carried.
+    async fn send_request<S>(service: &mut S, request: Request<String>) -> String
+    where
+        S: Service<Request<String>, Response = Response<String>>,
+        S::Error: fmt::Debug,
+    {
         let response = service.ready().await.expect("ready").call(request).await;
         response.expect("response").into_body()
     }
