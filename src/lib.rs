@@ -102,7 +102,7 @@ pub mod metrics;
 #[cfg(feature = "mirror")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mirror")))]
 pub mod mirror;
-mod private_file;
+pub mod private_file;
 pub mod refresh;
 mod rfc3339;
 #[cfg(feature = "transport")]
@@ -111,7 +111,7 @@ pub mod selvbetjening;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod shared;
-mod text;
+pub mod text;
 pub mod token;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]

@@ -1,6 +1,9 @@
 //! Files only their owner may read (keys, tokens), replaced atomically: written in full
 //! to a new file beside the target, flushed, then renamed over it, so that a crash
 //! leaves the old file or the new one, never half of either.
+//!
+//! [`write`] is public so that tools built on the crate (the `helseid` command line
+//! among them) write their secret files the same way.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,9 +55,19 @@ pub(crate) fn sync_dir(path: &Path) {
     }
 }
 
-/// Replaces `path` with `contents`, owner-only and atomically.
-#[cfg(feature = "transport")]
-pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+/// Replaces `path` with `contents`, owner-only and atomically: a new file created
+/// exclusively with mode 0600 beside `path` (so a symbolic link at a predictable name is
+/// never followed), written in full and flushed, then renamed over `path`.
+///
+/// # Errors
+/// The I/O error of the step that failed; `path` is then untouched.
+///
+/// # Example
+/// ```no_run
+/// helseid::private_file::write("token-set.json".as_ref(), b"{}")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let temp = stage(path, contents)?;
     commit(&temp, path)
 }

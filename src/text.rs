@@ -6,6 +6,8 @@
 //! terminal goes through [`untrusted`] first, so that a server cannot forge log lines,
 //! move a terminal's cursor or colour its output, and cannot make the client print the
 //! assertion or token it was sent.
+//!
+//! [`escape`] is public: tools built on the crate escape outside text the same way.
 
 use std::fmt::Write;
 
@@ -47,6 +49,23 @@ pub(crate) fn untrusted(text: &str, secrets: &[&str]) -> String {
     let rest = chars.count();
     if rest > 0 {
         let _ = write!(out, "... ({rest} more characters)");
+    }
+    out
+}
+
+/// `text` with every character that must not reach a terminal or a log line as it is
+/// (control characters, bidirectional overrides and isolates, line and paragraph
+/// separators) escaped as `\n`, `\r`, `\t` or `\u{..}`; nothing cut, nothing
+/// redacted. The escaping the crate's own errors use for text from outside.
+///
+/// # Example
+/// ```
+/// assert_eq!(helseid::text::escape("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+/// ```
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        push_escaped(&mut out, c);
     }
     out
 }
