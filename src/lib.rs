@@ -123,7 +123,51 @@ pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
 pub use error::{Error, IdTokenCheck, LoginError, OAuthError, OAuthErrorCode, Result};
 
-/// The README's examples are compiled as doc tests.
+/// The README's examples, and those of every page in `docs/`, are compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/architecture.md")]
+struct ArchitectureDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/cli.md")]
+struct CliDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/emulator.md")]
+struct EmulatorDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/fleet.md")]
+struct FleetDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/login.md")]
+struct LoginDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/metrics.md")]
+struct MetricsDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/mirror.md")]
+struct MirrorDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+struct PerformanceDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/security.md")]
+struct SecurityDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/tokens.md")]
+struct TokensDocDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/typed-clients.md")]
+struct TypedClientsDocDoctests;
