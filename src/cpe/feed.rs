@@ -118,9 +118,11 @@ fn next_cursor(
     else {
         return Ok(None);
     };
+    // The link is the server's text: it reaches errors escaped and cut, as all such text.
+    let shown = crate::text::untrusted(href, &[]);
     let url = url::Url::parse(base_url)
         .and_then(|base| base.join(href))
-        .map_err(|e| Error::Custom(format!("the next page link `{href}` is not a URL: {e}")))?;
+        .map_err(|e| Error::Custom(format!("the next page link `{shown}` is not a URL: {e}")))?;
     let mut next = Cursor {
         event_id: None,
         from_datetime: current.from_datetime,
@@ -130,7 +132,7 @@ fn next_cursor(
             "EventId" => next.event_id = Some(value.into_owned()),
             "fromDatetime" => {
                 next.from_datetime = Some(value.parse().map_err(|e| {
-                    Error::Custom(format!("the next page link `{href}`: fromDatetime: {e}"))
+                    Error::Custom(format!("the next page link `{shown}`: fromDatetime: {e}"))
                 })?);
             }
             _ => {}
@@ -141,7 +143,7 @@ fn next_cursor(
     }
     if next == *current {
         return Err(Error::Custom(format!(
-            "the next page link `{href}` points at the page just read: the feed does not move forward"
+            "the next page link `{shown}` points at the page just read: the feed does not move forward"
         )));
     }
     Ok(Some(next))
@@ -251,5 +253,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("`never` is not a date-time"), "{e}");
+    }
+
+    #[test]
+    fn a_next_link_reaches_errors_escaped() {
+        // Control characters and a bidirectional override in the server's link: a parse
+        // error and a link that does not move both show them escaped.
+        let forged = "http://[x\n\u{1b}[31mFORGED\u{202e}";
+        let e = next_cursor(BASE, &start(), &page(&["a"], Some(forged))).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("\\n\\u{1b}[31mFORGED\\u{202e}"), "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{text}"
+        );
+        let current = Cursor {
+            event_id: Some("a".to_owned()),
+            from_datetime: None,
+        };
+        let still = "/x?EventId=a&\u{7}=\r\n";
+        let e = next_cursor(BASE, &current, &page(&["b"], Some(still))).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("does not move forward"), "{text}");
+        assert!(!text.chars().any(char::is_control), "{text}");
     }
 }
