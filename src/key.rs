@@ -144,7 +144,7 @@ impl FromStr for Algorithm {
 ///
 /// The private members are zeroized when the value is dropped, and `Debug` never shows
 /// them.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PrivateJwk {
     #[serde(default)]
     kty: String,
@@ -200,6 +200,29 @@ fn jwk_err(member: &str, reason: impl Into<String>) -> Error {
 }
 
 impl PrivateJwk {
+    /// A key of type `kty` with no other member, for the generators to fill in. Not
+    /// `Default`: an empty private key is no key, and nothing outside should make one.
+    fn of_type(kty: &str) -> Self {
+        PrivateJwk {
+            kty: kty.to_owned(),
+            kid: None,
+            alg: None,
+            use_: None,
+            n: None,
+            e: None,
+            crv: None,
+            x: None,
+            y: None,
+            d: None,
+            p: None,
+            q: None,
+            dp: None,
+            dq: None,
+            qi: None,
+            k: None,
+        }
+    }
+
     /// Parses a private JWK from its JSON text.
     ///
     /// # Errors
@@ -257,7 +280,6 @@ impl PrivateJwk {
             let rsa = pkcs1::RsaPrivateKeyRef::try_from(info.private_key.as_bytes()).ok()?;
             let secret = |u: &pkcs1::UintRef<'_>| Some(Zeroizing::new(b64(u.as_bytes())));
             let mut jwk = PrivateJwk {
-                kty: "RSA".into(),
                 alg: Some(alg.as_str().into()),
                 n: Some(b64(rsa.modulus.as_bytes())),
                 e: Some(b64(rsa.public_exponent.as_bytes())),
@@ -267,7 +289,7 @@ impl PrivateJwk {
                 dp: secret(&rsa.exponent1),
                 dq: secret(&rsa.exponent2),
                 qi: secret(&rsa.coefficient),
-                ..PrivateJwk::default()
+                ..PrivateJwk::of_type("RSA")
             };
             jwk.kid = Some(jwk.public().ok()?.thumbprint());
             Some(jwk)
@@ -296,13 +318,12 @@ impl PrivateJwk {
             let point = pair.public_key().as_ref();
             let coord = (point.len() - 1) / 2;
             let mut jwk = PrivateJwk {
-                kty: "EC".into(),
                 alg: Some(alg.as_str().into()),
                 crv: Some(crv.into()),
                 x: Some(b64(&point[1..=coord])),
                 y: Some(b64(&point[1 + coord..])),
                 d: Some(Zeroizing::new(b64(d.as_ref()))),
-                ..PrivateJwk::default()
+                ..PrivateJwk::of_type("EC")
             };
             jwk.kid = Some(jwk.public().ok()?.thumbprint());
             Some(jwk)
