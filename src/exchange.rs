@@ -212,8 +212,12 @@ fn jwt_expiry(token: &str) -> Option<Instant> {
         return None;
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
-    let remaining = Duration::try_from_secs_f64(exp).ok()?.saturating_sub(now);
-    Some(Instant::now() + remaining)
+    // An `exp` far in the future (1e19, say) is capped, not added as it is: `Instant`
+    // arithmetic would overflow.
+    let remaining = Duration::try_from_secs_f64(exp)
+        .unwrap_or(Duration::MAX)
+        .saturating_sub(now);
+    Some(crate::token::instant_in(remaining))
 }
 
 #[cfg(test)]
@@ -252,6 +256,27 @@ mod tests {
             SubjectToken::new(jwt(&serde_json::json!({ "exp": "soon" }))).expires_at(),
             None
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exp_far_in_the_future_is_capped_not_overflowed() {
+        // 1e19 s lies past what `Instant` can add: it once panicked here.
+        for exp in [
+            serde_json::json!(1e19),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1.7e19),
+        ] {
+            let token = SubjectToken::new(jwt(&serde_json::json!({ "exp": exp })));
+            let left = token
+                .expires_at()
+                .expect("exp")
+                .duration_since(Instant::now());
+            assert_eq!(left, crate::token::FAR_AHEAD, "{exp}");
+            assert!(!token.is_expired());
+        }
+        // Past what `Duration` holds at all: also far ahead, not absent.
+        let token = SubjectToken::new(jwt(&serde_json::json!({ "exp": 1e300 })));
+        assert!(token.expires_at().is_some() && !token.is_expired());
     }
 
     #[test]

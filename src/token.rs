@@ -92,6 +92,17 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// The longest time ahead the crate keeps an instant for: a lifetime or an expiry
+/// further away (a server's `expires_in` of 1e19, a JWT's `exp` near `u64::MAX`) is
+/// taken as this, so that adding it to `now` cannot overflow.
+pub(crate) const FAR_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + after`, with `after` capped at [`FAR_AHEAD`]: never overflows, never panics.
+pub(crate) fn instant_in(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after.min(FAR_AHEAD)).unwrap_or(now)
+}
+
 impl AccessToken {
     /// A token that expires `expires_in` from now.
     ///
@@ -107,7 +118,7 @@ impl AccessToken {
         let authorization = authorization_header(&token_type, &secret)?;
         Ok(AccessToken {
             token_type,
-            expires_at: Instant::now() + expires_in,
+            expires_at: instant_in(expires_in),
             scope: None,
             rejected_scope: None,
             refresh_token: None,
@@ -140,7 +151,7 @@ impl AccessToken {
         expires_in: Option<Duration>,
     ) -> Self {
         self.refresh_token = token;
-        self.refresh_token_expires_at = expires_in.map(|d| Instant::now() + d);
+        self.refresh_token_expires_at = expires_in.map(instant_in);
         self
     }
 
@@ -385,6 +396,17 @@ mod tests {
         )
         .expect_err("newline in token");
         assert!(!err.to_string().contains("Evil"), "{err}");
+    }
+
+    #[test]
+    fn a_lifetime_past_what_instant_holds_is_capped() {
+        let token = AccessToken::new("t", TokenType::Bearer, Duration::MAX).expect("token");
+        assert!(token.expires_in() <= FAR_AHEAD);
+        assert!(token.expires_in() > FAR_AHEAD - Duration::from_secs(60));
+        let token = AccessToken::new("t", TokenType::Bearer, Duration::from_secs(60))
+            .expect("token")
+            .with_refresh_token(None, Some(Duration::MAX));
+        assert!(token.refresh_token_expires_at.is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -249,6 +249,29 @@ proptest! {
     }
 
     #[test]
+    fn fuzz_subject_token(
+        exp in prop_oneof![
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(Value::from(1e19)),
+            Just(Value::from(u64::MAX)),
+            Just(Value::from(1.7e308)),
+            text().prop_map(Value::from),
+        ],
+        tail in text(),
+    ) {
+        // Any `exp` a JWT may carry: no panic (1e19 once overflowed `Instant`), and an
+        // expiry that is never in the past for an `exp` that is not.
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::json!({ "exp": exp }).to_string());
+        let token = helseid::exchange::SubjectToken::new(format!("eyJhbGciOiJSUzI1NiJ9.{payload}.{tail}"));
+        let _ = token.is_expired();
+        if exp.as_f64().is_some_and(|e| e > 4.0e9) {
+            prop_assert!(!token.is_expired());
+        }
+    }
+
+    #[test]
     fn fuzz_public_jwk(bytes in document(jwk())) {
         if let Ok(jwk) = serde_json::from_slice::<PublicJwk>(&bytes) {
             // A thumbprint of anything that reads as a public JWK, without a panic.
