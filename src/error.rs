@@ -378,12 +378,17 @@ pub enum IdTokenCheck {
     Signature,
     /// `iss` is not the issuer.
     Issuer,
-    /// `aud` is not (or does not hold) the client id.
+    /// `aud` is not (or does not hold) the client id, or `azp` (required when `aud` has
+    /// several values) is not the client id.
     Audience,
     /// `nonce` is not the one the login sent.
     Nonce,
-    /// `exp` has passed, or `iat` lies in the future (beyond the clock skew allowed).
+    /// `exp` has passed, or `iat` or `nbf` lies in the future (beyond the clock skew
+    /// allowed).
     Expiry,
+    /// The header's `crit` names extensions that must be understood: this client
+    /// understands none (RFC 7515 section 4.1.11).
+    Critical,
 }
 
 impl fmt::Display for IdTokenCheck {
@@ -398,6 +403,7 @@ impl fmt::Display for IdTokenCheck {
             IdTokenCheck::Audience => "aud",
             IdTokenCheck::Nonce => "nonce",
             IdTokenCheck::Expiry => "exp",
+            IdTokenCheck::Critical => "crit",
         })
     }
 }

@@ -301,6 +301,10 @@ impl LoginClient {
             alg: String,
             #[serde(default)]
             kid: Option<String>,
+            /// Present at all (even empty): extensions the client must understand, and it
+            /// understands none.
+            #[serde(default)]
+            crit: Option<Value>,
         }
         let header: Header = b64_decode(header_b64)
             .and_then(|json| serde_json::from_slice(&json).ok())
@@ -315,6 +319,12 @@ impl LoginClient {
             .ok_or_else(|| refuse(IdTokenCheck::Format, "the payload is not a JSON object"))?;
         let signature = b64_decode(signature_b64)
             .ok_or_else(|| refuse(IdTokenCheck::Format, "the signature is not base64url"))?;
+        if header.crit.is_some() {
+            return Err(refuse(
+                IdTokenCheck::Critical,
+                "the header names critical extensions (crit), which this client does not understand",
+            ));
+        }
         let alg: Algorithm = header.alg.parse().map_err(|_| {
             refuse(
                 IdTokenCheck::Algorithm,
@@ -353,6 +363,25 @@ impl LoginClient {
                 &format!("aud is missing or does not name client `{client_id}`"),
             ));
         }
+        // OpenID Connect Core 3.1.3.7 (4, 5): a token for several audiences names the one
+        // it was issued to in `azp`, and any `azp` must be this client.
+        let several = matches!(claims.get("aud"), Some(Value::Array(auds)) if auds.len() > 1);
+        match claims.get("azp") {
+            Some(Value::String(azp)) if azp == client_id => {}
+            None if !several => {}
+            Some(_) => {
+                return Err(refuse(
+                    IdTokenCheck::Audience,
+                    &format!("azp is not client `{client_id}`"),
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    IdTokenCheck::Audience,
+                    &format!("aud has several values and azp does not name client `{client_id}`"),
+                ));
+            }
+        }
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(refuse(
                 IdTokenCheck::Nonce,
@@ -383,6 +412,21 @@ impl LoginClient {
                 IdTokenCheck::Expiry,
                 &format!("iat lies {} s in the future", iat - now),
             ));
+        }
+        match claims.get("nbf") {
+            None => {}
+            Some(nbf) => match nbf.as_u64() {
+                Some(nbf) if nbf <= now.saturating_add(skew) => {}
+                Some(nbf) => {
+                    return Err(refuse(
+                        IdTokenCheck::Expiry,
+                        &format!("nbf lies {} s in the future", nbf - now),
+                    ));
+                }
+                None => {
+                    return Err(refuse(IdTokenCheck::Expiry, "nbf is not a number"));
+                }
+            },
         }
         if claims.get("sub").and_then(Value::as_str).is_none() {
             return Err(refuse(IdTokenCheck::Format, "sub is missing"));
@@ -555,11 +599,17 @@ fn refused(api: &'static str, status: &StatusCode, body: &[u8], secrets: &[&str]
 }
 
 /// The key of `keys` for a token with `kid` and `alg`: the one with that `kid`, or
-/// without a `kid` the only one whose type fits.
+/// without a `kid` the only one that fits. A key fits when its type (and curve) suits
+/// `alg`, its own `alg` (when it names one) is `alg`, and its `use` (when it names one)
+/// is `sig` (RFC 7517 sections 4.2 and 4.4).
 fn pick<'a>(keys: &'a [PublicJwk], kid: Option<&str>, alg: Algorithm) -> Option<&'a PublicJwk> {
-    let fits = |key: &&PublicJwk| match alg.curve() {
-        Some(curve) => key.kty == "EC" && key.crv.as_deref() == Some(curve),
-        None => key.kty == "RSA",
+    let fits = |key: &&PublicJwk| {
+        let kind = match alg.curve() {
+            Some(curve) => key.kty == "EC" && key.crv.as_deref() == Some(curve),
+            None => key.kty == "RSA",
+        };
+        kind && key.alg.as_deref().is_none_or(|a| a == alg.as_str())
+            && key.use_.as_deref().is_none_or(|u| u == "sig")
     };
     match kid {
         Some(kid) => keys
@@ -740,12 +790,15 @@ impl PendingLogin {
     }
 
     /// Waits (at most the client's timeout) for the browser's redirect to the loopback
-    /// listener, answers it with a small page, and checks it: `state` must be this
-    /// login's, `iss` (when present) the issuer, and it must carry a code. Other requests
-    /// to the listener (a browser's `/favicon.ico`) get 404 and are not counted.
+    /// listener, checks it, and answers it with a small page: `state` must be this
+    /// login's, `iss` (when present) the issuer, and it must carry a code. A redirect
+    /// with another `state` (a local process or a web page probing the port) gets 400 and
+    /// the wait goes on; other requests to the listener (a browser's `/favicon.ico`) get
+    /// 404. The page says "Logged in" only for a redirect that passed every check. When
+    /// the wait ends or is dropped, the port is closed and its connections with it.
     ///
     /// # Errors
-    /// [`LoginError::WrongState`], [`LoginError::WrongIssuer`],
+    /// [`LoginError::WrongIssuer`],
     /// [`LoginError::AccessDenied`] (the user cancelled), [`LoginError::RequestExpired`]
     /// (`invalid_request_uri`), [`LoginError::Authorization`] (another error),
     /// [`LoginError::NoCode`], [`LoginError::Timeout`]; [`LoginError::Listener`] when
@@ -757,15 +810,43 @@ impl PendingLogin {
             })
         })?;
         let timeout = self.client.inner.timeout;
-        let query = Zeroizing::new(
-            tokio::time::timeout(timeout, redirect::receive(listener))
-                .await
-                .map_err(|_| Error::Login(LoginError::Timeout { after: timeout }))??,
-        );
-        self.check_redirect(&query)
+        let expected = Redirect {
+            state: self.state.clone(),
+            issuer: self
+                .client
+                .inner
+                .endpoint
+                .config()
+                .authority()
+                .issuer()
+                .to_owned(),
+        };
+        tokio::time::timeout(
+            timeout,
+            redirect::receive(listener, move |query| expected.check(query)),
+        )
+        .await
+        .map_err(|_| Error::Login(LoginError::Timeout { after: timeout }))?
+    }
+}
+
+/// What a login's redirect must carry.
+struct Redirect {
+    state: String,
+    issuer: String,
+}
+
+impl Redirect {
+    /// Checks a redirect's query: one for another login (another or no `state`) is not
+    /// ours, and the wait goes on; otherwise its verdict.
+    fn check(&self, query: &str) -> redirect::Checked {
+        match self.verdict(query) {
+            Err(Error::Login(LoginError::WrongState)) => redirect::Checked::NotOurs,
+            verdict => redirect::Checked::Ends(verdict),
+        }
     }
 
-    fn check_redirect(&self, query: &str) -> Result<AuthorizationCode> {
+    fn verdict(&self, query: &str) -> Result<AuthorizationCode> {
         let mut code = None;
         let mut state = None;
         let mut iss = None;
@@ -787,8 +868,7 @@ impl PendingLogin {
         if state.as_deref().map(String::as_str) != Some(self.state.as_str()) {
             return Err(Error::Login(LoginError::WrongState));
         }
-        let issuer = self.client.inner.endpoint.config().authority().issuer();
-        if iss.is_some_and(|iss| iss.as_str() != issuer) {
+        if iss.is_some_and(|iss| *iss != self.issuer) {
             return Err(Error::Login(LoginError::WrongIssuer));
         }
         let description = description.map(|d| untrusted(&d, &[]));
@@ -814,7 +894,9 @@ impl PendingLogin {
             .ok_or(Error::Login(LoginError::NoCode))?;
         Ok(AuthorizationCode(code))
     }
+}
 
+impl PendingLogin {
     /// Exchanges `code` at the token endpoint (the PKCE verifier, a new client
     /// assertion, a DPoP proof with the login's key, the nonce challenge answered), and
     /// validates the ID token.
@@ -896,8 +978,9 @@ impl LoggedIn {
 }
 
 /// The claims of a validated ID token, with accessors for HelseID's person claims.
-/// `Debug` shows the name, the HPR number and the security level, not the national
-/// identity number.
+/// `Debug` shows HelseID's pseudonym (`sub`) and the security level only: the name,
+/// the HPR number and the national identity number are personal data and stay out of
+/// `Debug` (and so out of logs that print it).
 #[derive(Clone)]
 pub struct IdTokenClaims {
     claims: Map<String, Value>,
@@ -907,8 +990,6 @@ impl fmt::Debug for IdTokenClaims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdTokenClaims")
             .field("sub", &self.subject())
-            .field("name", &self.name())
-            .field("hpr_number", &self.hpr_number())
             .field("security_level", &self.security_level())
             .finish_non_exhaustive()
     }
@@ -984,60 +1065,122 @@ mod redirect {
         )
     }
 
-    /// Answers one request to the listener: the page for the callback (whose query goes
-    /// to `sender`), 404 for anything else.
+    /// How long a connection to the listener may take to send its request's headers.
+    pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// How long connections that are still writing their page may run once the wait
+    /// has ended.
+    const GRACE: Duration = Duration::from_secs(5);
+
+    /// What a redirect's check decided: a redirect for another login (another or no
+    /// `state`) is answered 400 and the wait goes on; anything else ends the wait.
+    pub(super) enum Checked {
+        NotOurs,
+        Ends(Result<AuthorizationCode>),
+    }
+
+    /// Answers one request to the listener: for the callback, the check's verdict (the
+    /// page says "Logged in" only for a redirect that passed every check); 404 for
+    /// anything else.
     fn answer(
         request: &http::Request<Incoming>,
-        sender: &tokio::sync::mpsc::Sender<String>,
+        check: &(dyn Fn(&str) -> Checked + Send + Sync),
+        sender: &tokio::sync::mpsc::Sender<Result<AuthorizationCode>>,
     ) -> std::result::Result<Response<Full<Bytes>>, http::Error> {
         if request.uri().path() != CALLBACK_PATH {
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
                 .body(Full::new(Bytes::new()));
         }
-        let query = request.uri().query().unwrap_or_default().to_owned();
-        let done = form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "code");
-        let _ = sender.try_send(query);
+        let query = Zeroizing::new(request.uri().query().unwrap_or_default().to_owned());
+        let (status, done) = match check(&query) {
+            Checked::NotOurs => (StatusCode::BAD_REQUEST, false),
+            Checked::Ends(result) => {
+                let done = result.is_ok();
+                let _ = sender.try_send(result);
+                (StatusCode::OK, done)
+            }
+        };
         Response::builder()
+            .status(status)
             .header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")
             .header(http::header::CACHE_CONTROL, "no-store")
             .body(Full::new(Bytes::from(page(done))))
     }
 
-    /// Accepts connections until one brings a request to the callback path; returns its
-    /// query.
-    pub(super) async fn receive(listener: TcpListener) -> Result<String> {
-        let (sender, mut receiver) = tokio::sync::mpsc::channel::<String>(1);
+    /// Aborts the accepting task (and with it every connection it tracks, and the
+    /// listener, so the port is free again) when the wait is dropped before its end.
+    struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            if let Some(task) = self.0.take() {
+                task.abort();
+            }
+        }
+    }
+
+    /// Accepts connections until one brings a redirect that `check` does not call
+    /// another login's; returns that redirect's verdict. Each connection has a header
+    /// read timeout; connections are tracked, and dropped with the wait. When the wait
+    /// ends, the listener closes at once and connections still writing their page get a
+    /// short grace.
+    pub(super) async fn receive(
+        listener: TcpListener,
+        check: impl Fn(&str) -> Checked + Send + Sync + 'static,
+    ) -> Result<AuthorizationCode> {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel(1);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let check: Arc<dyn Fn(&str) -> Checked + Send + Sync> = Arc::new(check);
         let accepting = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
             loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // A listener that cannot accept will not recover: the wait ends
-                        // with `Listener` once no connection holds a sender.
-                        tracing::warn!(error = %e, "the loopback redirect listener failed");
-                        return;
-                    }
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // A listener that cannot accept will not recover: the wait
+                            // ends with `Listener` once no connection holds a sender.
+                            tracing::warn!(error = %e, "the loopback redirect listener failed");
+                            break;
+                        }
+                    },
+                    _ = &mut stopped => break,
+                    // Reap finished connections so the set does not grow.
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 };
                 let sender = sender.clone();
-                tokio::spawn(async move {
+                let check = check.clone();
+                connections.spawn(async move {
                     let service =
                         hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                            std::future::ready(answer(&request, &sender))
+                            std::future::ready(answer(&request, &*check, &sender))
                         });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(false)
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
-        });
-        let query = receiver.recv().await;
-        accepting.abort();
-        query.ok_or_else(|| {
-            Error::Login(LoginError::Listener {
-                reason: "the listener stopped".to_owned(),
+            drop(listener);
+            drop(sender);
+            let _ = tokio::time::timeout(GRACE, async {
+                while connections.join_next().await.is_some() {}
             })
+            .await;
+            // Dropping the set aborts what is left.
+        });
+        let mut guard = AbortOnDrop(Some(accepting));
+        let verdict = receiver.recv().await;
+        let _ = stop.send(());
+        // The accepting task ends by itself within the grace: no longer aborted on drop.
+        drop(guard.0.take());
+        verdict.unwrap_or_else(|| {
+            Err(Error::Login(LoginError::Listener {
+                reason: "the listener stopped".to_owned(),
+            }))
         })
     }
 }
@@ -1178,12 +1321,14 @@ mod tests {
         let mut claims = Map::new();
         claims.insert("helseid://claims/identity/pid".into(), "13116900216".into());
         claims.insert("name".into(), "Kari Dahl".into());
+        claims.insert("helseid://claims/hpr/hpr_number".into(), "565501872".into());
+        claims.insert("sub".into(), "pseudonym-1".into());
         let claims = IdTokenClaims { claims };
         let debug = format!("{claims:?}");
-        assert!(
-            debug.contains("Kari Dahl") && !debug.contains("13116900216"),
-            "{debug}"
-        );
+        assert!(debug.contains("pseudonym-1"), "{debug}");
+        for personal in ["13116900216", "Kari Dahl", "565501872"] {
+            assert!(!debug.contains(personal), "{debug}");
+        }
     }
 
     #[test]
@@ -1209,9 +1354,259 @@ mod tests {
             "wrong type"
         );
         assert!(pick(&keys, Some("c"), Algorithm::RS256).is_none());
+        // A key that names another alg, or another use, is not the token's key.
+        let named = |alg: Option<&str>, use_: Option<&str>| PublicJwk {
+            kty: "RSA".into(),
+            kid: Some("r".into()),
+            alg: alg.map(Into::into),
+            use_: use_.map(Into::into),
+            ..PublicJwk::default()
+        };
+        assert!(
+            pick(
+                &[named(Some("RS256"), Some("sig"))],
+                Some("r"),
+                Algorithm::RS256
+            )
+            .is_some()
+        );
+        assert!(pick(&[named(Some("PS256"), None)], Some("r"), Algorithm::RS256).is_none());
+        assert!(pick(&[named(None, Some("enc"))], Some("r"), Algorithm::RS256).is_none());
+        assert!(pick(&[named(Some("RS512"), None)], None, Algorithm::RS256).is_none());
         assert_eq!(
             pick(&keys, None, Algorithm::ES256).and_then(|k| k.kid.as_deref()),
             Some("b")
+        );
+    }
+
+    fn check(result: Result<IdTokenClaims>) -> (IdTokenCheck, String) {
+        match result {
+            Err(Error::Login(LoginError::IdToken { check, reason })) => (check, reason),
+            other => panic!("expected an ID token error, got {other:?}"),
+        }
+    }
+
+    fn claims_now() -> serde_json::Value {
+        let now = unix_now();
+        serde_json::json!({
+            "iss": ISSUER, "aud": "c", "sub": "s", "nonce": "n", "iat": now, "exp": now + 60,
+        })
+    }
+
+    #[tokio::test]
+    async fn azp_is_required_for_several_audiences_and_must_name_the_client() {
+        let key = key();
+        let client = Issuer::new(vec![key.public_jwk().clone()]).client();
+        let sign = |claims: &serde_json::Value| key.sign_jwt("JWT", claims).expect("sign");
+        let mut claims = claims_now();
+        claims["aud"] = serde_json::json!(["c", "other-api"]);
+        let (failed, reason) = check(client.validate_id_token(&sign(&claims), "n").await);
+        assert_eq!(failed, IdTokenCheck::Audience);
+        assert!(reason.contains("azp"), "{reason}");
+        claims["azp"] = "other-client".into();
+        let (failed, _) = check(client.validate_id_token(&sign(&claims), "n").await);
+        assert_eq!(failed, IdTokenCheck::Audience);
+        claims["azp"] = "c".into();
+        client
+            .validate_id_token(&sign(&claims), "n")
+            .await
+            .expect("several audiences, azp the client");
+        // One audience: azp may be absent, and must be the client when present.
+        let mut claims = claims_now();
+        client
+            .validate_id_token(&sign(&claims), "n")
+            .await
+            .expect("no azp");
+        claims["azp"] = "other-client".into();
+        let (failed, _) = check(client.validate_id_token(&sign(&claims), "n").await);
+        assert_eq!(failed, IdTokenCheck::Audience);
+    }
+
+    #[tokio::test]
+    async fn a_token_not_yet_valid_is_refused() {
+        let key = key();
+        let client = Issuer::new(vec![key.public_jwk().clone()]).client();
+        let mut claims = claims_now();
+        claims["nbf"] = (unix_now() + 600).into();
+        let token = key.sign_jwt("JWT", &claims).expect("sign");
+        let (failed, reason) = check(client.validate_id_token(&token, "n").await);
+        assert_eq!(failed, IdTokenCheck::Expiry);
+        assert!(reason.contains("nbf"), "{reason}");
+        claims["nbf"] = "soon".into();
+        let token = key.sign_jwt("JWT", &claims).expect("sign");
+        assert_eq!(
+            check(client.validate_id_token(&token, "n").await).0,
+            IdTokenCheck::Expiry
+        );
+        claims["nbf"] = unix_now().into();
+        let token = key.sign_jwt("JWT", &claims).expect("sign");
+        client
+            .validate_id_token(&token, "n")
+            .await
+            .expect("valid from now");
+    }
+
+    #[tokio::test]
+    async fn a_critical_header_extension_is_refused() {
+        let key = key();
+        let client = Issuer::new(vec![key.public_jwk().clone()]).client();
+        let kid = key.public_jwk().kid.clone().expect("kid");
+        for crit in [serde_json::json!(["exp"]), serde_json::json!([])] {
+            let header =
+                serde_json::json!({ "alg": "ES256", "typ": "JWT", "kid": kid, "crit": crit });
+            let header = b64(header.to_string());
+            // Signed by the issuer's own key: only crit is wrong.
+            let token = key.sign_with_header(&header, &claims_now()).expect("sign");
+            assert_eq!(
+                check(client.validate_id_token(&token, "n").await).0,
+                IdTokenCheck::Critical
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_published_for_another_alg_or_use_does_not_verify() {
+        let key = key();
+        for (alg, use_) in [(Some("ES384"), None), (None, Some("enc"))] {
+            let mut published = key.public_jwk().clone();
+            published.alg = alg.map(Into::into);
+            published.use_ = use_.map(Into::into);
+            let client = Issuer::new(vec![published]).client();
+            let token = id_token(&key);
+            assert_eq!(
+                check(client.validate_id_token(&token, "n").await).0,
+                IdTokenCheck::Key,
+                "{alg:?} {use_:?}"
+            );
+        }
+    }
+
+    /// A listener on a free loopback port, and its address.
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (listener, addr)
+    }
+
+    fn accept_state(query: &str) -> redirect::Checked {
+        Redirect {
+            state: "s1".to_owned(),
+            issuer: ISSUER.to_owned(),
+        }
+        .check(query)
+    }
+
+    /// Sends `request` on a new connection and reads until the server closes it.
+    async fn exchange_raw(addr: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn another_state_gets_400_and_the_wait_goes_on_to_the_real_redirect() {
+        let (listener, addr) = listener().await;
+        let waiting = tokio::spawn(redirect::receive(listener, accept_state));
+        let forged = exchange_raw(
+            addr,
+            "GET /callback?code=x&state=forged HTTP/1.1\r\nHost: l\r\n\r\n",
+        )
+        .await;
+        assert!(forged.starts_with("HTTP/1.1 400"), "{forged}");
+        assert!(forged.contains("Login not completed"), "{forged}");
+        assert!(!waiting.is_finished());
+        let real = exchange_raw(
+            addr,
+            "GET /callback?code=c1&state=s1 HTTP/1.1\r\nHost: l\r\n\r\n",
+        )
+        .await;
+        assert!(
+            real.starts_with("HTTP/1.1 200") && real.contains("Logged in"),
+            "{real}"
+        );
+        let code = waiting.await.expect("task").expect("code");
+        assert_eq!(code.secret(), "c1");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_that_fails_a_later_check_ends_the_wait_without_saying_logged_in() {
+        let (listener, addr) = listener().await;
+        let waiting = tokio::spawn(redirect::receive(listener, accept_state));
+        let answer = exchange_raw(
+            addr,
+            "GET /callback?state=s1&iss=https%3A%2F%2Fevil HTTP/1.1\r\nHost: l\r\n\r\n",
+        )
+        .await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.contains("Login not completed"),
+            "{answer}"
+        );
+        assert!(matches!(
+            waiting.await.expect("task"),
+            Err(Error::Login(LoginError::WrongIssuer))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_wait_closes_the_port_and_its_connections() {
+        use tokio::io::AsyncReadExt;
+        let (listener, addr) = listener().await;
+        let waiting = tokio::spawn(redirect::receive(listener, accept_state));
+        // A connection that sends nothing, held open.
+        let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Wait until the listener has accepted it: a 404 on a second connection is
+        // answered only by a running accept loop.
+        let answer = exchange_raw(addr, "GET /favicon.ico HTTP/1.1\r\nHost: l\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+        waiting.abort();
+        let _ = waiting.await;
+        // The idle connection is closed from the server's side (EOF or reset), not left
+        // to hang: read returns.
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(30), idle.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        // And the port is free: nothing listens there any more.
+        let mut refused = false;
+        for _ in 0..1000 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            refused,
+            "the listener still accepts after the wait was dropped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_never_finishes_its_headers_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (listener, addr) = listener().await;
+        let _waiting = tokio::spawn(redirect::receive(listener, accept_state));
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /callback?state=s1&code=c HTTP/1.1\r\nHost: l\r\n")
+            .await
+            .expect("write");
+        // The paused clock moves on while every task waits: the header read timeout fires
+        // long before this one, which ends the test when there is no timer at all.
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            redirect::HEADER_READ_TIMEOUT * 100,
+            slow.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(read.is_ok(), "the slow connection was never closed");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
         );
     }
 }

@@ -132,16 +132,34 @@ async fn a_cancelled_login_is_access_denied() {
 }
 
 #[tokio::test]
-async fn a_redirect_with_another_state_is_refused() {
-    let (_emulator, _, login) = setup().await;
-    let mut pending = login.start(LOGIN_SCOPES).await.expect("PAR");
-    let forged = format!("{}?code=stolen-code&state=forged", pending.redirect_uri());
-    let (receiving, status) = tokio::join!(pending.receive(), async { get(&forged).await.0 });
-    assert_eq!(status, StatusCode::OK);
-    match receiving {
-        Err(Error::Login(LoginError::WrongState)) => {}
-        other => panic!("expected WrongState, got {other:?}"),
+async fn a_redirect_with_another_state_gets_400_and_the_login_goes_on() {
+    let (emulator, _, login) = setup().await;
+    let pending = login.start(LOGIN_SCOPES).await.expect("PAR");
+    let url = pending.authorize_url().to_owned();
+    let redirect = pending.redirect_uri().to_owned();
+    let finishing = tokio::spawn(pending.finish());
+    // A local process or a web page probing the port, with a stolen code: refused, and
+    // the page does not say "Logged in".
+    for forged in [
+        format!("{redirect}?code=stolen-code&state=forged"),
+        format!("{redirect}?code=stolen-code"),
+        format!("{redirect}?error=access_denied&state=forged"),
+    ] {
+        let (status, _, page) = get(&forged).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{forged}");
+        assert!(
+            page.contains("Login not completed") && !page.contains("Logged in"),
+            "{page}"
+        );
     }
+    assert!(!finishing.is_finished(), "the wait goes on");
+    // The real login still completes.
+    assert_eq!(
+        log_in_at_page(emulator.issuer(), &url, Some(TEST_PEOPLE[0].pid)).await,
+        StatusCode::OK
+    );
+    let logged_in = finishing.await.expect("the login task").expect("logged in");
+    assert!(logged_in.token_set().is_some());
 }
 
 /// The `request_uri` in an authorize URL.
