@@ -59,6 +59,10 @@ const API: &str = "selvbetjening";
 /// The largest answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
+/// How long one call to Selvbetjening may take, the token it needs and the whole answer
+/// included.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The Selvbetjening of `config`'s environment: NHN's test or production API, or the
 /// authority itself when it is a loopback emulator. `None` for another authority.
 pub fn base_url(config: &ClientConfig) -> Option<String> {
@@ -100,6 +104,7 @@ impl KeyExpiration {
 pub struct Selvbetjening {
     stack: HelseId<HttpsClient<Full<Bytes>>>,
     url: String,
+    timeout: std::time::Duration,
 }
 
 impl Selvbetjening {
@@ -117,7 +122,15 @@ impl Selvbetjening {
         Ok(Selvbetjening {
             stack: HelseId::from_layer(crate::transport::https_client()?, layer),
             url: format!("{}/v1/client-secret", base.as_str().trim_end_matches('/')),
+            timeout: TIMEOUT,
         })
+    }
+
+    /// How long one call may take, its token and the whole answer included (default
+    /// [`TIMEOUT`], 30 s).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The current key's expiration (`GET /v1/client-secret`).
@@ -152,7 +165,19 @@ impl Selvbetjening {
         self.send(request).await
     }
 
+    /// Sends `request` and reads the answer, all of it within the timeout: a server that
+    /// accepts the connection and then says nothing, or trickles its body, ends in
+    /// [`Error::Timeout`], not in a wait without end.
     async fn send(&self, request: Request<Full<Bytes>>) -> Result<KeyExpiration> {
+        tokio::time::timeout(self.timeout, self.send_untimed(request))
+            .await
+            .map_err(|_| Error::Timeout {
+                endpoint: API,
+                after: self.timeout,
+            })?
+    }
+
+    async fn send_untimed(&self, request: Request<Full<Bytes>>) -> Result<KeyExpiration> {
         let response =
             self.stack
                 .clone()

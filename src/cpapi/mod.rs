@@ -86,7 +86,9 @@ pub use self::events::{EventStream, FeedError};
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
 use crate::dpop::DpopKey;
-pub use crate::typed::{DEFAULT_TIMEOUT, DateTimeOffset, ParseDateTimeError, Stack, helseid_error};
+pub use crate::typed::{
+    DEFAULT_TIMEOUT, DateTimeOffset, MAX_BODY, ParseDateTimeError, Stack, helseid_error,
+};
 use crate::typed::{Settings, Urls};
 
 crate::typed::stack_client!("cpapi.rs", URLS.api, "the token and its DPoP proof");

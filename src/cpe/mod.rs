@@ -41,7 +41,9 @@ use std::time::Duration;
 pub use self::feed::{EventStream, FeedError};
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
-pub use crate::typed::{DEFAULT_TIMEOUT, DateTimeOffset, ParseDateTimeError, Stack, helseid_error};
+pub use crate::typed::{
+    DEFAULT_TIMEOUT, DateTimeOffset, MAX_BODY, ParseDateTimeError, Stack, helseid_error,
+};
 use crate::typed::{Settings, Urls};
 
 crate::typed::stack_client!("cpe.rs", URLS.api, "the token");

@@ -30,6 +30,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 type Service =
     BoxCloneSyncService<http::Request<Full<Bytes>>, http::Response<reqwest::Body>, crate::Error>;
 
+/// The most a typed client reads of one answer's body, after decompression: 64 MiB
+/// (NHN's largest answers, the register's export among them, are a fraction of it). A
+/// longer body (or a small gzip body that unpacks past it) fails the call with a body
+/// error whose source says the length limit was exceeded, instead of filling memory.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
 /// The tower stack a generated client sends through, and the tenant it acts for.
 ///
 /// Made by the client's `builder` or `from_service`.
@@ -49,7 +55,8 @@ impl fmt::Debug for Stack {
 
 impl Stack {
     /// `service` as the stack of the API named `api`: its errors become
-    /// [`crate::Error`]s (see [`stack_error`]).
+    /// [`crate::Error`]s (see [`stack_error`]), and its bodies are read to at most
+    /// [`MAX_BODY`] bytes.
     pub(crate) fn new<S, B>(api: &'static str, service: S) -> Self
     where
         S: tower_service::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
@@ -64,7 +71,10 @@ impl Stack {
         B::Error: Into<BoxError>,
     {
         let service = service
-            .map_response(|response: http::Response<B>| response.map(reqwest::Body::wrap))
+            .map_response(|response: http::Response<B>| {
+                response
+                    .map(|body| reqwest::Body::wrap(http_body_util::Limited::new(body, MAX_BODY)))
+            })
             .map_err(move |e| stack_error(api, e));
         Stack {
             service: BoxCloneSyncService::new(service),
@@ -285,8 +295,24 @@ impl http_body::Body for FailingBody {
 
 /// The [`helseid::Error`](crate::Error) behind a failed call, when the tower stack
 /// failed (no token, a timeout, a refused connection): `None` for an answer from the API.
+/// The same function serves every typed client (`helseid::cpe::helseid_error` and
+/// `helseid::cpapi::helseid_error` are this one).
 ///
 /// # Example
+/// With the CommunicationParty API v2 (feature `cpapi`):
+/// ```no_run
+/// # async fn run(cpapi: helseid::cpapi::Client) {
+/// match cpapi.get_communication_party_by_her_id(8_142_519).await {
+///     Ok(party) => println!("{:?}", party.name),
+///     Err(e) => match helseid::cpapi::helseid_error(&e) {
+///         Some(helseid::Error::OAuth { error, .. }) => eprintln!("HelseID said {}", error.error),
+///         Some(other) => eprintln!("no call: {other}"),
+///         None => eprintln!("the API answered: {e}"),
+///     },
+/// }
+/// # }
+/// ```
+/// With the CommunicationParty Events API (feature `cpe`):
 /// ```no_run
 /// # async fn run(cpe: helseid::cpe::Client) {
 /// match cpe.get_communication_party(8_142_519).await {
