@@ -2,7 +2,6 @@
 //! DPoP, a loopback redirect), and the token set is written owner-only; logging out
 //! revokes its refresh token and ends the session.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,7 +9,9 @@ use helseid::endpoint::TokenEndpoint;
 use helseid::login::LoginClient;
 use helseid::refresh::TokenSet;
 
-use super::{CliResult, Demo, config_or_demo, write_private_file};
+use super::CliResult;
+use crate::demo::{Demo, config_or_demo};
+use crate::output::{Stdout, write_private_file};
 
 /// The scopes a login asks for without `--scope`: the person's identity, and a refresh
 /// token.
@@ -86,22 +87,16 @@ pub(crate) async fn login(args: LoginArgs) -> CliResult {
     };
     write_private_file(&args.out, set.to_json().as_bytes())?;
     let claims = logged_in.claims();
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "name: {}",
-        super::terminal_safe(claims.name().unwrap_or("-"))
-    )?;
-    writeln!(
-        out,
+    let mut out = Stdout::lock();
+    out.line(&format!("name: {}", claims.name().unwrap_or("-")))?;
+    out.line(&format!(
         "hpr_number: {}",
-        super::terminal_safe(claims.hpr_number().unwrap_or("-"))
-    )?;
-    writeln!(
-        out,
+        claims.hpr_number().unwrap_or("-")
+    ))?;
+    out.line(&format!(
         "security_level: {}",
-        super::terminal_safe(claims.security_level().unwrap_or("-"))
-    )?;
+        claims.security_level().unwrap_or("-")
+    ))?;
     out.flush()?;
     eprintln!(
         "helseid: wrote the token set (DPoP-bound, with its key) to {}",

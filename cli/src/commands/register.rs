@@ -2,7 +2,7 @@
 //! `sync` (a local mirror in SQLite).
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,10 @@ use helseid::cpapi::types::{
 use helseid::cpapi::{Client, MAX_HER_IDS};
 use helseid::mirror::{Mirror, Phase, SqliteStore, SyncProgress};
 
-use super::{CliResult, Demo, EnvArg, config_or_demo, describe_api_error, terminal_safe};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use super::{BoxError, CliResult};
+use crate::args::Target;
+use crate::demo::Demo;
+use crate::output::{Stdout, describe_api_error, terminal_safe};
 
 /// The API's name in messages.
 const API: &str = "CP API v2";
@@ -26,17 +27,8 @@ const API: &str = "CP API v2";
 /// What every command of the register takes to reach the API.
 #[derive(clap::Args)]
 pub(crate) struct ApiArgs {
-    /// A client configuration file downloaded from HelseID's self-service portal.
-    /// Without it, the command runs against the embedded emulator.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Use this HelseID environment, and the API in it, instead of the file's authority.
-    #[arg(long, value_enum, requires = "config")]
-    env: Option<EnvArg>,
-    /// The API's base URL. Default: the API in the authority's environment (or the
-    /// emulator).
-    #[arg(long, value_name = "URL", requires = "config")]
-    base_url: Option<String>,
+    #[command(flatten)]
+    target: Target,
     /// Act for an organisation: PARENT or PARENT:CHILD organisation numbers.
     #[arg(long, value_name = "PARENT[:CHILD]")]
     tenant: Option<Tenant>,
@@ -46,12 +38,9 @@ impl ApiArgs {
     /// The typed client, with the embedded emulator (kept running in `demo`) when no
     /// `--config` was given.
     async fn client(&self, demo: &mut Option<Demo>) -> Result<Client, BoxError> {
-        let mut config = config_or_demo(self.config.as_deref(), demo).await?;
-        if let Some(env) = self.env {
-            config = config.with_authority(env.environment().authority());
-        }
+        let config = self.target.client_config(demo).await?;
         let mut builder = Client::builder(config);
-        if let Some(url) = &self.base_url {
+        if let Some(url) = &self.target.base_url {
             builder = builder.base_url(url);
         }
         let mut client = builder.build()?;
@@ -183,7 +172,7 @@ fn failed(error: &helseid::cpapi::Error<()>, missing: impl FnOnce() -> String) -
     }
 }
 
-/// A party on one line: HER-id, type, name, and what places it.
+/// A party on one line (to be escaped): HER-id, type, name, and what places it.
 fn party_line(party: &CommunicationParty) -> String {
     let mut line = format!(
         "{:>9}  {:<12}  {}",
@@ -212,17 +201,17 @@ fn party_line(party: &CommunicationParty) -> String {
     if let Some(to) = &party.valid_to {
         let _ = write!(line, "  valid until {to}");
     }
-    terminal_safe(&line)
+    line
 }
 
 /// Prints parties, one a line: as JSON or for people.
 fn print_parties(parties: &[CommunicationParty], json: bool) -> CliResult {
-    let mut out = std::io::stdout().lock();
+    let mut out = Stdout::lock();
     for party in parties {
         if json {
-            writeln!(out, "{}", serde_json::to_string(party)?)?;
+            out.raw(&serde_json::to_string(party)?)?;
         } else {
-            writeln!(out, "{}", party_line(party))?;
+            out.line(&party_line(party))?;
         }
     }
     out.flush()?;
@@ -371,7 +360,7 @@ fn pem(certificate: &Certificate, what: &str) -> Result<String, String> {
     Ok(text)
 }
 
-/// A certificate's thumbprint and validity on one line.
+/// A certificate's thumbprint and validity on one line (to be escaped).
 fn certificate_line(
     label: &str,
     thumbprint: Option<&String>,
@@ -379,12 +368,12 @@ fn certificate_line(
     to: Option<&helseid::cpapi::DateTimeOffset>,
 ) -> String {
     let shown = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
-    terminal_safe(&format!(
+    format!(
         "{label:<20}  {}  valid {} to {}",
         shown(thumbprint.cloned()),
         shown(from.map(ToString::to_string)),
         shown(to.map(ToString::to_string)),
-    ))
+    )
 }
 
 pub(crate) async fn cert(args: CertArgs) -> CliResult {
@@ -403,7 +392,7 @@ pub(crate) async fn cert(args: CertArgs) -> CliResult {
     let mut demo = None;
     let client = args.api.client(&mut demo).await?;
     let missing = || format!("no party has HER-id {her_id}");
-    let mut out = std::io::stdout().lock();
+    let mut out = Stdout::lock();
     if !(args.signing || args.encryption || args.pem) {
         let pairs = client
             .get_certificate_by_her_id(her_id, Some(args.historic))
@@ -428,7 +417,7 @@ pub(crate) async fn cert(args: CertArgs) -> CliResult {
                         m.valid_from.as_ref(),
                         m.valid_to.as_ref(),
                     );
-                    writeln!(out, "{line}")?;
+                    out.line(&line)?;
                 }
             }
         }
@@ -458,7 +447,7 @@ pub(crate) async fn cert(args: CertArgs) -> CliResult {
         })?
         .into_inner();
         if args.pem {
-            writeln!(out, "{}", pem(&certificate, usage)?)?;
+            out.raw(&pem(&certificate, usage)?)?;
         } else {
             let c = &certificate;
             let line = certificate_line(
@@ -467,7 +456,7 @@ pub(crate) async fn cert(args: CertArgs) -> CliResult {
                 c.valid_from.as_ref(),
                 c.valid_to.as_ref(),
             );
-            writeln!(out, "{line}")?;
+            out.line(&line)?;
         }
     }
     out.flush()?;
@@ -571,7 +560,7 @@ pub(crate) async fn sync(args: SyncArgs) -> CliResult {
         helseid::mirror::MirrorError::Api { source, .. } => {
             format!("{e}: {}", describe_api_error(API, source))
         }
-        _ => super::report(&e),
+        _ => crate::output::report(&e),
     })?;
     let count = store.count()?;
     let mut line = format!(
@@ -597,8 +586,8 @@ pub(crate) async fn sync(args: SyncArgs) -> CliResult {
         started.elapsed().as_secs_f64(),
         report.next_sequence_number
     );
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", terminal_safe(&line))?;
+    let mut out = Stdout::lock();
+    out.line(&line)?;
     out.flush()?;
     Ok(())
 }

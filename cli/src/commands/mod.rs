@@ -1,0 +1,14 @@
+//! One module per command, or per family of commands.
+
+pub(crate) mod emulator;
+pub(crate) mod events;
+pub(crate) mod keys;
+pub(crate) mod login;
+pub(crate) mod register;
+pub(crate) mod token;
+
+/// An error a command returns: `main` prints it as one line.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a command returns.
+pub(crate) type CliResult = Result<(), BoxError>;

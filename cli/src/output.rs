@@ -1,0 +1,132 @@
+//! What the commands print: lines and JSON on stdout, one-line errors, and text from
+//! outside (a server, a file, an argument) escaped before it reaches a terminal.
+
+use std::io::{StdoutLock, Write};
+use std::path::Path;
+
+/// An error and its sources on one line, safe for a terminal: whatever a server or a
+/// file put into them, control characters (a newline, an escape sequence) are escaped.
+pub(crate) fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        line.push_str(": ");
+        line.push_str(&e.to_string());
+        source = e.source();
+    }
+    terminal_safe(&line)
+}
+
+/// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`).
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A field of NHN's schemas, all of which may be absent: `-` for none.
+pub(crate) fn shown<T: std::fmt::Display>(value: Option<&T>) -> String {
+    value.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
+/// Standard output, locked for one command's lines.
+pub(crate) struct Stdout(StdoutLock<'static>);
+
+impl Stdout {
+    pub(crate) fn lock() -> Self {
+        Stdout(std::io::stdout().lock())
+    }
+
+    /// `text` on a line of its own, escaped: it may hold text from outside.
+    pub(crate) fn line(&mut self, text: &str) -> std::io::Result<()> {
+        writeln!(self.0, "{}", terminal_safe(text))
+    }
+
+    /// `text` as it is: text the command made itself (a token, a PEM block) or JSON that
+    /// serde_json wrote (which escapes control characters in strings itself).
+    pub(crate) fn raw(&mut self, text: &str) -> std::io::Result<()> {
+        writeln!(self.0, "{text}")
+    }
+
+    /// Flushes what was printed.
+    pub(crate) fn flush(mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A ProblemDetails body, as both APIs' generated types have it.
+pub(crate) trait Problem {
+    fn text(&self) -> Option<&str>;
+}
+
+impl Problem for helseid::cpe::types::ProblemDetails {
+    fn text(&self) -> Option<&str> {
+        self.detail.as_deref().or(self.title.as_deref())
+    }
+}
+
+/// The CP API v2 documents its errors without a body.
+impl Problem for () {
+    fn text(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// ` (<WWW-Authenticate>)` when the answer has a challenge.
+fn challenge(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!(" ({v})"))
+        .unwrap_or_default()
+}
+
+/// One line for a failed API call: the stack's own error when there is one, else what
+/// the API answered.
+pub(crate) fn describe_api_error<P: Problem + std::fmt::Debug + 'static>(
+    api: &str,
+    error: &progenitor_client::Error<P>,
+) -> String {
+    if let Some(e) = helseid::cpe::helseid_error(error) {
+        return report(e);
+    }
+    match error {
+        progenitor_client::Error::ErrorResponse(problem) => match problem.text() {
+            Some(text) => format!("{api} answered HTTP {}: {text}", problem.status()),
+            None => format!(
+                "{api} answered HTTP {}{}",
+                problem.status(),
+                challenge(problem.headers())
+            ),
+        },
+        progenitor_client::Error::UnexpectedResponse(response) => {
+            format!(
+                "{api} answered HTTP {}{}",
+                response.status(),
+                challenge(response.headers())
+            )
+        }
+        other => format!("{api} call failed: {}", report(other)),
+    }
+}
+
+/// Writes a file that holds a private key: readable by its owner only.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // An existing file keeps its mode on open: narrow it before writing the key.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
