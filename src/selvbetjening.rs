@@ -11,9 +11,12 @@
 //! 1. a new private key, written to `<file>.new` first (owner-only, atomically);
 //! 2. a DPoP-bound token for [`SCOPE`] with the CURRENT key, and the new public JWK
 //!    posted to Selvbetjening;
-//! 3. a token request with the new key;
+//! 3. the new key proven with the same request as step 2: a DPoP-bound token for
+//!    [`SCOPE`] with the NEW key, used at Selvbetjening;
 //! 4. only then the configuration file replaced (atomically, with `keyExpiration`), the
-//!    old one kept as `<file>.bak`.
+//!    old one kept as `<file>.bak`;
+//! 5. apart, a token for the configuration's API scopes with the new key: its failure
+//!    is reported in [`Rotation::api_scopes_error`] and undoes nothing.
 //!
 //! # Example
 //! ```no_run
@@ -241,6 +244,11 @@ pub struct Rotation {
     pub backup: PathBuf,
     /// When the new key expires.
     pub expiration: KeyExpiration,
+    /// Why a token for the configuration's API scopes (all but [`SCOPE`]) with the new
+    /// key was refused, when it was: a check apart from the rotation, which stands
+    /// (HelseID may bind those scopes to DPoP, or not grant them yet). `None` when the
+    /// token came, or the configuration names no other scope.
+    pub api_scopes_error: Option<Error>,
 }
 
 /// `path` with `suffix` added to its file name.
@@ -367,15 +375,17 @@ pub async fn rotate_config_file(
         }
     };
 
-    // 3. A token with the new key.
+    // 3. The new key proven with exactly what step 2 did with the current key: a
+    // DPoP-bound token for SCOPE (HelseID binds that scope's tokens to DPoP), used at
+    // Selvbetjening.
     let new_config = ClientConfig::from_json(&with_key(&original, &jwk, Some(&expiration)))?;
-    let checked = async {
-        TokenEndpoint::new(new_config.clone())?
-            .request(&TokenRequest::client_credentials(config.scopes().to_vec()))
+    let proven = async {
+        Selvbetjening::new(TokenEndpoint::new(new_config.clone())?, &base)?
+            .key_expiration()
             .await
     }
     .await;
-    if let Err(e) = checked {
+    if let Err(e) = proven {
         return Err(failed(
             "getting a token with the new key",
             format!(
@@ -416,9 +426,30 @@ pub async fn rotate_config_file(
         expires = %expiration.to_rfc3339(),
         "the client's key was rotated"
     );
+
+    // 5. A second check, apart: the configuration's API scopes with the new key. Its
+    // failure is reported; it does not undo a rotation step 3 proved.
+    let api_scopes: Vec<String> = new_config
+        .scopes()
+        .iter()
+        .filter(|scope| *scope != SCOPE)
+        .cloned()
+        .collect();
+    let api_scopes_error = if api_scopes.is_empty() {
+        None
+    } else {
+        async {
+            TokenEndpoint::new(new_config.clone())?
+                .request(&TokenRequest::client_credentials(api_scopes))
+                .await
+        }
+        .await
+        .err()
+    };
     Ok(Rotation {
         config: path.to_path_buf(),
         backup,
         expiration,
+        api_scopes_error,
     })
 }
