@@ -273,36 +273,16 @@
 //! # Ok(()) }
 //! ```
 
-mod certificates;
-mod client_auth;
-mod cpapi;
-mod cpapi_model;
-mod cpapi_register;
-mod cpe;
-mod discovery;
-mod dotnet;
-mod dpop;
-mod faults;
-mod form;
+mod apis;
+mod idp;
 mod publish;
-mod register;
-mod response;
-mod seed;
-mod selvbetjening;
-mod state;
-mod tenancy;
-mod token;
+mod server;
 
-// Token exchange, refresh tokens and the test token endpoint.
-mod exchange;
-mod refresh;
-mod test_token;
+use self::apis::register::seed;
+use self::apis::{cpapi, cpe};
+use self::idp::{discovery, login, people, refresh, selvbetjening, tenancy, test_token, token};
+use self::server::{faults, state, swagger};
 
-// Logging a person in: PAR, the authorize endpoint and login page, codes, ID tokens.
-mod login;
-mod people;
-// The Swagger UI for CPE and CP API v2.
-mod swagger;
 pub use self::login::{CODE_LIFETIME, IdTokenFault, PAR_LIFETIME};
 pub use self::people::{HPR_NUMBER_CLAIM, TEST_PEOPLE, TestPerson};
 pub use self::swagger::SWAGGER_PATH;
@@ -339,9 +319,7 @@ use axum::routing::{get, post};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-mod error;
-
-pub use error::{Error, ErrorBody, Result};
+pub use self::server::error::{Error, ErrorBody, Result};
 use helseid::config::ClientConfig;
 use helseid::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 

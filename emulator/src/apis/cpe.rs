@@ -1,5 +1,5 @@
 //! The CPE side of the emulator: NHN's CommunicationParty Events API over the seeded
-//! register ([`super::register`]), behind HelseID bearer tokens, documented with utoipa
+//! register ([`crate::apis::register`]), behind HelseID bearer tokens, documented with utoipa
 //! and served at `/openapi.json`.
 //!
 //! The response types here are the contract of `openapi/cpe.json`: their JSON field
@@ -20,10 +20,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::dotnet::parse_dotnet;
-use super::register::Register;
-use super::response::{challenge_text, quote};
-use super::state::{State, lock};
+use crate::apis::register::Register;
+use crate::apis::register::dotnet::parse_dotnet;
+use crate::server::response::{challenge_text, quote};
+use crate::server::state::{State, lock};
 
 /// The scope a token needs for the CPE API.
 pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -647,7 +647,7 @@ mod tests {
     fn tokens_signed_by_the_emulator_are_checked_for_exp_and_scope() {
         crate::install_crypto_provider();
         let state = state();
-        let now = super::super::state::unix_now();
+        let now = crate::server::state::unix_now();
         let claims = |exp: i64| json!({"iss": state.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
         let fresh = state
             .signing_key

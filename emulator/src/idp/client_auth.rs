@@ -7,11 +7,11 @@ use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
-use super::form::TokenForm;
-use super::response::{TokenError, quote};
-use super::state::{ClientKey, LEEWAY, RegisteredClient, State, unix_now};
-use super::tenancy::{self, Organisation};
-use crate::error::b64_decode;
+use crate::idp::tenancy::{self, Organisation};
+use crate::server::error::b64_decode;
+use crate::server::form::TokenForm;
+use crate::server::response::{TokenError, quote};
+use crate::server::state::{ClientKey, LEEWAY, RegisteredClient, State, unix_now};
 use helseid::key::Algorithm;
 
 /// The only `client_assertion_type` HelseID accepts.
@@ -147,7 +147,7 @@ fn verify(
         return Err(TokenError::invalid_client(format!(
             "the key registered for client {} expired at {}: register a new key (Selvbetjening's client-secret API)",
             quote(&client.id),
-            super::selvbetjening::rfc3339(expires_at)
+            crate::idp::selvbetjening::rfc3339(expires_at)
         )));
     }
     if !key.fits(alg) {

@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::State as Extract;
 use serde_json::{Value, json};
 
-use super::dpop;
-use super::login::IDENTITY_SCOPES;
-use super::state::State;
-use super::token::TOKEN_EXCHANGE;
+use crate::idp::dpop;
+use crate::idp::login::IDENTITY_SCOPES;
+use crate::idp::token::TOKEN_EXCHANGE;
+use crate::server::state::State;
 
 /// `GET /.well-known/openid-configuration`.
 pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<Value> {

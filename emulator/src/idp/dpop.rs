@@ -16,9 +16,9 @@ use aws_lc_rs::{digest, signature};
 use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
-use super::response::quote;
-use super::state::{LEEWAY, lock, unix_now};
-use crate::error::{b64, b64_decode};
+use crate::server::error::{b64, b64_decode};
+use crate::server::response::quote;
+use crate::server::state::{LEEWAY, lock, unix_now};
 use helseid::key::PublicJwk;
 
 /// The request header that carries a proof.
@@ -104,14 +104,15 @@ impl BoundRefusal {
 /// URL, with `ath` for the token and the key the token is bound to, carrying one of
 /// `nonces` when given. Returns the token's claims; the scope is the caller's to check.
 pub(crate) fn check_bound_request(
-    state: &super::state::State,
+    state: &crate::server::state::State,
     request: &axum::http::request::Parts,
     api: &str,
     nonces: Option<&Nonces>,
 ) -> Result<Value, BoundRefusal> {
     let invalid_token = |description: String| BoundRefusal::new("invalid_token", description);
     let headers = &request.headers;
-    let token = super::cpe::authorization_token(headers, "DPoP", api).map_err(invalid_token)?;
+    let token =
+        crate::apis::cpe::authorization_token(headers, "DPoP", api).map_err(invalid_token)?;
     let claims = state.verify_access_token(token).map_err(invalid_token)?;
     let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
         Some(Value::String(jkt)) => jkt.clone(),

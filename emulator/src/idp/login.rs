@@ -19,16 +19,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::client_auth::{AuthenticatedClient, authenticate};
-use super::form::TokenForm;
-use super::people::{self, TestPerson};
-use super::response::{TokenError, no_store, quote};
-use super::state::{State, lock, unix_now};
-use super::token::{
+use crate::Emulator;
+use crate::idp::client_auth::{AuthenticatedClient, authenticate};
+use crate::idp::people::{self, TestPerson};
+use crate::idp::token::{
     check_granted, client_claims, issue_access_token, split_scopes, token_response,
 };
-use crate::Emulator;
-use crate::error::{b64, b64_decode};
+use crate::server::error::{b64, b64_decode};
+use crate::server::form::TokenForm;
+use crate::server::response::{TokenError, no_store, quote};
+use crate::server::state::{State, lock, unix_now};
 
 /// How long a pushed authorization request's `request_uri` may be used, in seconds.
 pub const PAR_LIFETIME: i64 = 60;
@@ -611,7 +611,7 @@ pub(crate) fn authorization_code(
         map.insert("id_token".into(), json!(id_token));
     }
     if authorization.scopes.iter().any(|s| s == "offline_access") {
-        let refresh = state.refresh_tokens.start(super::refresh::Session {
+        let refresh = state.refresh_tokens.start(crate::idp::refresh::Session {
             client_id: client.client.id.clone(),
             scopes: authorization.scopes.clone(),
             organisation: client.organisation.clone(),

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::test_token::user_claims;
+use crate::idp::test_token::user_claims;
 
 /// A test person of the emulator's login page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,11 +92,7 @@ mod tests {
     #[test]
     fn every_test_person_has_a_valid_pid_and_distinct_numbers() {
         for (i, person) in TEST_PEOPLE.iter().enumerate() {
-            assert!(
-                super::super::test_token::is_pid(person.pid),
-                "{}",
-                person.pid
-            );
+            assert!(crate::idp::test_token::is_pid(person.pid), "{}", person.pid);
             assert!(person.hpr_number.bytes().all(|b| b.is_ascii_digit()));
             for other in &TEST_PEOPLE[i + 1..] {
                 assert_ne!(person.pid, other.pid);

@@ -21,13 +21,13 @@ use std::time::Duration;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::client_auth::AuthenticatedClient;
-use super::form::TokenForm;
-use super::response::{TokenError, quote};
-use super::state::{State, lock, unix_now};
-use super::tenancy::{self, Organisation};
-use super::token::{client_claims, issue_access_token, split_scopes, token_response};
-use crate::error::b64;
+use crate::idp::client_auth::AuthenticatedClient;
+use crate::idp::tenancy::{self, Organisation};
+use crate::idp::token::{client_claims, issue_access_token, split_scopes, token_response};
+use crate::server::error::b64;
+use crate::server::form::TokenForm;
+use crate::server::response::{TokenError, quote};
+use crate::server::state::{State, lock, unix_now};
 
 /// The default lifetime of a session's refresh tokens: 8 hours.
 pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -283,7 +283,7 @@ pub(crate) fn refresh(
     let Some(refresh_token) = form.get("refresh_token") else {
         return Err(TokenError::invalid_request("refresh_token is missing"));
     };
-    let resources = super::token::resources(form)?;
+    let resources = crate::idp::token::resources(form)?;
     // The organisation the assertion names when it names none: none for a multi-tenant
     // client, the registered parent for a single-tenant one. An assertion that names
     // organisations gets a token for them (NHN's pattern since 2026: one user session,

@@ -21,9 +21,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::cpe::{ProblemDetails, check_scope};
-use super::dpop::{DPOP_NONCE, check_bound_request};
-use super::state::{ClientKey, State, lock, unix_now};
+use crate::apis::cpe::{ProblemDetails, check_scope};
+use crate::idp::dpop::{DPOP_NONCE, check_bound_request};
+use crate::server::state::{ClientKey, State, lock, unix_now};
 use helseid::key::PublicJwk;
 
 /// The scope a client needs to read and rotate its own key.
@@ -141,7 +141,7 @@ impl IntoResponse for Refusal {
         if let Some(error) = self.error {
             let challenge = format!(
                 "DPoP error=\"{error}\", error_description=\"{}\"",
-                super::response::challenge_text(&self.detail)
+                crate::server::response::challenge_text(&self.detail)
             );
             if let Ok(value) = HeaderValue::from_str(&challenge) {
                 headers.insert(header::WWW_AUTHENTICATE, value);

@@ -15,9 +15,9 @@
 
 use serde_json::{Map, Value};
 
-use super::Tenancy;
-use super::response::{TokenError, quote};
-use super::state::RegisteredClient;
+use crate::Tenancy;
+use crate::server::response::{TokenError, quote};
+use crate::server::state::RegisteredClient;
 
 /// The identifier system of multi-tenant clients (the international organisation
 /// register, ISO 6523).

@@ -10,13 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Tenancy;
-use super::refresh::Session;
-use super::response::{TokenError, escape, quote};
-use super::state::{RegisteredClient, State, unix_now};
-use super::tenancy::{Organisation, is_orgnr};
-use super::token::{client_claims, granted_scopes, issue_access_token, token_response};
-use crate::error::b64;
+use crate::Tenancy;
+use crate::idp::refresh::Session;
+use crate::idp::tenancy::{Organisation, is_orgnr};
+use crate::idp::token::{client_claims, granted_scopes, issue_access_token, token_response};
+use crate::server::error::b64;
+use crate::server::response::{TokenError, escape, quote};
+use crate::server::state::{RegisteredClient, State, unix_now};
 
 /// The fødselsnummer of the synthetic test person used when a request names none.
 pub(crate) const DEFAULT_PID: &str = "13116900216";
@@ -28,7 +28,7 @@ const DEFAULT_SECURITY_LEVEL: &str = "4";
 const TEST_IDP: &str = "testidp-oidc";
 
 /// A request for a user token set: the JSON body of `POST /test-token`, or the argument
-/// of [`Emulator::mint_test_token`](super::Emulator::mint_test_token).
+/// of [`Emulator::mint_test_token`](crate::Emulator::mint_test_token).
 ///
 /// ```json
 /// {"clientId": "my-client", "scopes": ["e-helse:sfm.api/access"],

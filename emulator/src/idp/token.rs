@@ -10,16 +10,16 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::Tenancy;
-use super::client_auth::{AuthenticatedClient, authenticate};
-use super::dpop::{DPOP_NONCE, Expected, Proof, ProofError, proof_header};
-use super::form::TokenForm;
-use super::login::{self, AUTHORIZATION_CODE, is_identity_scope};
-use super::response::{TokenError, no_store, quote};
-use super::state::{RegisteredClient, State, unix_now};
-use super::tenancy::Organisation;
 use super::{exchange, refresh};
-use crate::error::b64;
+use crate::Tenancy;
+use crate::idp::client_auth::{AuthenticatedClient, authenticate};
+use crate::idp::dpop::{DPOP_NONCE, Expected, Proof, ProofError, proof_header};
+use crate::idp::login::{self, AUTHORIZATION_CODE, is_identity_scope};
+use crate::idp::tenancy::Organisation;
+use crate::server::error::b64;
+use crate::server::form::TokenForm;
+use crate::server::response::{TokenError, no_store, quote};
+use crate::server::state::{RegisteredClient, State, unix_now};
 
 /// The token exchange grant type (RFC 8693).
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

@@ -25,9 +25,9 @@ use axum::response::{IntoResponse, Response};
 use http_body::Frame;
 use tokio::sync::watch;
 
-use super::dpop::ALGS;
-use super::state::{State, lock};
-use crate::error::{Error, Result};
+use crate::idp::dpop::ALGS;
+use crate::server::error::{Error, Result};
+use crate::server::state::{State, lock};
 
 /// The longest token response body [`Fault::WrongTokenType`] reads to rewrite it.
 const MAX_REWRITTEN: usize = 1024 * 1024;

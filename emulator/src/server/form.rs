@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::http::{HeaderMap, header};
 
-use super::response::{TokenError, quote};
+use crate::server::response::{TokenError, quote};
 
 /// The only content type the token endpoint accepts.
 const FORM: &str = "application/x-www-form-urlencoded";

@@ -5,8 +5,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::dpop::DPOP_NONCE;
-use crate::error::ErrorBody;
+use crate::idp::dpop::DPOP_NONCE;
+use crate::server::error::ErrorBody;
 
 /// The longest claim or parameter value quoted in an error description.
 const MAX_QUOTED: usize = 80;

@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Value, json};
 
-use super::Tenancy;
-use super::cpapi::Cpapi;
-use super::cpe::Cpe;
-use super::dpop::Dpop;
-use super::faults::Faults;
-use crate::error::b64_decode;
-use crate::error::{Error, Result};
+use crate::Tenancy;
+use crate::apis::cpapi::Cpapi;
+use crate::apis::cpe::Cpe;
+use crate::idp::dpop::Dpop;
+use crate::server::error::b64_decode;
+use crate::server::error::{Error, Result};
+use crate::server::faults::Faults;
 use helseid::key::{Algorithm, PublicJwk, SigningKey};
 
 /// Clock skew allowed when checking `exp`, `nbf` and `iat`, in seconds.
@@ -167,7 +167,7 @@ pub(crate) struct RegisteredClient {
     pub(crate) scopes: Vec<String>,
     pub(crate) tenancy: Tenancy,
     /// The key in effect, its expiration, and a key registered but not yet in effect.
-    pub(crate) keys: super::selvbetjening::Keys,
+    pub(crate) keys: crate::idp::selvbetjening::Keys,
     /// The APIs (token audiences) the client is, for token exchange: a subject token is
     /// meant for the client when its `aud` holds one of them.
     pub(crate) audiences: Vec<String>,
@@ -207,7 +207,7 @@ pub(crate) struct State {
     /// `invalid_grant` answers of the token endpoint, all grants.
     pub(crate) invalid_grants: AtomicU64,
     /// The refresh tokens issued, used and revoked.
-    pub(crate) refresh_tokens: super::refresh::RefreshStore,
+    pub(crate) refresh_tokens: crate::idp::refresh::RefreshStore,
     token_delay: Mutex<Duration>,
     /// Client assertion `jti`s seen, with the time (seconds since the epoch) until which
     /// they must be remembered.
@@ -228,7 +228,7 @@ pub(crate) struct State {
     /// The faults tests inject.
     pub(crate) faults: Faults,
     /// Logins: pushed requests, pending logins, codes, sessions.
-    pub(crate) login: super::login::Logins,
+    pub(crate) login: crate::idp::login::Logins,
 }
 
 /// How keys registered at Selvbetjening behave.
@@ -269,7 +269,7 @@ impl State {
             token_exchanges: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
             invalid_grants: AtomicU64::new(0),
-            refresh_tokens: super::refresh::RefreshStore::default(),
+            refresh_tokens: crate::idp::refresh::RefreshStore::default(),
             token_delay: Mutex::new(Duration::ZERO),
             seen_jtis: Mutex::new(HashMap::new()),
             assertion_jtis: Mutex::new(VecDeque::new()),
@@ -278,11 +278,11 @@ impl State {
             cpapi: Cpapi::default(),
             selvbetjening_open: std::sync::atomic::AtomicBool::new(true),
             key_settings: Mutex::new(KeySettings {
-                lifetime: super::selvbetjening::DEFAULT_KEY_LIFETIME,
+                lifetime: crate::idp::selvbetjening::DEFAULT_KEY_LIFETIME,
                 propagation: Duration::ZERO,
             }),
             faults: Faults::default(),
-            login: super::login::Logins::default(),
+            login: crate::idp::login::Logins::default(),
         })
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use utoipa_swagger_ui::{Config, SwaggerUi, Url};
 
-use super::state::State;
+use crate::server::state::State;
 
 /// Where the Swagger UI is served.
 pub const SWAGGER_PATH: &str = "/swagger";

@@ -25,10 +25,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use super::cpapi::{Certificate, CertificateMetadata, CertificatePairInfo, Use};
-use super::cpe::CommunicationParty;
-use super::dotnet::write_dotnet;
-use super::register::mix64;
+use crate::apis::cpapi::{Certificate, CertificateMetadata, CertificatePairInfo, Use};
+use crate::apis::cpe::CommunicationParty;
+use crate::apis::register::dotnet::write_dotnet;
+use crate::apis::register::mix64;
 
 /// One certificate, made.
 #[derive(Debug)]
@@ -278,7 +278,7 @@ fn make(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::register::Register;
+    use crate::apis::register::Register;
 
     #[test]
     fn certificates_are_the_same_on_every_run() {

@@ -1,14 +1,18 @@
 //! The CommunicationParty API v2 side of the emulator ("cpapi"): the register of
-//! [`super::register`] as a slim event feed with sequence numbers, parties and an
+//! [`crate::apis::register`] as a slim event feed with sequence numbers, parties and an
 //! export, behind DPoP-bound HelseID tokens, documented with utoipa and served at
 //! `/cpapi/openapi.json`.
 //!
-//! The types are NHN's schemas ([`super::cpapi_model`]); `tests/cpapi_openapi_drift.rs`
+//! The types are NHN's schemas ([`crate::apis::cpapi::model`]); `tests/cpapi_openapi_drift.rs`
 //! holds the utoipa document made from them and from the operations here against
 //! `openapi/cpapi.json`. Beyond what cpapi.json declares, every operation answers a
 //! malformed or out-of-range parameter or body with 400 and a ProblemDetails body
 //! (`application/problem+json`) whose `detail` names the parameter, and 404 with one as
 //! well.
+
+pub(crate) mod certificates;
+pub(crate) mod model;
+pub(crate) mod register;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,13 +29,13 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
-use super::certificates::Certificates;
-pub(crate) use super::cpapi_model::*;
-use super::cpe::{check_scope, problem, strict_query};
-use super::dpop::{self, DPOP_NONCE};
-use super::register::Register;
-use super::response::{challenge_text, quote};
-use super::state::State;
+use crate::apis::cpapi::certificates::Certificates;
+pub(crate) use crate::apis::cpapi::model::*;
+use crate::apis::cpe::{check_scope, problem, strict_query};
+use crate::apis::register::Register;
+use crate::idp::dpop::{self, DPOP_NONCE};
+use crate::server::response::{challenge_text, quote};
+use crate::server::state::State;
 
 /// The scope a token needs for the CommunicationParty API v2.
 pub(crate) const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";

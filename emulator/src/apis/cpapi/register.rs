@@ -6,18 +6,18 @@
 
 use chrono::{DateTime, Utc};
 
-use super::certificates::Certificates;
-use super::cpapi::{
+use crate::apis::cpapi::certificates::Certificates;
+use crate::apis::cpapi::{
     AdministrativeCode, AmqpAddress, AmqpTransportStatus, Code, CommunicationParty as Party,
     CommunicationPartyExport, CommunicationPartyLegacy, CommunicationPartyType,
     CommunicationPartyTypeLegacy, CoverageInfo, ElectronicAddress, HprInformation,
     InterMunicipalityCoverageArea, OrganizationDetails, ParentOrganization, Period, Person,
     PersonDetails, PhysicalAddress, PostalAddress, SearchParameters, ServiceDetails, Use,
 };
-use super::cpe::CommunicationParty;
-use super::dotnet::{parse_dotnet, write_dotnet};
-use super::register::{Register, mix64};
-use super::seed::MUNICIPALITIES;
+use crate::apis::cpe::CommunicationParty;
+use crate::apis::register::dotnet::{parse_dotnet, write_dotnet};
+use crate::apis::register::seed::MUNICIPALITIES;
+use crate::apis::register::{Register, mix64};
 
 /// The code list of business types the emulator uses (made up, in the shape of
 /// NHN's code lists).

@@ -190,7 +190,7 @@ pub(crate) fn parse_dotnet(value: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seed::FIRST_EVENT;
+    use crate::apis::register::seed::FIRST_EVENT;
 
     #[test]
     fn dotnet_date_times_are_written_as_dotnet_writes_them() {

@@ -2,21 +2,23 @@
 //! that created and changed them, with the queries both APIs ask of it (pages of the
 //! feed, the export, one party; CommunicationParty API v2's sequence numbers).
 //!
-//! It starts as the seed ([`crate::seed`]): 300 parties and 487 events. Date-times are
-//! written the way .NET writes a `DateTimeOffset` ([`crate::dotnet`]): up to seven
+//! It starts as the seed ([`crate::apis::register::seed`]): 300 parties and 487 events. Date-times are
+//! written the way .NET writes a `DateTimeOffset` ([`crate::apis::register::dotnet`]): up to seven
 //! fractional digits (trailing zeros trimmed) and an offset (`+01:00` or `+02:00`,
 //! Norwegian time), except every seventh event's `FromDatetime`, which has no offset and
 //! is a UTC wall-clock time.
 
+pub(crate) mod dotnet;
 mod publish;
+pub(crate) mod seed;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::cpapi;
-use super::cpe::{CommunicationParty, EventValue, ExportResponse};
-use super::dotnet::{instant, to_ticks, write_dotnet};
+use crate::apis::cpapi;
+use crate::apis::cpe::{CommunicationParty, EventValue, ExportResponse};
+use crate::apis::register::dotnet::{instant, to_ticks, write_dotnet};
 
 /// Mixed into event indexes to make event ids.
 const EVENT_ID_SALT: u64 = 0x4350_455f_6576_656e;
@@ -103,7 +105,7 @@ impl Register {
 
     /// The seeded register (the same on every call).
     pub(crate) fn seed() -> Self {
-        super::seed::register()
+        crate::apis::register::seed::register()
     }
 
     /// How many parties the register holds.

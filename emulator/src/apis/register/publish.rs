@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{EventKind, Register, mix64};
-use crate::cpe::{CommunicationParty, Period};
-use crate::dotnet::{to_ticks, write_dotnet};
-use crate::seed::mod11_check_digit;
+use crate::apis::cpe::{CommunicationParty, Period};
+use crate::apis::register::dotnet::{to_ticks, write_dotnet};
+use crate::apis::register::seed::mod11_check_digit;
 
 impl Register {
     /// Gives the party `her_id` the name `name`, and publishes an update for it and for

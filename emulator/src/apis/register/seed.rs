@@ -5,13 +5,13 @@
 //! (and every emulator) starts with the same register: 300 parties and 487 events between
 //! January and June 2025, five pages at the default page size. Every fifth party's
 //! `Valid.From` has no offset (a UTC wall-clock date, the way AR often has it); the
-//! register writes the events' date-times (see [`crate::register`]).
+//! register writes the events' date-times (see [`crate::apis::register`]).
 
 use std::collections::HashSet;
 
-use super::cpe::{CommunicationParty, Period};
-use super::dotnet::{TICKS_PER_SECOND, instant, local_midnight, write_dotnet};
-use super::register::{EventKind, Register, mix64};
+use crate::apis::cpe::{CommunicationParty, Period};
+use crate::apis::register::dotnet::{TICKS_PER_SECOND, instant, local_midnight, write_dotnet};
+use crate::apis::register::{EventKind, Register, mix64};
 
 /// How many parties the seed holds.
 pub(crate) const SEED_PARTIES: usize = 300;
@@ -609,7 +609,7 @@ pub(crate) fn mod11_check_digit(first_eight: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dotnet::parse_dotnet;
+    use crate::apis::register::dotnet::parse_dotnet;
 
     #[test]
     fn the_seed_is_deterministic_and_shaped_as_documented() {

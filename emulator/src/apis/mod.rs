@@ -1,0 +1,6 @@
+//! The NHN APIs the emulator serves, behind the IdP: CPE, the CommunicationParty API v2,
+//! and the register both read.
+
+pub(crate) mod cpapi;
+pub(crate) mod cpe;
+pub(crate) mod register;
