@@ -1,8 +1,11 @@
 //! What the commands print: lines and JSON on stdout, one-line errors, and text from
-//! outside (a server, a file, an argument) escaped before it reaches a terminal.
+//! outside (a server, a file, an argument) escaped before it reaches a terminal, with
+//! the library's [`helseid::text::escape`], as the library's own errors are.
 
 use std::io::{StdoutLock, Write};
 use std::path::Path;
+
+use helseid::text::escape;
 
 /// An error and its sources on one line, safe for a terminal: whatever a server or a
 /// file put into them, control characters (a newline, an escape sequence) are escaped.
@@ -14,20 +17,7 @@ pub(crate) fn report(error: &(dyn std::error::Error + 'static)) -> String {
         line.push_str(&e.to_string());
         source = e.source();
     }
-    terminal_safe(&line)
-}
-
-/// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`).
-pub(crate) fn terminal_safe(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    escape(&line)
 }
 
 /// A field of NHN's schemas, all of which may be absent: `-` for none.
@@ -45,7 +35,7 @@ impl Stdout {
 
     /// `text` on a line of its own, escaped: it may hold text from outside.
     pub(crate) fn line(&mut self, text: &str) -> std::io::Result<()> {
-        writeln!(self.0, "{}", terminal_safe(text))
+        writeln!(self.0, "{}", escape(text))
     }
 
     /// `text` as it is: text the command made itself (a token, a PEM block) or JSON that

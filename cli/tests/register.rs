@@ -366,6 +366,11 @@ async fn bad_input_exits_1_with_one_line_that_names_it() {
             &["cert", "abc\u{1b}[31m"],
             r"`abc\u{1b}[31m` is not a HER-id",
         ),
+        // The library's escaping: line separators and bidi overrides too.
+        (
+            &["org", "1\u{2028}2\u{202e}3\t"],
+            r"`1\u{2028}2\u{202e}3\t` is not an organisation number",
+        ),
     ] {
         let output = setup.run(args).await;
         assert_eq!(output.status.code(), Some(1), "{args:?}");

@@ -3,10 +3,11 @@
 use futures_util::TryStreamExt;
 use helseid::assertion::Tenant;
 use helseid::config::ClientConfig;
+use helseid::text::escape;
 
 use super::CliResult;
 use crate::args::Target;
-use crate::output::{Stdout, describe_api_error, shown, terminal_safe};
+use crate::output::{Stdout, describe_api_error, shown};
 
 #[derive(clap::Args)]
 pub(crate) struct EventsArgs {
@@ -70,7 +71,7 @@ fn summary(count: usize, resume: Option<String>) {
         Some(resume) if count > 0 => eprintln!(
             "helseid: {count} event{}; continue with {}",
             if count == 1 { "" } else { "s" },
-            terminal_safe(&resume)
+            escape(&resume)
         ),
         _ => eprintln!("helseid: no events"),
     }

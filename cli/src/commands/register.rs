@@ -15,11 +15,12 @@ use helseid::cpapi::types::{
 };
 use helseid::cpapi::{Client, MAX_HER_IDS};
 use helseid::mirror::{Mirror, Phase, SqliteStore, SyncProgress};
+use helseid::text::escape;
 
 use super::{BoxError, CliResult};
 use crate::args::Target;
 use crate::demo::Demo;
-use crate::output::{Stdout, describe_api_error, terminal_safe};
+use crate::output::{Stdout, describe_api_error};
 
 /// The API's name in messages.
 const API: &str = "CP API v2";
@@ -135,7 +136,7 @@ fn her_id(text: &str) -> Result<i32, String> {
     text.parse::<i32>().ok().filter(|n| *n > 0).ok_or_else(|| {
         format!(
             "`{}` is not a HER-id: HER-ids are positive whole numbers",
-            terminal_safe(text)
+            escape(text)
         )
     })
 }
@@ -149,7 +150,7 @@ fn number_in(flag: &str, text: &str, low: u32, high: u32) -> Result<std::num::No
         .ok_or_else(|| {
             format!(
                 "--{flag} takes a whole number from {low} to {high}, not `{}`",
-                terminal_safe(text)
+                escape(text)
             )
         })
 }
@@ -296,7 +297,7 @@ pub(crate) async fn search(args: SearchArgs) -> CliResult {
         Some(_) => {
             return Err(format!(
                 "--type takes organization, person or service, not `{}`",
-                terminal_safe(args.kind.as_deref().unwrap_or_default())
+                escape(args.kind.as_deref().unwrap_or_default())
             )
             .into());
         }
@@ -325,7 +326,7 @@ pub(crate) async fn org(args: OrgArgs) -> CliResult {
     if number.len() != 9 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!(
             "`{}` is not an organisation number: they are nine digits",
-            terminal_safe(number)
+            escape(number)
         )
         .into());
     }

@@ -10,11 +10,12 @@ use helseid::config::{Authority, ClientConfig, Environment};
 use helseid::dpop::DpopKey;
 use helseid::endpoint::{TokenEndpoint, TokenRequest};
 use helseid::refresh::{FileStore, RefreshSession, TokenStore};
+use helseid::text::escape;
 
 use super::{BoxError, CliResult};
 use crate::args::EnvArg;
 use crate::demo::config_or_demo;
-use crate::output::{Stdout, terminal_safe};
+use crate::output::Stdout;
 
 #[derive(clap::Args)]
 pub(crate) struct TokenArgs {
@@ -117,7 +118,7 @@ pub(crate) async fn token(args: TokenArgs) -> CliResult {
     if !rejected.is_empty() {
         eprintln!(
             "helseid: warning: HelseID left out scope {} (rejected_scope): the token does not carry it",
-            terminal_safe(&rejected.join(" "))
+            escape(&rejected.join(" "))
         );
     }
     if let Some(proof) = &proof {
