@@ -9,7 +9,7 @@ use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 use helseid_emulator::{ClientRegistration, Emulator};
 
 use crate::commands::BoxError;
-use crate::output::write_private_file;
+use crate::output::write_secret;
 
 /// The scope of NHN's CommunicationParty Events API.
 pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -102,7 +102,7 @@ pub(crate) async fn config_file_or_demo(
         std::env::temp_dir().join(format!("helseid-demo-{:016x}", u64::from_le_bytes(random)));
     std::fs::create_dir_all(&scratch)?;
     let file = scratch.join("client.json");
-    write_private_file(&file, &serde_json::to_vec_pretty(&started.config_file())?)?;
+    write_secret(&file, &serde_json::to_vec_pretty(&started.config_file())?)?;
     *demo = Some(started);
     *dir = Some(scratch);
     Ok(file)

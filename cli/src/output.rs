@@ -106,17 +106,11 @@ pub(crate) fn describe_api_error<P: Problem + std::fmt::Debug + 'static>(
     }
 }
 
-/// Writes a file that holds a private key: readable by its owner only.
-pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    // An existing file keeps its mode on open: narrow it before writing the key.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
+/// Writes a file that holds a secret (a key, a token) with the library's
+/// [`helseid::private_file::write`]: a new owner-only file, created exclusively beside
+/// `path` and renamed over it, so that a symbolic link at `path` is replaced, never
+/// followed, and the secret is never readable by others, not even for a moment.
+pub(crate) fn write_secret(path: &Path, contents: &[u8]) -> Result<(), String> {
+    helseid::private_file::write(path, contents)
+        .map_err(|e| format!("cannot write {}: {e}", escape(&path.display().to_string())))
 }

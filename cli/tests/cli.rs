@@ -104,6 +104,47 @@ async fn emulator_writes_a_config_that_token_uses_and_the_token_verifies() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(unix)]
+#[test]
+fn emulator_write_config_replaces_a_symlink_owner_only_and_leaves_its_target_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let elsewhere = dir.join("elsewhere.txt");
+    std::fs::write(&elsewhere, "someone else's file").expect("write");
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::os::unix::fs::symlink(&elsewhere, &config).expect("symlink");
+
+    // The issuer is printed after the configuration is written.
+    let (_emulator, issuer) = start_emulator(&config);
+    let meta = std::fs::symlink_metadata(&config).expect("config");
+    assert!(meta.file_type().is_file(), "the link is replaced by a file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    assert_eq!(written["authority"], issuer.as_str());
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).expect("read"),
+        "someone else's file"
+    );
+    assert_eq!(
+        std::fs::metadata(&elsewhere)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+    // Nothing left beside it: the temporary file was renamed.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["client.json", "elsewhere.txt"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn errors_are_one_line_on_stderr_with_a_failing_exit_code() {
     let dir = tempdir();

@@ -84,3 +84,55 @@ async fn a_cancelled_login_fails_with_access_denied_and_writes_nothing() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn login_replaces_a_symlink_at_out_owner_only_and_leaves_its_target_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let client = support::TestClient::ec("epj");
+    let registration = client.registration(&[support::CPAPI_SCOPE]).require_dpop();
+    let (emulator, dir, config, out) = setup(&client, registration).await;
+    // A link planted where the token set goes, pointing at a file someone else reads.
+    let elsewhere = dir.join("elsewhere.txt");
+    std::fs::write(&elsewhere, "not a token set").expect("write");
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::os::unix::fs::symlink(&elsewhere, &out).expect("symlink");
+
+    let (mut running, url, stderr) = start_login(&[
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--scope".as_ref(),
+        "openid".as_ref(),
+        "--scope".as_ref(),
+        "offline_access".as_ref(),
+    ]);
+    assert_eq!(
+        support::log_in_at_page(emulator.issuer(), &url, Some(TEST_PEOPLE[0].pid)).await,
+        StatusCode::OK
+    );
+    let status = wait_for_exit(&mut running).await.status;
+    let stderr = stderr.join().expect("stderr");
+    assert!(status.success(), "{stderr}");
+
+    let meta = std::fs::symlink_metadata(&out).expect("out");
+    assert!(meta.file_type().is_file(), "the link is replaced by a file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).expect("read"),
+        "not a token set",
+        "the link's target is not written"
+    );
+    assert_eq!(
+        std::fs::metadata(&elsewhere)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644,
+        "nor its mode changed"
+    );
+    assert_set_renews(&emulator, &client, &out).await;
+    let _ = std::fs::remove_dir_all(dir);
+}

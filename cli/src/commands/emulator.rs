@@ -7,7 +7,7 @@ use helseid::refresh::{FileStore, TokenSet, TokenStore};
 
 use super::CliResult;
 use crate::demo::{DEMO_CLIENT_ID, start_demo};
-use crate::output::{Stdout, write_private_file};
+use crate::output::{Stdout, write_secret};
 
 #[derive(clap::Args)]
 pub(crate) struct EmulatorArgs {
@@ -28,7 +28,7 @@ pub(crate) struct EmulatorArgs {
 pub(crate) async fn emulator(args: EmulatorArgs) -> CliResult {
     let demo = start_demo(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port))).await?;
     if let Some(path) = &args.write_config {
-        write_private_file(path, &serde_json::to_vec_pretty(&demo.config_file())?)?;
+        write_secret(path, &serde_json::to_vec_pretty(&demo.config_file())?)?;
         eprintln!(
             "helseid: wrote a client configuration for `{DEMO_CLIENT_ID}` to {}",
             path.display()

@@ -11,7 +11,7 @@ use helseid::refresh::TokenSet;
 
 use super::CliResult;
 use crate::demo::{Demo, config_or_demo};
-use crate::output::{Stdout, write_private_file};
+use crate::output::{Stdout, write_secret};
 
 /// The scopes a login asks for without `--scope`: the person's identity, and a refresh
 /// token.
@@ -85,7 +85,7 @@ pub(crate) async fn login(args: LoginArgs) -> CliResult {
                 .into(),
         );
     };
-    write_private_file(&args.out, set.to_json().as_bytes())?;
+    write_secret(&args.out, set.to_json().as_bytes())?;
     let claims = logged_in.claims();
     let mut out = Stdout::lock();
     out.line(&format!("name: {}", claims.name().unwrap_or("-")))?;
