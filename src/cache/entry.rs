@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{CacheKey, CacheSettings};
+use super::{CacheKey, CacheSettings, FetchToken};
 use crate::token::AccessToken;
 
 /// A cached token with its schedule.
@@ -18,6 +18,9 @@ pub(crate) struct Entry {
     pub(super) refresh_at: Instant,
     /// Whether a background refresh runs.
     pub(super) refreshing: AtomicBool,
+    /// The source that gave the token, told when a service refuses it (`None`: a
+    /// token put in place by hand).
+    pub(super) source: Option<Arc<dyn FetchToken>>,
 }
 
 impl Entry {
@@ -39,7 +42,14 @@ impl Entry {
             usable_until: usable_until.max(now),
             refresh_at: refresh_at.max(now),
             refreshing: AtomicBool::new(false),
+            source: None,
         }
+    }
+
+    /// This entry, telling `source` when a service refuses its token.
+    pub(super) fn with_source(mut self, source: &Arc<dyn FetchToken>) -> Self {
+        self.source = Some(source.clone());
+        self
     }
 }
 

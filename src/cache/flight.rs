@@ -52,7 +52,7 @@ impl TokenCache {
         let source = source.clone();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
-            let result = cache.fetch(&*source, &task_key).await;
+            let result = cache.fetch(&source, &task_key).await;
             if let Ok(entry) = &result {
                 cache
                     .inner
@@ -86,7 +86,7 @@ impl TokenCache {
         skip_all,
         fields(client_id = %key.client_id, grant = key.grant.grant_type(), scopes = ?key.scopes, tenant = ?key.tenant)
     )]
-    async fn fetch(&self, source: &dyn FetchToken, key: &CacheKey) -> Result<Arc<Entry>> {
+    async fn fetch(&self, source: &Arc<dyn FetchToken>, key: &CacheKey) -> Result<Arc<Entry>> {
         let counters = &self.inner.counters;
         counters.fetches.fetch_add(1, Ordering::Relaxed);
         let timeout = self.inner.settings.fetch_timeout;
@@ -102,7 +102,9 @@ impl TokenCache {
                 self.inner.backoff.clear(key);
                 tracing::debug!(expires_in = ?token.expires_in(), "token fetched");
                 let cap = key.subject.as_ref().and_then(SubjectToken::expires_at);
-                Ok(Arc::new(Entry::new(token, &self.inner.settings, cap)))
+                Ok(Arc::new(
+                    Entry::new(token, &self.inner.settings, cap).with_source(source),
+                ))
             }
             Err(error) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);

@@ -377,14 +377,18 @@ impl TokenCache {
             .allow(key, self.inner.settings.invalid_token_interval)
     }
 
-    /// Removes `key`'s entry if it still holds the token with id `sent`.
+    /// Removes `key`'s entry if it still holds the token with id `sent`, and tells the
+    /// source that gave it that a service refused it (a shared source then stops
+    /// handing it out to this replica and to the others).
     pub(crate) async fn evict(&self, key: &CacheKey, sent: u64) {
+        let mut removed = None;
         self.inner
             .entries
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 let op = match current {
                     Some(current) if current.value().token.id() == sent => {
+                        removed = Some(current.into_value());
                         moka::ops::compute::Op::Remove
                     }
                     _ => moka::ops::compute::Op::Nop,
@@ -392,6 +396,11 @@ impl TokenCache {
                 std::future::ready(op)
             })
             .await;
+        if let Some(entry) = removed
+            && let Some(source) = &entry.source
+        {
+            source.refused(&key.request(), &entry.token);
+        }
     }
 }
 

@@ -64,6 +64,14 @@ pub trait FetchToken: Send + Sync + 'static {
     fn partition(&self) -> u64 {
         0
     }
+
+    /// Told that a service refused `token` (`401 invalid_token`), which this source
+    /// gave for `request`, once the cache has forgotten it: a source that shares its
+    /// tokens with other processes stops handing this one out. Called on the slow
+    /// path; it must not block (I/O goes to a task of its own). Default: nothing.
+    fn refused(&self, request: &TokenRequest, token: &AccessToken) {
+        let _ = (request, token);
+    }
 }
 
 impl FetchToken for TokenEndpoint {
