@@ -636,12 +636,15 @@ impl Target<'_> {
 #[cfg(feature = "redis")]
 impl RefreshSession {
     /// A session shared by replicas under `id` (any name the service gives the user's
-    /// session; it is hashed before it reaches Redis): its token set lives sealed in
-    /// `cache`'s Redis, and replicas that want to refresh it at once make exactly one
-    /// refresh and all get its result (see [`crate::shared`]).
+    /// session; it is keyed and hashed with the client id and the issuer before it
+    /// reaches Redis): its token set lives sealed in `cache`'s Redis, and replicas that
+    /// want to refresh it at once make exactly one refresh and all get its result (see
+    /// [`crate::shared`]).
     ///
-    /// `set` is this replica's starting set (after a login); `None` takes the set from
-    /// Redis. When Redis holds no set, `set` is put there.
+    /// `set` is this replica's starting set, after a login: it replaces what Redis holds
+    /// for `id`, unless Redis holds the same session (`set`'s refresh token, or a later
+    /// rotation of it, which this replica then takes). When Redis does not answer, it
+    /// is written at the first refresh. `None` takes the set from Redis.
     ///
     /// # Errors
     /// [`Error::LoginRequired`] when `set` is `None` and Redis holds no set (or cannot
@@ -652,23 +655,42 @@ impl RefreshSession {
         cache: &crate::shared::SharedCache,
         id: &str,
     ) -> Result<Self> {
-        let session = crate::shared::SharedSession::new(cache, id);
-        let held = session.read().await.ok().map(|(held, _)| held);
-        let set = match (set, held) {
-            (Some(set), Some(held)) if held.raw.is_none() => {
-                let _ = session.swap(None, &set, "").await;
-                set
+        use crate::shared::Pending;
+        let config = endpoint.config();
+        let session = crate::shared::SharedSession::new(
+            cache,
+            config.client_id(),
+            config.authority().issuer(),
+            id,
+        );
+        let mut state = match set {
+            Some(set) => {
+                session.known().pending = Pending::Login;
+                Some(set)
             }
-            (Some(set), _) => set,
-            (None, Some(crate::shared::Held { set: Some(set), .. })) => set,
-            (None, _) => {
-                return Err(Error::LoginRequired {
-                    reason: "the shared cache holds no token set for this session".into(),
-                    source: None,
-                });
-            }
+            None => None,
         };
-        let mut built = Self::build(endpoint, Some(set), None);
+        if state.is_some() {
+            // Tried once: a Redis that does not answer now is asked again at the first
+            // refresh, before anything else.
+            let _ = install_login(&session, &mut state).await;
+        } else {
+            match session.read().await {
+                Ok(held) if held.set.is_some() => {
+                    let mut known = session.known();
+                    known.version = held.version;
+                    known.spent = held.spent;
+                    state = held.set;
+                }
+                _ => {
+                    return Err(Error::LoginRequired {
+                        reason: "the shared cache holds no token set for this session".into(),
+                        source: None,
+                    });
+                }
+            }
+        }
+        let mut built = Self::build(endpoint, state, None);
         if let Some(inner) = Arc::get_mut(&mut built.inner) {
             inner.shared = Some(session);
         }
@@ -682,89 +704,285 @@ impl RefreshSession {
         state: &mut Option<TokenSet>,
         target: &Target<'_>,
     ) -> Result<AccessToken> {
+        use crate::shared::{Pending, Retry, SharedSession};
         let settings = session.shared().settings();
         let deadline = Instant::now() + settings.lock_wait;
+        let Some(fence) = SharedSession::new_fence() else {
+            return Err(redis_unavailable(settings));
+        };
+        let mut retry = Retry::new();
         let mut waited = false;
         loop {
-            let Ok((held, _)) = session.read().await else {
-                return self.refresh_alone(state, target).await;
+            if matches!(session.known().pending, Pending::Login)
+                && install_login(session, state).await.is_err()
+            {
+                if !retry.pause(deadline).await {
+                    return Err(redis_unavailable(settings));
+                }
+                continue;
+            }
+            let Ok(held) = session.read().await else {
+                // No refresh alone: another replica may hold the lease.
+                if !retry.pause(deadline).await {
+                    return Err(redis_unavailable(settings));
+                }
+                continue;
             };
-            if let Some(token) = adopt(state, &held, target) {
+            if let Some(token) = reconcile(session, state, &held, target) {
                 return Ok(token);
             }
-            let fence = match session.take_lease().await {
-                Ok(Some(fence)) => fence,
+            let lease = match session.take_lease(&fence).await {
+                Ok(Some(lease)) => lease,
                 Ok(None) => {
                     if !waited {
                         waited = true;
                         session.shared().count_wait();
                     }
-                    match session.wait_for_change(held.raw.as_deref(), deadline).await {
-                        crate::shared::Polled::Done(()) => continue,
-                        crate::shared::Polled::TimedOut => {
-                            session.shared().count_wait_timeout();
-                            return Err(Error::Timeout {
-                                endpoint: "shared refresh session (waiting for another replica)",
-                                after: settings.lock_wait,
-                            });
-                        }
-                        crate::shared::Polled::Unavailable => {
-                            return self.refresh_alone(state, target).await;
-                        }
+                    if session.wait_for_change(held.raw.as_deref(), deadline).await {
+                        continue;
                     }
+                    session.shared().count_wait_timeout();
+                    return Err(Error::Timeout {
+                        endpoint: "shared refresh session (waiting for another replica)",
+                        after: settings.lock_wait,
+                    });
                 }
-                Err(_) => return self.refresh_alone(state, target).await,
-            };
-            // Holding the lease: what Redis holds now is what the swap compares with.
-            let held = match session.read().await {
-                Ok((held, _)) => held,
                 Err(_) => {
-                    session.release(&fence).await;
-                    return self.refresh_alone(state, target).await;
+                    // The lease may have been taken without the answer arriving: the
+                    // next try, with the same fencing value, finds it held.
+                    if !retry.pause(deadline).await {
+                        session.shared().unlock(session.lease_name(), &fence).await;
+                        return Err(redis_unavailable(settings));
+                    }
+                    continue;
                 }
             };
-            if let Some(token) = adopt(state, &held, target) {
-                session.release(&fence).await;
+            return self.refresh_leased(session, state, target, &lease).await;
+        }
+    }
+
+    /// Refreshes holding `lease`: reads what Redis holds, writes this replica's pending
+    /// rotation, refreshes, and swaps the new set in, trying again until it lands or
+    /// the lease ends.
+    async fn refresh_leased(
+        &self,
+        session: &crate::shared::SharedSession,
+        state: &mut Option<TokenSet>,
+        target: &Target<'_>,
+        lease: &crate::shared::Lease,
+    ) -> Result<AccessToken> {
+        use crate::shared::{Pending, Retry};
+        let settings = session.shared().settings();
+        let mut retry = Retry::new();
+        let held = loop {
+            let Ok(held) = session.read().await else {
+                if !retry.pause(lease.until).await {
+                    session.release(lease).await;
+                    return Err(redis_unavailable(settings));
+                }
+                continue;
+            };
+            if let Some(token) = reconcile(session, state, &held, target) {
+                session.release(lease).await;
                 return Ok(token);
             }
-            let refreshed = self.refresh_alone(state, target).await;
-            match (&refreshed, state.as_ref()) {
-                (Ok(_), Some(set)) => {
-                    if let Ok(false) = session.swap(held.raw.as_deref(), set, &fence).await {
+            // A refresh of this replica's whose new set did not reach Redis: written
+            // now, if Redis still holds the set it came from, before anything else.
+            let pending = std::mem::take(&mut session.known().pending);
+            match (pending, state.as_ref()) {
+                (
+                    Pending::Rotation {
+                        from,
+                        version,
+                        spent,
+                    },
+                    Some(set),
+                ) if held.raw == from => {
+                    match session
+                        .swap(from.as_deref(), set, version, &spent, None)
+                        .await
+                    {
+                        Ok(true) => {
+                            let mut known = session.known();
+                            known.version = version;
+                            known.spent = spent;
+                        }
+                        Ok(false) => {}
+                        Err(_) => {
+                            session.known().pending = Pending::Rotation {
+                                from,
+                                version,
+                                spent,
+                            };
+                            if !retry.pause(lease.until).await {
+                                session.release(lease).await;
+                                return Err(redis_unavailable(settings));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ => break held,
+            }
+        };
+        let Some(from) = state.as_ref() else {
+            session.release(lease).await;
+            return self.refresh_alone(state, target).await;
+        };
+        let (version, spent) = {
+            let known = session.known();
+            (
+                known.version.max(held.version) + 1,
+                crate::shared::spent_after(&known.spent, from),
+            )
+        };
+        let refreshed = self.refresh_alone(state, target).await;
+        let (Ok(_), Some(set)) = (&refreshed, state.as_ref()) else {
+            session.release(lease).await;
+            return refreshed;
+        };
+        let mut retry = Retry::new();
+        loop {
+            match session
+                .swap(held.raw.as_deref(), set, version, &spent, Some(lease))
+                .await
+            {
+                Ok(true) => {
+                    let mut known = session.known();
+                    known.version = version;
+                    known.spent = spent;
+                    break;
+                }
+                Ok(false) => {
+                    // A new login replaced the session meanwhile: taken at the next
+                    // refresh (its version is greater than this replica's).
+                    tracing::warn!(
+                        "another replica changed the shared session during this refresh"
+                    );
+                    break;
+                }
+                Err(_) => {
+                    if !retry.pause(lease.until).await {
                         tracing::warn!(
-                            "another replica changed the shared session during this refresh"
+                            "the refreshed token set could not be written to the shared cache before the lease ended: it is written at the next refresh"
                         );
+                        session.known().pending = Pending::Rotation {
+                            from: held.raw.clone(),
+                            version,
+                            spent,
+                        };
+                        break;
                     }
                 }
-                _ => session.release(&fence).await,
             }
-            return refreshed;
         }
+        refreshed
     }
 }
 
-/// Takes the set another replica left in Redis when it is a newer rotation than this
-/// replica's, and returns its access token when that serves `target` and is still good.
+/// The error of a shared refresh that Redis did not answer in time.
 #[cfg(feature = "redis")]
-fn adopt(
+fn redis_unavailable(settings: &crate::shared::SharedSettings) -> Error {
+    Error::Timeout {
+        endpoint: "shared refresh session (the shared cache does not answer)",
+        after: settings.lock_wait,
+    }
+}
+
+/// Writes this replica's new login to Redis, in place of what Redis holds, unless
+/// Redis holds the same session (the login's refresh token, or a later rotation of
+/// it), which this replica then takes when it is newer.
+#[cfg(feature = "redis")]
+async fn install_login(
+    session: &crate::shared::SharedSession,
+    state: &mut Option<TokenSet>,
+) -> std::result::Result<(), crate::shared::Unavailable> {
+    use crate::shared::Pending;
+    for _ in 0..8 {
+        let Some(local) = state.as_ref() else {
+            session.known().pending = Pending::Nothing;
+            return Ok(());
+        };
+        let held = session.read().await?;
+        if held.is_same_session(local) {
+            let mut known = session.known();
+            known.pending = Pending::Nothing;
+            let local_is_redis = held
+                .set
+                .as_ref()
+                .is_some_and(|remote| remote.refresh_token == local.refresh_token);
+            if !local_is_redis {
+                take(state, &held, &mut known);
+            } else {
+                known.version = held.version;
+                known.spent = held.spent;
+            }
+            return Ok(());
+        }
+        let version = held.version + 1;
+        if session
+            .swap(held.raw.as_deref(), local, version, &[], None)
+            .await?
+        {
+            let mut known = session.known();
+            known.version = version;
+            known.spent = Vec::new();
+            known.pending = Pending::Nothing;
+            return Ok(());
+        }
+    }
+    Err(crate::shared::Unavailable)
+}
+
+/// Brings this replica's set up to date with what Redis holds: takes `held` when its
+/// version is greater than this replica's (an older one, written back by anyone, is
+/// refused), and returns its access token when that serves `target` and is still good.
+#[cfg(feature = "redis")]
+fn reconcile(
+    session: &crate::shared::SharedSession,
     state: &mut Option<TokenSet>,
     held: &crate::shared::Held,
     target: &Target<'_>,
 ) -> Option<AccessToken> {
-    let remote = held.set.as_ref()?;
-    let local = state.as_ref();
-    if local.is_some_and(|local| local.refresh_token == remote.refresh_token) {
+    let mut known = session.known();
+    held.set.as_ref()?;
+    if held.version <= known.version {
+        if held.version < known.version && matches!(known.pending, crate::shared::Pending::Nothing)
+        {
+            session.shared().count_refused();
+            tracing::warn!(
+                "refused a shared session set older than this replica's (written back or restored)"
+            );
+        }
         return None;
     }
+    take(state, held, &mut known);
+    state
+        .as_ref()?
+        .access_token()
+        .filter(|token| token.expires_in() > Duration::from_secs(10))
+        .filter(|_| target.is_session_default())
+}
+
+/// Takes the set Redis holds, with its version, keeping this replica's DPoP key when
+/// the set has none.
+#[cfg(feature = "redis")]
+fn take(
+    state: &mut Option<TokenSet>,
+    held: &crate::shared::Held,
+    known: &mut crate::shared::Known,
+) {
+    let Some(remote) = &held.set else {
+        return;
+    };
     let mut adopted = remote.clone();
     if adopted.dpop_jwk.is_none() {
-        adopted.dpop_jwk = local.and_then(|local| local.dpop_jwk.clone());
+        adopted.dpop_jwk = state.as_ref().and_then(|local| local.dpop_jwk.clone());
     }
-    let token = adopted
-        .access_token()
-        .filter(|token| token.expires_in() > Duration::from_secs(10));
     *state = Some(adopted);
-    token.filter(|_| target.is_session_default())
+    known.version = held.version;
+    known.spent = held.spent.clone();
+    known.pending = crate::shared::Pending::Nothing;
 }
 
 impl FetchToken for RefreshSession {

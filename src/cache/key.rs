@@ -75,17 +75,24 @@ impl CacheKey {
         }
     }
 
-    /// A stable name of this key for a store shared by processes: the hex SHA-256 of
-    /// an unambiguous (tagged, length-prefixed) encoding of every part, so that
-    /// replicas of any build agree on it. The subject token enters by its digest, the
-    /// DPoP key by its thumbprint.
-    #[cfg(feature = "redis")]
+    /// The hex SHA-256 of [`encode`](Self::encode)'s encoding, which the tests hold
+    /// fixed. The subject token enters by its digest, the DPoP key by its thumbprint.
+    #[cfg(all(feature = "redis", test))]
     pub(crate) fn stable_digest(&self) -> String {
         let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        self.encode(&mut |bytes| context.update(bytes));
+        crate::text::hex(context.finish().as_ref())
+    }
+
+    /// The unambiguous (tagged, length-prefixed) encoding of every part, given to
+    /// `update` piece by piece: what a name in a store shared by processes is made of
+    /// (the shared cache keys it with HMAC), so that replicas of any build agree on it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn encode(&self, update: &mut dyn FnMut(&[u8])) {
         let mut field = |tag: u8, bytes: &[u8]| {
-            context.update(&[tag]);
-            context.update(&(bytes.len() as u64).to_be_bytes());
-            context.update(bytes);
+            update(&[tag]);
+            update(&(bytes.len() as u64).to_be_bytes());
+            update(bytes);
         };
         field(1, self.client_id.as_bytes());
         field(2, self.grant.grant_type().as_bytes());
@@ -115,7 +122,6 @@ impl CacheKey {
             field(10, key.thumbprint().as_bytes());
         }
         field(11, &self.partition.to_be_bytes());
-        crate::text::hex(context.finish().as_ref())
     }
 
     /// The partition of the source this key belongs to (0: any source of the client).

@@ -7,8 +7,12 @@
 //!    touched.
 //! 2. **Level 2**, Redis: a token another replica fetched, sealed (AES-256-GCM with the
 //!    service's [`SealKey`], the entry's Redis key as associated data) and expiring
-//!    with the token, a little before it ([`SharedSettings::refresh_before`]), so that
-//!    the replicas' refreshes ahead find it gone and fetch a new one.
+//!    with the token, a little before it ([`SharedSettings::refresh_before`], at most
+//!    half the token's lifetime), so that the replicas' refreshes ahead find it gone and
+//!    fetch a new one. An exchanged token leaves Redis when its subject token expires,
+//!    and is never taken from it after that. A token a service refused (`401
+//!    invalid_token`) is deleted from Redis if it is still there, and never taken from
+//!    it again by the replica that saw the refusal.
 //! 3. **HelseID**, by one replica only: it takes a lock (`SET NX PX` with a random
 //!    fencing value, released only by its holder), fetches, stores the token and
 //!    releases the lock. The other replicas wait for that token, up to
@@ -16,17 +20,26 @@
 //!
 //! DPoP-bound tokens are shared only between replicas that share the DPoP key: the
 //! key's thumbprint is part of the Redis key, as the tenant, the scopes, the resource,
-//! the subject token's digest and the client id are.
+//! the subject token's digest and the client id are. Names in Redis are keyed
+//! (HMAC-SHA256 with a key derived from the [`SealKey`]): whoever reads Redis cannot
+//! confirm which client, organisations or sessions they stand for.
 //!
 //! Refresh sessions are shared too ([`RefreshSession::shared`]): the token set is kept
-//! sealed in Redis, and a refresh runs under a lease and swaps the set only if it is
-//! still the one the refresh started from, in one Redis script, so replicas that want
-//! to refresh at once make exactly one refresh and all get its result.
+//! sealed in Redis with a version that grows with every write, and a refresh runs under
+//! a lease and swaps the set only if it is still the one the refresh started from, in
+//! one Redis script, so replicas that want to refresh at once make exactly one refresh
+//! and all get its result. A replica takes a set from Redis only when its version is
+//! greater than its own (an older set written back is refused).
 //!
-//! **Redis is never needed to serve a request.** When it is down, slow (every command
-//! has [`SharedSettings::command_timeout`]) or flushed, replicas go on with their
-//! in-process caches and HelseID; the first failure is logged once as a warning, and
-//! the recovery once as information.
+//! **Redis is never needed to serve a request with a token of the client's own.** When
+//! it is down, slow (every command has [`SharedSettings::command_timeout`]) or flushed,
+//! replicas go on with their in-process caches and HelseID; the first failure is
+//! logged once as a warning, and the recovery once as information. A shared refresh
+//! session is the exception: HelseID rotates refresh tokens, and a replica that
+//! refreshed without telling the others would leave them a spent one, so while Redis
+//! does not answer, a refresh waits for it (up to [`SharedSettings::lock_wait`]; the
+//! session's current access token is used meanwhile), and a refresh whose new set
+//! cannot be written retries the write as long as it holds the lease.
 //!
 //! [`RefreshSession::shared`]: crate::refresh::RefreshSession::shared
 //!
@@ -60,10 +73,11 @@ use zeroize::Zeroizing;
 use crate::cache::{CacheKey, FetchFuture, FetchToken};
 use crate::endpoint::TokenRequest;
 use crate::error::{Error, Result};
+use crate::exchange::SubjectToken;
 use crate::token::{AccessToken, TokenType};
 
 pub use seal::SealKey;
-pub(crate) use session::{Held, SharedSession};
+pub(crate) use session::{Held, Known, Lease, Pending, Retry, SharedSession, spent_after};
 
 /// Settings of a [`SharedCache`].
 #[derive(Clone, Debug)]
@@ -145,6 +159,8 @@ pub struct SharedCache {
 
 struct Inner {
     client: redis::Client,
+    /// The server's address (`host:port`, never a password), named in the log lines.
+    server: String,
     /// The connection, made at the first command and again after one breaks.
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     key: SealKey,
@@ -152,6 +168,9 @@ struct Inner {
     /// Whether the last Redis command failed: the warning is logged on the change.
     down: AtomicBool,
     counters: Counters,
+    /// Tokens a service refused, by Redis key: the SHA-256 of the token and when it
+    /// expires. Found in Redis, such a token is deleted there and fetched anew.
+    refused: std::sync::Mutex<std::collections::HashMap<String, ([u8; 32], Instant)>>,
 }
 
 impl fmt::Debug for SharedCache {
@@ -168,6 +187,9 @@ impl fmt::Debug for SharedCache {
 /// What a failed Redis command leaves: the caller goes on without Redis.
 #[derive(Debug)]
 pub(crate) struct Unavailable;
+
+/// The most tokens a replica remembers as refused (see [`SharedCache::refused`]).
+const MAX_REFUSED: usize = 1024;
 
 /// A token as it is sealed into Redis.
 #[derive(Serialize, Deserialize)]
@@ -212,13 +234,16 @@ impl SharedCache {
                 "is not a Redis URL (redis://host:port/db)",
             )
         })?;
+        let server = crate::text::untrusted(&client.get_connection_info().addr().to_string(), &[]);
         let inner = Arc::new(Inner {
             client,
+            server,
             connection: tokio::sync::Mutex::new(None),
             key,
             settings,
             down: AtomicBool::new(false),
             counters: Counters::default(),
+            refused: std::sync::Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
         crate::metrics::observe_lookups("shared", move || {
@@ -266,8 +291,8 @@ impl SharedCache {
         }
     }
 
-    /// The Redis key of `kind` (`token`, `session`) named `name`, under this
-    /// service key's id.
+    /// The Redis key of `kind` (`token`, `session`) named `name` (a keyed digest),
+    /// under this service key's id.
     pub(crate) fn redis_key(&self, kind: &str, name: &str) -> String {
         format!(
             "{}:{kind}:{}:{name}",
@@ -307,7 +332,10 @@ impl SharedCache {
         match outcome {
             Ok(Ok(value)) => {
                 if self.inner.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("the shared token cache (Redis) answers again");
+                    tracing::info!(
+                        server = %self.inner.server,
+                        "the shared token cache (Redis) answers again"
+                    );
                     crate::metrics::shared_available(true);
                 }
                 Ok(value)
@@ -352,6 +380,7 @@ impl SharedCache {
         tracing::debug!(command = what, reason, "a shared cache command failed");
         if !self.inner.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(
+                server = %self.inner.server,
                 command = what,
                 reason,
                 "the shared token cache (Redis) is unavailable: going on with the local cache and HelseID"
@@ -379,22 +408,21 @@ impl SharedCache {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes the lock `lock` with `fence`; `true` when this replica holds it now.
+    /// Takes the lock `lock` with `fence`; `true` when this replica holds it now
+    /// (taken now, or by an earlier try with the same `fence` whose answer was lost).
     pub(crate) async fn lock(&self, lock: &str, fence: &str) -> Result<bool, Unavailable> {
         let (lock, fence) = (lock.to_owned(), fence.to_owned());
         let ttl = self.inner.settings.lock_ttl.as_millis() as u64;
         self.run("lock", move |mut redis| {
             let (lock, fence) = (lock.clone(), fence.clone());
             Box::pin(async move {
-                let set: Option<String> = redis::cmd("SET")
-                    .arg(&lock)
+                let held: i64 = redis::Script::new(LOCK)
+                    .key(&lock)
                     .arg(&fence)
-                    .arg("NX")
-                    .arg("PX")
                     .arg(ttl.max(1))
-                    .query_async(&mut redis)
+                    .invoke_async(&mut redis)
                     .await?;
-                Ok(set.is_some())
+                Ok(held == 1)
             })
         })
         .await
@@ -437,17 +465,99 @@ impl SharedCache {
         .await
     }
 
-    /// The token sealed at `name`, if there is one that opens and is still good.
+    /// The token sealed at `name`, if there is one that opens and is still good (and,
+    /// for an exchange, whose subject token is still good). A token a service refused
+    /// is deleted, if Redis still holds it, and is none.
     async fn read_token(
         &self,
         name: &str,
         lock: &str,
+        subject: Option<&SubjectToken>,
     ) -> Result<(Option<AccessToken>, bool), Unavailable> {
         let (raw, locked) = self.get_with_lock(name, lock).await?;
         let Some(raw) = raw else {
             return Ok((None, locked));
         };
-        Ok((self.open_token(name, &raw), locked))
+        let token = self
+            .open_token(name, &raw)
+            .filter(|_| !subject.is_some_and(SubjectToken::is_expired));
+        if let Some(token) = &token
+            && self.is_refused(name, token)
+        {
+            self.delete_if(name, raw).await;
+            return Ok((None, locked));
+        }
+        Ok((token, locked))
+    }
+
+    /// Remembers that a service refused `token`, stored at `name`, so that this
+    /// replica never takes it from Redis again, and deletes it from Redis if it is
+    /// still there (in a task of its own, when there is a runtime).
+    fn refused(&self, name: String, token: &AccessToken) {
+        let digest = token_digest(token);
+        {
+            let mut refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
+            if refused.len() >= MAX_REFUSED {
+                let now = Instant::now();
+                refused.retain(|_, (_, until)| *until > now);
+                if refused.len() >= MAX_REFUSED
+                    && let Some(oldest) = refused
+                        .iter()
+                        .min_by_key(|(_, (_, until))| *until)
+                        .map(|(name, _)| name.clone())
+                {
+                    refused.remove(&oldest);
+                }
+            }
+            refused.insert(name.clone(), (digest, token.expires_at()));
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let this = self.clone();
+            runtime.spawn(async move {
+                if let Ok(Some(raw)) = this.get(&name).await
+                    && this
+                        .open_token(&name, &raw)
+                        .is_some_and(|held| token_digest(&held) == digest)
+                {
+                    this.delete_if(&name, raw).await;
+                }
+            });
+        }
+    }
+
+    /// Whether a service refused `token`, found at `name`.
+    fn is_refused(&self, name: &str, token: &AccessToken) -> bool {
+        let refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused
+            .get(name)
+            .is_some_and(|(digest, _)| *digest == token_digest(token))
+    }
+
+    /// The raw value at `name`.
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>, Unavailable> {
+        let name = name.to_owned();
+        self.run("get", move |mut redis| {
+            let name = name.clone();
+            Box::pin(async move { redis.get(&name).await })
+        })
+        .await
+    }
+
+    /// Deletes `name` if it still holds `raw` (compare and delete, in one script).
+    async fn delete_if(&self, name: &str, raw: Vec<u8>) {
+        let name = name.to_owned();
+        let _ = self
+            .run("delete", move |mut redis| {
+                let (name, raw) = (name.clone(), raw.clone());
+                Box::pin(async move {
+                    redis::Script::new(UNLOCK)
+                        .key(&name)
+                        .arg(raw)
+                        .invoke_async::<i64>(&mut redis)
+                        .await
+                })
+            })
+            .await;
     }
 
     /// The plaintext of the entry `raw` read at `name`; an entry that does not open
@@ -475,13 +585,18 @@ impl SharedCache {
         .map(|token| token.with_scope(stored.scope))
     }
 
-    /// Seals `token` at `name`, expiring [`SharedSettings::refresh_before`] before the
-    /// token does.
-    async fn write_token(&self, name: &str, token: &AccessToken) {
-        let keep = token
-            .expires_in()
-            .saturating_sub(self.inner.settings.refresh_before);
-        if keep.is_zero() {
+    /// Seals `token` at `name`, expiring [`SharedSettings::refresh_before`] (at most
+    /// half the token's lifetime, as the in-process cache's margins are each at most a
+    /// quarter) before the token does, and not after `until` (an exchange's subject
+    /// token's expiry).
+    async fn write_token(&self, name: &str, token: &AccessToken, until: Option<Instant>) {
+        let lifetime = token.expires_in();
+        let mut keep =
+            lifetime.saturating_sub(self.inner.settings.refresh_before.min(lifetime / 2));
+        if let Some(until) = until {
+            keep = keep.min(until.saturating_duration_since(Instant::now()));
+        }
+        if keep.as_millis() == 0 {
             return;
         }
         let expires_at_ms = unix_ms_now() + token.expires_in().as_millis() as u64;
@@ -497,7 +612,9 @@ impl SharedCache {
         let Ok(plain) = serde_json::to_vec(&stored).map(Zeroizing::new) else {
             return;
         };
-        let sealed = self.inner.key.seal(name, &plain);
+        let Some(sealed) = self.inner.key.seal(name, &plain) else {
+            return;
+        };
         let name = name.to_owned();
         let ms = keep.as_millis() as u64;
         let _ = self
@@ -515,33 +632,47 @@ impl SharedCache {
             // A source of its own (a user's session) has nothing to share by key.
             return source.fetch(request).await;
         }
-        let name = self.redis_key("token", &key.stable_digest());
+        let subject = request.subject().cloned();
+        if subject.as_ref().is_some_and(SubjectToken::is_expired) {
+            // The source refuses it, as it would without Redis.
+            self.count_miss();
+            return source.fetch(request).await;
+        }
+        let subject = subject.as_ref();
+        let name = self.token_name(&key);
         let lock = format!("{name}:lock");
-        let Ok((found, _)) = self.read_token(&name, &lock).await else {
+        let Ok((found, _)) = self.read_token(&name, &lock, subject).await else {
+            self.count_miss();
             return source.fetch(request).await;
         };
         if let Some(token) = found {
-            self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(token);
+            return Ok(self.hit(token));
         }
-        self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let fence = fence();
+        let Some(fence) = fence() else {
+            self.count_miss();
+            return source.fetch(request).await;
+        };
         let deadline = Instant::now() + self.inner.settings.lock_wait;
         let mut waited = false;
         loop {
             match self.lock(&lock, &fence).await {
-                Err(Unavailable) => return source.fetch(request).await,
+                Err(Unavailable) => {
+                    self.count_miss();
+                    return source.fetch(request).await;
+                }
                 Ok(true) => {
                     // Another replica may have stored a token and let go of the lock
                     // between this replica's read and its lock.
-                    if let Ok((Some(token), _)) = self.read_token(&name, &lock).await {
+                    if let Ok((Some(token), _)) = self.read_token(&name, &lock, subject).await {
                         self.unlock(&lock, &fence).await;
-                        return Ok(token);
+                        return Ok(self.hit(token));
                     }
+                    self.count_miss();
                     self.inner.counters.fetches.fetch_add(1, Ordering::Relaxed);
                     let fetched = source.fetch(request).await;
                     if let Ok(token) = &fetched {
-                        self.write_token(&name, token).await;
+                        let until = subject.and_then(SubjectToken::expires_at);
+                        self.write_token(&name, token, until).await;
                     }
                     self.unlock(&lock, &fence).await;
                     return fetched;
@@ -551,16 +682,20 @@ impl SharedCache {
                         waited = true;
                         self.count_wait();
                     }
-                    match self.wait_for_token(&name, &lock, deadline).await {
-                        Waited::Token(token) => return Ok(*token),
+                    match self.wait_for_token(&name, &lock, subject, deadline).await {
+                        Waited::Token(token) => return Ok(self.hit(*token)),
                         Waited::LockGone => continue,
-                        Waited::Unavailable => return source.fetch(request).await,
+                        Waited::Unavailable => {
+                            self.count_miss();
+                            return source.fetch(request).await;
+                        }
                         Waited::TimedOut => {
                             self.count_wait_timeout();
                             tracing::warn!(
                                 "waited {:?} for another replica's token: fetching it here",
                                 self.inner.settings.lock_wait
                             );
+                            self.count_miss();
                             return source.fetch(request).await;
                         }
                     }
@@ -569,11 +704,42 @@ impl SharedCache {
         }
     }
 
+    /// The Redis key of the token of `key`: keyed by the service's key, so that whoever
+    /// reads Redis cannot tell the client, scopes or organisations from it.
+    fn token_name(&self, key: &CacheKey) -> String {
+        let name = self.inner.key.name(|add| key.encode(add));
+        self.redis_key("token", &name)
+    }
+
+    /// Counts a lookup answered from Redis (at once, after the lock, or after waiting
+    /// for another replica), and returns its token.
+    fn hit(&self, token: AccessToken) -> AccessToken {
+        self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+        token
+    }
+
+    /// Counts a lookup that Redis did not answer with a token.
+    fn count_miss(&self) {
+        self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Polls `name` until a token is there, the lock is gone, or `deadline`.
-    async fn wait_for_token(&self, name: &str, lock: &str, deadline: Instant) -> Waited {
+    async fn wait_for_token(
+        &self,
+        name: &str,
+        lock: &str,
+        subject: Option<&SubjectToken>,
+        deadline: Instant,
+    ) -> Waited {
         let polled = self
             .poll(name, lock, deadline, |raw, locked| {
-                match raw.and_then(|raw| self.open_token(name, &raw)) {
+                let token = raw
+                    .and_then(|raw| self.open_token(name, &raw))
+                    .filter(|token| {
+                        !subject.is_some_and(SubjectToken::is_expired)
+                            && !self.is_refused(name, token)
+                    });
+                match token {
                     Some(token) => Some(Waited::Token(Box::new(token))),
                     None => (!locked).then_some(Waited::LockGone),
                 }
@@ -632,12 +798,36 @@ enum Waited {
     TimedOut,
 }
 
-/// A random fencing value: only the replica that set a lock releases it.
-pub(crate) fn fence() -> String {
+/// A random fencing value: only the replica that set a lock releases it. `None` when
+/// the random generator failed: a lock is then not taken (a fence of zeros would be
+/// every failing replica's).
+pub(crate) fn fence() -> Option<String> {
     let mut bytes = [0u8; 16];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    crate::text::hex(&bytes)
+    seal::random(&mut bytes).ok()?;
+    Some(crate::text::hex(&bytes))
 }
+
+/// The SHA-256 of a token, to recognise it without keeping it.
+fn token_digest(token: &AccessToken) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.secret().as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Takes the lock when it is free, or says it is held already when it holds the
+/// caller's fencing value (an earlier try whose answer was lost).
+const LOCK: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  return 1
+end
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
 
 /// Deletes the lock only when it still holds the caller's fencing value.
 const UNLOCK: &str = r"
@@ -700,5 +890,13 @@ impl<S: FetchToken> FetchToken for SharedSource<S> {
 
     fn partition(&self) -> u64 {
         self.source.partition()
+    }
+
+    fn refused(&self, request: &TokenRequest, token: &AccessToken) {
+        let key = CacheKey::for_source(self, request);
+        if key.partition() == 0 {
+            self.shared.refused(self.shared.token_name(&key), token);
+        }
+        self.source.refused(request, token);
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
@@ -23,6 +24,10 @@ const VERSION: u8 = 1;
 #[derive(Clone)]
 pub struct SealKey {
     key: std::sync::Arc<LessSafeKey>,
+    /// The key that names entries in Redis (HMAC-SHA256), derived from the seal key:
+    /// whoever reads Redis cannot tell from a name what it stands for (which client,
+    /// which organisations, which session) without the service's key.
+    names: hmac::Key,
     /// A short public name of the key: part of every Redis key, so that replicas with
     /// different keys (during a change of key) keep apart.
     id: String,
@@ -55,8 +60,16 @@ impl SealKey {
         context.update(bytes);
         let digest = context.finish();
         let id = crate::text::hex(&digest.as_ref()[..6]);
+        // A key of its own for names: HMAC(seal key, label), so that a name never
+        // reveals anything of the key that seals, nor the other way round.
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            b"helseid shared cache names\0",
+        );
+        let names = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
         Ok(SealKey {
             key: std::sync::Arc::new(LessSafeKey::new(unbound)),
+            names,
             id,
         })
     }
@@ -77,12 +90,28 @@ impl SealKey {
     }
 
     /// A new random key, for tests and for a single process.
+    ///
+    /// # Panics
+    /// When the system's random generator fails (a key of zeros, or of whatever the
+    /// buffer held, is never made): [`try_generate`](Self::try_generate) returns the
+    /// error instead.
     pub fn generate() -> Self {
+        match Self::try_generate() {
+            Ok(key) => key,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A new random key, for tests and for a single process.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the system's random generator fails: no key is made of a
+    /// buffer the generator did not fill.
+    pub fn try_generate() -> Result<Self> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        // Filling a buffer from the system's generator does not fail on the platforms
-        // aws-lc-rs supports; an all-zero key would still be a key.
-        let _ = aws_lc_rs::rand::fill(&mut bytes[..]);
-        Self::from_bytes(&bytes[..]).unwrap_or_else(|_| unreachable!("32 bytes"))
+        random(&mut bytes[..])
+            .map_err(|_| Error::config("shared cache key", "the random generator failed"))?;
+        Self::from_bytes(&bytes[..])
     }
 
     /// The key's public id (the first 6 bytes of a SHA-256 of it, in hex).
@@ -90,10 +119,20 @@ impl SealKey {
         &self.id
     }
 
-    /// `plaintext` sealed for the Redis key `name`: version, nonce, ciphertext and tag.
-    pub(crate) fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
+    /// The name of an entry in Redis for `parts` (an unambiguous encoding the caller
+    /// makes): HMAC-SHA256 with the key derived for names, in hex.
+    pub(crate) fn name(&self, parts: impl FnOnce(&mut dyn FnMut(&[u8]))) -> String {
+        let mut context = hmac::Context::with_key(&self.names);
+        parts(&mut |bytes| context.update(bytes));
+        crate::text::hex(context.sign().as_ref())
+    }
+
+    /// `plaintext` sealed for the Redis key `name`: version, nonce, ciphertext and tag;
+    /// `None` when the random generator failed (no nonce is ever made of zeros) or the
+    /// input is larger than GCM allows.
+    pub(crate) fn seal(&self, name: &str, plaintext: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        let _ = aws_lc_rs::rand::fill(&mut nonce);
+        random(&mut nonce).ok()?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + 16);
         out.push(VERSION);
         out.extend_from_slice(&nonce);
@@ -108,10 +147,10 @@ impl SealKey {
             )
             .is_err()
         {
-            return Vec::new();
+            return None;
         }
         out.extend_from_slice(&body);
-        out
+        Some(out)
     }
 
     /// The plaintext of `sealed`, read from the Redis key `name`; `None` when it was
@@ -134,14 +173,65 @@ impl SealKey {
     }
 }
 
+/// Fills `bytes` from the system's random generator. An error leaves nothing usable:
+/// callers fail closed (no key, nonce or fencing value of zeros).
+pub(crate) fn random(bytes: &mut [u8]) -> std::result::Result<(), aws_lc_rs::error::Unspecified> {
+    #[cfg(test)]
+    if tests::FAIL_RANDOM.with(std::cell::Cell::get) {
+        return Err(aws_lc_rs::error::Unspecified);
+    }
+    aws_lc_rs::rand::fill(bytes)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::SealKey;
+
+    thread_local! {
+        /// Makes [`super::random`] fail on this thread, as a broken generator would.
+        pub(crate) static FAIL_RANDOM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    #[test]
+    fn a_failing_generator_makes_no_key_nonce_or_fence() {
+        let key = SealKey::generate();
+        FAIL_RANDOM.with(|f| f.set(true));
+        let generated = SealKey::try_generate();
+        let sealed = key.seal("a", b"secret");
+        let fence = crate::shared::fence();
+        FAIL_RANDOM.with(|f| f.set(false));
+        let err = generated.expect_err("no key of zeros");
+        assert!(err.to_string().contains("random generator failed"), "{err}");
+        assert!(sealed.is_none(), "no nonce of zeros");
+        assert!(fence.is_none(), "no fencing value of zeros");
+        assert!(
+            key.seal("a", b"secret").is_some(),
+            "the generator works again"
+        );
+    }
+
+    #[test]
+    fn names_are_keyed_and_differ_by_key_and_parts() {
+        let key = SealKey::from_bytes(&[7; 32]).expect("key");
+        let name = key.name(|add| add(b"client"));
+        assert_eq!(name.len(), 64);
+        assert_eq!(name, key.name(|add| add(b"client")));
+        assert_ne!(name, key.name(|add| add(b"client2")));
+        assert_ne!(
+            name,
+            SealKey::from_bytes(&[8; 32])
+                .expect("key")
+                .name(|add| add(b"client"))
+        );
+        // Not the unkeyed SHA-256 of the parts: reading Redis tells nothing without the key.
+        let plain = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b"client");
+        assert_ne!(name, crate::text::hex(plain.as_ref()));
+    }
 
     #[test]
     fn an_entry_opens_only_with_its_key_and_name() {
         let key = SealKey::generate();
-        let sealed = key.seal("a", b"secret");
+        let sealed = key.seal("a", b"secret").expect("sealed");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
         assert_eq!(
             key.open("a", &sealed).as_deref().map(Vec::as_slice),
