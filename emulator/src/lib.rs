@@ -280,8 +280,8 @@ mod server;
 
 use self::apis::register::seed;
 use self::apis::{cpapi, cpe};
-use self::idp::{discovery, login, people, refresh, selvbetjening, tenancy, test_token, token};
-use self::server::{faults, state, swagger};
+use self::idp::{login, people, refresh, selvbetjening, tenancy, test_token};
+use self::server::{faults, swagger};
 
 pub use self::login::{CODE_LIFETIME, IdTokenFault, PAR_LIFETIME};
 pub use self::people::{HPR_NUMBER_CLAIM, TEST_PEOPLE, TestPerson};
@@ -309,13 +309,11 @@ pub fn cpapi_openapi() -> serde_json::Value {
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -323,7 +321,12 @@ pub use self::server::error::{Error, ErrorBody, Result};
 use helseid::config::ClientConfig;
 use helseid::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 
-use self::state::{ClientKey, RegisteredClient, State};
+use self::apis::state::{Cpe, State as ApisState};
+pub use self::idp::clients::Tenancy;
+use self::idp::clients::{ClientKey, Keys, RegisteredClient};
+use self::idp::state::{KeySettings, State as IdpState};
+use self::server::listener;
+use self::server::state::State;
 
 /// The default lifetime of issued access tokens.
 const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -331,23 +334,6 @@ const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// How long [`Emulator::shutdown`] waits for requests in flight before it aborts the
 /// server task.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How a client acts for organisations (HelseID's client tenancy).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Tenancy {
-    /// A multi-tenant client: it names the parent organisation (and optionally a child
-    /// organisation) in each client assertion, with system `urn:oid:1.0.6523` and value
-    /// `NO:ORGNR:<parent>` or `NO:ORGNR:<parent>:<child>`.
-    #[default]
-    Multi,
-    /// A single-tenant client: the parent organisation is fixed by the registration, and
-    /// the client may name a child organisation with system
-    /// `urn:oid:2.16.578.1.12.4.1.4.101` and value `<child>`.
-    Single {
-        /// The parent organisation's number (nine digits).
-        parent_orgnr: String,
-    },
-}
 
 /// A client registered at the emulator, as a client is registered in HelseID's
 /// self-service portal.
@@ -459,7 +445,7 @@ impl Default for EmulatorBuilder {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             cpe_page_size: cpe::DEFAULT_PAGE_SIZE,
             cpapi_require_nonce: false,
-            key_lifetime: selvbetjening::DEFAULT_KEY_LIFETIME,
+            key_lifetime: idp::clients::DEFAULT_KEY_LIFETIME,
             key_propagation_delay: Duration::ZERO,
             register_size: None,
         }
@@ -585,7 +571,7 @@ impl EmulatorBuilder {
     /// size is zero, or when the address cannot be bound. [`Error::Key`] if the signing
     /// key or a [test client](Self::test_client)'s key cannot be generated.
     pub async fn start(self) -> Result<Emulator> {
-        install_crypto_provider();
+        server::install_crypto_provider();
         let lifetime = self.access_token_lifetime;
         if lifetime.as_secs() == 0 {
             return Err(Error::setting(
@@ -640,27 +626,35 @@ impl EmulatorBuilder {
             address: self.bind,
             source,
         })?;
-        let issuer = format!("http://{}", reachable(local_addr));
+        let issuer = format!("http://{}", listener::reachable(local_addr));
 
         let signing_key = generate_key(
             "generate the emulator's signing key",
             PrivateJwk::generate_rsa(2048, Algorithm::RS256),
         )?;
-        let cpe = cpe::Cpe::new(self.cpe_page_size);
-        let state = Arc::new(State::new(issuer, clients, signing_key, lifetime, cpe)?);
+        let idp = Arc::new(IdpState::new(issuer, clients, signing_key, lifetime)?);
+        let cpe = Cpe::new(self.cpe_page_size);
+        let state = State {
+            apis: Arc::new(ApisState::new(Arc::clone(&idp), cpe)),
+            idp,
+            faults: Arc::new(Faults::default()),
+        };
 
         // Before the router exists, so that no request sees the defaults.
-        state.refresh_tokens.set_lifetime(refresh_token_lifetime);
-        state.cpapi.set_require_nonce(self.cpapi_require_nonce);
+        state
+            .idp
+            .refresh_tokens
+            .set_lifetime(refresh_token_lifetime);
+        state.apis.cpapi.set_require_nonce(self.cpapi_require_nonce);
         if let Some(parties) = self.register_size {
-            *state.cpe.register() = seed::register_of(parties);
+            *state.apis.cpe.register() = seed::register_of(parties);
         }
-        *state::lock(&state.key_settings) = state::KeySettings {
+        *server::lock(&state.idp.key_settings) = KeySettings {
             lifetime: self.key_lifetime,
             propagation: self.key_propagation_delay,
         };
         let (stop, mut stopped) = watch::channel(false);
-        let app = router(Arc::clone(&state));
+        let app = listener::router(state.clone());
         let task = tokio::spawn(async move {
             // Either an explicit `true` or the sender being dropped stops the server.
             let signal = async move {
@@ -673,7 +667,7 @@ impl EmulatorBuilder {
                 tracing::warn!(error = %e, "helseid emulator stopped with an error");
             }
         });
-        tracing::debug!(issuer = %state.issuer, "helseid emulator started");
+        tracing::debug!(issuer = %state.idp.issuer, "helseid emulator started");
         Ok(Emulator {
             state,
             test_keys,
@@ -689,7 +683,7 @@ impl EmulatorBuilder {
 /// The server runs on a tokio task until [`shutdown`](Self::shutdown) is called or the
 /// value is dropped (dropping signals a graceful shutdown and returns at once).
 pub struct Emulator {
-    state: Arc<State>,
+    state: State,
     /// The private keys of the [test clients](EmulatorBuilder::test_client), by client id.
     test_keys: HashMap<String, Arc<SigningKey>>,
     local_addr: SocketAddr,
@@ -701,9 +695,9 @@ pub struct Emulator {
 impl fmt::Debug for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Emulator")
-            .field("issuer", &self.state.issuer)
+            .field("issuer", &self.state.idp.issuer)
             .field("local_addr", &self.local_addr)
-            .field("clients", &self.state.clients.len())
+            .field("clients", &self.state.idp.clients.len())
             .field("test_clients", &self.test_keys.len())
             .field("token_requests", &self.token_requests())
             .field("tokens_issued", &self.tokens_issued())
@@ -724,7 +718,7 @@ impl Emulator {
     /// The issuer, for example `http://127.0.0.1:38421` (no trailing slash). Client
     /// assertions must carry exactly this as `aud`.
     pub fn issuer(&self) -> &str {
-        &self.state.issuer
+        &self.state.idp.issuer
     }
 
     /// The configuration of the [test client](EmulatorBuilder::test_client) `client_id`,
@@ -761,9 +755,9 @@ impl Emulator {
     pub fn client_config(&self, client_id: &str) -> Result<ClientConfig> {
         let (Some(key), Some(client)) = (
             self.test_keys.get(client_id),
-            self.state.clients.get(client_id),
+            self.state.idp.clients.get(client_id),
         ) else {
-            let reason = if self.state.clients.contains_key(client_id) {
+            let reason = if self.state.idp.clients.contains_key(client_id) {
                 "it was registered with a key of its own (`EmulatorBuilder::client`), whose \
                  private half the emulator does not have; register it with \
                  `EmulatorBuilder::test_client`"
@@ -787,7 +781,7 @@ impl Emulator {
 
     /// The token endpoint: the issuer followed by `/connect/token`.
     pub fn token_endpoint(&self) -> String {
-        self.state.token_endpoint.clone()
+        self.state.idp.token_endpoint.clone()
     }
 
     /// The address the emulator listens on.
@@ -798,39 +792,39 @@ impl Emulator {
     /// The emulator's public signing keys as a JWKS: `{"keys": [...]}`, the document
     /// served at the `jwks_uri`.
     pub fn signing_jwks(&self) -> serde_json::Value {
-        self.state.signing_jwks()
+        self.state.idp.signing_jwks()
     }
 
     /// How many `POST /connect/token` requests arrived, whatever their outcome, those
     /// answered with a [`Fault`] included.
     pub fn token_requests(&self) -> u64 {
-        self.state.token_requests.load(Ordering::Relaxed)
+        self.state.idp.token_requests.load(Ordering::Relaxed)
     }
 
     /// How many access tokens the emulator issued.
     pub fn tokens_issued(&self) -> u64 {
-        self.state.tokens_issued.load(Ordering::Relaxed)
+        self.state.idp.tokens_issued.load(Ordering::Relaxed)
     }
 
     /// How many token exchanges (RFC 8693) succeeded.
     pub fn token_exchanges(&self) -> u64 {
-        self.state.token_exchanges.load(Ordering::Relaxed)
+        self.state.idp.token_exchanges.load(Ordering::Relaxed)
     }
 
     /// How many refreshes (`grant_type=refresh_token`) succeeded.
     pub fn refreshes(&self) -> u64 {
-        self.state.refreshes.load(Ordering::Relaxed)
+        self.state.idp.refreshes.load(Ordering::Relaxed)
     }
 
     /// The base URL of Selvbetjening's client-secret API (`GET` and `POST
     /// /v1/client-secret`): the issuer, whose listener serves it.
     pub fn selvbetjening_base_url(&self) -> &str {
-        &self.state.issuer
+        &self.state.idp.issuer
     }
 
     /// When the key in effect for `client_id` expires (`None` for an unknown client).
     pub fn client_key_expiration(&self, client_id: &str) -> Option<std::time::SystemTime> {
-        let (_, expires_at) = self.state.clients.get(client_id)?.keys.current();
+        let (_, expires_at) = self.state.idp.clients.get(client_id)?.keys.current();
         let secs = u64::try_from(expires_at).unwrap_or(0);
         Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
     }
@@ -838,14 +832,17 @@ impl Emulator {
     /// Whether Selvbetjening takes new keys: `false` makes `POST /v1/client-secret`
     /// answer 503 (problem+json), as when it is down. Default: `true`.
     pub fn set_selvbetjening_open(&self, open: bool) {
-        self.state.selvbetjening_open.store(open, Ordering::Relaxed);
+        self.state
+            .idp
+            .selvbetjening_open
+            .store(open, Ordering::Relaxed);
     }
 
     /// How many times the token endpoint answered `invalid_grant`, whatever the grant:
     /// an invalid, expired or foreign subject token, an unknown, used, revoked, expired
     /// or foreign refresh token.
     pub fn invalid_grants(&self) -> u64 {
-        self.state.invalid_grants.load(Ordering::Relaxed)
+        self.state.idp.invalid_grants.load(Ordering::Relaxed)
     }
 
     /// Mints a user token set for the registered client `client_id`, as `POST
@@ -874,7 +871,7 @@ impl Emulator {
         &self,
         request: &TestTokenRequest,
     ) -> std::result::Result<serde_json::Value, ErrorBody> {
-        test_token::mint(&self.state, request).map_err(|e| e.into_oauth())
+        test_token::mint(&self.state.idp, request).map_err(|e| e.into_oauth())
     }
 
     /// Signs any claims as an access token of this emulator (RS256, `typ: at+jwt`, the
@@ -887,6 +884,7 @@ impl Emulator {
     /// [`Error::Key`] if the claims cannot be serialised or signed.
     pub fn sign_access_token(&self, claims: &serde_json::Value) -> Result<String> {
         self.state
+            .idp
             .signing_key
             .sign_jwt("at+jwt", claims)
             .map_err(|e| Error::key("sign an access token", e))
@@ -896,14 +894,14 @@ impl Emulator {
     /// lifetime had passed, so that tests need not wait. Returns `false` when the
     /// emulator does not know the refresh token.
     pub fn expire_refresh_token(&self, refresh_token: &str) -> bool {
-        self.state.refresh_tokens.expire(refresh_token)
+        self.state.idp.refresh_tokens.expire(refresh_token)
     }
 
     /// Makes the token endpoint answer only after `delay` (a `tokio::time::sleep` after
     /// the request has been checked), to test caching and concurrent callers. Zero turns
     /// the delay off.
     pub fn set_token_delay(&self, delay: Duration) {
-        self.state.set_token_delay(delay);
+        self.state.idp.set_token_delay(delay);
     }
 
     /// The faults injected into this emulator's answers, switched at run time: a status
@@ -933,31 +931,31 @@ impl Emulator {
     /// # Errors
     /// A description of what is wrong; it never contains the token.
     pub fn verify_access_token(&self, token: &str) -> Result<serde_json::Value, String> {
-        self.state.verify_access_token(token)
+        self.state.idp.verify_access_token(token)
     }
 
     /// The base URL of the CPE API: the issuer (the CPE endpoints share its listener),
     /// for example `http://127.0.0.1:38421`, without a trailing slash.
     pub fn cpe_base_url(&self) -> &str {
-        &self.state.issuer
+        &self.state.idp.issuer
     }
 
     /// How many requests reached the CPE endpoints (`/CommunicationPartyEvents`,
     /// `/CommunicationPartyExport`, `/CommunicationParties/{herId}`), whatever their
     /// outcome, refused ones included. `/openapi.json` is not counted.
     pub fn cpe_requests(&self) -> u64 {
-        self.state.cpe.requests()
+        self.state.apis.cpe.requests()
     }
 
     /// How many events the CPE feed holds: 487 when the emulator starts, one more for each
     /// [`publish_cpe_update`](Self::publish_cpe_update).
     pub fn cpe_events(&self) -> usize {
-        self.state.cpe.events()
+        self.state.apis.cpe.events()
     }
 
     /// How many communication parties the CPE register holds (300).
     pub fn cpe_parties(&self) -> usize {
-        self.state.cpe.parties()
+        self.state.apis.cpe.parties()
     }
 
     /// Appends a `CommunicationPartyUpdated` event for the party with this HER-id, created
@@ -965,7 +963,7 @@ impl Emulator {
     /// has this HER-id. The event shows up after the previous last event of the feed, and
     /// the export's `LastEventId` becomes its id.
     pub fn publish_cpe_update(&self, her_id: i32) -> Option<String> {
-        self.state.cpe.publish_update(her_id)
+        self.state.apis.cpe.publish_update(her_id)
     }
 
     /// The base URL of the CommunicationParty API v2: the issuer (its endpoints share the
@@ -973,27 +971,27 @@ impl Emulator {
     /// proof's `htu` is this followed by the path, for example
     /// `http://127.0.0.1:38421/api/v1/event`.
     pub fn cpapi_base_url(&self) -> &str {
-        &self.state.issuer
+        &self.state.idp.issuer
     }
 
     /// How many requests reached the CommunicationParty API v2's endpoints (`/api/v1/...`),
     /// whatever their outcome, refused ones included. `/cpapi/openapi.json` is not
     /// counted.
     pub fn cpapi_requests(&self) -> u64 {
-        self.state.cpapi.requests()
+        self.state.apis.cpapi.requests()
     }
 
     /// How many events the CommunicationParty API v2's feed holds: the CPE feed's events
     /// (487 when the emulator starts, one more for each
     /// [`publish_cpe_update`](Self::publish_cpe_update)), with sequence numbers from 1.
     pub fn cpapi_events(&self) -> usize {
-        self.state.cpe.events()
+        self.state.apis.cpe.events()
     }
 
     /// How many times a DPoP proof was answered with `use_dpop_nonce`, by the token
     /// endpoint (HTTP 400) or by the CommunicationParty API v2 (HTTP 401).
     pub fn dpop_nonce_challenges(&self) -> u64 {
-        self.state.dpop.nonce_challenges()
+        self.state.idp.dpop.nonce_challenges()
     }
 
     /// Replaces the DPoP nonces of the token endpoint and of the CommunicationParty API
@@ -1002,8 +1000,8 @@ impl Emulator {
     /// (`use_dpop_nonce`). Without this, a nonce is replaced after five minutes and
     /// accepted for five more.
     pub fn rotate_dpop_nonce(&self) {
-        self.state.dpop.token_nonces.rotate();
-        self.state.dpop.api_nonces.rotate();
+        self.state.idp.dpop.token_nonces.rotate();
+        self.state.idp.dpop.api_nonces.rotate();
     }
 
     /// The `jti`s of the client assertions whose signature verified (the ones that
@@ -1011,9 +1009,42 @@ impl Emulator {
     /// kept. To test that a client signs a new assertion for every request, retries
     /// included.
     pub fn assertion_jtis(&self) -> Vec<String> {
-        self.state.assertion_jtis()
+        self.state.idp.assertion_jtis()
     }
 
+    /// Makes a pushed authorization request's `request_uri` expire now, as if
+    /// [`PAR_LIFETIME`] had passed, so that tests need not wait. Returns `false` when the
+    /// emulator does not know it.
+    pub fn expire_par_request(&self, request_uri: &str) -> bool {
+        self.state.idp.login.expire_par_request(request_uri)
+    }
+
+    /// Makes every authorization code issued so far expire now, as if
+    /// [`CODE_LIFETIME`] had passed.
+    pub fn expire_codes(&self) {
+        self.state.idp.login.expire_codes()
+    }
+
+    /// Spoils the ID tokens the emulator issues from now on with `fault` (`None`: sound
+    /// ID tokens again).
+    pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
+        self.state.idp.login.set_id_token_fault(fault)
+    }
+
+    /// How many logins succeeded on the login page (a test person picked).
+    pub fn logins(&self) -> u64 {
+        self.state.idp.login.logins()
+    }
+
+    /// How many revocation requests (`POST /connect/revocation`) were accepted.
+    pub fn revocations(&self) -> u64 {
+        self.state.idp.login.revocations()
+    }
+
+    /// How many sessions `GET /connect/endsession` ended.
+    pub fn ended_sessions(&self) -> u64 {
+        self.state.idp.login.ended_sessions()
+    }
     /// Stops the server: no new connections are accepted, requests in flight get up to
     /// five seconds to finish, then the server task is aborted.
     pub async fn shutdown(self) {
@@ -1036,26 +1067,6 @@ impl Emulator {
 fn generate_key(what: &'static str, jwk: helseid::Result<PrivateJwk>) -> Result<SigningKey> {
     jwk.and_then(|jwk| SigningKey::from_jwk(&jwk))
         .map_err(|e| Error::key(what, e))
-}
-
-/// Installs jsonwebtoken's aws-lc-rs provider; jsonwebtoken panics at the first
-/// verification otherwise. A provider installed earlier (by anyone) is kept.
-fn install_crypto_provider() {
-    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-}
-
-/// The address clients reach the listener at: an unspecified address (`0.0.0.0`, `::`)
-/// becomes the loopback address.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
-    }
 }
 
 /// Checks a registration and prepares its verification key.
@@ -1107,9 +1118,9 @@ fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<
         id: client_id,
         scopes: granted,
         tenancy,
-        keys: selvbetjening::Keys::new(
+        keys: Keys::new(
             key,
-            state::unix_now().saturating_add(
+            server::unix_now().saturating_add(
                 i64::try_from(key_expires_in.unwrap_or(key_lifetime).as_secs()).unwrap_or(i64::MAX),
             ),
         ),
@@ -1117,64 +1128,4 @@ fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<
         require_dpop,
         rejected_scopes,
     })
-}
-
-/// The emulator's HTTP routes.
-fn router(state: Arc<State>) -> Router {
-    // NHN deprecated the legacy model; the emulator serves it all the same.
-    #[allow(deprecated)]
-    let legacy = get(cpapi::legacy_party);
-    Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(discovery::configuration),
-        )
-        .route("/test-token", post(test_token::test_token))
-        .route(
-            "/.well-known/openid-configuration/jwks",
-            get(discovery::jwks),
-        )
-        .route("/connect/token", post(token::token))
-        .route("/connect/par", post(login::par))
-        .route("/connect/authorize", get(login::authorize))
-        .route(login::LOGIN_FORM_PATH, post(login::login))
-        .route("/connect/endsession", get(login::end_session))
-        .route("/connect/revocation", post(login::revocation))
-        .route("/CommunicationPartyEvents", get(cpe::events))
-        .route("/CommunicationPartyExport", get(cpe::export))
-        .route("/CommunicationParties/{herId}", get(cpe::party))
-        .route("/openapi.json", get(cpe::openapi))
-        .route("/api/v1/event", get(cpapi::events))
-        .route("/api/v1/event/latest", get(cpapi::latest_event))
-        .route("/api/v1/communicationparty", post(cpapi::parties))
-        .route("/api/v1/communicationparty/search", post(cpapi::search))
-        .route("/api/v1/communicationparty/export", get(cpapi::export))
-        .route("/api/v1/communicationparty/{herId}", get(cpapi::party))
-        .route("/api/v1/communicationparty/{herId}/legacy", legacy)
-        .route(
-            "/api/v1/organization/{organizationNumber}",
-            get(cpapi::organization),
-        )
-        .route("/api/v1/certificate/{herId}", get(cpapi::certificates))
-        .route(
-            "/api/v1/certificate/{herId}/signing",
-            get(cpapi::signing_certificate),
-        )
-        .route(
-            "/api/v1/certificate/{herId}/encryption",
-            get(cpapi::encryption_certificate),
-        )
-        .route("/cpapi/openapi.json", get(cpapi::openapi))
-        .route(
-            selvbetjening::PATH,
-            get(selvbetjening::get).post(selvbetjening::post),
-        )
-        .merge(swagger::routes())
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            faults::inject,
-        ))
-        .with_state(state)
-        // Answers compressed with gzip when the client asks (NHN's export is large).
-        .layer(tower_http::compression::CompressionLayer::new())
 }

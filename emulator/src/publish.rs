@@ -23,14 +23,22 @@ impl Emulator {
     /// # Ok(()) }
     /// ```
     pub fn rename_party(&self, her_id: i32, name: &str) -> Option<Vec<i64>> {
-        self.state.cpe.register().rename(her_id, name, Utc::now())
+        self.state
+            .apis
+            .cpe
+            .register()
+            .rename(her_id, name, Utc::now())
     }
 
     /// Deactivates the party with this HER-id (its `validTo` becomes now: it leaves the
     /// export of active parties) and publishes a `CommunicationPartyUpdated` event.
     /// Returns the event's sequence number; `None` when no party has this HER-id.
     pub fn deactivate_party(&self, her_id: i32) -> Option<i64> {
-        self.state.cpe.register().deactivate(her_id, Utc::now())
+        self.state
+            .apis
+            .cpe
+            .register()
+            .deactivate(her_id, Utc::now())
     }
 
     /// Adds an organisation named `name` in the municipality with this four-digit number
@@ -39,6 +47,7 @@ impl Emulator {
     /// event's sequence number.
     pub fn add_organization(&self, name: &str, municipality: &str) -> (i32, i64) {
         self.state
+            .apis
             .cpe
             .register()
             .add_organization(name, municipality, Utc::now())

@@ -6,8 +6,7 @@
 //! names (PascalCase), types and formats are what the utoipa document says, and the
 //! drift test holds that document against `openapi/cpe.json`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State as Extract};
@@ -15,15 +14,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::apis::register::Register;
 use crate::apis::register::dotnet::parse_dotnet;
+use crate::apis::state::State;
+use crate::idp::verify::{authorization_token, check_scope};
+use crate::server::lock;
+use crate::server::response::{ProblemDetails, problem};
 use crate::server::response::{challenge_text, quote};
-use crate::server::state::{State, lock};
 
 /// The scope a token needs for the CPE API.
 pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
@@ -33,54 +34,6 @@ pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// The path of the event feed.
 const EVENTS_PATH: &str = "/CommunicationPartyEvents";
-
-/// The CPE API's state: the register, the page size and a request counter.
-#[derive(Debug)]
-pub(crate) struct Cpe {
-    register: Mutex<Register>,
-    page_size: usize,
-    requests: AtomicU64,
-}
-
-impl Cpe {
-    /// The seeded register, served `page_size` events at a time.
-    pub(crate) fn new(page_size: usize) -> Self {
-        Cpe {
-            register: Mutex::new(Register::seed()),
-            page_size,
-            requests: AtomicU64::new(0),
-        }
-    }
-
-    /// How many requests reached the CPE endpoints.
-    pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// How many events the feed holds.
-    pub(crate) fn events(&self) -> usize {
-        lock(&self.register).events()
-    }
-
-    /// How many parties the register holds.
-    pub(crate) fn parties(&self) -> usize {
-        lock(&self.register).parties()
-    }
-
-    /// Appends an update event for a party, now.
-    pub(crate) fn publish_update(&self, her_id: i32) -> Option<String> {
-        lock(&self.register).publish_update(her_id, Utc::now())
-    }
-
-    fn count(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The register, locked; the CommunicationParty API v2 serves it too.
-    pub(crate) fn register(&self) -> MutexGuard<'_, Register> {
-        lock(&self.register)
-    }
-}
 
 /// One page of the event feed.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -182,27 +135,6 @@ pub(crate) struct ExportResponse {
     pub(crate) communication_parties: Vec<CommunicationParty>,
 }
 
-/// An RFC 9457 problem description, as ASP.NET writes it.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub(crate) struct ProblemDetails {
-    /// A URI that identifies the kind of problem.
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schema(rename = "type")]
-    pub(crate) kind: Option<String>,
-    /// A short summary of the kind of problem.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) title: Option<String>,
-    /// The HTTP status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) status: Option<i32>,
-    /// What is wrong with this request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) detail: Option<String>,
-    /// The path of the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) instance: Option<String>,
-}
-
 /// The CPE API's OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
@@ -257,7 +189,7 @@ impl Modify for HelseIdScheme {
 /// server. Needs no token.
 pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
     let mut doc = CpeApi::openapi();
-    doc.servers = Some(vec![Server::new(state.issuer.clone())]);
+    doc.servers = Some(vec![Server::new(state.idp.issuer.clone())]);
     Json(doc).into_response()
 }
 
@@ -492,101 +424,17 @@ fn is_event_id_shaped(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A ProblemDetails answer, as ASP.NET writes one.
-pub(crate) fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
-    let kind = match status {
-        StatusCode::NOT_FOUND => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
-        _ => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
-    };
-    tracing::debug!(status = status.as_u16(), detail = %detail, "helseid emulator refused a CPE request");
-    let body = ProblemDetails {
-        kind: Some(kind.to_owned()),
-        title: status.canonical_reason().map(str::to_owned),
-        status: Some(i32::from(status.as_u16())),
-        detail: Some(detail),
-        instance: Some(instance.to_owned()),
-    };
-    (status, Json(body)).into_response()
-}
-
 /// Checks `Authorization: Bearer <token>`: a token this emulator issued, unexpired, with
 /// the scope [`CPE_SCOPE`]. Otherwise what is wrong, for [`unauthorized`].
 fn authorize(state: &State, headers: &HeaderMap) -> Result<(), String> {
     let token = bearer_token(headers)?;
-    let claims = state.verify_access_token(token)?;
+    let claims = state.idp.verify_access_token(token)?;
     check_scope(&claims, CPE_SCOPE, "the CPE API")
-}
-
-/// Checks that an access token's claims carry `scope`, which `api` (named in the
-/// description) needs.
-pub(crate) fn check_scope(claims: &Value, scope: &str, api: &str) -> Result<(), String> {
-    if has_scope(claims, scope) {
-        Ok(())
-    } else if claims.get("scope").is_none() {
-        Err(format!(
-            "the access token has no scope claim; {api} needs the scope {scope}"
-        ))
-    } else {
-        Err(format!("the access token does not carry the scope {scope}"))
-    }
 }
 
 /// The token of an `Authorization: Bearer` header.
 fn bearer_token(headers: &HeaderMap) -> Result<&str, String> {
     authorization_token(headers, "Bearer", "the CPE API")
-}
-
-/// The token of an `Authorization: <scheme> <token>` header, for `api` (named in the
-/// descriptions). The scheme name is case-insensitive.
-pub(crate) fn authorization_token<'h>(
-    headers: &'h HeaderMap,
-    scheme: &str,
-    api: &str,
-) -> Result<&'h str, String> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Err(format!(
-            "the request has no Authorization header; send Authorization: {scheme} <access token>"
-        ));
-    };
-    if values.next().is_some() {
-        return Err("the request has more than one Authorization header".to_owned());
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| "the Authorization header is not visible ASCII".to_owned())?;
-    let Some((given, credentials)) = value.trim().split_once(' ') else {
-        return Err(format!(
-            "the Authorization header is not a scheme and credentials; send {scheme} <access token>"
-        ));
-    };
-    if !given.eq_ignore_ascii_case(scheme) {
-        // Name the scheme only when it looks like one, never anything that could be a
-        // credential.
-        let looks_like_scheme =
-            given.len() <= 16 && given.bytes().all(|b| b.is_ascii_alphanumeric());
-        return Err(if looks_like_scheme {
-            format!("the Authorization scheme is {given}; {api} takes {scheme} tokens")
-        } else {
-            format!("the Authorization scheme is not {scheme}; {api} takes {scheme} tokens")
-        });
-    }
-    let token = credentials.trim();
-    if token.is_empty() {
-        return Err(format!(
-            "the Authorization header has no token after {scheme}"
-        ));
-    }
-    Ok(token)
-}
-
-/// Whether the claims carry `scope`: in a `scope` array, or a space-separated string.
-fn has_scope(claims: &Value, scope: &str) -> bool {
-    match claims.get("scope") {
-        Some(Value::Array(scopes)) => scopes.iter().any(|s| s.as_str() == Some(scope)),
-        Some(Value::String(scopes)) => scopes.split(' ').any(|s| s == scope),
-        _ => false,
-    }
 }
 
 /// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token", error_description=...`.
@@ -618,14 +466,17 @@ mod tests {
         let key =
             SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("key"))
                 .expect("signing key");
-        State::new(
+        let idp = crate::idp::state::State::new(
             "http://127.0.0.1:1".to_owned(),
             HashMap::new(),
             key,
             Duration::from_secs(60),
-            Cpe::new(DEFAULT_PAGE_SIZE),
         )
-        .expect("state")
+        .expect("state");
+        State::new(
+            std::sync::Arc::new(idp),
+            crate::apis::state::Cpe::new(DEFAULT_PAGE_SIZE),
+        )
     }
 
     fn bearer(token: &str) -> HeaderMap {
@@ -645,17 +496,19 @@ mod tests {
 
     #[test]
     fn tokens_signed_by_the_emulator_are_checked_for_exp_and_scope() {
-        crate::install_crypto_provider();
+        crate::server::install_crypto_provider();
         let state = state();
-        let now = crate::server::state::unix_now();
-        let claims = |exp: i64| json!({"iss": state.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
+        let now = crate::server::unix_now();
+        let claims = |exp: i64| json!({"iss": state.idp.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
         let fresh = state
+            .idp
             .signing_key
             .sign_jwt("at+jwt", &claims(now + 60))
             .expect("sign");
         assert!(authorize(&state, &bearer(&fresh)).is_ok());
 
         let expired = state
+            .idp
             .signing_key
             .sign_jwt("at+jwt", &claims(now - 60))
             .expect("sign");
@@ -668,8 +521,9 @@ mod tests {
             "Bearer error=\"invalid_token\", error_description=\"the access token has expired\""
         );
 
-        let unscoped = json!({"iss": state.issuer, "exp": now + 60});
+        let unscoped = json!({"iss": state.idp.issuer, "exp": now + 60});
         let unscoped = state
+            .idp
             .signing_key
             .sign_jwt("at+jwt", &unscoped)
             .expect("sign");
@@ -678,8 +532,12 @@ mod tests {
             Err("the access token has no scope claim; the CPE API needs the scope nhn:cp-api/access".to_owned())
         );
         let spaced =
-            json!({"iss": state.issuer, "exp": now + 60, "scope": "openid nhn:cp-api/access"});
-        let spaced = state.signing_key.sign_jwt("at+jwt", &spaced).expect("sign");
+            json!({"iss": state.idp.issuer, "exp": now + 60, "scope": "openid nhn:cp-api/access"});
+        let spaced = state
+            .idp
+            .signing_key
+            .sign_jwt("at+jwt", &spaced)
+            .expect("sign");
         assert_eq!(authorize(&state, &bearer(&spaced)), Ok(()));
     }
 

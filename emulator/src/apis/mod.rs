@@ -4,3 +4,4 @@
 pub(crate) mod cpapi;
 pub(crate) mod cpe;
 pub(crate) mod register;
+pub(crate) mod state;

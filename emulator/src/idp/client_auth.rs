@@ -7,11 +7,13 @@ use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
+use crate::idp::clients::{ClientKey, RegisteredClient};
+use crate::idp::state::State;
 use crate::idp::tenancy::{self, Organisation};
 use crate::server::error::b64_decode;
 use crate::server::form::TokenForm;
 use crate::server::response::{TokenError, quote};
-use crate::server::state::{ClientKey, LEEWAY, RegisteredClient, State, unix_now};
+use crate::server::{LEEWAY, unix_now};
 use helseid::key::Algorithm;
 
 /// The only `client_assertion_type` HelseID accepts.

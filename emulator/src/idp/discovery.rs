@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::idp::dpop;
 use crate::idp::login::IDENTITY_SCOPES;
+use crate::idp::state::State;
 use crate::idp::token::TOKEN_EXCHANGE;
-use crate::server::state::State;
 
 /// `GET /.well-known/openid-configuration`.
 pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<Value> {

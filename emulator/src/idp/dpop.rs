@@ -18,14 +18,11 @@ use serde_json::{Map, Value};
 
 use crate::server::error::{b64, b64_decode};
 use crate::server::response::quote;
-use crate::server::state::{LEEWAY, lock, unix_now};
+use crate::server::{LEEWAY, lock, unix_now};
 use helseid::key::PublicJwk;
 
 /// The request header that carries a proof.
 pub(crate) const DPOP: HeaderName = HeaderName::from_static("dpop");
-
-/// The response header that carries a server nonce.
-pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
 /// The `typ` every proof must carry.
 pub(crate) const PROOF_TYP: &str = "dpop+jwt";
@@ -104,7 +101,7 @@ impl BoundRefusal {
 /// URL, with `ath` for the token and the key the token is bound to, carrying one of
 /// `nonces` when given. Returns the token's claims; the scope is the caller's to check.
 pub(crate) fn check_bound_request(
-    state: &crate::server::state::State,
+    state: &crate::idp::state::State,
     request: &axum::http::request::Parts,
     api: &str,
     nonces: Option<&Nonces>,
@@ -112,7 +109,7 @@ pub(crate) fn check_bound_request(
     let invalid_token = |description: String| BoundRefusal::new("invalid_token", description);
     let headers = &request.headers;
     let token =
-        crate::apis::cpe::authorization_token(headers, "DPoP", api).map_err(invalid_token)?;
+        crate::idp::verify::authorization_token(headers, "DPoP", api).map_err(invalid_token)?;
     let claims = state.verify_access_token(token).map_err(invalid_token)?;
     let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
         Some(Value::String(jkt)) => jkt.clone(),

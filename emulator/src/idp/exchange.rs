@@ -8,10 +8,11 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::idp::client_auth::AuthenticatedClient;
+use crate::idp::state::State;
 use crate::idp::token::{granted_scopes, issue_access_token, resources, token_response};
 use crate::server::form::TokenForm;
 use crate::server::response::{TokenError, quote};
-use crate::server::state::{State, unix_now};
+use crate::server::unix_now;
 
 /// The token type of access tokens (RFC 8693 section 3): the only `subject_token_type`
 /// and `requested_token_type` accepted, and the `issued_token_type` of every exchange.

@@ -19,16 +19,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::Emulator;
 use crate::idp::client_auth::{AuthenticatedClient, authenticate};
 use crate::idp::people::{self, TestPerson};
+use crate::idp::state::State;
 use crate::idp::token::{
     check_granted, client_claims, issue_access_token, split_scopes, token_response,
 };
 use crate::server::error::{b64, b64_decode};
 use crate::server::form::TokenForm;
 use crate::server::response::{TokenError, no_store, quote};
-use crate::server::state::{State, lock, unix_now};
+use crate::server::{lock, unix_now};
 
 /// How long a pushed authorization request's `request_uri` may be used, in seconds.
 pub const PAR_LIFETIME: i64 = 60;
@@ -67,7 +67,7 @@ pub(crate) fn is_identity_scope(scope: &str) -> bool {
 }
 
 /// A deliberate fault in the ID tokens the emulator issues, to test a client's ID token
-/// validation; set with [`Emulator::set_id_token_fault`].
+/// validation; set with [`Emulator::set_id_token_fault`](crate::Emulator::set_id_token_fault).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum IdTokenFault {
@@ -134,6 +134,51 @@ pub(crate) struct Logins {
     logins: AtomicU64,
     revocations: AtomicU64,
     ended_sessions: AtomicU64,
+}
+
+impl Logins {
+    /// Makes a pushed authorization request's `request_uri` expire now, as if
+    /// [`PAR_LIFETIME`] had passed, so that tests need not wait. Returns `false` when the
+    /// emulator does not know it.
+    pub(crate) fn expire_par_request(&self, request_uri: &str) -> bool {
+        match lock(&self.inner).pushed.get_mut(request_uri) {
+            Some(pushed) => {
+                pushed.expires_at = unix_now().saturating_sub(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Makes every authorization code issued so far expire now, as if
+    /// [`CODE_LIFETIME`] had passed.
+    pub(crate) fn expire_codes(&self) {
+        let past = unix_now().saturating_sub(1);
+        for code in lock(&self.inner).codes.values_mut() {
+            code.expires_at = past;
+        }
+    }
+
+    /// Spoils the ID tokens the emulator issues from now on with `fault` (`None`: sound
+    /// ID tokens again).
+    pub(crate) fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
+        *lock(&self.fault) = fault;
+    }
+
+    /// How many logins succeeded on the login page (a test person picked).
+    pub(crate) fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// How many revocation requests (`POST /connect/revocation`) were accepted.
+    pub(crate) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Relaxed)
+    }
+
+    /// How many sessions `GET /connect/endsession` ended.
+    pub(crate) fn ended_sessions(&self) -> u64 {
+        self.ended_sessions.load(Ordering::Relaxed)
+    }
 }
 
 /// Random bytes, base64url.
@@ -777,49 +822,4 @@ pub(crate) async fn revocation(
         Ok(StatusCode::OK.into_response())
     });
     result.unwrap_or_else(IntoResponse::into_response)
-}
-
-impl Emulator {
-    /// Makes a pushed authorization request's `request_uri` expire now, as if
-    /// [`PAR_LIFETIME`] had passed, so that tests need not wait. Returns `false` when the
-    /// emulator does not know it.
-    pub fn expire_par_request(&self, request_uri: &str) -> bool {
-        match lock(&self.state.login.inner).pushed.get_mut(request_uri) {
-            Some(pushed) => {
-                pushed.expires_at = unix_now().saturating_sub(1);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Makes every authorization code issued so far expire now, as if
-    /// [`CODE_LIFETIME`] had passed.
-    pub fn expire_codes(&self) {
-        let past = unix_now().saturating_sub(1);
-        for code in lock(&self.state.login.inner).codes.values_mut() {
-            code.expires_at = past;
-        }
-    }
-
-    /// Spoils the ID tokens the emulator issues from now on with `fault` (`None`: sound
-    /// ID tokens again).
-    pub fn set_id_token_fault(&self, fault: Option<IdTokenFault>) {
-        *lock(&self.state.login.fault) = fault;
-    }
-
-    /// How many logins succeeded on the login page (a test person picked).
-    pub fn logins(&self) -> u64 {
-        self.state.login.logins.load(Ordering::Relaxed)
-    }
-
-    /// How many revocation requests (`POST /connect/revocation`) were accepted.
-    pub fn revocations(&self) -> u64 {
-        self.state.login.revocations.load(Ordering::Relaxed)
-    }
-
-    /// How many sessions `GET /connect/endsession` ended.
-    pub fn ended_sessions(&self) -> u64 {
-        self.state.login.ended_sessions.load(Ordering::Relaxed)
-    }
 }

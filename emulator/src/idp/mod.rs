@@ -3,6 +3,7 @@
 //! [`crate::apis`].
 
 pub(crate) mod client_auth;
+pub(crate) mod clients;
 pub(crate) mod discovery;
 pub(crate) mod dpop;
 pub(crate) mod exchange;
@@ -10,6 +11,8 @@ pub(crate) mod login;
 pub(crate) mod people;
 pub(crate) mod refresh;
 pub(crate) mod selvbetjening;
+pub(crate) mod state;
 pub(crate) mod tenancy;
 pub(crate) mod test_token;
 pub(crate) mod token;
+pub(crate) mod verify;

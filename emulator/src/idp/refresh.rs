@@ -22,12 +22,13 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::idp::client_auth::AuthenticatedClient;
+use crate::idp::state::State;
 use crate::idp::tenancy::{self, Organisation};
 use crate::idp::token::{client_claims, issue_access_token, split_scopes, token_response};
 use crate::server::error::b64;
 use crate::server::form::TokenForm;
 use crate::server::response::{TokenError, quote};
-use crate::server::state::{State, lock, unix_now};
+use crate::server::{lock, unix_now};
 
 /// The default lifetime of a session's refresh tokens: 8 hours.
 pub(crate) const DEFAULT_LIFETIME: Duration = Duration::from_secs(8 * 3600);

@@ -11,8 +11,8 @@
 //! the old key keeps working and the new one is refused until the delay has passed, as
 //! while HelseID has not picked up a change yet.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State as Extract;
@@ -21,72 +21,22 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::apis::cpe::{ProblemDetails, check_scope};
-use crate::idp::dpop::{DPOP_NONCE, check_bound_request};
-use crate::server::state::{ClientKey, State, lock, unix_now};
+use crate::idp::clients::ClientKey;
+use crate::idp::dpop::check_bound_request;
+use crate::idp::state::State;
+use crate::idp::verify::check_scope;
+use crate::server::response::DPOP_NONCE;
+use crate::server::response::ProblemDetails;
+use crate::server::{lock, unix_now};
 use helseid::key::PublicJwk;
 
 /// The scope a client needs to read and rotate its own key.
 pub const SCOPE: &str = "nhn:selvbetjening/client";
 
-/// How long a client's key is valid, unless its registration says otherwise: a year.
-pub(crate) const DEFAULT_KEY_LIFETIME: std::time::Duration =
-    std::time::Duration::from_secs(365 * 24 * 60 * 60);
-
 /// The path of the client-secret API.
 pub(crate) const PATH: &str = "/v1/client-secret";
 
 const API: &str = "Selvbetjening's client-secret API";
-
-/// A client's key, its expiration, and a key registered but not yet in effect.
-pub(crate) struct Keys {
-    state: Mutex<KeyState>,
-}
-
-struct KeyState {
-    current: Arc<ClientKey>,
-    /// Unix seconds.
-    expires_at: i64,
-    /// A registered key, in effect from `active_at` (Unix seconds), with its expiration.
-    pending: Option<(Arc<ClientKey>, i64, i64)>,
-}
-
-impl Keys {
-    pub(crate) fn new(key: ClientKey, expires_at: i64) -> Self {
-        Keys {
-            state: Mutex::new(KeyState {
-                current: Arc::new(key),
-                expires_at,
-                pending: None,
-            }),
-        }
-    }
-
-    /// The key in effect now, and its expiration.
-    pub(crate) fn current(&self) -> (Arc<ClientKey>, i64) {
-        let mut state = lock(&self.state);
-        if let Some((_, active_at, _)) = &state.pending
-            && unix_now() >= *active_at
-            && let Some((key, _, expires_at)) = state.pending.take()
-        {
-            state.current = key;
-            state.expires_at = expires_at;
-        }
-        (state.current.clone(), state.expires_at)
-    }
-
-    /// Registers `key`, in effect from `active_at`, expiring at `expires_at`.
-    fn register(&self, key: ClientKey, active_at: i64, expires_at: i64) {
-        let mut state = lock(&self.state);
-        if active_at <= unix_now() {
-            state.current = Arc::new(key);
-            state.expires_at = expires_at;
-            state.pending = None;
-        } else {
-            state.pending = Some((Arc::new(key), active_at, expires_at));
-        }
-    }
-}
 
 /// RFC 3339 in UTC with whole seconds, as the API writes its `expiration`.
 pub(crate) fn rfc3339(unix: i64) -> String {

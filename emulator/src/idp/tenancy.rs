@@ -15,9 +15,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::Tenancy;
+use crate::idp::clients::RegisteredClient;
+use crate::idp::clients::Tenancy;
 use crate::server::response::{TokenError, quote};
-use crate::server::state::RegisteredClient;
 
 /// The identifier system of multi-tenant clients (the international organisation
 /// register, ISO 6523).

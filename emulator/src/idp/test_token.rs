@@ -10,13 +10,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::Tenancy;
+use crate::idp::clients::RegisteredClient;
+use crate::idp::clients::Tenancy;
 use crate::idp::refresh::Session;
+use crate::idp::state::State;
 use crate::idp::tenancy::{Organisation, is_orgnr};
 use crate::idp::token::{client_claims, granted_scopes, issue_access_token, token_response};
 use crate::server::error::b64;
 use crate::server::response::{TokenError, escape, quote};
-use crate::server::state::{RegisteredClient, State, unix_now};
+use crate::server::unix_now;
 
 /// The fødselsnummer of the synthetic test person used when a request names none.
 pub(crate) const DEFAULT_PID: &str = "13116900216";

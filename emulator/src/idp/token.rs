@@ -11,15 +11,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{exchange, refresh};
-use crate::Tenancy;
 use crate::idp::client_auth::{AuthenticatedClient, authenticate};
-use crate::idp::dpop::{DPOP_NONCE, Expected, Proof, ProofError, proof_header};
+use crate::idp::clients::RegisteredClient;
+use crate::idp::clients::Tenancy;
+use crate::idp::dpop::{Expected, Proof, ProofError, proof_header};
 use crate::idp::login::{self, AUTHORIZATION_CODE, is_identity_scope};
+use crate::idp::state::State;
 use crate::idp::tenancy::Organisation;
 use crate::server::error::b64;
 use crate::server::form::TokenForm;
+use crate::server::response::DPOP_NONCE;
 use crate::server::response::{TokenError, no_store, quote};
-use crate::server::state::{RegisteredClient, State, unix_now};
+use crate::server::unix_now;
 
 /// The token exchange grant type (RFC 8693).
 pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";

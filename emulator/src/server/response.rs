@@ -2,10 +2,12 @@
 //! headers every token response carries.
 
 use axum::Json;
+use axum::http::HeaderName;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use crate::idp::dpop::DPOP_NONCE;
 use crate::server::error::ErrorBody;
 
 /// The longest claim or parameter value quoted in an error description.
@@ -184,4 +186,45 @@ pub(crate) fn no_store(mut response: Response) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The response header that carries a server nonce.
+pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
+
+/// An RFC 9457 problem description, as ASP.NET writes it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct ProblemDetails {
+    /// A URI that identifies the kind of problem.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(rename = "type")]
+    pub(crate) kind: Option<String>,
+    /// A short summary of the kind of problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    /// The HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<i32>,
+    /// What is wrong with this request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) detail: Option<String>,
+    /// The path of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) instance: Option<String>,
+}
+
+/// A ProblemDetails answer, as ASP.NET writes one.
+pub(crate) fn problem(status: StatusCode, detail: String, instance: &str) -> Response {
+    let kind = match status {
+        StatusCode::NOT_FOUND => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        _ => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+    };
+    tracing::debug!(status = status.as_u16(), detail = %detail, "helseid emulator refused a CPE request");
+    let body = ProblemDetails {
+        kind: Some(kind.to_owned()),
+        title: status.canonical_reason().map(str::to_owned),
+        status: Some(i32::from(status.as_u16())),
+        detail: Some(detail),
+        instance: Some(instance.to_owned()),
+    };
+    (status, Json(body)).into_response()
 }

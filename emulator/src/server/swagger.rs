@@ -3,8 +3,6 @@
 //! (`/cpapi/openapi.json`). Its assets are utoipa-swagger-ui's vendored copy, built into
 //! the emulator: nothing is downloaded, at build time or at run time.
 
-use std::sync::Arc;
-
 use axum::Router;
 use utoipa_swagger_ui::{Config, SwaggerUi, Url};
 
@@ -15,7 +13,7 @@ pub const SWAGGER_PATH: &str = "/swagger";
 
 /// The Swagger UI's routes: the page and its assets, with a selector of the two API
 /// documents the emulator already serves (with its own address as their server).
-pub(crate) fn routes() -> Router<Arc<State>> {
+pub(crate) fn routes() -> Router<State> {
     let config = Config::new([
         Url::new("CPE (CommunicationParty Events)", "/openapi.json"),
         Url::new("CommunicationParty API v2", "/cpapi/openapi.json"),

@@ -15,7 +15,7 @@ pub(crate) mod model;
 pub(crate) mod register;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -31,11 +31,14 @@ use utoipa::{Modify, OpenApi};
 
 use crate::apis::cpapi::certificates::Certificates;
 pub(crate) use crate::apis::cpapi::model::*;
-use crate::apis::cpe::{check_scope, problem, strict_query};
+use crate::apis::cpe::strict_query;
 use crate::apis::register::Register;
-use crate::idp::dpop::{self, DPOP_NONCE};
+use crate::apis::state::State;
+use crate::idp::dpop;
+use crate::idp::verify::check_scope;
+use crate::server::response::DPOP_NONCE;
+use crate::server::response::problem;
 use crate::server::response::{challenge_text, quote};
-use crate::server::state::State;
 
 /// The scope a token needs for the CommunicationParty API v2.
 pub(crate) const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
@@ -57,27 +60,6 @@ pub(crate) const DEFAULT_PAGE_SIZE: i32 = 10;
 
 /// The content type of ProblemDetails answers.
 const PROBLEM_JSON: &str = "application/problem+json";
-
-/// The API's state: whether it requires a DPoP nonce, and a request counter.
-#[derive(Debug, Default)]
-pub(crate) struct Cpapi {
-    require_nonce: AtomicBool,
-    requests: AtomicU64,
-    /// The parties' certificates, made when first asked for.
-    pub(crate) certificates: Certificates,
-}
-
-impl Cpapi {
-    /// Makes proofs need the API's nonce (set once, before the emulator serves).
-    pub(crate) fn set_require_nonce(&self, require: bool) {
-        self.require_nonce.store(require, Ordering::Relaxed);
-    }
-
-    /// How many requests reached the API's endpoints.
-    pub(crate) fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
 
 /// The CommunicationParty API v2's OpenAPI document.
 #[derive(OpenApi)]
@@ -173,7 +155,7 @@ pub(crate) fn document() -> utoipa::openapi::OpenApi {
 /// server. Needs no token.
 pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
     let mut doc = document();
-    doc.servers = Some(vec![Server::new(state.issuer.clone())]);
+    doc.servers = Some(vec![Server::new(state.idp.issuer.clone())]);
     Json(doc).into_response()
 }
 
@@ -801,14 +783,15 @@ fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
         .cpapi
         .require_nonce
         .load(Ordering::Relaxed)
-        .then_some(&state.dpop.api_nonces);
-    let claims = dpop::check_bound_request(state, request, API, nonces).map_err(|refusal| {
-        Refusal::Unauthorized {
-            error: refusal.error,
-            description: refusal.description,
-            nonce: refusal.nonce,
-        }
-    })?;
+        .then_some(&state.idp.dpop.api_nonces);
+    let claims =
+        dpop::check_bound_request(&state.idp, request, API, nonces).map_err(|refusal| {
+            Refusal::Unauthorized {
+                error: refusal.error,
+                description: refusal.description,
+                nonce: refusal.nonce,
+            }
+        })?;
     // A valid token and proof for another API: 403, as cpapi.json documents.
     check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {
         error: "insufficient_scope",
