@@ -1,5 +1,6 @@
-//! The `helseid` command line: list CPE events, get HelseID tokens, and run a local
-//! HelseID + CPE emulator.
+//! The `helseid` command line: HelseID tokens, typed calls to NHN's CommunicationParty
+//! APIs (CPE v1 and CP API v2: events and the register), client keys and
+//! configurations, a person's login, and an embedded HelseID + NHN APIs emulator.
 //!
 //! This file parses the command line and dispatches; each command (or family of
 //! commands) is a module under `commands/`, sharing `args` (the `--config`, `--env`
@@ -14,14 +15,15 @@ mod commands;
 mod demo;
 mod output;
 
+use commands::config::ConfigCommand;
 use commands::keys::KeysCommand;
-use commands::{emulator, events, keys, login, register, token};
+use commands::{config, emulator, events, keys, login, register, token};
 
 #[derive(Parser)]
 #[command(
     name = "helseid",
     version,
-    about = "NHN's CommunicationParty events with HelseID tokens, and a local HelseID + CPE emulator"
+    about = "HelseID from a terminal: tokens, typed calls to NHN's CommunicationParty APIs (CPE v1's events; CP API v2's events and register), client keys and configurations, a person's login, and an embedded HelseID + NHN APIs emulator"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -44,11 +46,17 @@ enum Command {
     Token(token::TokenArgs),
     /// Run the local HelseID emulator in the foreground until interrupted.
     Emulator(emulator::EmulatorArgs),
-    /// The client's key at Selvbetjening: its expiration, and its rotation.
+    /// The client's key: a new one to register in Selvbetjening, the current one's
+    /// expiration there, and its rotation.
     ///
-    /// Without --config, runs against the embedded emulator's demo client.
+    /// Without --config, status and rotate run against the embedded emulator's demo
+    /// client.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// A client configuration file: whether it is readable, and which of its scopes
+    /// HelseID grants.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Log a person in with the browser (PAR, PKCE, DPoP, a loopback redirect), write
     /// the token set (owner-only) and print who logged in.
     ///
@@ -95,6 +103,8 @@ fn main() -> ExitCode {
             Command::Emulator(args) => emulator::emulator(args).await,
             Command::Keys(KeysCommand::Status(args)) => keys::status(args).await,
             Command::Keys(KeysCommand::Rotate(args)) => keys::rotate(args).await,
+            Command::Keys(KeysCommand::New(args)) => keys::new(args).await,
+            Command::Config(ConfigCommand::Check(args)) => config::check(args).await,
             Command::Login(args) => login::login(args).await,
             Command::Logout(args) => login::logout(args).await,
             Command::Party(args) => register::party(args).await,

@@ -173,6 +173,8 @@ fn every_command_has_help() {
         &["events", "--help"],
         &["token", "--help"],
         &["emulator", "--help"],
+        &["keys", "new", "--help"],
+        &["config", "check", "--help"],
     ] {
         let output = run(args);
         assert!(output.status.success(), "{args:?}");
