@@ -17,6 +17,9 @@
 //!   8 tasks, over one key and over 10,000 tenants.
 //! - `layer_hits`: requests per second through the static bearer and the layer (own
 //!   token, and 10,000 tenants) from 1, 2 and 8 tasks on 2 workers.
+//! - `layer_hits_clone`: requests per second through the static bearer and the layer
+//!   (own warm token) with a clone of the service per request
+//!   (`svc.clone().oneshot(request)`), from 1 and 2 tasks on 2 workers.
 //! - `layer_hits_dpop`: requests per second to an absolute URL through the warm layer
 //!   with Bearer tokens and with DPoP (a fresh P-256 proof per request), from 1 and 2
 //!   tasks.
@@ -480,6 +483,90 @@ fn layer_hits(c: &mut Criterion) {
     );
 }
 
+/// Requests per second through `svc` with `tasks` tasks, each request sent through a
+/// clone of its own (`svc.clone().oneshot(request)`), as code that shares one client
+/// across tasks does.
+fn bench_clone_per_request<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    name: String,
+    tasks: usize,
+    svc: &S,
+) where
+    S: tower::Service<Request<()>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Response: Send,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            spread(rt, iters, tasks, |_, n| {
+                // One clone per task to clone from, as a shared client is.
+                let svc = svc.clone();
+                async move {
+                    for _ in 0..n {
+                        let response = svc
+                            .clone()
+                            .oneshot(Request::new(()))
+                            .await
+                            .expect("response");
+                        black_box(response);
+                    }
+                }
+            })
+        })
+    });
+}
+
+/// `layer_hits_clone`: the static bearer and the layer (own warm token) with a clone of
+/// the service per request, from 1 and 2 tasks on 2 workers.
+fn layer_hits_clone(c: &mut Criterion) {
+    let rt = two_workers();
+    let token = bearer_token();
+    let layer = HelseIdLayer::builder(source(token.clone()))
+        .scopes([SCOPE])
+        .cache(roomy_cache())
+        .build();
+    let helseid = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(tower::service_fn(echo));
+    let static_bearer = ServiceBuilder::new()
+        .layer(AddAuthorizationLayer::bearer(&token).as_sensitive(true))
+        .service(tower::service_fn(echo));
+    rt.block_on(async {
+        let mut svc = helseid.clone();
+        send_all(&mut svc, 2, 0, &|_| Request::new(())).await;
+    });
+    let warm = layer.cache().stats();
+    let mut group = c.benchmark_group("layer_hits_clone");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(1));
+    for tasks in [1, 2] {
+        bench_clone_per_request(
+            &mut group,
+            &rt,
+            format!("static_bearer/{tasks} tasks"),
+            tasks,
+            &static_bearer,
+        );
+        bench_clone_per_request(
+            &mut group,
+            &rt,
+            format!("helseid/{tasks} tasks"),
+            tasks,
+            &helseid,
+        );
+    }
+    group.finish();
+    assert_eq!(
+        layer.cache().stats().fetches,
+        warm.fetches,
+        "every request was a hit"
+    );
+}
+
 /// A request to an absolute URL with a query, as a client sends it.
 fn api_request() -> Request<()> {
     Request::get("https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequenceNumber=1")
@@ -635,6 +722,7 @@ criterion_group!(
     hot_path,
     cache_hits,
     layer_hits,
+    layer_hits_clone,
     layer_hits_dpop,
     cold_start
 );

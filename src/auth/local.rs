@@ -9,9 +9,11 @@
 //! inner service for the retries (so that no request clones it), and its own copy of
 //! the layer's token in front (another `Bytes` whose reference count is its own), valid
 //! while that token's [`Live`] flag, which no request writes, says it is still in
-//! front. A clone used once (`service.clone().oneshot(request)`) reads the front and
-//! refers to the layer as before, keeping a clone of the service for its retry: making
-//! a context would cost it more than it saves.
+//! front. A clone used once (`service.clone().oneshot(request)`) makes no context (it
+//! would cost more than it saves) and refers to the layer, keeping a clone of the
+//! service for its retry; it sends its thread's copy of the token in front (see
+//! [`thread_copy`]), so that clones made per request on two cores write no reference
+//! count in common.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -157,7 +159,7 @@ impl<S: Clone> Local<S> {
     #[inline(never)]
     fn renew(&mut self, shared: &Arc<Shared>, inner: &S) -> Option<Hit> {
         if self.first_call() {
-            return shared.own_header();
+            return thread_copy(shared);
         }
         let own = own(shared)?;
         let hit = own.hit(own.live.seen());
@@ -175,4 +177,48 @@ fn own(shared: &Shared) -> Option<Own> {
         id,
         live,
     })
+}
+
+/// How many tokens' copies a thread keeps (see [`thread_copy`]): a thread serves few
+/// layers, and a copy of a token no longer in front is dropped at the next new copy.
+const THREAD_COPIES: usize = 8;
+
+thread_local! {
+    /// This thread's copies of the tokens in front, by token id (ids are unique in the
+    /// process, whatever the layer).
+    static COPIES: std::cell::RefCell<Vec<Own>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The layer's token in front for a clone at its first call (a clone used once, as
+/// `service.clone().oneshot(request)` makes one per request): this thread's copy of it,
+/// in bytes whose reference count only this thread's requests write, rather than the
+/// front's, which every core's requests would write. A copy is made the first time a
+/// thread meets a token; when the thread's copies cannot be reached (the thread is
+/// ending), the front's own header.
+fn thread_copy(shared: &Shared) -> Option<Hit> {
+    let (id, seen) = shared.front_id()?;
+    COPIES
+        .try_with(|copies| {
+            let mut copies = copies.try_borrow_mut().ok()?;
+            if let Some(own) = copies.iter().find(|own| own.id == id) {
+                return Some(own.hit(seen));
+            }
+            new_thread_copy(shared, &mut copies)
+        })
+        .ok()
+        .flatten()
+        .or_else(|| shared.own_header())
+}
+
+#[cold]
+#[inline(never)]
+fn new_thread_copy(shared: &Shared, copies: &mut Vec<Own>) -> Option<Hit> {
+    copies.retain(|own| own.live.is_live());
+    if copies.len() >= THREAD_COPIES {
+        copies.remove(0);
+    }
+    let own = own(shared)?;
+    let hit = own.hit(own.live.seen());
+    copies.push(own);
+    Some(hit)
 }

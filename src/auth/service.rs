@@ -513,6 +513,70 @@ mod tests {
         assert!(once.local.ctx().is_some(), "made at its second");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_clone_used_once_sends_this_threads_copy_of_the_token() {
+        let source = Source::default();
+        let layer = HelseIdLayer::builder(source.clone()).build();
+        // Where each request's Authorization value lives, and what it says.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, usize)>::new()));
+        let record = seen.clone();
+        let service = HelseId::from_layer(
+            tower::service_fn(move |request: Request<String>| {
+                let value = request.headers()[header::AUTHORIZATION].clone();
+                let text = value.to_str().unwrap_or_default().to_owned();
+                record
+                    .lock()
+                    .expect("lock")
+                    .push((text, value.as_bytes().as_ptr() as usize));
+                echo(request)
+            }),
+            layer.clone(),
+        );
+        let once = |service: &HelseId<_>| service.clone().oneshot(Request::new(String::new()));
+        once(&service).await.expect("the first fetches");
+        once(&service).await.expect("warm");
+        once(&service).await.expect("warm");
+        let front = |layer: &HelseIdLayer| {
+            let (header, _, _) = layer.shared().front_token().expect("in front");
+            header.as_bytes().as_ptr() as usize
+        };
+        let in_front = front(&layer);
+        {
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen[1].0, "Bearer t1");
+            assert_eq!(seen[1], seen[2], "one copy serves this thread's clones");
+            assert_ne!(seen[1].1, in_front, "not the front's bytes");
+        }
+        // Another thread makes a copy of its own.
+        let other = service.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(other.oneshot(Request::new(String::new())))
+        })
+        .join()
+        .expect("thread")
+        .expect("warm");
+        {
+            let seen = seen.lock().expect("lock");
+            assert_eq!(seen[3].0, "Bearer t1");
+            assert_ne!(seen[3].1, seen[1].1, "the other thread's own copy");
+            assert_ne!(seen[3].1, in_front);
+        }
+        // A new token in front (the old one is due for a refresh): the clones send it.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        // The front's timer task ends the old token's Live when it runs.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        once(&service).await.expect("fetches t2");
+        once(&service).await.expect("warm");
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen[5].0, "Bearer t2", "{seen:?}");
+        assert_ne!(seen[5].1, front(&layer));
+    }
+
     /// Sends one request through `service` itself (not a clone), answering the
     /// `Authorization` it carried.
     async fn send<S>(service: &mut S) -> String

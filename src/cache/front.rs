@@ -180,6 +180,14 @@ impl Front {
         }
     }
 
+    /// The id of the token in front, with what its [`Live`] flag says, when the token
+    /// is in front, not yet due for a refresh and not refused: nothing is cloned, so no
+    /// reference count another core writes is touched.
+    #[inline]
+    pub(crate) fn peek(&self) -> Option<(u64, Seen)> {
+        self.read(|held| (held.entry.token.id(), held.live.seen()))
+    }
+
     /// The token in front (its header and id) with its [`Live`] flag, for a copy that
     /// reads the flag alone.
     pub(crate) fn current(&self) -> Option<(HeaderValue, u64, Arc<Live>)> {
