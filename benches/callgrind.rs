@@ -14,6 +14,8 @@
 //! - `own_token_client`: the same over a client-like inner service (the echo service
 //!   behind an `Arc`, so that a clone of it writes a reference count, as a hyper-util
 //!   client's clones do) / the static bearer over the same service;
+//! - `own_token_clone`: `own_token` with a clone of the service per request
+//!   (`svc.clone().oneshot(request)`) / the static bearer cloned the same way;
 //! - `own_token_no_retry`, `tenants_no_retry`: the same with
 //!   `retry_on_invalid_token(false)` (no copy kept for a retry);
 //! - `own_token_copies`, `tenants_copies`: the same with `retry_after_acceptance(true)`
@@ -59,10 +61,12 @@ const URL: &str = "https://cpapi.test.grunndata.nhn.no/api/v1/event?fromSequence
 const TYPED: [&str; 2] = ["raw_cpe", "typed_cpe"];
 #[cfg(not(feature = "cpe"))]
 const TYPED: [&str; 0] = [];
-const VARIANTS: [&str; 13] = [
+const VARIANTS: [&str; 15] = [
     "bare",
     "static_bearer",
     "own_token",
+    "static_bearer_clone",
+    "own_token_clone",
     "static_bearer_client",
     "own_token_client",
     "own_token_no_retry",
@@ -123,6 +127,40 @@ where
     measured(rt, &mut svc, make);
 }
 
+/// Sends `n` requests, each through a clone of `svc` of its own
+/// (`svc.clone().oneshot(request)`), as code that shares one client across tasks does.
+fn drive_clones<S, E>(rt: &Runtime, svc: &S, n: usize, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E> + Clone,
+    E: std::fmt::Debug,
+{
+    rt.block_on(async {
+        for i in 0..n {
+            let response = svc.clone().oneshot(make(i)).await.unwrap();
+            black_box(response);
+        }
+    });
+}
+
+#[inline(never)]
+fn measured_clones<S, E>(rt: &Runtime, svc: &S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E> + Clone,
+    E: std::fmt::Debug,
+{
+    drive_clones(rt, svc, N, make);
+}
+
+/// `run` with a clone of `svc` per request.
+fn run_clones<S, E>(rt: &Runtime, svc: S, make: &dyn Fn(usize) -> Request<()>)
+where
+    S: Service<Request<()>, Response = Response<()>, Error = E> + Clone,
+    E: std::fmt::Debug,
+{
+    drive_clones(rt, &svc, WARM, make);
+    measured_clones(rt, &svc, make);
+}
+
 /// The echo service behind an `Arc`, as a client's clones share its pool: cloning it
 /// writes a reference count.
 fn client_like() -> impl Service<
@@ -172,6 +210,8 @@ fn measure(variant: &str) {
         "bare" => run(&rt, tower::service_fn(echo), &plain),
         "static_bearer" => run(&rt, static_bearer(), &plain),
         "own_token" => run(&rt, helseid(layer.clone()), &plain),
+        "static_bearer_clone" => run_clones(&rt, static_bearer(), &plain),
+        "own_token_clone" => run_clones(&rt, helseid(layer.clone()), &plain),
         "static_bearer_client" => run(
             &rt,
             ServiceBuilder::new()
@@ -341,6 +381,10 @@ fn main() {
     }
     let ratios = [
         ("own_token", per["own_token"] / per["static_bearer"]),
+        (
+            "own_token_clone",
+            per["own_token_clone"] / per["static_bearer_clone"],
+        ),
         (
             "own_token_client",
             per["own_token_client"] / per["static_bearer_client"],
