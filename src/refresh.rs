@@ -99,6 +99,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The Unix time `seconds` after `now`, with `seconds` capped at the crate's
+/// [`FAR_AHEAD`](crate::token::FAR_AHEAD): a stored or received lifetime of 1e19
+/// neither overflows nor panics.
+fn unix_after(now: u64, seconds: u64) -> u64 {
+    now.saturating_add(seconds.min(crate::token::FAR_AHEAD.as_secs()))
+}
+
 impl fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSet")
@@ -128,7 +135,8 @@ impl TokenSet {
             source: None,
         })?;
         let now = unix_now();
-        let wall = |at: Instant| now + at.saturating_duration_since(Instant::now()).as_secs();
+        let wall =
+            |at: Instant| unix_after(now, at.saturating_duration_since(Instant::now()).as_secs());
         let scopes: Vec<&str> = token.scopes().collect();
         Ok(TokenSet {
             access_token: Some(Zeroizing::new(token.secret().to_owned())),
@@ -191,10 +199,10 @@ impl TokenSet {
         })?;
         let now = unix_now();
         if set.expires_at.is_none() {
-            set.expires_at = set.expires_in.take().map(|s| now + s);
+            set.expires_at = set.expires_in.take().map(|s| unix_after(now, s));
         }
         if set.refresh_token_expires_at.is_none() {
-            set.refresh_token_expires_at = set.rt_expires_in.take().map(|s| now + s);
+            set.refresh_token_expires_at = set.rt_expires_in.take().map(|s| unix_after(now, s));
         }
         if set.refresh_token.is_empty() {
             return Err(Error::TokenStore {
@@ -229,10 +237,15 @@ impl TokenSet {
         RefreshToken::new(self.refresh_token.as_str())
     }
 
-    /// When the refresh token expires, when HelseID said so.
+    /// When the refresh token expires, when HelseID said so (a stored time further
+    /// ahead than the crate keeps instants for is taken as that far ahead).
     pub fn refresh_token_expires_at(&self) -> Option<SystemTime> {
-        self.refresh_token_expires_at
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+        self.refresh_token_expires_at.map(|s| {
+            let at = s.min(unix_after(unix_now(), u64::MAX));
+            UNIX_EPOCH
+                .checked_add(Duration::from_secs(at))
+                .unwrap_or(UNIX_EPOCH)
+        })
     }
 
     /// Whether the refresh token is known to have expired.
