@@ -303,19 +303,19 @@ impl FileStore {
         }
     }
 
-    /// Reads the file.
+    /// Reads the file, with the configuration file's rules: a regular file (a FIFO,
+    /// socket, device or directory is refused before it is opened, so that nothing
+    /// blocks) of at most [`MAX_CONFIG_FILE`](crate::config::MAX_CONFIG_FILE) bytes of
+    /// UTF-8.
     fn read(&self) -> Result<Option<TokenSet>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => {
-                let text = Zeroizing::new(text);
-                TokenSet::from_json(&text).map(Some).map_err(|e| match e {
-                    Error::TokenStore { reason, source } => Error::TokenStore {
-                        reason: format!("{}: {reason}", self.path.display()),
-                        source,
-                    },
-                    other => other,
-                })
-            }
+        match read_store_file(&self.path) {
+            Ok(text) => TokenSet::from_json(&text).map(Some).map_err(|e| match e {
+                Error::TokenStore { reason, source } => Error::TokenStore {
+                    reason: format!("{}: {reason}", self.path.display()),
+                    source,
+                },
+                other => other,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.io_error("read", e)),
         }
@@ -345,6 +345,45 @@ impl TokenStore for FileStore {
             self.commit(&temp)
         })
     }
+}
+
+/// Reads `path` as UTF-8 text, when it is a regular file of at most
+/// [`MAX_CONFIG_FILE`](crate::config::MAX_CONFIG_FILE) bytes (many times a set with an
+/// ID token and a DPoP key). The text is zeroized when dropped: it holds the tokens.
+fn read_store_file(path: &Path) -> std::io::Result<Zeroizing<String>> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    const MAX: u64 = crate::config::MAX_CONFIG_FILE;
+    // Judged before opening: opening a FIFO for reading waits for a writer.
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    // Room for the whole file at once, so that no copy of the tokens is left behind in
+    // a buffer that grew.
+    let capacity = file.metadata()?.len().min(MAX) + 1;
+    let mut text = Zeroizing::new(String::with_capacity(capacity as usize));
+    file.take(MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidData => IoError::new(ErrorKind::InvalidData, "it is not UTF-8 text"),
+            _ => e,
+        })?;
+    if text.len() as u64 > MAX {
+        return Err(IoError::new(
+            ErrorKind::InvalidData,
+            format!("it is larger than {MAX} bytes"),
+        ));
+    }
+    Ok(text)
 }
 
 /// A user's session: the current token set, renewed with the `refresh_token` grant.
@@ -1118,6 +1157,68 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// What a load of the store at `path` says, as text. It must end: the load runs on
+    /// a thread of its own, and a load that blocks (a FIFO with no writer) fails the
+    /// test instead of hanging it.
+    fn refusal(path: &Path) -> String {
+        let store = FileStore::new(path);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let said = match store.read() {
+                Ok(_) => "read".to_owned(),
+                Err(error) => {
+                    let mut text = error.to_string();
+                    let mut source = std::error::Error::source(&error);
+                    while let Some(e) = source {
+                        text.push_str(&format!(": {e}"));
+                        source = e.source();
+                    }
+                    text
+                }
+            };
+            let _ = tx.send(said);
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the load ends: nothing blocks")
+    }
+
+    #[tokio::test]
+    async fn the_file_store_reads_only_a_regular_file_of_at_most_64_kib() {
+        let dir = tempdir();
+        // A FIFO without a writer: opening it would block; it is refused unopened.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let said = refusal(&fifo);
+        assert!(
+            said.contains("FIFO, socket or device, not a regular file") && said.contains("fifo"),
+            "{said}"
+        );
+        let said = refusal(&dir);
+        assert!(said.contains("a directory, not a regular file"), "{said}");
+        // Larger than the configuration file's limit: refused, not read whole.
+        let big = dir.join("big.json");
+        let padding = " ".repeat(crate::config::MAX_CONFIG_FILE as usize);
+        std::fs::write(&big, format!("{padding}{}", set("r1").to_json().as_str())).expect("write");
+        let said = refusal(&big);
+        assert!(said.contains("larger than 65536 bytes"), "{said}");
+        // At the limit, it is read.
+        let fits = dir.join("fits.json");
+        let json = set("r1").to_json();
+        let padding = " ".repeat(crate::config::MAX_CONFIG_FILE as usize - json.len());
+        std::fs::write(&fits, format!("{}{padding}", json.as_str())).expect("write");
+        let loaded = FileStore::new(&fits)
+            .load()
+            .await
+            .expect("load")
+            .expect("set");
+        assert_eq!(loaded.refresh_token().secret(), "r1");
         let _ = std::fs::remove_dir_all(dir);
     }
 
