@@ -15,6 +15,13 @@ use crate::output::write_secret;
 pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
 /// The client id of the client the embedded emulator registers.
 pub(crate) const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
+/// Every scope the demo client is registered with: CPE, CP API v2, and Selvbetjening
+/// (for `keys status` and `keys rotate`).
+const DEMO_SCOPES: [&str; 3] = [
+    CPE_SCOPE,
+    helseid::cpapi::SCOPE,
+    helseid::selvbetjening::SCOPE,
+];
 
 /// A demo client: a fresh key, registered at a new emulator.
 pub(crate) struct Demo {
@@ -27,11 +34,7 @@ pub(crate) async fn start_demo(bind: SocketAddr) -> Result<Demo, BoxError> {
     let public = SigningKey::from_jwk(&jwk)?.public_jwk().clone();
     let emulator = Emulator::builder()
         .bind(bind)
-        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes([
-            CPE_SCOPE,
-            helseid::cpapi::SCOPE,
-            helseid::selvbetjening::SCOPE,
-        ]))
+        .client(ClientRegistration::new(DEMO_CLIENT_ID, public).scopes(DEMO_SCOPES))
         .start()
         .await?;
     Ok(Demo { emulator, jwk })
@@ -48,14 +51,15 @@ impl Demo {
     }
 
     /// The client configuration file, in the self-service portal's format (the JWK as
-    /// a JSON string inside the JSON, as the portal writes it).
+    /// a JSON string inside the JSON, as the portal writes it), listing every scope the
+    /// client has.
     pub(crate) fn config_file(&self) -> serde_json::Value {
         serde_json::json!({
             "clientName": "helseid-rs emulator demo client",
             "authority": self.emulator.issuer(),
             "clientId": DEMO_CLIENT_ID,
             "grantTypes": ["client_credentials"],
-            "scopes": [CPE_SCOPE],
+            "scopes": DEMO_SCOPES,
             "secretType": "private_key_jwt:JwkPrivateKeyJwtSecret",
             "privateJwk": self.jwk.to_json().as_str(),
         })

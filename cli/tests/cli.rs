@@ -319,6 +319,117 @@ async fn events_with_the_config_the_emulator_wrote() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test]
+async fn emulator_write_config_lists_every_scope_of_its_demo_client() {
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let (_emulator, _issuer) = start_emulator(&config);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    let mut listed: Vec<&str> = written["scopes"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .map(|s| s.as_str().expect("a scope"))
+        .collect();
+    listed.sort_unstable();
+
+    // What the emulator registered: a token asked for without a scope carries them all.
+    let client = helseid::config::ClientConfig::from_file(&config).expect("config");
+    let token = helseid::endpoint::TokenEndpoint::new(client)
+        .expect("endpoint")
+        .request(&helseid::endpoint::TokenRequest::client_credentials(Vec::<
+            String,
+        >::new(
+        )))
+        .await
+        .expect("a token");
+    let mut registered: Vec<&str> = token.scopes().collect();
+    registered.sort_unstable();
+    assert_eq!(listed, registered);
+    assert!(listed.contains(&helseid::cpapi::SCOPE) && listed.contains(&support::CP_SCOPE));
+
+    // And config check grants each.
+    let output = run(&["config", "check", config.to_str().expect("path")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    for scope in &listed {
+        assert!(stdout.contains(&format!("granted  {scope}\n")), "{stdout}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn events_latest_prints_the_newest_events_of_cp_api_v2_oldest_first() {
+    let dir = tempdir();
+    let config = dir.join("client.json");
+    let (_emulator, _issuer) = start_emulator(&config);
+    let config = config.to_str().expect("path");
+    let json_lines = |output: &Output| -> Vec<serde_json::Value> {
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    };
+    // The whole feed, to compare with.
+    let all = json_lines(&run(&[
+        "events", "--config", config, "--api", "v2", "--json",
+    ]));
+    assert!(all.len() > 5, "{}", all.len());
+    let latest = all.last().expect("an event")["sequenceNumber"]
+        .as_i64()
+        .expect("a number");
+
+    // --latest reads CP API v2 without --api.
+    let output = run(&["events", "--config", config, "--latest", "3", "--json"]);
+    assert_eq!(json_lines(&output), all[all.len() - 3..]);
+    assert!(
+        text(&output.stderr).contains(&format!(
+            "3 events; continue with --from-sequence-number {}",
+            latest + 1
+        )),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = run(&["events", "--config", config, "--api", "v2", "--latest", "2"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].ends_with(&format!("[sequence number {}]", latest - 1)));
+    assert!(lines[1].ends_with(&format!("[sequence number {latest}]")));
+
+    // More than the feed holds: all of it.
+    let more = (all.len() + 10).to_string();
+    let output = run(&["events", "--config", config, "--latest", &more, "--json"]);
+    assert_eq!(json_lines(&output), all);
+
+    // CPE (v1) has no such call; N is at least 1 and excludes the other cursors.
+    let output = run(&["events", "--config", config, "--api", "v1", "--latest", "3"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CPE (v1) has no call for the newest events"),
+        "{stderr}"
+    );
+    for bad in [
+        &["--latest", "0"][..],
+        &["--latest", "-1"],
+        &["--latest", "x"],
+        &["--latest", "3", "--limit", "2"],
+        &["--latest", "3", "--from-sequence-number", "2"],
+    ] {
+        let mut args = vec!["events", "--config", config];
+        args.extend(bad);
+        let output = run(&args);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+        assert!(output.stdout.is_empty(), "{bad:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn token_renews_from_a_token_set_file_and_writes_the_rotated_set_back() {
     let dir = tempdir();
