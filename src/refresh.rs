@@ -401,7 +401,9 @@ struct SessionInner {
     endpoint: TokenEndpoint,
     partition: u64,
     /// The DPoP key of the stored set, made once.
-    dpop: std::sync::OnceLock<Option<DpopKey>>,
+    /// Made again when the set's key changes (a new login taken from the shared
+    /// cache): `None` until the first use.
+    dpop: std::sync::Mutex<Option<Option<DpopKey>>>,
     /// `None` once the session has ended (the refresh token was refused).
     state: tokio::sync::Mutex<Option<TokenSet>>,
     store: Option<Arc<dyn TokenStore>>,
@@ -456,7 +458,7 @@ impl RefreshSession {
             inner: Arc::new(SessionInner {
                 endpoint,
                 partition: NEXT_PARTITION.fetch_add(1, Ordering::Relaxed),
-                dpop: std::sync::OnceLock::new(),
+                dpop: std::sync::Mutex::new(None),
                 state: tokio::sync::Mutex::new(set),
                 store,
                 refreshes: AtomicU64::new(0),
@@ -545,11 +547,18 @@ impl RefreshSession {
 
     /// The DPoP key of the session's set, when it has one.
     fn dpop_key(&self, set: &TokenSet) -> Result<Option<DpopKey>> {
-        if let Some(key) = self.inner.dpop.get() {
-            return Ok(key.clone());
+        let mut made = self.inner.dpop.lock().unwrap_or_else(|e| e.into_inner());
+        let current = match (&*made, &set.dpop_jwk) {
+            (Some(Some(key)), Some(jwk)) => jwk
+                .public()
+                .is_ok_and(|public| public.thumbprint() == key.thumbprint()),
+            (Some(None), None) => true,
+            _ => false,
+        };
+        if !current {
+            *made = Some(set.dpop_jwk.as_ref().map(DpopKey::from_jwk).transpose()?);
         }
-        let key = set.dpop_jwk.as_ref().map(DpopKey::from_jwk).transpose()?;
-        Ok(self.inner.dpop.get_or_init(|| key).clone())
+        Ok(made.clone().flatten())
     }
 
     async fn refresh_locked(
