@@ -121,9 +121,11 @@ impl Default for SharedSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharedStats {
-    /// Tokens found in Redis (level-2 hits).
+    /// Lookups Redis answered with a token (level-2 hits): at once, after taking the
+    /// lock, or after waiting for another replica's fetch.
     pub hits: u64,
-    /// Lookups that found no usable token in Redis.
+    /// Lookups Redis did not answer with a token (this replica fetched it, or went on
+    /// without Redis). Every lookup is a hit or a miss.
     pub misses: u64,
     /// Tokens this replica fetched from HelseID under the shared lock.
     pub fetches: u64,
