@@ -84,7 +84,6 @@ const CALLBACK_PATH: &str = "/callback";
 const PAR_ENDPOINT: &str = "pushed authorization request endpoint";
 const JWKS: &str = "JWKS";
 const REVOCATION: &str = "revocation endpoint";
-const END_SESSION: &str = "end session endpoint";
 
 /// Random bytes, base64url.
 fn random(bytes: usize, what: &'static str) -> Result<String> {
@@ -516,20 +515,43 @@ impl LoginClient {
         Ok(keys)
     }
 
-    /// Ends the user's session: revokes the set's refresh token at the issuer's
-    /// revocation endpoint (RFC 7009), then ends the session at the end session endpoint
-    /// with the ID token as `id_token_hint`, when the set has one. A step the discovery
-    /// document names no endpoint for is skipped.
+    /// Logs the user out: revokes the set's refresh token at the issuer's revocation
+    /// endpoint (RFC 7009), and gives the URL that ends the session at HelseID, for the
+    /// application to open in the user's browser (OpenID Connect RP-Initiated Logout:
+    /// `id_token_hint` and `state`). The session lives in the browser's cookie: a
+    /// request from here would carry none and end nothing, so none is made. A step the
+    /// discovery document names no endpoint for (or, for the URL, a set without an ID
+    /// token) is left out, and [`Logout`] says so.
     ///
     /// # Errors
-    /// [`Error::Api`] when an endpoint refuses (with the status and what it said, made
-    /// safe to show), [`Error::Timeout`], [`Error::Transport`].
+    /// [`Error::Api`] when the revocation endpoint refuses (with the status and what it
+    /// said, made safe to show), [`Error::Timeout`], [`Error::Transport`].
     pub async fn logout(&self, set: &TokenSet) -> Result<Logout> {
+        self.logout_with(set, None).await
+    }
+
+    /// [`logout`](Self::logout), with the browser sent back to
+    /// `post_logout_redirect_uri` (which must be registered for the client at HelseID)
+    /// once the session has ended.
+    ///
+    /// # Errors
+    /// As [`logout`](Self::logout); [`Error::Config`] naming `post_logout_redirect_uri`
+    /// when it is not an `https` URL (or `http` to loopback).
+    pub async fn logout_to(
+        &self,
+        set: &TokenSet,
+        post_logout_redirect_uri: &str,
+    ) -> Result<Logout> {
+        let uri = check_url("post_logout_redirect_uri", post_logout_redirect_uri)?;
+        self.logout_with(set, Some(uri.as_str())).await
+    }
+
+    async fn logout_with(&self, set: &TokenSet, redirect: Option<&str>) -> Result<Logout> {
         let endpoint = &self.inner.endpoint;
         let discovery = endpoint.discovery().await?;
         let mut logout = Logout {
             revoked: false,
-            session_ended: false,
+            end_session: None,
         };
         if discovery.revocation_endpoint.is_some() {
             let url = discovered(&discovery, "revocation_endpoint", |d| {
@@ -557,30 +579,65 @@ impl LoginClient {
             let mut url = discovered(&discovery, "end_session_endpoint", |d| {
                 d.end_session_endpoint.as_deref()
             })?;
-            url.query_pairs_mut().append_pair("id_token_hint", id_token);
-            let answer = endpoint.get(END_SESSION, url.as_str()).await?;
-            if !(answer.status.is_success() || answer.status.is_redirection()) {
-                return Err(refused(
-                    END_SESSION,
-                    &answer.status,
-                    &answer.body,
-                    &[id_token],
-                ));
+            let state = random(16, "a logout state")?;
+            {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("id_token_hint", id_token);
+                if let Some(redirect) = redirect {
+                    query.append_pair("post_logout_redirect_uri", redirect);
+                }
+                query.append_pair("state", &state);
             }
-            logout.session_ended = true;
+            logout.end_session = Some(EndSession {
+                url: Zeroizing::new(url.into()),
+                state,
+            });
         }
         Ok(logout)
     }
 }
 
-/// What [`LoginClient::logout`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`LoginClient::logout`] did, and what is left for the browser.
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Logout {
     /// The refresh token was revoked.
     pub revoked: bool,
-    /// The session was ended at the end session endpoint.
-    pub session_ended: bool,
+    /// Where to send the user's browser to end the session at HelseID: the session is
+    /// not ended until the browser has been there. `None` when the discovery document
+    /// names no end session endpoint or the set has no ID token.
+    pub end_session: Option<EndSession>,
+}
+
+/// The URL that ends a session at HelseID, for the user's browser. `Debug` shows
+/// neither the URL nor the state: the URL carries the ID token (`id_token_hint`),
+/// which holds personal data.
+#[derive(Clone)]
+pub struct EndSession {
+    url: Zeroizing<String>,
+    state: String,
+}
+
+impl EndSession {
+    /// The URL to open in the user's browser.
+    ///
+    /// # Security
+    /// It carries the ID token: personal data. Open it; do not log it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The `state` sent, which HelseID gives back with the redirect to the
+    /// `post_logout_redirect_uri`.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+}
+
+impl fmt::Debug for EndSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EndSession([redacted])")
+    }
 }
 
 /// An [`Error::Api`] for an endpoint's refusal.

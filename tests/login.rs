@@ -415,16 +415,55 @@ async fn a_hand_made_id_token_is_checked_for_nonce_and_aud() {
 }
 
 #[tokio::test]
-async fn logout_revokes_the_refresh_token_and_ends_the_session() {
+async fn logout_revokes_the_refresh_token_and_gives_the_browser_the_end_session_url() {
     let (emulator, epj, login) = setup().await;
     let pending = login.start(LOGIN_SCOPES).await.expect("PAR");
     let logged_in = finish_with(&emulator, pending, Some(TEST_PEOPLE[2].pid))
         .await
         .expect("logged in");
     let set = logged_in.token_set().expect("set").clone();
-    let logout = login.logout(&set).await.expect("logout");
-    assert!(logout.revoked && logout.session_ended, "{logout:?}");
-    let session = RefreshSession::new(endpoint(&emulator, &epj), set);
+    let id_token = set.id_token().expect("an ID token").to_owned();
+    let logout = login
+        .logout_to(&set, "http://127.0.0.1:9/logged-out")
+        .await
+        .expect("logout");
+    assert!(logout.revoked, "{logout:?}");
+    let end = logout.end_session.as_ref().expect("an end session URL");
+    // The URL is for the browser: the end session endpoint with the ID token as a
+    // hint, where to come back, and a fresh state.
+    let discovery = support::get_json(&format!(
+        "{}/.well-known/openid-configuration",
+        emulator.issuer()
+    ))
+    .await;
+    let end_session_endpoint = discovery["end_session_endpoint"]
+        .as_str()
+        .expect("endpoint");
+    let (base, query) = end.url().split_once('?').expect("a query");
+    assert_eq!(base, end_session_endpoint);
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+    assert_eq!(params["id_token_hint"], id_token);
+    assert_eq!(
+        params["post_logout_redirect_uri"],
+        "http://127.0.0.1:9/logged-out"
+    );
+    assert_eq!(params["state"], end.state());
+    assert!(end.state().len() >= 16);
+    // Neither the URL nor the ID token reaches Debug.
+    let debug = format!("{logout:?}");
+    assert!(
+        !debug.contains(&id_token) && !debug.contains("id_token_hint"),
+        "{debug}"
+    );
+    // Nothing was ended from here: the session is the browser's to end.
+    assert_eq!(emulator.ended_sessions(), 0);
+    let (status, _, _) = get(end.url()).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    // The refresh token is spent, and the browser's visit ended the session.
+    let session = RefreshSession::new(endpoint(&emulator, &epj), set.clone());
     support::assert_logged_out(&emulator, &session).await;
 }
 

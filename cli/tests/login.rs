@@ -32,14 +32,14 @@ async fn login_writes_a_dpop_bound_token_set_that_renews_and_logout_ends_it() {
     let secret = set.refresh_token().secret().to_owned();
     assert!(!stdout.contains(&secret) && !stderr.contains(&secret));
 
-    // Logout with the rotated set: its refresh token is revoked and the session ended.
+    // Logout with the rotated set: its refresh token is revoked.
     let rotated = session.token_set().await.expect("rotated");
     std::fs::write(&out, rotated.to_json().as_bytes()).expect("write");
     let logout = tokio::task::spawn_blocking({
         let (config, out) = (login.config.clone(), out.clone());
         move || {
             Command::new(BIN)
-                .args(["logout", "--config"])
+                .args(["logout", "--no-browser", "--config"])
                 .arg(config)
                 .arg("--token-set")
                 .arg(out)
@@ -55,6 +55,26 @@ async fn login_writes_a_dpop_bound_token_set_that_renews_and_logout_ends_it() {
         String::from_utf8_lossy(&logout.stderr)
     );
     assert!(!out.exists(), "the token set is removed");
+    assert_eq!(
+        emulator.ended_sessions(),
+        0,
+        "nothing ended from the command line"
+    );
+    // The session itself is the browser's to end: the URL for it is printed, with the
+    // ID token as the hint, and nothing claims it has ended.
+    let stderr = String::from_utf8_lossy(&logout.stderr);
+    assert!(stderr.contains("refresh token revoked"), "{stderr}");
+    let id_token = rotated.id_token().expect("an ID token");
+    let url = stderr
+        .lines()
+        .find(|line| line.contains("id_token_hint="))
+        .unwrap_or_else(|| panic!("no end session URL in {stderr}"));
+    assert!(url.starts_with(login.emulator.issuer()), "{url}");
+    assert!(url.contains(id_token), "{url}");
+    assert!(!stderr.contains("session ended"), "{stderr}");
+    // The browser opens it: the session ends, and the refresh token was revoked.
+    let (status, _, _) = support::get_text(url).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
     support::assert_logged_out(emulator, &session).await;
     let _ = std::fs::remove_dir_all(&login.dir);
 }

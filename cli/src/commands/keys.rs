@@ -113,6 +113,12 @@ pub(crate) async fn rotate(args: RotateArgs) -> CliResult {
         rotation.backup.display(),
     ))?;
     out.flush()?;
+    if let Some(e) = &rotation.api_scopes_error {
+        eprintln!(
+            "helseid: the rotation stands, but a token for the configuration's API scopes with the new key was refused: {}",
+            helseid::text::escape(&e.to_string())
+        );
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `helseid login` and `helseid logout`: a person logs in with the browser (PAR, PKCE,
 //! DPoP, a loopback redirect), and the token set is written owner-only; logging out
-//! revokes its refresh token and ends the session.
+//! revokes its refresh token and opens (or prints) the URL that ends the session in the
+//! browser.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub(crate) struct LogoutArgs {
     /// demo client (which knows no session but its own).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Do not open the browser to end the session at HelseID: print the URL on stderr
+    /// instead (the session lives in the browser and ends only when it opens the URL).
+    #[arg(long)]
+    no_browser: bool,
 }
 
 /// `helseid login`.
@@ -128,18 +133,28 @@ pub(crate) async fn logout(args: LogoutArgs) -> CliResult {
     let client = LoginClient::new(TokenEndpoint::new(config)?);
     let logout = client.logout(&set).await?;
     eprintln!(
-        "helseid: refresh token {}; session {}",
+        "helseid: refresh token {}",
         if logout.revoked {
             "revoked"
         } else {
-            "not revoked (no revocation endpoint)"
-        },
-        if logout.session_ended {
-            "ended"
-        } else {
-            "not ended (no ID token or end session endpoint)"
+            "not revoked (the issuer names no revocation endpoint)"
         }
     );
+    match &logout.end_session {
+        Some(end) if args.no_browser => {
+            eprintln!(
+                "helseid: to end the session at HelseID, open this URL in the browser that logged in:"
+            );
+            eprintln!("{}", end.url());
+        }
+        Some(end) => {
+            eprintln!("helseid: ending the session at HelseID in the browser");
+            open_browser(end.url());
+        }
+        None => eprintln!(
+            "helseid: no session to end in the browser (no ID token, or no end session endpoint)"
+        ),
+    }
     std::fs::remove_file(&args.token_set)
         .map_err(|e| format!("cannot remove {}: {e}", args.token_set.display()))?;
     eprintln!("helseid: removed {}", args.token_set.display());
