@@ -8,8 +8,8 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use crate::idp::client_auth::AuthenticatedClient;
+use crate::idp::issue::{granted_scopes, issue_access_token, resources, token_response};
 use crate::idp::state::State;
-use crate::idp::token::{granted_scopes, issue_access_token, resources, token_response};
 use crate::server::form::TokenForm;
 use crate::server::response::{TokenError, quote};
 use crate::server::unix_now;

@@ -7,6 +7,7 @@ pub(crate) mod clients;
 pub(crate) mod discovery;
 pub(crate) mod dpop;
 pub(crate) mod exchange;
+pub(crate) mod issue;
 pub(crate) mod login;
 pub(crate) mod people;
 pub(crate) mod refresh;

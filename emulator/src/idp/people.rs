@@ -4,7 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::idp::test_token::user_claims;
+use crate::server::error::b64;
+use crate::server::unix_now;
 
 /// A test person of the emulator's login page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +86,58 @@ pub(crate) fn find(pid: &str) -> Option<&'static TestPerson> {
     TEST_PEOPLE.iter().find(|person| person.pid == pid)
 }
 
+/// A user's claims as HelseID puts them in tokens: `sub` (a stable pseudonym of the
+/// pid), `amr`, `auth_time` (now), `idp`, the pid, the security level and the
+/// assurance level.
+pub(crate) fn user_claims(pid: &str, level: &str, assurance: &str) -> Map<String, Value> {
+    let mut user = Map::new();
+    user.insert("sub".into(), json!(pseudonym(pid)));
+    user.insert("amr".into(), json!(["pwd"]));
+    user.insert("auth_time".into(), json!(unix_now()));
+    user.insert("idp".into(), json!(TEST_IDP));
+    user.insert("helseid://claims/identity/pid".into(), json!(pid));
+    user.insert(
+        "helseid://claims/identity/security_level".into(),
+        json!(level),
+    );
+    user.insert(
+        "helseid://claims/identity/assurance_level".into(),
+        json!(assurance),
+    );
+    user
+}
+
+/// Whether `pid` is a Norwegian fødselsnummer or D-number: eleven digits whose last two
+/// are the mod-11 check digits.
+pub(crate) fn is_pid(pid: &str) -> bool {
+    let digits: Vec<u32> = pid.chars().filter_map(|c| c.to_digit(10)).collect();
+    if pid.len() != 11 || digits.len() != 11 {
+        return false;
+    }
+    let check = |weights: &[u32]| -> Option<u32> {
+        let sum: u32 = weights.iter().zip(&digits).map(|(w, d)| w * d).sum();
+        match 11 - sum % 11 {
+            11 => Some(0),
+            10 => None,
+            k => Some(k),
+        }
+    };
+    check(&[3, 7, 6, 1, 8, 9, 4, 5, 2]) == digits.get(9).copied()
+        && check(&[5, 4, 3, 2, 7, 6, 5, 4, 3, 2]) == digits.get(10).copied()
+}
+
+/// A stable pseudonym for a person: the same `sub` for the same pid, on every run.
+fn pseudonym(pid: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("helseid-emulator-sub:{pid}").as_bytes(),
+    );
+    b64(digest.as_ref())
+}
+
+/// The identity provider named in the `idp` claim of test tokens.
+const TEST_IDP: &str = "testidp-oidc";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +145,7 @@ mod tests {
     #[test]
     fn every_test_person_has_a_valid_pid_and_distinct_numbers() {
         for (i, person) in TEST_PEOPLE.iter().enumerate() {
-            assert!(crate::idp::test_token::is_pid(person.pid), "{}", person.pid);
+            assert!(crate::idp::people::is_pid(person.pid), "{}", person.pid);
             assert!(person.hpr_number.bytes().all(|b| b.is_ascii_digit()));
             for other in &TEST_PEOPLE[i + 1..] {
                 assert_ne!(person.pid, other.pid);

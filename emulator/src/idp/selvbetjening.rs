@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::idp::clients::ClientKey;
-use crate::idp::dpop::check_bound_request;
 use crate::idp::state::State;
+use crate::idp::verify::check_bound_request;
 use crate::idp::verify::check_scope;
 use crate::server::response::DPOP_NONCE;
 use crate::server::response::ProblemDetails;

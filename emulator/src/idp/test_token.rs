@@ -8,26 +8,22 @@ use axum::extract::State as Extract;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::idp::clients::RegisteredClient;
 use crate::idp::clients::Tenancy;
+use crate::idp::issue::{client_claims, granted_scopes, issue_access_token, token_response};
+use crate::idp::people::{is_pid, user_claims};
 use crate::idp::refresh::Session;
 use crate::idp::state::State;
 use crate::idp::tenancy::{Organisation, is_orgnr};
-use crate::idp::token::{client_claims, granted_scopes, issue_access_token, token_response};
-use crate::server::error::b64;
 use crate::server::response::{TokenError, escape, quote};
-use crate::server::unix_now;
 
 /// The fødselsnummer of the synthetic test person used when a request names none.
 pub(crate) const DEFAULT_PID: &str = "13116900216";
 
 /// The security level used when a request names none: 4, high (BankID and the like).
 const DEFAULT_SECURITY_LEVEL: &str = "4";
-
-/// The identity provider named in the `idp` claim of test tokens.
-const TEST_IDP: &str = "testidp-oidc";
 
 /// A request for a user token set: the JSON body of `POST /test-token`, or the argument
 /// of [`Emulator::mint_test_token`](crate::Emulator::mint_test_token).
@@ -249,53 +245,4 @@ fn organisation(
             })
         }
     }
-}
-
-/// A user's claims as HelseID puts them in tokens: `sub` (a stable pseudonym of the
-/// pid), `amr`, `auth_time` (now), `idp`, the pid, the security level and the
-/// assurance level.
-pub(crate) fn user_claims(pid: &str, level: &str, assurance: &str) -> Map<String, Value> {
-    let mut user = Map::new();
-    user.insert("sub".into(), json!(pseudonym(pid)));
-    user.insert("amr".into(), json!(["pwd"]));
-    user.insert("auth_time".into(), json!(unix_now()));
-    user.insert("idp".into(), json!(TEST_IDP));
-    user.insert("helseid://claims/identity/pid".into(), json!(pid));
-    user.insert(
-        "helseid://claims/identity/security_level".into(),
-        json!(level),
-    );
-    user.insert(
-        "helseid://claims/identity/assurance_level".into(),
-        json!(assurance),
-    );
-    user
-}
-
-/// Whether `pid` is a Norwegian fødselsnummer or D-number: eleven digits whose last two
-/// are the mod-11 check digits.
-pub(crate) fn is_pid(pid: &str) -> bool {
-    let digits: Vec<u32> = pid.chars().filter_map(|c| c.to_digit(10)).collect();
-    if pid.len() != 11 || digits.len() != 11 {
-        return false;
-    }
-    let check = |weights: &[u32]| -> Option<u32> {
-        let sum: u32 = weights.iter().zip(&digits).map(|(w, d)| w * d).sum();
-        match 11 - sum % 11 {
-            11 => Some(0),
-            10 => None,
-            k => Some(k),
-        }
-    };
-    check(&[3, 7, 6, 1, 8, 9, 4, 5, 2]) == digits.get(9).copied()
-        && check(&[5, 4, 3, 2, 7, 6, 5, 4, 3, 2]) == digits.get(10).copied()
-}
-
-/// A stable pseudonym for a person: the same `sub` for the same pid, on every run.
-fn pseudonym(pid: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        format!("helseid-emulator-sub:{pid}").as_bytes(),
-    );
-    b64(digest.as_ref())
 }

@@ -1,10 +1,12 @@
 //! What the IdP publishes for the APIs it protects, checked as any API would check it:
 //! the token of an `Authorization` header and the scope an access token carries (the
 //! signature and claims: [`State::verify_access_token`](crate::idp::state::State::verify_access_token);
-//! a DPoP-bound request: [`check_bound_request`](crate::idp::dpop::check_bound_request)).
+//! a DPoP-bound request: [`check_bound_request`](crate::idp::verify::check_bound_request)).
 
 use axum::http::{HeaderMap, header};
 use serde_json::Value;
+
+use crate::idp::dpop::{Expected, Nonces, ProofError, proof_header};
 
 /// Checks that an access token's claims carry `scope`, which `api` (named in the
 /// description) needs.
@@ -71,4 +73,80 @@ fn has_scope(claims: &Value, scope: &str) -> bool {
         Some(Value::String(scopes)) => scopes.split(' ').any(|s| s == scope),
         _ => false,
     }
+}
+
+/// Why a request to a DPoP-protected API was refused: the `WWW-Authenticate` error code
+/// (`invalid_token`, `invalid_dpop_proof`, `use_dpop_nonce`), what is wrong (never
+/// quoting the token or the proof), and the nonce to hand out.
+pub(crate) struct BoundRefusal {
+    pub(crate) error: &'static str,
+    pub(crate) description: String,
+    pub(crate) nonce: Option<String>,
+}
+
+impl BoundRefusal {
+    fn new(error: &'static str, description: impl Into<String>) -> Self {
+        BoundRefusal {
+            error,
+            description: description.into(),
+            nonce: None,
+        }
+    }
+}
+
+/// Checks a request to a DPoP-protected API (`api` names it in descriptions):
+/// `Authorization: DPoP <token>` with an unexpired access token of this emulator that
+/// has a `cnf.jkt`, and a `DPoP` proof that verifies for the request's method at this
+/// URL, with `ath` for the token and the key the token is bound to, carrying one of
+/// `nonces` when given. Returns the token's claims; the scope is the caller's to check.
+pub(crate) fn check_bound_request(
+    state: &crate::idp::state::State,
+    request: &axum::http::request::Parts,
+    api: &str,
+    nonces: Option<&Nonces>,
+) -> Result<Value, BoundRefusal> {
+    let invalid_token = |description: String| BoundRefusal::new("invalid_token", description);
+    let headers = &request.headers;
+    let token = authorization_token(headers, "DPoP", api).map_err(invalid_token)?;
+    let claims = state.verify_access_token(token).map_err(invalid_token)?;
+    let jkt = match claims.get("cnf").and_then(|cnf| cnf.get("jkt")) {
+        Some(Value::String(jkt)) => jkt.clone(),
+        Some(_) => {
+            return Err(invalid_token(
+                "the access token's cnf.jkt is not a string".to_owned(),
+            ));
+        }
+        None => {
+            return Err(invalid_token(
+                "the access token is not DPoP-bound (it has no cnf.jkt): get a token with a \
+                 DPoP proof at the token endpoint"
+                    .to_owned(),
+            ));
+        }
+    };
+    let refuse = |error: ProofError| match error {
+        ProofError::Invalid(description) => BoundRefusal::new("invalid_dpop_proof", description),
+        ProofError::UseNonce(description) => {
+            state.dpop.count_challenge();
+            BoundRefusal {
+                nonce: Some(state.dpop.api_nonces.current()),
+                ..BoundRefusal::new("use_dpop_nonce", description)
+            }
+        }
+    };
+    let proof = proof_header(headers).map_err(refuse)?.ok_or_else(|| {
+        BoundRefusal::new(
+            "invalid_dpop_proof",
+            "the request has no DPoP header: a DPoP-bound token is sent with a DPoP proof",
+        )
+    })?;
+    let url = format!("{}{}", state.issuer, request.uri.path());
+    let expected = Expected {
+        method: request.method.as_str(),
+        url: &url,
+        bound_to: Some((token, &jkt)),
+        nonces,
+    };
+    state.dpop.verify(proof, &expected).map_err(refuse)?;
+    Ok(claims)
 }

@@ -50,25 +50,6 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Found by `fuzz_client_assertion`: a claim's control characters reached the
-    /// description raw.
-    #[test]
-    fn quoted_values_have_their_control_characters_escaped() {
-        assert_eq!(quote("ES256"), "`ES256`");
-        assert_eq!(quote("a\nb\u{1b}[31m\u{7}"), r"`a\nb\u{1b}[31m\u{7}`");
-        assert_eq!(
-            escape("unknown field `\u{1b}[2J`"),
-            r"unknown field `\u{1b}[2J`"
-        );
-        let long = "é".repeat(MAX_QUOTED + 1);
-        assert_eq!(quote(&long), format!("`{}...`", "é".repeat(MAX_QUOTED)));
-    }
-}
-
 /// Makes a description fit in a quoted-string of a `WWW-Authenticate` challenge: no
 /// quotes or backslashes inside, visible ASCII only.
 pub(crate) fn challenge_text(description: &str) -> String {
@@ -227,4 +208,23 @@ pub(crate) fn problem(status: StatusCode, detail: String, instance: &str) -> Res
         instance: Some(instance.to_owned()),
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz_client_assertion`: a claim's control characters reached the
+    /// description raw.
+    #[test]
+    fn quoted_values_have_their_control_characters_escaped() {
+        assert_eq!(quote("ES256"), "`ES256`");
+        assert_eq!(quote("a\nb\u{1b}[31m\u{7}"), r"`a\nb\u{1b}[31m\u{7}`");
+        assert_eq!(
+            escape("unknown field `\u{1b}[2J`"),
+            r"unknown field `\u{1b}[2J`"
+        );
+        let long = "é".repeat(MAX_QUOTED + 1);
+        assert_eq!(quote(&long), format!("`{}...`", "é".repeat(MAX_QUOTED)));
+    }
 }

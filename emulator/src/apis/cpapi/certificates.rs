@@ -25,10 +25,17 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::apis::cpapi::{Certificate, CertificateMetadata, CertificatePairInfo, Use};
-use crate::apis::cpe::CommunicationParty;
+use crate::apis::cpapi::model::{Certificate, CertificateMetadata, CertificatePairInfo};
+use crate::apis::cpe::model::CommunicationParty;
 use crate::apis::register::dotnet::write_dotnet;
 use crate::apis::register::mix64;
+
+/// What a certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    Signing,
+    Encryption,
+}
 
 /// One certificate, made.
 #[derive(Debug)]

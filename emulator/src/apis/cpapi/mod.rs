@@ -29,7 +29,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
-use crate::apis::cpapi::certificates::Certificates;
+use crate::apis::cpapi::certificates::{Certificates, Use};
 pub(crate) use crate::apis::cpapi::model::*;
 use crate::apis::cpe::strict_query;
 use crate::apis::register::Register;
@@ -255,13 +255,6 @@ pub(crate) async fn encryption_certificate(
     request: Parts,
 ) -> Result<Json<Certificate>, Refusal> {
     current_certificate(&state, &her_id, &request, Use::Encryption)
-}
-
-/// What a certificate is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Use {
-    Signing,
-    Encryption,
 }
 
 fn current_certificate(
@@ -784,13 +777,11 @@ fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
         .require_nonce
         .load(Ordering::Relaxed)
         .then_some(&state.idp.dpop.api_nonces);
-    let claims =
-        dpop::check_bound_request(&state.idp, request, API, nonces).map_err(|refusal| {
-            Refusal::Unauthorized {
-                error: refusal.error,
-                description: refusal.description,
-                nonce: refusal.nonce,
-            }
+    let claims = crate::idp::verify::check_bound_request(&state.idp, request, API, nonces)
+        .map_err(|refusal| Refusal::Unauthorized {
+            error: refusal.error,
+            description: refusal.description,
+            nonce: refusal.nonce,
         })?;
     // A valid token and proof for another API: 403, as cpapi.json documents.
     check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {

@@ -7,14 +7,15 @@
 use chrono::{DateTime, Utc};
 
 use crate::apis::cpapi::certificates::Certificates;
-use crate::apis::cpapi::{
+use crate::apis::cpapi::certificates::Use;
+use crate::apis::cpapi::model::{
     AdministrativeCode, AmqpAddress, AmqpTransportStatus, Code, CommunicationParty as Party,
     CommunicationPartyExport, CommunicationPartyLegacy, CommunicationPartyType,
     CommunicationPartyTypeLegacy, CoverageInfo, ElectronicAddress, HprInformation,
     InterMunicipalityCoverageArea, OrganizationDetails, ParentOrganization, Period, Person,
-    PersonDetails, PhysicalAddress, PostalAddress, SearchParameters, ServiceDetails, Use,
+    PersonDetails, PhysicalAddress, PostalAddress, SearchParameters, ServiceDetails,
 };
-use crate::apis::cpe::CommunicationParty;
+use crate::apis::cpe::model::CommunicationParty;
 use crate::apis::register::dotnet::{parse_dotnet, write_dotnet};
 use crate::apis::register::seed::MUNICIPALITIES;
 use crate::apis::register::{Register, mix64};

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::apis::cpapi;
-use crate::apis::cpe::{CommunicationParty, EventValue, ExportResponse};
+use crate::apis::cpapi::model;
+use crate::apis::cpe::model::{CommunicationParty, EventValue, ExportResponse};
 use crate::apis::register::dotnet::{instant, to_ticks, write_dotnet};
 
 /// Mixed into event indexes to make event ids.
@@ -101,11 +101,6 @@ impl Register {
             register.push_event(party, kind, at);
         }
         register
-    }
-
-    /// The seeded register (the same on every call).
-    pub(crate) fn seed() -> Self {
-        crate::apis::register::seed::register()
     }
 
     /// How many parties the register holds.
@@ -210,7 +205,7 @@ impl Register {
 impl Register {
     /// At most `max` events of the CommunicationParty API v2's feed, from sequence
     /// number `from` on. An event's sequence number is its position in the feed plus one.
-    pub(crate) fn sequenced_events(&self, from: i64, max: usize) -> Vec<cpapi::Event> {
+    pub(crate) fn sequenced_events(&self, from: i64, max: usize) -> Vec<model::Event> {
         let start = usize::try_from(from.saturating_sub(1)).unwrap_or(usize::MAX);
         self.events
             .iter()
@@ -222,20 +217,20 @@ impl Register {
     }
 
     /// The last event of the CommunicationParty API v2's feed.
-    pub(crate) fn latest_sequenced_event(&self) -> Option<cpapi::Event> {
+    pub(crate) fn latest_sequenced_event(&self) -> Option<model::Event> {
         let index = self.events.len().checked_sub(1)?;
         self.sequenced(index, self.events.get(index)?)
     }
 
     /// The event at `index` as the CommunicationParty API v2 shows it: date-times always
     /// with their offset.
-    fn sequenced(&self, index: usize, event: &Event) -> Option<cpapi::Event> {
-        Some(cpapi::Event {
+    fn sequenced(&self, index: usize, event: &Event) -> Option<model::Event> {
+        Some(model::Event {
             sequence_number: Some(i64::try_from(index).ok()?.checked_add(1)?),
             her_id: Some(self.parties.get(event.party)?.her_id),
             event_type: Some(match event.kind {
-                EventKind::Created => cpapi::EventType::CommunicationPartyCreated,
-                EventKind::Updated => cpapi::EventType::CommunicationPartyUpdated,
+                EventKind::Created => model::EventType::CommunicationPartyCreated,
+                EventKind::Updated => model::EventType::CommunicationPartyUpdated,
             }),
             event_timestamp: Some(write_dotnet(event.at, true)),
         })

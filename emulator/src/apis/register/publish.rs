@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{EventKind, Register, mix64};
-use crate::apis::cpe::{CommunicationParty, Period};
+use crate::apis::cpe::model::{CommunicationParty, Period};
 use crate::apis::register::dotnet::{to_ticks, write_dotnet};
 use crate::apis::register::seed::mod11_check_digit;
 

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use crate::apis::cpe::{CommunicationParty, Period};
+use crate::apis::cpe::model::{CommunicationParty, Period};
 use crate::apis::register::dotnet::{TICKS_PER_SECOND, instant, local_midnight, write_dotnet};
 use crate::apis::register::{EventKind, Register, mix64};
 
@@ -25,6 +25,13 @@ const SEED: u64 = 0x6865_6c73_6569_6421;
 
 /// The feed's first event: 2025-01-06T07:12:03.4518273Z, in ticks since the Unix epoch.
 pub(crate) const FIRST_EVENT: i64 = 1_736_147_523 * TICKS_PER_SECOND + 4_518_273;
+
+impl Register {
+    /// The seeded register (the same on every call).
+    pub(crate) fn seed() -> Self {
+        register()
+    }
+}
 
 /// The seeded register (the same on every call).
 pub(crate) fn register() -> Register {
@@ -610,6 +617,21 @@ pub(crate) fn mod11_check_digit(first_eight: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::apis::register::dotnet::parse_dotnet;
+
+    #[test]
+    fn dotnet_date_times_are_written_as_dotnet_writes_them() {
+        let at = instant(FIRST_EVENT);
+        assert_eq!(write_dotnet(at, true), "2025-01-06T08:12:03.4518273+01:00");
+        assert_eq!(write_dotnet(at, false), "2025-01-06T07:12:03.4518273");
+        let summer = instant(FIRST_EVENT + 150 * 86_400 * TICKS_PER_SECOND);
+        assert!(write_dotnet(summer, true).ends_with("+02:00"));
+        let whole = instant(1_746_093_600 * TICKS_PER_SECOND);
+        assert_eq!(write_dotnet(whole, true), "2025-05-01T12:00:00+02:00");
+        assert_eq!(
+            write_dotnet(instant(1_746_093_600 * TICKS_PER_SECOND + 1_200_000), true),
+            "2025-05-01T12:00:00.12+02:00"
+        );
+    }
 
     #[test]
     fn the_seed_is_deterministic_and_shaped_as_documented() {
