@@ -310,6 +310,7 @@ pub fn cpapi_openapi() -> serde_json::Value {
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -588,14 +589,19 @@ impl EmulatorBuilder {
         let mut registrations = self.clients;
         let mut test_keys = HashMap::with_capacity(self.test_clients.len());
         for (client_id, scopes) in self.test_clients {
-            let key = generate_key(
-                "generate a test client's key",
-                PrivateJwk::generate_ec(Algorithm::ES256),
-            )?;
+            let jwk = PrivateJwk::generate_ec(Algorithm::ES256)
+                .map_err(|e| Error::key("generate a test client's key", e))?;
+            let key = generate_key("generate a test client's key", Ok(jwk.clone()))?;
             registrations.push(
                 ClientRegistration::new(client_id.clone(), key.public_jwk().clone()).scopes(scopes),
             );
-            test_keys.insert(client_id, Arc::new(key));
+            test_keys.insert(
+                client_id,
+                TestKey {
+                    signing: Arc::new(key),
+                    jwk,
+                },
+            );
         }
         let mut clients = HashMap::with_capacity(registrations.len());
         for registration in registrations {
@@ -678,6 +684,13 @@ impl EmulatorBuilder {
     }
 }
 
+/// A test client's key: the signing key its configurations carry, and the private JWK
+/// a configuration file holds.
+struct TestKey {
+    signing: Arc<SigningKey>,
+    jwk: PrivateJwk,
+}
+
 /// A running HelseID emulator.
 ///
 /// The server runs on a tokio task until [`shutdown`](Self::shutdown) is called or the
@@ -685,7 +698,7 @@ impl EmulatorBuilder {
 pub struct Emulator {
     state: State,
     /// The private keys of the [test clients](EmulatorBuilder::test_client), by client id.
-    test_keys: HashMap<String, Arc<SigningKey>>,
+    test_keys: HashMap<String, TestKey>,
     local_addr: SocketAddr,
     /// Dropping this sender also stops the server.
     stop: watch::Sender<bool>,
@@ -753,6 +766,76 @@ impl Emulator {
     /// # Ok(()) }
     /// ```
     pub fn client_config(&self, client_id: &str) -> Result<ClientConfig> {
+        let (key, client) = self.test_client(client_id)?;
+        ClientConfig::builder()
+            .client_id(client_id)
+            .authority_url(self.issuer())
+            .scopes(client.scopes.iter().cloned())
+            .signing_key(Arc::clone(&key.signing))
+            .build()
+            .map_err(|e| Error::key("build a test client's configuration", e))
+    }
+
+    /// Writes the configuration of the [test client](EmulatorBuilder::test_client)
+    /// `client_id` to `path` as the JSON file HelseID's self-service portal
+    /// (Selvbetjening) gives for download, which
+    /// [`ClientConfig::from_file`] reads: `clientName`, `authority` (this emulator),
+    /// `clientId`, `grantTypes`, `scopes` (every scope the client was registered with),
+    /// `secretType` and `privateJwk` (the private key as a JSON string inside the JSON,
+    /// as the portal writes it). For tests of a service that reads its configuration
+    /// from a file.
+    ///
+    /// The file holds a private key, so it is written as the library writes secrets
+    /// ([`helseid::private_file::write`]): created owner-only (mode 0600) and
+    /// exclusively beside `path`, then renamed over it.
+    ///
+    /// # Errors
+    /// [`Error::NoClientKey`] as [`client_config`](Self::client_config) (no file is
+    /// written); [`Error::WriteFile`] with the I/O error when the file cannot be written.
+    ///
+    /// # Example
+    /// ```
+    /// use helseid::config::ClientConfig;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = helseid_emulator::Emulator::builder()
+    ///     .test_client("my-service", ["nhn:cp-api/access"])
+    ///     .start()
+    ///     .await?;
+    /// let dir = std::env::temp_dir().join(format!("helseid-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("my-service.json");
+    /// emulator.write_client_config("my-service", &path)?;
+    ///
+    /// // What the service does at startup:
+    /// let config = ClientConfig::from_file(&path)?;
+    /// assert_eq!(config.client_id(), "my-service");
+    /// assert_eq!(config.authority().issuer(), emulator.issuer());
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn write_client_config(&self, client_id: &str, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let (key, client) = self.test_client(client_id)?;
+        let file = serde_json::json!({
+            "clientName": client_id,
+            "authority": self.issuer(),
+            "clientId": client_id,
+            "grantTypes": ["client_credentials"],
+            "scopes": client.scopes,
+            "secretType": "private_key_jwt:JwkPrivateKeyJwtSecret",
+            "privateJwk": key.jwk.to_json().as_str(),
+        });
+        let text = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        helseid::private_file::write(path, &text).map_err(|source| Error::WriteFile {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The key and registration of the test client `client_id`.
+    fn test_client(&self, client_id: &str) -> Result<(&TestKey, &RegisteredClient)> {
         let (Some(key), Some(client)) = (
             self.test_keys.get(client_id),
             self.state.idp.clients.get(client_id),
@@ -770,13 +853,7 @@ impl Emulator {
                 reason,
             });
         };
-        ClientConfig::builder()
-            .client_id(client_id)
-            .authority_url(self.issuer())
-            .scopes(client.scopes.iter().cloned())
-            .signing_key(Arc::clone(key))
-            .build()
-            .map_err(|e| Error::key("build a test client's configuration", e))
+        Ok((key, client))
     }
 
     /// The token endpoint: the issuer followed by `/connect/token`.

@@ -46,6 +46,18 @@ pub enum Error {
         source: Option<helseid::Error>,
     },
 
+    /// A file could not be written
+    /// ([`Emulator::write_client_config`](crate::Emulator::write_client_config)).
+    #[error("cannot write {}", path.display())]
+    #[non_exhaustive]
+    WriteFile {
+        /// The file asked for.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// [`Emulator::client_config`](crate::Emulator::client_config) was asked for a
     /// client whose private key the emulator does not hold: one that is not registered,
     /// or one registered with a key of the test's own
