@@ -116,6 +116,9 @@ pub mod token;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;
+#[cfg(feature = "verify")]
+#[cfg_attr(docsrs, doc(cfg(feature = "verify")))]
+pub mod verify;
 #[cfg(any(feature = "cpe", feature = "cpapi"))]
 mod typed;
 

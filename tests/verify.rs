@@ -1,0 +1,1039 @@
+//! `helseid::verify` against an issuer double: tokens signed with keys the tests
+//! generate, every refusal and its answer (status, `WWW-Authenticate` parsed, nothing
+//! secret echoed), keys (rotation, a flood of unknown `kid`s, failing JWKS), the cache
+//! of verified tokens, and DPoP proofs made with RSA, RSA-PSS and EC keys.
+#![cfg(feature = "verify")]
+
+#[path = "support/issuer.rs"]
+mod issuer;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use helseid::key::{Algorithm, PrivateJwk, SigningKey};
+use helseid::verify::{Dpop, HelseIdClaims, Reason, VerifyLayer, VerifyLayerBuilder};
+use http::{Request, Response, StatusCode, header};
+use issuer::{Challenge, IssuerDouble, Jwks, RawKey, b64, parse_challenges};
+use serde_json::{Value, json};
+use tower::{ServiceBuilder, ServiceExt};
+
+const AUD: &str = "nhn:msh";
+const SCOPE: &str = "nhn:msh/api";
+const BASE: &str = "https://api.example.no";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Claims of a good client-credentials access token of `iss`.
+fn claims(iss: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": iss,
+        "aud": AUD,
+        "exp": now + 300,
+        "iat": now,
+        "nbf": now,
+        "client_id": "client-1",
+        "client_amr": "private_key_jwt",
+        "scope": format!("{SCOPE} other"),
+        "jti": "token-jti",
+    })
+}
+
+fn builder(issuer: &IssuerDouble) -> VerifyLayerBuilder {
+    VerifyLayer::builder(issuer.url())
+        .audience(AUD)
+        .public_base_url(BASE)
+}
+
+/// A layer over the double's router in-process (no socket: tests under a paused clock).
+fn in_process(issuer: &IssuerDouble) -> VerifyLayerBuilder {
+    builder(issuer).http_service(issuer.router.clone())
+}
+
+async fn echo(request: Request<String>) -> Result<Response<String>, Infallible> {
+    let body = match request.extensions().get::<Arc<HelseIdClaims>>() {
+        Some(claims) => format!("client={}", claims.client_id.as_deref().unwrap_or("?")),
+        None => "anonymous".to_owned(),
+    };
+    Ok(Response::new(body))
+}
+
+async fn call(layer: &VerifyLayer, request: Request<String>) -> Response<String> {
+    ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(echo)
+        .oneshot(request)
+        .await
+        .expect("infallible")
+}
+
+fn get(authorization: Option<&str>) -> http::request::Builder {
+    let mut request = Request::get(format!("{BASE}/messages?x=1"));
+    if let Some(a) = authorization {
+        request = request.header(header::AUTHORIZATION, a);
+    }
+    request
+}
+
+async fn bearer(layer: &VerifyLayer, token: &str) -> Response<String> {
+    call(
+        layer,
+        get(Some(&format!("Bearer {token}")))
+            .body(String::new())
+            .expect("request"),
+    )
+    .await
+}
+
+/// The challenges of an answer.
+fn challenges(response: &Response<String>) -> Vec<Challenge> {
+    let values: Vec<&str> = response
+        .headers()
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .map(|v| v.to_str().expect("visible ASCII"))
+        .collect();
+    parse_challenges(&values)
+}
+
+/// Asserts a refusal: the status, the error of the first challenge (none at all when
+/// `error` is `None`), an `error_description` in RFC 6750's character set, and no part
+/// of any secret in a header or the body.
+#[track_caller]
+fn refused(
+    response: &Response<String>,
+    status: StatusCode,
+    error: Option<&str>,
+    secrets: &[&str],
+) -> Vec<Challenge> {
+    assert_eq!(response.status(), status, "{:?}", response.headers());
+    let found = challenges(response);
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(!found.is_empty(), "a challenge");
+    }
+    match error {
+        Some(error) => {
+            assert_eq!(found[0].param("error"), Some(error), "{found:?}");
+            let description = found[0].param("error_description").expect("description");
+            assert!(
+                description
+                    .chars()
+                    .all(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e')),
+                "{description:?}"
+            );
+        }
+        None => assert!(
+            found.iter().all(|c| c.param("error").is_none()),
+            "{found:?}"
+        ),
+    }
+    assert_eq!(response.body(), "", "a refusal has no body");
+    let shown: Vec<String> = response
+        .headers()
+        .values()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    for secret in secrets {
+        for part in secret.split('.').filter(|p| p.len() >= 16) {
+            for value in &shown {
+                assert!(!value.contains(part), "a secret is echoed: {value}");
+            }
+        }
+    }
+    found
+}
+
+fn schemes(found: &[Challenge]) -> Vec<&str> {
+    found.iter().map(|c| c.scheme.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Bearer tokens.
+
+#[tokio::test]
+async fn good_tokens_pass_with_typed_claims_rsa_pss_and_ec() {
+    let ec = RawKey::new("ec-key");
+    let rs = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("rsa"))
+        .expect("key");
+    let ps = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::PS256).expect("pss"))
+        .expect("key");
+    let es384 =
+        SigningKey::from_jwk(&PrivateJwk::generate_ec(Algorithm::ES384).expect("ec")).expect("key");
+    let jwk = |k: &SigningKey| {
+        let mut v = serde_json::to_value(k.public_jwk()).expect("json");
+        v["kid"] = json!(k.kid());
+        v
+    };
+    let issuer = IssuerDouble::serve(vec![ec.jwk(), jwk(&rs), jwk(&ps), jwk(&es384)]).await;
+    let layer = builder(&issuer).dpop(Dpop::Allowed).build().expect("layer");
+    let mut c = claims(&issuer.url());
+    c["helseid://claims/identity/security_level"] = json!("4");
+    c["helseid://claims/identity/pid"] = json!("13116900216");
+    c["helseid://claims/client/claims/orgnr_parent"] = json!("999999999");
+    c["act"] = json!({"client_id": "epj", "act": {"client_id": "first"}});
+    for token in [
+        ec.token(&c),
+        rs.sign_jwt("at+jwt", &c).expect("sign"),
+        ps.sign_jwt("at+jwt", &c).expect("sign"),
+        es384.sign_jwt("application/at+jwt", &c).expect("sign"),
+    ] {
+        let response = bearer(&layer, &token).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{:?}",
+            response.headers()
+        );
+        assert_eq!(response.body(), "client=client-1");
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "one fetch for every key");
+    assert_eq!(issuer.discovery_fetches(), 1);
+
+    let claims = layer.verify_token(&ec.token(&c)).await.expect("claims");
+    assert_eq!(claims.scopes, vec![SCOPE.to_owned(), "other".to_owned()]);
+    assert_eq!(claims.audience, vec![AUD.to_owned()]);
+    assert_eq!(claims.security_level, Some(4));
+    assert_eq!(claims.orgnr_parent.as_deref(), Some("999999999"));
+    assert_eq!(claims.client_amr.as_deref(), Some("private_key_jwt"));
+    assert_eq!(
+        claims
+            .act
+            .as_ref()
+            .and_then(|a| a.act.as_ref())
+            .and_then(|a| a.client_id.as_deref()),
+        Some("first")
+    );
+    assert!(!format!("{claims:?}").contains("13116900216"));
+    assert!(claims.require_scope(SCOPE).is_ok());
+    let refusal = claims
+        .require_scope("nhn:msh/admin")
+        .expect_err("missing scope");
+    let answer = refusal.into_response::<String>();
+    let found = refused(
+        &answer,
+        StatusCode::FORBIDDEN,
+        Some("insufficient_scope"),
+        &[],
+    );
+    assert_eq!(found[0].param("scope"), Some("nhn:msh/admin"));
+    assert!(claims.require_security_level(4).is_ok());
+}
+
+#[tokio::test]
+async fn no_credentials_get_challenges_without_an_error() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let token = key.token(&claims(&issuer.url()));
+    for (mode, expected) in [
+        (Dpop::Required, vec!["DPoP"]),
+        (Dpop::Allowed, vec!["DPoP", "Bearer"]),
+        (Dpop::Disabled, vec!["Bearer"]),
+    ] {
+        let mut b = builder(&issuer).dpop(mode);
+        if mode == Dpop::Disabled {
+            b = VerifyLayer::builder(issuer.url()).audience(AUD).dpop(mode);
+        }
+        let layer = b.build().expect("layer");
+        let response = call(&layer, get(None).body(String::new()).expect("request")).await;
+        let found = refused(&response, StatusCode::UNAUTHORIZED, None, &[]);
+        assert_eq!(schemes(&found), expected, "{mode:?}");
+        if mode != Dpop::Disabled {
+            assert_eq!(
+                found[0].param("algs"),
+                Some("RS256 RS384 RS512 PS256 PS384 PS512 ES256 ES384 ES512")
+            );
+        }
+        // A token in the query string or a form body is never read.
+        let query = Request::get(format!("{BASE}/messages?access_token={token}"))
+            .body(String::new())
+            .expect("request");
+        refused(
+            &call(&layer, query).await,
+            StatusCode::UNAUTHORIZED,
+            None,
+            &[&token],
+        );
+        let form = Request::post(format!("{BASE}/messages"))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!("access_token={token}"))
+            .expect("request");
+        refused(
+            &call(&layer, form).await,
+            StatusCode::UNAUTHORIZED,
+            None,
+            &[&token],
+        );
+        // Another scheme brings no HelseID credentials.
+        let basic = get(Some("Basic dXNlcjpwYXNz"))
+            .body(String::new())
+            .expect("request");
+        refused(
+            &call(&layer, basic).await,
+            StatusCode::UNAUTHORIZED,
+            None,
+            &[],
+        );
+    }
+    assert_eq!(
+        issuer.jwks_fetches(),
+        0,
+        "nothing to verify, nothing fetched"
+    );
+}
+
+#[tokio::test]
+async fn every_bad_token_is_refused_with_invalid_token() {
+    let key = RawKey::new("k");
+    let other = RawKey::new("other-key");
+    let rsa = SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("rsa"))
+        .expect("key");
+    let mut rsa_jwk = serde_json::to_value(rsa.public_jwk()).expect("json");
+    rsa_jwk["kid"] = json!("rsa");
+    let issuer = IssuerDouble::serve(vec![key.jwk(), rsa_jwk]).await;
+    let iss = issuer.url();
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .strict_single_audience(true)
+        .build()
+        .expect("layer");
+    let good = claims(&iss);
+    let with = |name: &str, value: Value| {
+        let mut c = good.clone();
+        c[name] = value;
+        c
+    };
+    let without = |name: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().expect("object").remove(name);
+        c
+    };
+    let header = |extra: Value| {
+        let mut h = json!({"alg": "ES256", "typ": "at+jwt", "kid": "k"});
+        for (k, v) in extra.as_object().expect("object") {
+            h[k] = v.clone();
+        }
+        h
+    };
+    let good_text = good.to_string();
+    let body = &good_text[1..good_text.len() - 1];
+    let now = now();
+    let cases: Vec<(&str, String, Reason)> = vec![
+        (
+            "expired",
+            key.token(&with("exp", json!(now - 10))),
+            Reason::Expired,
+        ),
+        ("no exp", key.token(&without("exp")), Reason::NoExpiry),
+        (
+            "exp a string",
+            key.token(&with("exp", json!("soon"))),
+            Reason::NoExpiry,
+        ),
+        (
+            "nbf ahead",
+            key.token(&with("nbf", json!(now + 60))),
+            Reason::NotYetValid,
+        ),
+        (
+            "iat ahead",
+            key.token(&with("iat", json!(now + 60))),
+            Reason::IssuedInFuture,
+        ),
+        (
+            "another issuer",
+            key.token(&with("iss", json!("https://helseid-sts.nhn.no"))),
+            Reason::UnknownIssuer,
+        ),
+        (
+            "issuer with a slash",
+            key.token(&with("iss", json!(format!("{iss}/")))),
+            Reason::UnknownIssuer,
+        ),
+        (
+            "another audience",
+            key.token(&with("aud", json!("nhn:other"))),
+            Reason::WrongAudience,
+        ),
+        (
+            "no audience",
+            key.token(&without("aud")),
+            Reason::WrongAudience,
+        ),
+        (
+            "audience case",
+            key.token(&with("aud", json!("NHN:MSH"))),
+            Reason::WrongAudience,
+        ),
+        (
+            "two audiences",
+            key.token(&with("aud", json!([AUD, "nhn:other"]))),
+            Reason::SeveralAudiences,
+        ),
+        (
+            "scope a number",
+            key.token(&with("scope", json!(5))),
+            Reason::MalformedClaim,
+        ),
+        (
+            "security level a word",
+            key.token(&with(
+                "helseid://claims/identity/security_level",
+                json!("high"),
+            )),
+            Reason::MalformedClaim,
+        ),
+        (
+            "typ JWT",
+            key.sign(&header(json!({"typ": "JWT"})), &good),
+            Reason::WrongType,
+        ),
+        (
+            "no typ",
+            key.sign(&json!({"alg": "ES256", "kid": "k"}), &good),
+            Reason::WrongType,
+        ),
+        (
+            "typ of an assertion",
+            key.sign(&header(json!({"typ": "client-authentication+jwt"})), &good),
+            Reason::WrongType,
+        ),
+        (
+            "typ of a proof",
+            key.sign(&header(json!({"typ": "dpop+jwt"})), &good),
+            Reason::WrongType,
+        ),
+        (
+            "an ID token",
+            key.token(&with("nonce", json!("n"))),
+            Reason::IdToken,
+        ),
+        (
+            "an ID token's at_hash",
+            key.token(&with("at_hash", json!("h"))),
+            Reason::IdToken,
+        ),
+        (
+            "iss as sub",
+            key.token(&with("sub", json!(iss))),
+            Reason::ClientAssertion,
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(r#"{"alg":"none","typ":"at+jwt","kid":"k"}"#),
+                b64(&good_text)
+            ),
+            Reason::MalformedToken,
+        ),
+        (
+            "alg none signed",
+            key.sign(&header(json!({"alg": "none"})), &good),
+            Reason::UnsupportedAlgorithm,
+        ),
+        (
+            "alg HS256",
+            key.sign(&header(json!({"alg": "HS256"})), &good),
+            Reason::UnsupportedAlgorithm,
+        ),
+        (
+            "alg missing",
+            key.sign(&json!({"typ": "at+jwt", "kid": "k"}), &good),
+            Reason::UnsupportedAlgorithm,
+        ),
+        (
+            "crit",
+            key.sign(&header(json!({"crit": ["exp"]})), &good),
+            Reason::CriticalHeader,
+        ),
+        (
+            "jwk in the header",
+            key.sign(&header(json!({"jwk": key.bare_jwk()})), &good),
+            Reason::EmbeddedKey,
+        ),
+        (
+            "jku",
+            key.sign(&header(json!({"jku": format!("{iss}/jwks")})), &good),
+            Reason::EmbeddedKey,
+        ),
+        (
+            "x5u",
+            key.sign(&header(json!({"x5u": format!("{iss}/cert")})), &good),
+            Reason::EmbeddedKey,
+        ),
+        (
+            "x5c",
+            key.sign(&header(json!({"x5c": ["MIIB"]})), &good),
+            Reason::EmbeddedKey,
+        ),
+        (
+            "no kid",
+            key.sign(&json!({"alg": "ES256", "typ": "at+jwt"}), &good),
+            Reason::NoKeyId,
+        ),
+        ("unknown kid", other.token(&good), Reason::UnknownKey),
+        (
+            "another key's kid",
+            other.sign(&header(json!({})), &good),
+            Reason::BadSignature,
+        ),
+        (
+            "an RSA key's kid with ES256",
+            key.sign(&header(json!({"kid": "rsa"})), &good),
+            Reason::KeyMismatch,
+        ),
+        (
+            "ES key with RS256",
+            key.sign(&header(json!({"alg": "RS256"})), &good),
+            Reason::KeyMismatch,
+        ),
+        (
+            "a repeated claim",
+            key.sign_text(
+                &header(json!({})).to_string(),
+                &format!("{{{body},\"aud\":\"{AUD}\"}}"),
+            ),
+            Reason::DuplicateMember,
+        ),
+        (
+            "a repeated header member",
+            key.sign_text(
+                r#"{"alg":"ES256","typ":"at+jwt","kid":"k","kid":"k"}"#,
+                &good_text,
+            ),
+            Reason::DuplicateMember,
+        ),
+        (
+            "claims not an object",
+            key.sign_text(&header(json!({})).to_string(), "[1]"),
+            Reason::MalformedToken,
+        ),
+        (
+            "two parts",
+            key.token(&good)
+                .rsplit_once('.')
+                .map(|(a, _)| a.to_owned())
+                .unwrap_or_default(),
+            Reason::MalformedToken,
+        ),
+        (
+            "four parts",
+            format!("{}.x", key.token(&good)),
+            Reason::MalformedToken,
+        ),
+    ];
+    for (what, token, reason) in &cases {
+        let response = bearer(&layer, token).await;
+        let found = refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_token"),
+            &[token],
+        );
+        assert_eq!(found[0].scheme, "Bearer", "{what}");
+        assert_eq!(
+            found[0].param("error_description"),
+            Some(reason.to_string().as_str()),
+            "{what}"
+        );
+        let alone = layer.verify_token(token).await.expect_err(what);
+        assert_eq!(alone.reason(), *reason, "{what}");
+    }
+    // Non-canonical base64url: stray trailing bits in the signature.
+    let token = key.token(&good);
+    let (rest, sig) = token.rsplit_once('.').expect("dots");
+    let last = sig.chars().last().expect("a character");
+    // 64-byte ES256 signature: 86 characters, the last carrying 2 unused bits.
+    let bumped = match last {
+        'A' => 'B',
+        c => ((c as u8) ^ 1) as char,
+    };
+    let odd = format!("{rest}.{}{bumped}", &sig[..sig.len() - 1]);
+    if odd != token {
+        let response = bearer(&layer, &odd).await;
+        refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_token"),
+            &[&odd],
+        );
+    }
+    // A padded part is not token68 at all: a malformed request.
+    let padded = format!(
+        "{}=.{}",
+        &token[..token.find('.').expect("dot")],
+        &token[token.find('.').expect("dot") + 1..]
+    );
+    refused(
+        &bearer(&layer, &padded).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalid_request"),
+        &[&padded],
+    );
+    // JWT is accepted for an access token only when allowed, and only with client_id.
+    let lenient = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .allow_jwt_typ(true)
+        .build()
+        .expect("layer");
+    let jwt_typ = key.sign(&header(json!({"typ": "JWT"})), &good);
+    assert_eq!(bearer(&lenient, &jwt_typ).await.status(), StatusCode::OK);
+    let id_token = key.sign(&header(json!({"typ": "JWT"})), &without("client_id"));
+    assert_eq!(
+        lenient
+            .verify_token(&id_token)
+            .await
+            .expect_err("id token")
+            .reason(),
+        Reason::IdToken
+    );
+    // Leeway: a token expired 3 s ago passes the default 5 s, not a zero leeway.
+    let just_expired = key.token(&with("exp", json!(now - 3)));
+    assert_eq!(
+        bearer(&lenient, &just_expired).await.status(),
+        StatusCode::OK
+    );
+    let strict = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .leeway(Duration::ZERO)
+        .build()
+        .expect("layer");
+    assert_eq!(
+        strict
+            .verify_token(&just_expired)
+            .await
+            .expect_err("expired")
+            .reason(),
+        Reason::Expired
+    );
+    // Not strict: two audiences pass when one is this API.
+    let two = key.token(&with("aud", json!(["nhn:other", AUD])));
+    assert_eq!(bearer(&lenient, &two).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn scopes_bound_tokens_and_the_requests_shape() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let iss = issuer.url();
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .scopes_any_of([SCOPE, "nhn:msh/read"])
+        .build()
+        .expect("layer");
+    let mut c = claims(&iss);
+    c["scope"] = json!(["nhn:msh/other"]);
+    let token = key.token(&c);
+    let found = refused(
+        &bearer(&layer, &token).await,
+        StatusCode::FORBIDDEN,
+        Some("insufficient_scope"),
+        &[&token],
+    );
+    assert_eq!(found[0].param("scope"), Some("nhn:msh/api nhn:msh/read"));
+    // Scopes compare exactly, as an array or a string.
+    c["scope"] = json!(["NHN:MSH/API", "nhn:msh/api2"]);
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    c["scope"] = json!(["nhn:msh/read"]);
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::OK
+    );
+    c["scope"] = json!("openid nhn:msh/read");
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::OK
+    );
+
+    // A DPoP-bound token sent as Bearer.
+    let mut bound = claims(&iss);
+    bound["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+    let bound = key.token(&bound);
+    let found = refused(
+        &bearer(&layer, &bound).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&bound],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::BoundTokenAsBearer.to_string().as_str())
+    );
+
+    let token = key.token(&claims(&iss));
+    // Two Authorization headers.
+    let two = get(None)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(String::new())
+        .expect("request");
+    refused(
+        &call(&layer, two).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalid_request"),
+        &[&token],
+    );
+    // Both schemes: a Bearer token with a DPoP proof.
+    let both = get(Some(&format!("Bearer {token}")))
+        .header("dpop", "eyJhbGciOiJFUzI1NiJ9.e30.c2ln")
+        .body(String::new())
+        .expect("request");
+    refused(
+        &call(&layer, both).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalid_request"),
+        &[&token],
+    );
+    // Not `<scheme> <token68>`.
+    for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a\tb"] {
+        let request = get(Some(bad)).body(String::new()).expect("request");
+        refused(
+            &call(&layer, request).await,
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+            &[],
+        );
+    }
+    // The scheme's name is case-insensitive.
+    let lower = get(Some(&format!("bearer {token}")))
+        .body(String::new())
+        .expect("request");
+    assert_eq!(call(&layer, lower).await.status(), StatusCode::OK);
+
+    // DPoP required: a Bearer token is refused, and the challenge asks for DPoP.
+    let dpop_only = builder(&issuer).build().expect("layer");
+    let found = refused(
+        &bearer(&dpop_only, &token).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&token],
+    );
+    assert_eq!(schemes(&found), vec!["DPoP"]);
+    // DPoP disabled: the DPoP scheme is refused.
+    let bearer_only = VerifyLayer::builder(&iss)
+        .audience(AUD)
+        .dpop(Dpop::Disabled)
+        .build()
+        .expect("layer");
+    let request = get(Some(&format!("DPoP {token}")))
+        .header("dpop", "a.b.c")
+        .body(String::new())
+        .expect("request");
+    let found = refused(
+        &call(&bearer_only, request).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&token],
+    );
+    assert_eq!(schemes(&found), vec!["Bearer"]);
+}
+
+#[tokio::test]
+async fn optional_authentication_passes_without_credentials_only() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .optional(true)
+        .build()
+        .expect("layer");
+    let response = call(&layer, get(None).body(String::new()).expect("request")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), "anonymous");
+    let token = key.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &token).await.body(), "client=client-1");
+    let expired = {
+        let mut c = claims(&issuer.url());
+        c["exp"] = json!(now() - 100);
+        key.token(&c)
+    };
+    refused(
+        &bearer(&layer, &expired).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&expired],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Keys.
+
+#[tokio::test(start_paused = true)]
+async fn rotation_a_new_kid_after_one_fetch_and_a_removed_kid_refused_even_when_cached() {
+    let old = RawKey::new("old");
+    let new = RawKey::new("new");
+    let issuer = IssuerDouble::new("https://issuer.test", vec![old.jwk()]);
+    let layer = in_process(&issuer)
+        .dpop(Dpop::Allowed)
+        .build()
+        .expect("layer");
+    let old_token = old.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &old_token).await.status(), StatusCode::OK);
+    assert_eq!(bearer(&layer, &old_token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 1);
+
+    // HelseID publishes the new key next to the old one.
+    issuer.set_keys(vec![old.jwk(), new.jwk()]);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let new_token = new.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &new_token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 2, "one fetch for the new kid");
+    assert_eq!(bearer(&layer, &new_token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 2);
+
+    // The old key is withdrawn; the next fetch (another unknown kid) learns it.
+    issuer.set_keys(vec![new.jwk()]);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let stranger = RawKey::new("stranger").token(&claims(&issuer.url()));
+    assert_eq!(
+        bearer(&layer, &stranger).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(issuer.jwks_fetches(), 3);
+    // The old token was verified and cached: still refused now that its key is gone.
+    let found = refused(
+        &bearer(&layer, &old_token).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&old_token],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::UnknownKey.to_string().as_str())
+    );
+    assert_eq!(bearer(&layer, &new_token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.discovery_fetches(), 1, "discovery is kept a day");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_unknown_kids_fetches_at_most_once_per_cooldown() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::new("https://issuer.test", vec![key.jwk()]);
+    let layer = in_process(&issuer)
+        .dpop(Dpop::Allowed)
+        .build()
+        .expect("layer");
+    let c = claims(&issuer.url());
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(issuer.jwks_fetches(), 1);
+    let stranger = RawKey::new("x");
+    let header = |i: usize| json!({"alg": "ES256", "typ": "at+jwt", "kid": format!("random-{i}")});
+    for round in 0..3u64 {
+        tokio::time::advance(Duration::from_secs(31)).await;
+        // Many at once, then many one after another.
+        let tokens: Vec<String> = (0..50).map(|i| stranger.sign(&header(i), &c)).collect();
+        let calls = tokens.iter().map(|t| bearer(&layer, t));
+        for response in futures_util::future::join_all(calls).await {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        for i in 50..100 {
+            assert_eq!(
+                bearer(&layer, &stranger.sign(&header(i), &c))
+                    .await
+                    .status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            bearer(&layer, &stranger.sign(&header(1000), &c))
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            issuer.jwks_fetches() as u64,
+            2 + round,
+            "one fetch per cooldown"
+        );
+    }
+    assert_eq!(layer.key_fetches(), 4);
+    // The good key was never lost.
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jwks_that_fails_times_out_is_empty_or_redirects_keeps_the_last_good_set() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::new("https://issuer.test", vec![key.jwk()]);
+    let layer = in_process(&issuer)
+        .dpop(Dpop::Allowed)
+        .build()
+        .expect("layer");
+    let c = claims(&issuer.url());
+    assert_eq!(
+        bearer(&layer, &key.token(&c)).await.status(),
+        StatusCode::OK
+    );
+    let mut fetches = 1;
+    for mode in [
+        Jwks::Fail,
+        Jwks::Hang,
+        Jwks::Empty,
+        Jwks::Redirect,
+        Jwks::Huge,
+    ] {
+        issuer.set_mode(mode.clone());
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let unknown = RawKey::new(&format!("new-{fetches}")).token(&c);
+        let response = bearer(&layer, &unknown).await;
+        fetches += 1;
+        assert_eq!(issuer.jwks_fetches(), fetches, "{mode:?}");
+        refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_token"),
+            &[&unknown],
+        );
+        // A fresh token of the good key: verified with the set at hand.
+        let mut fresh = c.clone();
+        fresh["jti"] = json!(format!("fresh-{fetches}"));
+        assert_eq!(
+            bearer(&layer, &key.token(&fresh)).await.status(),
+            StatusCode::OK,
+            "{mode:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_key_set_at_all_is_503() {
+    let key = RawKey::new("k");
+    for mode in [Jwks::Fail, Jwks::Hang, Jwks::Empty, Jwks::Redirect] {
+        let issuer = IssuerDouble::new("https://issuer.test", vec![key.jwk()]);
+        issuer.set_mode(mode.clone());
+        let layer = in_process(&issuer)
+            .dpop(Dpop::Allowed)
+            .build()
+            .expect("layer");
+        let token = key.token(&claims(&issuer.url()));
+        let response = bearer(&layer, &token).await;
+        refused(&response, StatusCode::SERVICE_UNAVAILABLE, None, &[&token]);
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        // Once the issuer recovers, the next try (a few seconds on) gets the keys.
+        issuer.set_mode(Jwks::Keys);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(
+            bearer(&layer, &token).await.status(),
+            StatusCode::OK,
+            "{mode:?}"
+        );
+    }
+    // An issuer that does not answer at all.
+    let layer = VerifyLayer::builder("http://127.0.0.1:9")
+        .audience(AUD)
+        .dpop(Dpop::Disabled)
+        .build()
+        .expect("layer");
+    let token = key.token(&claims("http://127.0.0.1:9"));
+    assert_eq!(
+        bearer(&layer, &token).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_issuers_keep_their_own_keys() {
+    let test = RawKey::new("same-kid");
+    let prod = RawKey::new("same-kid");
+    let test_issuer = IssuerDouble::new("https://test.issuer", vec![test.jwk()]);
+    let prod_issuer = IssuerDouble::new("https://prod.issuer", vec![prod.jwk()]);
+    let test_router = test_issuer.router.clone();
+    let prod_router = prod_issuer.router.clone();
+    // One HTTP service that routes by host, as the internet does.
+    let http = tower::service_fn(
+        move |request: Request<http_body_util::Full<bytes::Bytes>>| {
+            let router = if request.uri().host() == Some("test.issuer") {
+                test_router.clone()
+            } else {
+                prod_router.clone()
+            };
+            router.oneshot(request)
+        },
+    );
+    let layer = VerifyLayer::builder("https://test.issuer")
+        .issuer("https://prod.issuer")
+        .audience(AUD)
+        .dpop(Dpop::Disabled)
+        .http_service(http)
+        .build()
+        .expect("layer");
+    let test_token = test.token(&claims("https://test.issuer"));
+    let prod_token = prod.token(&claims("https://prod.issuer"));
+    assert_eq!(bearer(&layer, &test_token).await.status(), StatusCode::OK);
+    assert_eq!(bearer(&layer, &prod_token).await.status(), StatusCode::OK);
+    // The same kid, the other issuer's key: the signature fails.
+    let crossed = test.token(&claims("https://prod.issuer"));
+    assert_eq!(
+        layer
+            .verify_token(&crossed)
+            .await
+            .expect_err("crossed")
+            .reason(),
+        Reason::BadSignature
+    );
+}
+
+#[tokio::test]
+async fn a_warm_token_is_not_verified_again_and_exp_is_checked_at_every_hit() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clock = offset.clone();
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .leeway(Duration::ZERO)
+        .clock(move || {
+            SystemTime::now() + Duration::from_secs(clock.load(std::sync::atomic::Ordering::SeqCst))
+        })
+        .build()
+        .expect("layer");
+    let mut c = claims(&issuer.url());
+    c["exp"] = json!(now() + 60);
+    let token = key.token(&c);
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    // The keys become unreachable: a warm token needs none.
+    issuer.set_mode(Jwks::Fail);
+    for _ in 0..3 {
+        assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    }
+    assert_eq!(issuer.jwks_fetches(), 1);
+    // Past exp, the cached token is refused at its next use.
+    offset.store(61, std::sync::atomic::Ordering::SeqCst);
+    let found = refused(
+        &bearer(&layer, &token).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&token],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::Expired.to_string().as_str())
+    );
+    // A token whose nbf is ahead is not cached as valid either.
+    offset.store(0, std::sync::atomic::Ordering::SeqCst);
+    let mut later = claims(&issuer.url());
+    later["nbf"] = json!(now() + 30);
+    let later = key.token(&later);
+    assert_eq!(
+        bearer(&layer, &later).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    offset.store(31, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(bearer(&layer, &later).await.status(), StatusCode::OK);
+}
