@@ -17,7 +17,7 @@ mod output;
 
 use commands::config::ConfigCommand;
 use commands::keys::KeysCommand;
-use commands::{config, emulator, events, keys, login, register, token};
+use commands::{config, emulator, events, keys, login, proxy, register, token};
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +82,12 @@ enum Command {
     /// feed); run again, it catches up from the database's cursor. Without --config,
     /// mirrors the embedded emulator's register.
     Sync(register::SyncArgs),
+    /// An egress sidecar for services not written in Rust: plain HTTP on loopback in,
+    /// each route's upstream out with a HelseID token (and a DPoP proof) attached.
+    ///
+    /// Without --config, runs against the embedded emulator, with its CPE at /cpe and
+    /// its CP API v2 at /cpapi.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +118,7 @@ fn main() -> ExitCode {
             Command::Org(args) => register::org(args).await,
             Command::Cert(args) => register::cert(args).await,
             Command::Sync(args) => register::sync(args).await,
+            Command::Proxy(args) => proxy::proxy(args).await,
         }
     });
     match result {

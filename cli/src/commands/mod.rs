@@ -5,6 +5,7 @@ pub(crate) mod emulator;
 pub(crate) mod events;
 pub(crate) mod keys;
 pub(crate) mod login;
+pub(crate) mod proxy;
 pub(crate) mod register;
 pub(crate) mod token;
 
