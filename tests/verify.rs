@@ -709,12 +709,13 @@ async fn scopes_bound_tokens_and_the_requests_shape() {
         .expect("request");
     assert_eq!(call(&layer, lower).await.status(), StatusCode::OK);
 
-    // DPoP required: a Bearer token is refused, and the challenge asks for DPoP.
+    // DPoP required: a Bearer token is an unsupported method (RFC 6750 section 3.1:
+    // no error code), and the challenge asks for DPoP.
     let dpop_only = builder(&issuer).build().expect("layer");
     let found = refused(
         &bearer(&dpop_only, &token).await,
         StatusCode::UNAUTHORIZED,
-        Some("invalid_token"),
+        None,
         &[&token],
     );
     assert_eq!(schemes(&found), vec!["DPoP"]);
@@ -731,7 +732,7 @@ async fn scopes_bound_tokens_and_the_requests_shape() {
     let found = refused(
         &call(&bearer_only, request).await,
         StatusCode::UNAUTHORIZED,
-        Some("invalid_token"),
+        None,
         &[&token],
     );
     assert_eq!(schemes(&found), vec!["Bearer"]);
@@ -1036,4 +1037,567 @@ async fn a_warm_token_is_not_verified_again_and_exp_is_checked_at_every_hit() {
     );
     offset.store(31, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(bearer(&layer, &later).await.status(), StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------
+// DPoP.
+
+fn random_jti() -> String {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("random");
+    b64(bytes)
+}
+
+/// base64url(SHA-256(token)).
+fn ath(token: &str) -> String {
+    b64(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+/// Good proof claims for `GET {BASE}/messages` with `token`.
+fn proof_claims(token: &str) -> Value {
+    json!({
+        "jti": random_jti(),
+        "htm": "GET",
+        "htu": format!("{BASE}/messages"),
+        "iat": now(),
+        "ath": ath(token),
+    })
+}
+
+fn thumbprint(jwk: &Value) -> String {
+    serde_json::from_value::<helseid::key::PublicJwk>(jwk.clone())
+        .expect("jwk")
+        .thumbprint()
+}
+
+/// A token bound to the key whose thumbprint is `jkt`.
+fn bound_token(key: &RawKey, iss: &str, jkt: &str) -> String {
+    let mut c = claims(iss);
+    c["cnf"] = json!({ "jkt": jkt });
+    key.token(&c)
+}
+
+fn dpop_get(token: &str, proof: &str) -> Request<String> {
+    get(Some(&format!("DPoP {token}")))
+        .header("dpop", proof)
+        .body(String::new())
+        .expect("request")
+}
+
+fn proof_header(key: &RawKey) -> Value {
+    json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": key.bare_jwk()})
+}
+
+#[tokio::test]
+async fn dpop_proofs_made_with_rsa_pss_and_ec_keys_pass_once() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let layer = builder(&issuer).build().expect("layer");
+    for proof_key in [
+        PrivateJwk::generate_rsa(2048, Algorithm::RS256),
+        PrivateJwk::generate_rsa(2048, Algorithm::RS512),
+        PrivateJwk::generate_rsa(2048, Algorithm::PS256),
+        PrivateJwk::generate_rsa(3072, Algorithm::PS384),
+        PrivateJwk::generate_ec(Algorithm::ES256),
+        PrivateJwk::generate_ec(Algorithm::ES384),
+        PrivateJwk::generate_ec(Algorithm::ES512),
+    ] {
+        let proof_key = SigningKey::from_jwk(&proof_key.expect("key")).expect("key");
+        let token = bound_token(&issuer_key, &issuer.url(), proof_key.thumbprint());
+        let proof = proof_key
+            .sign_jwt_with_jwk("dpop+jwt", &proof_claims(&token))
+            .expect("proof");
+        let response = call(&layer, dpop_get(&token, &proof)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{:?}: {:?}",
+            proof_key.algorithm(),
+            response.headers()
+        );
+        // The same proof again: a replay.
+        let found = refused(
+            &call(&layer, dpop_get(&token, &proof)).await,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_dpop_proof"),
+            &[&token, &proof],
+        );
+        assert_eq!(found[0].scheme, "DPoP");
+        assert_eq!(
+            found[0].param("error_description"),
+            Some(Reason::ProofReplay.to_string().as_str())
+        );
+        // A fresh proof: the token comes from the cache, the proof is checked anew.
+        let proof = proof_key
+            .sign_jwt_with_jwk("dpop+jwt", &proof_claims(&token))
+            .expect("proof");
+        assert_eq!(
+            call(&layer, dpop_get(&token, &proof)).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(issuer.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn every_bad_proof_is_refused_with_invalid_dpop_proof() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let iss = issuer.url();
+    let layer = builder(&issuer).build().expect("layer");
+    let key = RawKey::new("proof");
+    let other = RawKey::new("other");
+    let token = bound_token(&issuer_key, &iss, &thumbprint(&key.bare_jwk()));
+    let good = proof_claims(&token);
+    let with = |name: &str, value: Value| {
+        let mut c = proof_claims(&token);
+        c[name] = value;
+        c
+    };
+    let without = |name: &str| {
+        let mut c = proof_claims(&token);
+        c.as_object_mut().expect("object").remove(name);
+        c
+    };
+    let header = |extra: Value| {
+        let mut h = proof_header(&key);
+        for (k, v) in extra.as_object().expect("object") {
+            if v.is_null() {
+                h.as_object_mut().expect("object").remove(k);
+            } else {
+                h[k] = v.clone();
+            }
+        }
+        h
+    };
+    let mut private = key.bare_jwk();
+    private["d"] = json!(b64([7u8; 32]));
+    let now = now();
+    let cases: Vec<(&str, String, Reason)> = vec![
+        (
+            "typ JWT",
+            key.sign(&header(json!({"typ": "JWT"})), &good),
+            Reason::ProofType,
+        ),
+        (
+            "no typ",
+            key.sign(&header(json!({"typ": null})), &good),
+            Reason::ProofType,
+        ),
+        (
+            "typ at+jwt",
+            key.sign(&header(json!({"typ": "at+jwt"})), &good),
+            Reason::ProofType,
+        ),
+        (
+            "alg HS256",
+            key.sign(&header(json!({"alg": "HS256"})), &good),
+            Reason::ProofAlgorithm,
+        ),
+        (
+            "alg none",
+            key.sign(&header(json!({"alg": "none"})), &good),
+            Reason::ProofAlgorithm,
+        ),
+        (
+            "no jwk",
+            key.sign(&header(json!({"jwk": null})), &good),
+            Reason::ProofKey,
+        ),
+        (
+            "a private jwk",
+            key.sign(&header(json!({"jwk": private})), &good),
+            Reason::ProofKey,
+        ),
+        (
+            "jwk of another family",
+            key.sign(&header(json!({"alg": "RS256"})), &good),
+            Reason::ProofKey,
+        ),
+        (
+            "jwk a string",
+            key.sign(&header(json!({"jwk": "key"})), &good),
+            Reason::ProofKey,
+        ),
+        (
+            "signed by another key",
+            other.sign(&header(json!({})), &good),
+            Reason::ProofSignature,
+        ),
+        (
+            "htm POST",
+            key.sign(&header(json!({})), &with("htm", json!("POST"))),
+            Reason::ProofMethod,
+        ),
+        (
+            "htm get",
+            key.sign(&header(json!({})), &with("htm", json!("get"))),
+            Reason::ProofMethod,
+        ),
+        (
+            "no htm",
+            key.sign(&header(json!({})), &without("htm")),
+            Reason::ProofMethod,
+        ),
+        (
+            "htu another path",
+            key.sign(
+                &header(json!({})),
+                &with("htu", json!(format!("{BASE}/other"))),
+            ),
+            Reason::ProofUri,
+        ),
+        (
+            "htu another host",
+            key.sign(
+                &header(json!({})),
+                &with("htu", json!("https://evil.example.no/messages")),
+            ),
+            Reason::ProofUri,
+        ),
+        (
+            "htu http",
+            key.sign(
+                &header(json!({})),
+                &with("htu", json!("http://api.example.no/messages")),
+            ),
+            Reason::ProofUri,
+        ),
+        (
+            "htu another port",
+            key.sign(
+                &header(json!({})),
+                &with("htu", json!("https://api.example.no:8443/messages")),
+            ),
+            Reason::ProofUri,
+        ),
+        (
+            "htu relative",
+            key.sign(&header(json!({})), &with("htu", json!("/messages"))),
+            Reason::ProofUri,
+        ),
+        (
+            "no htu",
+            key.sign(&header(json!({})), &without("htu")),
+            Reason::ProofUri,
+        ),
+        (
+            "iat old",
+            key.sign(&header(json!({})), &with("iat", json!(now - 120))),
+            Reason::ProofTime,
+        ),
+        (
+            "iat ahead",
+            key.sign(&header(json!({})), &with("iat", json!(now + 60))),
+            Reason::ProofTime,
+        ),
+        (
+            "no iat",
+            key.sign(&header(json!({})), &without("iat")),
+            Reason::ProofTime,
+        ),
+        (
+            "iat a string",
+            key.sign(&header(json!({})), &with("iat", json!("now"))),
+            Reason::ProofTime,
+        ),
+        (
+            "ath of another token",
+            key.sign(&header(json!({})), &with("ath", json!(ath("another")))),
+            Reason::ProofTokenHash,
+        ),
+        (
+            "no ath",
+            key.sign(&header(json!({})), &without("ath")),
+            Reason::ProofTokenHash,
+        ),
+        (
+            "no jti",
+            key.sign(&header(json!({})), &without("jti")),
+            Reason::ProofReplay,
+        ),
+        (
+            "empty jti",
+            key.sign(&header(json!({})), &with("jti", json!(""))),
+            Reason::ProofReplay,
+        ),
+        (
+            "crit",
+            key.sign(&header(json!({"crit": ["htu"]})), &good),
+            Reason::MalformedProof,
+        ),
+        (
+            "a repeated member",
+            key.sign_text(
+                &header(json!({})).to_string(),
+                &format!("{{\"htm\":\"GET\",{}", &good.to_string()[1..]),
+            ),
+            Reason::MalformedProof,
+        ),
+        ("not a JWT", "not-a-jwt".to_owned(), Reason::MalformedProof),
+    ];
+    for (what, proof, reason) in &cases {
+        let response = call(&layer, dpop_get(&token, proof)).await;
+        let found = refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_dpop_proof"),
+            &[&token, proof],
+        );
+        assert_eq!(found[0].scheme, "DPoP", "{what}");
+        assert_eq!(
+            found[0].param("error_description"),
+            Some(reason.to_string().as_str()),
+            "{what}"
+        );
+        assert_eq!(
+            found[0].param("algs").map(|a| a.contains("PS256")),
+            Some(true)
+        );
+    }
+    // The proof's key is not the one the token is bound to.
+    let foreign = other.sign(
+        &json!({"alg": "ES256", "typ": "dpop+jwt", "jwk": other.bare_jwk()}),
+        &proof_claims(&token),
+    );
+    let found = refused(
+        &call(&layer, dpop_get(&token, &foreign)).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_dpop_proof"),
+        &[&token, &foreign],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::ProofKeyBinding.to_string().as_str())
+    );
+    // No proof at all.
+    let request = get(Some(&format!("DPoP {token}")))
+        .body(String::new())
+        .expect("request");
+    let found = refused(
+        &call(&layer, request).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_dpop_proof"),
+        &[&token],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::NoProof.to_string().as_str())
+    );
+    // Two DPoP headers, or two proofs in one.
+    let proof = key.sign(&proof_header(&key), &proof_claims(&token));
+    let request = get(Some(&format!("DPoP {token}")))
+        .header("dpop", &proof)
+        .header("dpop", &proof)
+        .body(String::new())
+        .expect("request");
+    refused(
+        &call(&layer, request).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalid_request"),
+        &[&token, &proof],
+    );
+    let request = dpop_get(&token, &format!("{proof}, {proof}"));
+    refused(
+        &call(&layer, request).await,
+        StatusCode::BAD_REQUEST,
+        Some("invalid_request"),
+        &[&token, &proof],
+    );
+    // A token that is not bound, sent with DPoP.
+    let unbound = issuer_key.token(&claims(&iss));
+    let proof = key.sign(&proof_header(&key), &proof_claims(&unbound));
+    let found = refused(
+        &call(&layer, dpop_get(&unbound, &proof)).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&unbound, &proof],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::UnboundToken.to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn htu_is_compared_normalised_without_query_and_from_the_public_base_url() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let key = RawKey::new("proof");
+    let token = bound_token(&issuer_key, &issuer.url(), &thumbprint(&key.bare_jwk()));
+    let layer = builder(&issuer).build().expect("layer");
+    for htu in [
+        format!("{BASE}/messages"),
+        format!("{BASE}/messages?x=1#f"),
+        "HTTPS://API.Example.NO:443/messages".to_owned(),
+        "https://api.example.no/./messages".to_owned(),
+        "https://api.example.no/%6Dessages".to_owned(),
+    ] {
+        let mut c = proof_claims(&token);
+        c["htu"] = json!(htu);
+        // `typ` as .NET writes it: "dpop\u002Bjwt", the same string to a JSON parser.
+        let header = format!(
+            r#"{{"alg":"ES256","typ":"dpop\u002Bjwt","jwk":{}}}"#,
+            key.bare_jwk()
+        );
+        let proof = key.sign_text(&header, &c.to_string());
+        let response = call(&layer, dpop_get(&token, &proof)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "{htu}: {:?}",
+            response.headers()
+        );
+    }
+    // Behind a proxy that strips a path prefix: the public URL carries it.
+    let prefixed = VerifyLayer::builder(issuer.url())
+        .audience(AUD)
+        .public_base_url("https://gw.example.no/msh/")
+        .build()
+        .expect("layer");
+    let mut c = proof_claims(&token);
+    c["htu"] = json!("https://gw.example.no/msh/messages");
+    let proof = key.sign(&proof_header(&key), &c);
+    assert_eq!(
+        call(&prefixed, dpop_get(&token, &proof)).await.status(),
+        StatusCode::OK
+    );
+    let proof = key.sign(&proof_header(&key), &proof_claims(&token));
+    assert_eq!(
+        call(&prefixed, dpop_get(&token, &proof)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A base URL is required when DPoP is accepted.
+    assert!(
+        VerifyLayer::builder(issuer.url())
+            .audience(AUD)
+            .build()
+            .is_err()
+    );
+    assert!(
+        VerifyLayer::builder(issuer.url())
+            .audience(AUD)
+            .public_base_url("https://gw.example.no/?a=1")
+            .build()
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn server_nonces_are_asked_for_and_then_accepted() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let layer = builder(&issuer).dpop_nonce(true).build().expect("layer");
+    let key = RawKey::new("proof");
+    let token = bound_token(&issuer_key, &issuer.url(), &thumbprint(&key.bare_jwk()));
+    let mut nonce = String::new();
+    for sent in [None, Some(""), Some("made-up-nonce")] {
+        let mut c = proof_claims(&token);
+        if let Some(sent) = sent {
+            c["nonce"] = json!(sent);
+        }
+        let proof = key.sign(&proof_header(&key), &c);
+        let response = call(&layer, dpop_get(&token, &proof)).await;
+        let found = refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("use_dpop_nonce"),
+            &[&token, &proof],
+        );
+        assert_eq!(found[0].scheme, "DPoP");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        nonce = response.headers()["dpop-nonce"]
+            .to_str()
+            .expect("nonce")
+            .to_owned();
+        assert!(!nonce.is_empty());
+    }
+    let mut c = proof_claims(&token);
+    c["nonce"] = json!(nonce);
+    let proof = key.sign(&proof_header(&key), &c);
+    assert_eq!(
+        call(&layer, dpop_get(&token, &proof)).await.status(),
+        StatusCode::OK
+    );
+    // Replicas that share the nonce secret accept each other's nonces.
+    let a = builder(&issuer)
+        .dpop_nonce(true)
+        .dpop_nonce_secret(*b"shared secret")
+        .build()
+        .expect("layer");
+    let b = builder(&issuer)
+        .dpop_nonce(true)
+        .dpop_nonce_secret(*b"shared secret")
+        .build()
+        .expect("layer");
+    let proof = key.sign(&proof_header(&key), &proof_claims(&token));
+    let from_a = call(&a, dpop_get(&token, &proof)).await.headers()["dpop-nonce"].clone();
+    let mut c = proof_claims(&token);
+    c["nonce"] = json!(from_a.to_str().expect("nonce"));
+    let proof = key.sign(&proof_header(&key), &c);
+    assert_eq!(
+        call(&b, dpop_get(&token, &proof)).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_replay_store_is_pluggable_and_its_failure_is_503() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let key = RawKey::new("proof");
+    let token = bound_token(&issuer_key, &issuer.url(), &thumbprint(&key.bare_jwk()));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<([u8; 32], Duration)>::new()));
+    let store = seen.clone();
+    let layer = builder(&issuer)
+        .replay_store(move |hash: [u8; 32], ttl: Duration| {
+            let store = store.clone();
+            async move {
+                let mut seen = store.lock().expect("lock");
+                let fresh = !seen.iter().any(|(h, _)| *h == hash);
+                seen.push((hash, ttl));
+                Ok::<bool, helseid::error::BoxError>(fresh)
+            }
+        })
+        .build()
+        .expect("layer");
+    let c = proof_claims(&token);
+    let proof = key.sign(&proof_header(&key), &c);
+    assert_eq!(
+        call(&layer, dpop_get(&token, &proof)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&layer, dpop_get(&token, &proof)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    {
+        let seen = seen.lock().expect("lock");
+        assert_eq!(seen.len(), 2);
+        let jti = c["jti"].as_str().expect("jti");
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jti.as_bytes());
+        assert_eq!(
+            &seen[0].0[..],
+            hash.as_ref(),
+            "the store sees the jti's hash, not the jti"
+        );
+        assert!(seen[0].1 >= Duration::from_secs(60));
+    }
+    let failing = builder(&issuer)
+        .replay_store(|_: [u8; 32], _: Duration| async {
+            Err::<bool, helseid::error::BoxError>("redis is down".into())
+        })
+        .build()
+        .expect("layer");
+    let proof = key.sign(&proof_header(&key), &proof_claims(&token));
+    let response = call(&failing, dpop_get(&token, &proof)).await;
+    refused(
+        &response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        &[&token, &proof],
+    );
 }

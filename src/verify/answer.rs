@@ -243,11 +243,13 @@ impl Reason {
     }
 
     /// The OAuth error code the answer carries (`None` for a request without
-    /// credentials, and for 503).
+    /// credentials or with a scheme this API does not accept, and for 503).
     pub fn error_code(self) -> Option<&'static str> {
         use Reason::*;
         Some(match self {
-            NoCredentials | Unavailable => return None,
+            // RFC 6750 section 3.1: a request without credentials, or with a scheme
+            // this API does not accept, gets the challenges and no error code.
+            NoCredentials | Unavailable | BearerNotAccepted | DpopNotAccepted => return None,
             SeveralAuthorizations | SeveralProofs | BothSchemes | MalformedAuthorization => {
                 "invalid_request"
             }
