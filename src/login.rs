@@ -1192,19 +1192,25 @@ mod redirect {
         let accepting = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // A listener that cannot accept will not recover: the wait
-                            // ends with `Listener` once no connection holds a sender.
-                            tracing::warn!(error = %e, "the loopback redirect listener failed");
-                            break;
-                        }
-                    },
-                    _ = &mut stopped => break,
-                    // Reap finished connections so the set does not grow.
-                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                // The wait ended, or a connection came; finished connections are reaped
+                // on the way so that the set does not grow.
+                let accepted = std::future::poll_fn(|cx| {
+                    if std::pin::Pin::new(&mut stopped).poll(cx).is_ready() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    while let std::task::Poll::Ready(Some(_)) = connections.poll_join_next(cx) {}
+                    listener.poll_accept(cx).map(Some)
+                })
+                .await;
+                let stream = match accepted {
+                    None => break,
+                    Some(Ok((stream, _))) => stream,
+                    Some(Err(e)) => {
+                        // A listener that cannot accept will not recover: the wait ends
+                        // with `Listener` once no connection holds a sender.
+                        tracing::warn!(error = %e, "the loopback redirect listener failed");
+                        break;
+                    }
                 };
                 let sender = sender.clone();
                 let check = check.clone();

@@ -2,7 +2,7 @@
 //! to a new file beside the target, flushed, then renamed over it, so that a crash
 //! leaves the old file or the new one, never half of either.
 //!
-//! [`write`] is public so that tools built on the crate (the `helseid` command line
+//! [`write`](fn@write) is public so that tools built on the crate (the `helseid` command line
 //! among them) write their secret files the same way.
 
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! and the secrets the client sent replaced by a marker.
 //!
 //! Everything that puts such text into an [`Error`](crate::Error), a log field or a
-//! terminal goes through [`untrusted`] first, so that a server cannot forge log lines,
+//! terminal goes through the crate's own `untrusted` first, so that a server cannot forge log lines,
 //! move a terminal's cursor or colour its output, and cannot make the client print the
 //! assertion or token it was sent.
 //!
