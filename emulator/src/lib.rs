@@ -8,7 +8,8 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let emulator = helseid_emulator::Emulator::builder().test_client("my-service", ["nhn:cp-api/access"]).start().await?;
+//! let emulator = helseid_emulator::Emulator::builder().test_client("my-service",
+//! ["nhn:cp-api/access"]).start().await?;
 //! let config = emulator.client_config("my-service")?;
 //! # assert_eq!(config.authority().issuer(), emulator.issuer());
 //! # Ok(()) }
@@ -17,239 +18,38 @@
 //! [`EmulatorBuilder::test_client`] generates the client's key and registers it,
 //! [`Emulator::client_config`] hands out the configuration with the private key. The
 //! package's `README.md` goes on from there (the dev-dependency, a token through
-//! helseid's `TokenEndpoint`, a CPE call through `HelseIdLayer`), and what follows here
-//! are the full rules.
+//! helseid's `TokenEndpoint`, a CPE call through `HelseIdLayer`);
+//! [`Emulator::write_client_config`] writes the configuration as the file a service
+//! reads at startup.
 //!
 //! [`Emulator`] is a small OAuth 2.0 authorization server on `127.0.0.1` that speaks
 //! HelseID's token protocol. It is meant to be **at least as strict as HelseID**: a
-//! client that gets a token from the emulator should get one from HelseID too. It
-//! serves
+//! client that gets a token from the emulator should get one from HelseID too.
 //!
-//! - `GET /.well-known/openid-configuration`: the discovery document;
-//! - `GET /.well-known/openid-configuration/jwks`: the emulator's own signing key;
-//! - `POST /connect/token`: the `client_credentials`, token exchange
-//!   (`urn:ietf:params:oauth:grant-type:token-exchange`) and `refresh_token` grants,
-//!   with `private_key_jwt` client authentication only;
-//! - `POST /test-token`: user token sets for tests (emulator only, see below);
-//! - `POST /connect/par`, `GET /connect/authorize`, `GET /connect/endsession`, `POST
-//!   /connect/revocation`: logins (see **Logins** below);
-//! - `GET /swagger/`: a Swagger UI ([`SWAGGER_PATH`]) for CPE and CP API v2, whose
-//!   Authorize button takes a token of this emulator.
+//! # The rooms
+//! The emulator is three rooms with one-way doors (`tests/rooms.rs` holds them: the IdP
+//! imports nothing from the APIs, and no import loop holds more than two files). Each
+//! rule is written in the documentation of the module that enforces it
+//! (`cargo doc -p helseid-emulator --document-private-items`).
 //!
-//! The token endpoint takes DPoP proofs (RFC 9449), and the CommunicationParty API v2
-//! on the same listener takes only DPoP-bound tokens: see **DPoP** and
-//! **CommunicationParty API v2** below.
-//!
-//! On the same listener, with the issuer as its base URL ([`Emulator::cpe_base_url`]),
-//! it serves the CPE API as `openapi/cpe.json` describes it:
-//!
-//! - `GET /CommunicationPartyEvents?EventId=..&fromDatetime=..`: the event feed, oldest
-//!   first, one page at a time ([`EmulatorBuilder::cpe_page_size`], default 100).
-//!   Without `EventId` the feed starts at its beginning, with it at the event after
-//!   that one; `fromDatetime` keeps the events created at or after that time (with an
-//!   offset, or without one for UTC; up to seven fractional digits).
-//!   `Links.Next.Href` is `/CommunicationPartyEvents?EventId=<last event on the page>`
-//!   while more events follow, and absent (`"Links": {}`) on the last page;
-//! - `GET /CommunicationPartyExport`: every party, with `LastEventId` and
-//!   `LastDateTimeOffset` of the feed's last event;
-//! - `GET /CommunicationParties/{herId}`: one party;
-//! - `GET /openapi.json`: the CPE API's OpenAPI 3.1 document (no token needed).
-//!
-//! Each CPE call needs `Authorization: Bearer <token>` with an unexpired access token
-//! this emulator issued (its signature checked with the key in the JWKS, `typ: at+jwt`,
-//! `iss`, `exp`) that carries the scope `nhn:cp-api/access`. Anything else gets 401 with
-//! `WWW-Authenticate: Bearer error="invalid_token", error_description="..."` saying what
-//! is wrong, never quoting the token. Parameters are read strictly, more strictly than
-//! ASP.NET: names are case-sensitive, each may appear once, unknown parameters are
-//! refused; an unknown or malformed `EventId`, a malformed `fromDatetime` (a `+` that was
-//! not URL-encoded as `%2B` is named as such) or a `herId` that is not a 32-bit integer
-//! gets 400, an unknown `herId` 404, each with a ProblemDetails body whose `detail` names
-//! the parameter.
-//!
-//! The register is the same on every run: 300 parties (organisations such as
-//! `Oslo universitetssykehus HF` or `Legekontoret Storgata`, their services, persons
-//! with a role such as `Fastlege Kari Dahl`) with HER-ids, organisation numbers with
-//! valid check digits and municipality numbers, some deactivated (`Valid.To` in the
-//! past), and 487 events from January to June 2025 with opaque 16-hex-digit ids.
-//! Date-times are written as .NET writes them (`2025-05-01T12:00:00.1234567+02:00`, up
-//! to seven fractional digits, trailing zeros trimmed), some without an offset
-//! (`2025-05-01T10:00:00.1234567`, UTC). [`Emulator::publish_cpe_update`] appends an
-//! event, to test polling for changes.
-//!
-//! A client assertion is rejected (`invalid_client`) unless its header has
-//! `typ: client-authentication+jwt` and an asymmetric `alg` that fits the registered key,
-//! its signature verifies with that key, `iss` and `sub` are the client id, `aud` is
-//! exactly the issuer (not the token endpoint), `iat`, `nbf` and `exp` are numbers with
-//! `exp - iat` at most 60 seconds and the assertion is currently valid (5 seconds of
-//! clock skew allowed), and its `jti` has not been seen before. Scopes the client was not
-//! granted give `invalid_scope`; a malformed `assertion_details` (or
-//! `authorization_details`) claim gives `invalid_request` with a `HID-10xx` code in the
-//! description. Error descriptions say precisely what is wrong, and never quote the
-//! assertion.
-//!
-//! Issued access tokens are RS256 JWTs with `typ: at+jwt`, signed with a key the
-//! emulator generates when it starts; [`Emulator::verify_access_token`] checks them.
-//!
-//! **Token exchange** (RFC 8693, as SFM uses it): an API registered with
-//! [`ClientRegistration::audience`] (the actor) authenticates with its own client
-//! assertion and sends `subject_token` (an access token it received),
-//! `subject_token_type=urn:ietf:params:oauth:token-type:access_token` and `scope` (the
-//! downstream API's scopes, which must be granted to the actor). The subject token must
-//! be an unexpired access token of this emulator whose `aud` holds one of the actor's
-//! audiences; otherwise the answer is `invalid_grant`. Another `subject_token_type`,
-//! an `actor_token` or a missing parameter is `invalid_request`. The new access token is
-//! for the downstream scopes but keeps the identity of the subject token: `client_id`,
-//! `client_amr`, `sub`, `amr`, `auth_time`, `idp` and every `helseid://claims/...` claim
-//! (organisations, pid, security level), adds `act: {"client_id": <actor>}` (nesting
-//! the subject token's own `act`), and expires no later than the subject token. The
-//! response adds `issued_token_type`. [`Emulator::token_exchanges`] counts them.
-//!
-//! **Refresh tokens** rotate, as HelseID's do: `grant_type=refresh_token` with
-//! `refresh_token`, authenticated by the client the refresh token was issued to, answers
-//! with a new access token (the same user claims), a new `refresh_token` and
-//! `rt_expires_in`, and the old refresh token is spent. An unknown, expired, spent or
-//! foreign refresh token is `invalid_grant`; a spent one coming back also revokes the
-//! session's newest refresh token (reuse detection), so the session ends. Every refresh
-//! token of a session expires when its first one does
-//! ([`EmulatorBuilder::refresh_token_lifetime`], default 8 hours). `scope` may narrow
-//! the session's scopes, not widen them (`invalid_scope`). [`Emulator::refreshes`]
-//! counts refreshes, [`Emulator::invalid_grants`] every `invalid_grant` answer.
-//!
-//! **DPoP** (RFC 9449). A token request may carry a `DPoP` header with a proof; a client
-//! registered with [`ClientRegistration::require_dpop`] must (`invalid_request`
-//! otherwise). The client assertion is checked first, so it is spent whatever happens to
-//! the proof; then the proof, before the grant (a challenge spends no refresh token). A
-//! proof without the token endpoint's nonce, or with a nonce the emulator did not issue
-//! or no longer accepts, gets HTTP 400 `{"error":"use_dpop_nonce"}` with the nonce in a
-//! `DPoP-Nonce` header; the client retries with a new proof carrying it AND a new client
-//! assertion. Nonces are opaque random strings, replaced every five minutes (the one
-//! replaced is accepted five minutes more), or at once by [`Emulator::rotate_dpop_nonce`].
-//! A proof is refused (`invalid_dpop_proof`, the description naming the check) unless:
-//! it is one JWS in compact form; its header has `typ: dpop+jwt`, an `alg` among RS256,
-//! RS384, RS512, PS256, PS384, PS512, ES256, ES384 and ES512 (the discovery document's
-//! `dpop_signing_alg_values_supported`) that fits the key, no `crit`, and a `jwk` that is
-//! an RSA (at least 2048 bits) or EC public key without private members (`d`, ...); the
-//! signature verifies with that key; `jti` is a non-empty string not seen before with
-//! that key (remembered in memory while the proof could still be accepted); `htm` is the
-//! request's method; `htu` is exactly the URL the request was sent to, as the emulator
-//! knows its own base URL (the issuer, then the path), and has no query (`?`) or fragment
-//! (`#`); `iat` is a number at most 60 seconds old and at most 5 seconds ahead. An
-//! accepted proof makes the access token DPoP-bound, for every grant: it carries
-//! `cnf: {"jkt": <the RFC 7638 thumbprint of the proof's key>}` and the response says
-//! `token_type: "DPoP"` (with a `DPoP-Nonce` header when the proof carried the previous
-//! nonce). A token exchange with a proof binds the new token to the actor's key. A refresh
-//! with a proof binds the session to that key: its later refreshes need a proof by the same
-//! key (`invalid_grant` otherwise), and their tokens are bound too.
-//! [`Emulator::dpop_nonce_challenges`] counts the `use_dpop_nonce` answers (token endpoint
-//! and API), [`Emulator::assertion_jtis`] lists the client assertions' `jti`s.
-//!
-//! **CommunicationParty API v2** ([`CPAPI_SCOPE`], `nhn:cp-api/access-v2-dpop`), with the
-//! issuer as its base URL ([`Emulator::cpapi_base_url`]), serves the same register as CPE
-//! with NHN's 11 operations and NHN's model (the schemas of `openapi/cpapi.json`, which
-//! are NHN's; camelCase JSON, `null` for what a party lacks where NHN allows `null`,
-//! date-times always with their offset):
-//!
-//! - `GET /api/v1/event?fromSequenceNumber=..&maxEvents=..`: `{"results": [Event],
-//!   "count": n}`, the events whose `sequenceNumber` is at least `fromSequenceNumber`
-//!   (1 to 2147483647, default 1), ascending, at most `maxEvents` (1 to 1000, default
-//!   1000); past the end `results` is empty. An `Event` is `{"sequenceNumber", "herId",
-//!   "eventType", "eventTimestamp"}` with `eventType` `CommunicationPartyCreated` or
-//!   `CommunicationPartyUpdated`. The feed is CPE's: the 487 seeded events have sequence
-//!   numbers 1 to 487 in feed order, and each [`Emulator::publish_cpe_update`] appends the
-//!   next ([`Emulator::cpapi_events`]);
-//! - `GET /api/v1/event/latest`: the event with the highest sequence number (404 when
-//!   there is none);
-//! - `GET /api/v1/communicationparty/{herId}`: the party in NHN's full model: `type`
-//!   (Organization, Person or Service) and its details (`organizationDetails` with the
-//!   organisation number, business type, persons and services; `personDetails` with the
-//!   HPR number and the organisation; `serviceDetails` with the service type and the
-//!   organisation), contact details, `postalAddress`, `amqpTransportStatus` and
-//!   `amqpAddress`, the current signing and encryption certificates (organisations and
-//!   services), `validFrom` and `validTo` (left out for no end);
-//! - `POST /api/v1/communicationparty` with `{"herIds": [..]}` (at most 100): the parties
-//!   found, unknown HER-ids left out;
-//! - `GET /api/v1/communicationparty/{herId}/legacy`: the party in the older model;
-//! - `POST /api/v1/communicationparty/search?Page=..&Size=..` with `SearchParameters`:
-//!   the matches by HER-id, `Page` from 1, `Size` 1 to 100 (default 10);
-//! - `GET /api/v1/organization/{organizationNumber}`: the organisation with these nine
-//!   digits;
-//! - `GET /api/v1/certificate/{herId}[?includeHistoric=true]`, `/signing`,
-//!   `/encryption`: real X.509 certificates (DER, base64 in `certificateValue`) issued
-//!   by the emulator's own authority, the same on every run; up to two earlier pairs
-//!   with `includeHistoric`; persons have none;
-//! - `GET /api/v1/communicationparty/export?includeDeactivated=..`:
-//!   `{"lastSequenceNumber", "count", "communicationParties": [herId]}`, the active
-//!   parties (no `validTo`, or one in the future), or all with `includeDeactivated=true`;
-//! - `GET /cpapi/openapi.json`: the API's OpenAPI 3.1 document (no token needed; also
-//!   [`cpapi_openapi`]), with a security scheme `DPoP`.
-//!
-//! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
-//! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
-//! above for the request's method at the URL called (without the query), with `ath` =
-//! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
-//! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
-//! missing, Bearer, foreign, expired or unbound token) or `error="invalid_dpop_proof"`,
-//! an `error_description` saying what is wrong (never quoting the token or the proof)
-//! and `algs="RS256 ... ES512"`. With [`EmulatorBuilder::cpapi_require_nonce`], a proof
-//! must also carry the API's own nonce, or the answer is 401 `error="use_dpop_nonce"`
-//! with the nonce in `DPoP-Nonce`. A good token and proof without the scope get 403 with
-//! `error="insufficient_scope"`.
-//! Parameters and bodies are read as strictly as CPE's, and a bad one gets 400 (an
-//! unknown `herId` 404) with a ProblemDetails body as `application/problem+json` whose
-//! `detail` names the parameter.
-//! [`Emulator::cpapi_requests`] counts the calls.
-//!
-//! **Keys and Selvbetjening.** A client's key expires ([`EmulatorBuilder::key_lifetime`],
-//! default a year; [`ClientRegistration::key_expires_in`]); an expired key is
-//! `invalid_client`. `GET /v1/client-secret` answers `{"expiration": "<RFC 3339>"}` for
-//! the client whose DPoP-bound token (scope [`SELVBETJENING_SCOPE`], with a matching
-//! proof) it gets, and `POST /v1/client-secret` with a public JWK registers that client's
-//! new key; from then on (after [`EmulatorBuilder::key_propagation_delay`]) the old key
-//! is refused. Errors are `application/problem+json`; a 401 carries a `DPoP` challenge.
-//! [`Emulator::set_selvbetjening_open`] makes it refuse new keys (503).
-//!
-//! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
-//! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
-//! registered client and its scopes, and optionally a `pid`, a `securityLevel` and the
-//! organisations; it answers like a token response with an access token carrying the
-//! client's claims and a test person's (`sub`, `amr`, `helseid://claims/identity/pid`,
-//! `helseid://claims/identity/security_level`, ...) and the first refresh token of a
-//! session. An unknown client, a scope not granted or a malformed body gets 400 with an
-//! OAuth error body. [`Emulator::mint_user_tokens`] does the same from Rust.
-//!
-//! **Logins** (authorization code with PKCE, PAR and DPoP, as HelseID wants them of
-//! clients that log people in): `POST /connect/par` takes a pushed authorization request
-//! authenticated with a client assertion (`response_type=code`, a loopback `http`
-//! `redirect_uri` with a port, `scope` with `openid` and otherwise the identity scopes
-//! or the client's own, `state`, `nonce`, `code_challenge` with
-//! `code_challenge_method=S256`, optionally `dpop_jkt`) and answers 201 with a
-//! `request_uri` valid for [`PAR_LIFETIME`] seconds
-//! ([`Emulator::expire_par_request`] ends it early). `GET /connect/authorize` takes only
-//! `client_id` and such a `request_uri`, once: it shows a login page (plain HTML, a form)
-//! listing the [`TEST_PEOPLE`] (national identity number, HPR number, name, security
-//! level 4); a used or expired `request_uri` redirects with
-//! `error=invalid_request_uri`, anything else gets a 400 page. Picking a person
-//! redirects (303) with `code`, `state` and `iss`; cancelling with
-//! `error=access_denied`. The `authorization_code` grant checks the code (once, within
-//! [`CODE_LIFETIME`] seconds; a used one also revokes the refresh token of its first
-//! redemption), the `redirect_uri`, the PKCE `code_verifier`, and a DPoP proof by the key
-//! `dpop_jkt` named; it answers with an access token carrying the person's claims
-//! (bound to the proof's key), an RS256 `id_token` (`aud` the client, the `nonce`,
-//! `sid`, `name`, `given_name`, `family_name`, [`HPR_NUMBER_CLAIM`], the pid and
-//! security level) and, with `offline_access`, a refresh token whose session is bound to
-//! the same key. [`Emulator::set_id_token_fault`] spoils ID tokens for tests.
-//! `GET /connect/endsession?id_token_hint=..` ends the session
-//! ([`Emulator::ended_sessions`]); `POST /connect/revocation` (client assertion) revokes a
-//! refresh token's session ([`Emulator::revocations`]). The discovery document names
-//! these endpoints.
-//!
-//! **Fault injection**, for tests of how a client copes with a failing HelseID or API:
-//! [`Emulator::faults`] sets a [`Fault`] per [`FaultTarget`] (the token endpoint, the
-//! discovery document, CPE, the CommunicationParty API v2) at run time, until it is
-//! replaced or cleared: a status with an optional `Retry-After`, a hang, an answer after
-//! a delay, a garbage, truncated or huge body, a connection closed without an answer, a
-//! token response with the other `token_type`, an API that refuses every token.
-//! [`Faults::injected`] counts the requests that got one.
+//! - `src/idp/`: HelseID itself. Discovery and JWKS (`/.well-known/openid-configuration`),
+//!   the token endpoint (`POST /connect/token`: client credentials, token exchange,
+//!   refresh tokens, authorization codes) with `private_key_jwt` client authentication
+//!   and DPoP (RFC 9449), user token sets for tests (`POST /test-token`), logins
+//!   (`/connect/par`, `/connect/authorize`, `/connect/endsession`,
+//!   `/connect/revocation`) with the [`TEST_PEOPLE`], and Selvbetjening's
+//!   `/v1/client-secret` for key rotation.
+//! - `src/apis/`: the NHN APIs behind it, each in a folder of its own: CPE
+//!   (`/CommunicationPartyEvents`, `/CommunicationPartyExport`,
+//!   `/CommunicationParties/{herId}`, `/openapi.json`; [`Emulator::cpe_base_url`]) and the
+//!   CommunicationParty API v2 (`/api/v1/...`, `/cpapi/openapi.json`, DPoP-bound tokens
+//!   with [`CPAPI_SCOPE`]; [`Emulator::cpapi_base_url`]), and `register/`, the parties
+//!   and the event feed both serve (the same 300 parties and 487 events on every run;
+//!   [`Emulator::publish_cpe_update`] and friends change it). They take the IdP's tokens
+//!   as any API would: its issuer, its key, its DPoP checks.
+//! - `src/server/`: what both share: the state the router composes from each room's,
+//!   the listener, answers and problem bodies, errors, forms, fault injection
+//!   ([`Emulator::faults`]) and the Swagger UI ([`SWAGGER_PATH`]).
 //!
 //! # Example: a client with a key of its own
 //! ```

@@ -1,5 +1,16 @@
 //! Client authentication with `private_key_jwt`: the client assertion, checked as
 //! strictly as HelseID checks it (or more strictly).
+//!
+//! A client assertion is rejected (`invalid_client`) unless its header has
+//! `typ: client-authentication+jwt` and an asymmetric `alg` that fits the registered key,
+//! its signature verifies with that key, `iss` and `sub` are the client id, `aud` is
+//! exactly the issuer (not the token endpoint), `iat`, `nbf` and `exp` are numbers with
+//! `exp - iat` at most 60 seconds and the assertion is currently valid (5 seconds of
+//! clock skew allowed), and its `jti` has not been seen before. Scopes the client was not
+//! granted give `invalid_scope`; a malformed `assertion_details` (or
+//! `authorization_details`) claim gives `invalid_request` with a `HID-10xx` code in the
+//! description. Error descriptions say precisely what is wrong, and never quote the
+//! assertion.
 
 use std::str::FromStr;
 

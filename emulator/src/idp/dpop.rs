@@ -6,6 +6,39 @@
 //! signature, the claims (`jti`, `htm`, `htu`, `iat`), on API calls `ath` and the key
 //! binding (`cnf.jkt`), then the nonce and last the `jti` replay check. Descriptions
 //! quote claim values (cut short), never the proof or a token.
+//!
+//! **DPoP** (RFC 9449). A token request may carry a `DPoP` header with a proof; a client
+//! registered with
+//! [`ClientRegistration::require_dpop`](crate::ClientRegistration::require_dpop) must
+//! (`invalid_request`
+//! otherwise). The client assertion is checked first, so it is spent whatever happens to
+//! the proof; then the proof, before the grant (a challenge spends no refresh token). A
+//! proof without the token endpoint's nonce, or with a nonce the emulator did not issue
+//! or no longer accepts, gets HTTP 400 `{"error":"use_dpop_nonce"}` with the nonce in a
+//! `DPoP-Nonce` header; the client retries with a new proof carrying it AND a new client
+//! assertion. Nonces are opaque random strings, replaced every five minutes (the one
+//! replaced is accepted five minutes more), or at once by
+//! [`Emulator::rotate_dpop_nonce`](crate::Emulator::rotate_dpop_nonce).
+//! A proof is refused (`invalid_dpop_proof`, the description naming the check) unless:
+//! it is one JWS in compact form; its header has `typ: dpop+jwt`, an `alg` among RS256,
+//! RS384, RS512, PS256, PS384, PS512, ES256, ES384 and ES512 (the discovery document's
+//! `dpop_signing_alg_values_supported`) that fits the key, no `crit`, and a `jwk` that is
+//! an RSA (at least 2048 bits) or EC public key without private members (`d`, ...); the
+//! signature verifies with that key; `jti` is a non-empty string not seen before with
+//! that key (remembered in memory while the proof could still be accepted); `htm` is the
+//! request's method; `htu` is exactly the URL the request was sent to, as the emulator
+//! knows its own base URL (the issuer, then the path), and has no query (`?`) or fragment
+//! (`#`); `iat` is a number at most 60 seconds old and at most 5 seconds ahead. An
+//! accepted proof makes the access token DPoP-bound, for every grant: it carries
+//! `cnf: {"jkt": <the RFC 7638 thumbprint of the proof's key>}` and the response says
+//! `token_type: "DPoP"` (with a `DPoP-Nonce` header when the proof carried the previous
+//! nonce). A token exchange with a proof binds the new token to the actor's key. A refresh
+//! with a proof binds the session to that key: its later refreshes need a proof by the same
+//! key (`invalid_grant` otherwise), and their tokens are bound too.
+//! [`Emulator::dpop_nonce_challenges`](crate::Emulator::dpop_nonce_challenges) counts
+//! the `use_dpop_nonce` answers (token endpoint
+//! and API), [`Emulator::assertion_jtis`](crate::Emulator::assertion_jtis) lists the
+//! client assertions' `jti`s.
 
 use std::collections::HashMap;
 use std::str::FromStr;

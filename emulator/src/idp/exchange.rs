@@ -1,6 +1,22 @@
 //! Token exchange (RFC 8693) as HelseID does it for SFM: an API (the actor) exchanges
 //! the access token it received for a token to a downstream API, keeping the identity of
 //! the client (and user) the received token was issued to.
+//!
+//! **Token exchange** (RFC 8693, as SFM uses it): an API registered with
+//! [`ClientRegistration::audience`](crate::ClientRegistration::audience) (the actor)
+//! authenticates with its own client
+//! assertion and sends `subject_token` (an access token it received),
+//! `subject_token_type=urn:ietf:params:oauth:token-type:access_token` and `scope` (the
+//! downstream API's scopes, which must be granted to the actor). The subject token must
+//! be an unexpired access token of this emulator whose `aud` holds one of the actor's
+//! audiences; otherwise the answer is `invalid_grant`. Another `subject_token_type`,
+//! an `actor_token` or a missing parameter is `invalid_request`. The new access token is
+//! for the downstream scopes but keeps the identity of the subject token: `client_id`,
+//! `client_amr`, `sub`, `amr`, `auth_time`, `idp` and every `helseid://claims/...` claim
+//! (organisations, pid, security level), adds `act: {"client_id": <actor>}` (nesting
+//! the subject token's own `act`), and expires no later than the subject token. The
+//! response adds `issued_token_type`.
+//! [`Emulator::token_exchanges`](crate::Emulator::token_exchanges) counts them.
 
 use std::sync::atomic::Ordering;
 

@@ -1,5 +1,9 @@
 //! What the token endpoint's grants share: the scopes a client may have, the claims of
 //! a client, and the access token issued with the response that carries it.
+//!
+//! Issued access tokens are RS256 JWTs with `typ: at+jwt`, signed with a key the
+//! emulator generates when it starts;
+//! [`Emulator::verify_access_token`](crate::Emulator::verify_access_token) checks them.
 
 use crate::idp::clients::RegisteredClient;
 use crate::idp::clients::Tenancy;

@@ -1,6 +1,19 @@
 //! HelseID itself: discovery, keys, the token endpoint and its grants, client
 //! authentication, DPoP, logins, Selvbetjening, test tokens. Nothing here imports from
-//! [`crate::apis`].
+//! [`crate::apis`]; the APIs read what the IdP publishes ([`verify`], [`state::State`]).
+//!
+//! It serves:
+//!
+//! - `GET /.well-known/openid-configuration`: the discovery document ([`discovery`]);
+//! - `GET /.well-known/openid-configuration/jwks`: the emulator's own signing key;
+//! - `POST /connect/token` ([`token`]): the `client_credentials`, token exchange
+//!   (`urn:ietf:params:oauth:grant-type:token-exchange`, [`exchange`]), `refresh_token`
+//!   ([`refresh`]) and `authorization_code` ([`login`]) grants, with `private_key_jwt`
+//!   client authentication only ([`client_auth`]) and DPoP proofs ([`dpop`]);
+//! - `POST /test-token`: user token sets for tests, emulator only ([`test_token`]);
+//! - `POST /connect/par`, `GET /connect/authorize`, `GET /connect/endsession`, `POST
+//!   /connect/revocation`: logins ([`login`]);
+//! - `GET` and `POST /v1/client-secret`: Selvbetjening's key rotation ([`selvbetjening`]).
 
 pub(crate) mod client_auth;
 pub(crate) mod clients;

@@ -10,6 +10,22 @@
 //! ([`EmulatorBuilder::key_propagation_delay`](crate::EmulatorBuilder::key_propagation_delay)),
 //! the old key keeps working and the new one is refused until the delay has passed, as
 //! while HelseID has not picked up a change yet.
+//!
+//! **Keys and Selvbetjening.** A client's key expires
+//! ([`EmulatorBuilder::key_lifetime`](crate::EmulatorBuilder::key_lifetime),
+//! default a year;
+//! [`ClientRegistration::key_expires_in`](crate::ClientRegistration::key_expires_in));
+//! an expired key is
+//! `invalid_client`. `GET /v1/client-secret` answers `{"expiration": "<RFC 3339>"}` for
+//! the client whose DPoP-bound token (scope
+//! [`SELVBETJENING_SCOPE`](crate::SELVBETJENING_SCOPE), with a matching
+//! proof) it gets, and `POST /v1/client-secret` with a public JWK registers that client's
+//! new key; from then on (after
+//! [`EmulatorBuilder::key_propagation_delay`](crate::EmulatorBuilder::key_propagation_delay))
+//! the old key
+//! is refused. Errors are `application/problem+json`; a 401 carries a `DPoP` challenge.
+//! [`Emulator::set_selvbetjening_open`](crate::Emulator::set_selvbetjening_open) makes
+//! it refuse new keys (503).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

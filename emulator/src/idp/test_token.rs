@@ -1,5 +1,15 @@
 //! `POST /test-token`: user token sets for tests, in the spirit of HelseID's test token
 //! service. It exists only in the emulator: there is no client authentication.
+//!
+//! **Test tokens** come from `POST /test-token`, which exists only in the emulator and
+//! needs no client authentication: its JSON body ([`TestTokenRequest`]) names a
+//! registered client and its scopes, and optionally a `pid`, a `securityLevel` and the
+//! organisations; it answers like a token response with an access token carrying the
+//! client's claims and a test person's (`sub`, `amr`, `helseid://claims/identity/pid`,
+//! `helseid://claims/identity/security_level`, ...) and the first refresh token of a
+//! session. An unknown client, a scope not granted or a malformed body gets 400 with an
+//! OAuth error body. [`Emulator::mint_user_tokens`](crate::Emulator::mint_user_tokens)
+//! does the same from Rust.
 
 use std::sync::Arc;
 

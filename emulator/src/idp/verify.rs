@@ -1,7 +1,8 @@
 //! What the IdP publishes for the APIs it protects, checked as any API would check it:
 //! the token of an `Authorization` header and the scope an access token carries (the
-//! signature and claims: [`State::verify_access_token`](crate::idp::state::State::verify_access_token);
-//! a DPoP-bound request: [`check_bound_request`](crate::idp::verify::check_bound_request)).
+//! signature and claims:
+//! [`State::verify_access_token`](crate::idp::state::State::verify_access_token);
+//! a DPoP-bound request: [`check_bound_request`]).
 
 use axum::http::{HeaderMap, header};
 use serde_json::Value;

@@ -3,12 +3,76 @@
 //! export, behind DPoP-bound HelseID tokens, documented with utoipa and served at
 //! `/cpapi/openapi.json`.
 //!
-//! The types are NHN's schemas ([`crate::apis::cpapi::model`]); `tests/cpapi_openapi_drift.rs`
+//! The types are NHN's schemas ([`crate::apis::cpapi::model`]);
+//! `tests/cpapi_openapi_drift.rs`
 //! holds the utoipa document made from them and from the operations here against
 //! `openapi/cpapi.json`. Beyond what cpapi.json declares, every operation answers a
 //! malformed or out-of-range parameter or body with 400 and a ProblemDetails body
 //! (`application/problem+json`) whose `detail` names the parameter, and 404 with one as
 //! well.
+//!
+//! **CommunicationParty API v2** ([`CPAPI_SCOPE`](crate::CPAPI_SCOPE),
+//! `nhn:cp-api/access-v2-dpop`), with the
+//! issuer as its base URL
+//! ([`Emulator::cpapi_base_url`](crate::Emulator::cpapi_base_url)), serves the same
+//! register as CPE
+//! with NHN's 11 operations and NHN's model (the schemas of `openapi/cpapi.json`, which
+//! are NHN's; camelCase JSON, `null` for what a party lacks where NHN allows `null`,
+//! date-times always with their offset):
+//!
+//! - `GET /api/v1/event?fromSequenceNumber=..&maxEvents=..`: `{"results": [Event],
+//!   "count": n}`, the events whose `sequenceNumber` is at least `fromSequenceNumber`
+//!   (1 to 2147483647, default 1), ascending, at most `maxEvents` (1 to 1000, default
+//!   1000); past the end `results` is empty. An `Event` is `{"sequenceNumber", "herId",
+//!   "eventType", "eventTimestamp"}` with `eventType` `CommunicationPartyCreated` or
+//!   `CommunicationPartyUpdated`. The feed is CPE's: the 487 seeded events have sequence
+//!   numbers 1 to 487 in feed order, and each
+//!   [`Emulator::publish_cpe_update`](crate::Emulator::publish_cpe_update) appends the
+//!   next ([`Emulator::cpapi_events`](crate::Emulator::cpapi_events));
+//! - `GET /api/v1/event/latest`: the event with the highest sequence number (404 when
+//!   there is none);
+//! - `GET /api/v1/communicationparty/{herId}`: the party in NHN's full model: `type`
+//!   (Organization, Person or Service) and its details (`organizationDetails` with the
+//!   organisation number, business type, persons and services; `personDetails` with the
+//!   HPR number and the organisation; `serviceDetails` with the service type and the
+//!   organisation), contact details, `postalAddress`, `amqpTransportStatus` and
+//!   `amqpAddress`, the current signing and encryption certificates (organisations and
+//!   services), `validFrom` and `validTo` (left out for no end);
+//! - `POST /api/v1/communicationparty` with `{"herIds": [..]}` (at most 100): the parties
+//!   found, unknown HER-ids left out;
+//! - `GET /api/v1/communicationparty/{herId}/legacy`: the party in the older model;
+//! - `POST /api/v1/communicationparty/search?Page=..&Size=..` with `SearchParameters`:
+//!   the matches by HER-id, `Page` from 1, `Size` 1 to 100 (default 10);
+//! - `GET /api/v1/organization/{organizationNumber}`: the organisation with these nine
+//!   digits;
+//! - `GET /api/v1/certificate/{herId}[?includeHistoric=true]`, `/signing`,
+//!   `/encryption`: real X.509 certificates (DER, base64 in `certificateValue`) issued
+//!   by the emulator's own authority, the same on every run; up to two earlier pairs
+//!   with `includeHistoric`; persons have none;
+//! - `GET /api/v1/communicationparty/export?includeDeactivated=..`:
+//!   `{"lastSequenceNumber", "count", "communicationParties": [herId]}`, the active
+//!   parties (no `validTo`, or one in the future), or all with `includeDeactivated=true`;
+//! - `GET /cpapi/openapi.json`: the API's OpenAPI 3.1 document (no token needed; also
+//!   [`cpapi_openapi`](crate::cpapi_openapi)), with a security scheme `DPoP`.
+//!
+//! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
+//! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
+//! by [`crate::idp::verify::check_bound_request`] for the request's method at the URL
+//! called (without the query), with `ath` =
+//! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
+//! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
+//! missing, Bearer, foreign, expired or unbound token) or `error="invalid_dpop_proof"`,
+//! an `error_description` saying what is wrong (never quoting the token or the proof)
+//! and `algs="RS256 ... ES512"`. With
+//! [`EmulatorBuilder::cpapi_require_nonce`](crate::EmulatorBuilder::cpapi_require_nonce),
+//! a proof
+//! must also carry the API's own nonce, or the answer is 401 `error="use_dpop_nonce"`
+//! with the nonce in `DPoP-Nonce`. A good token and proof without the scope get 403 with
+//! `error="insufficient_scope"`.
+//! Parameters and bodies are read as strictly as CPE's, and a bad one gets 400 (an
+//! unknown `herId` 404) with a ProblemDetails body as `application/problem+json` whose
+//! `detail` names the parameter.
+//! [`Emulator::cpapi_requests`](crate::Emulator::cpapi_requests) counts the calls.
 
 pub(crate) mod certificates;
 pub(crate) mod model;

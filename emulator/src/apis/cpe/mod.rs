@@ -1,10 +1,40 @@
 //! The CPE side of the emulator: NHN's CommunicationParty Events API over the seeded
-//! register ([`crate::apis::register`]), behind HelseID bearer tokens, documented with utoipa
+//! register ([`crate::apis::register`]), behind HelseID bearer tokens, documented with
+//! utoipa
 //! and served at `/openapi.json`.
 //!
 //! The response types here are the contract of `openapi/cpe.json`: their JSON field
 //! names (PascalCase), types and formats are what the utoipa document says, and the
 //! drift test holds that document against `openapi/cpe.json`.
+//!
+//! On the same listener, with the issuer as its base URL
+//! ([`Emulator::cpe_base_url`](crate::Emulator::cpe_base_url)),
+//! it serves the CPE API as `openapi/cpe.json` describes it:
+//!
+//! - `GET /CommunicationPartyEvents?EventId=..&fromDatetime=..`: the event feed, oldest
+//!   first, one page at a time
+//!   ([`EmulatorBuilder::cpe_page_size`](crate::EmulatorBuilder::cpe_page_size),
+//!   default 100).
+//!   Without `EventId` the feed starts at its beginning, with it at the event after
+//!   that one; `fromDatetime` keeps the events created at or after that time (with an
+//!   offset, or without one for UTC; up to seven fractional digits).
+//!   `Links.Next.Href` is `/CommunicationPartyEvents?EventId=<last event on the page>`
+//!   while more events follow, and absent (`"Links": {}`) on the last page;
+//! - `GET /CommunicationPartyExport`: every party, with `LastEventId` and
+//!   `LastDateTimeOffset` of the feed's last event;
+//! - `GET /CommunicationParties/{herId}`: one party;
+//! - `GET /openapi.json`: the CPE API's OpenAPI 3.1 document (no token needed).
+//!
+//! Each CPE call needs `Authorization: Bearer <token>` with an unexpired access token
+//! this emulator issued (its signature checked with the key in the JWKS, `typ: at+jwt`,
+//! `iss`, `exp`) that carries the scope `nhn:cp-api/access`. Anything else gets 401 with
+//! `WWW-Authenticate: Bearer error="invalid_token", error_description="..."` saying what
+//! is wrong, never quoting the token. Parameters are read strictly, more strictly than
+//! ASP.NET: names are case-sensitive, each may appear once, unknown parameters are
+//! refused; an unknown or malformed `EventId`, a malformed `fromDatetime` (a `+` that was
+//! not URL-encoded as `%2B` is named as such) or a `herId` that is not a 32-bit integer
+//! gets 400, an unknown `herId` 404, each with a ProblemDetails body whose `detail` names
+//! the parameter.
 
 pub(crate) mod model;
 

@@ -2,11 +2,24 @@
 //! that created and changed them, with the queries both APIs ask of it (pages of the
 //! feed, the export, one party; CommunicationParty API v2's sequence numbers).
 //!
-//! It starts as the seed ([`crate::apis::register::seed`]): 300 parties and 487 events. Date-times are
-//! written the way .NET writes a `DateTimeOffset` ([`crate::apis::register::dotnet`]): up to seven
+//! It starts as the seed ([`crate::apis::register::seed`]): 300 parties and 487 events.
+//! Date-times are
+//! written the way .NET writes a `DateTimeOffset` ([`crate::apis::register::dotnet`]):
+//! up to seven
 //! fractional digits (trailing zeros trimmed) and an offset (`+01:00` or `+02:00`,
 //! Norwegian time), except every seventh event's `FromDatetime`, which has no offset and
 //! is a UTC wall-clock time.
+//!
+//! The register is the same on every run: 300 parties (organisations such as
+//! `Oslo universitetssykehus HF` or `Legekontoret Storgata`, their services, persons
+//! with a role such as `Fastlege Kari Dahl`) with HER-ids, organisation numbers with
+//! valid check digits and municipality numbers, some deactivated (`Valid.To` in the
+//! past), and 487 events from January to June 2025 with opaque 16-hex-digit ids.
+//! Date-times are written as .NET writes them (`2025-05-01T12:00:00.1234567+02:00`, up
+//! to seven fractional digits, trailing zeros trimmed), some without an offset
+//! (`2025-05-01T10:00:00.1234567`, UTC).
+//! [`Emulator::publish_cpe_update`](crate::Emulator::publish_cpe_update) appends an
+//! event, to test polling for changes.
 
 pub(crate) mod dotnet;
 mod publish;

@@ -7,6 +7,38 @@
 //! ([`PAR_LIFETIME`] seconds), a pending login until its form is posted, a code until it
 //! is redeemed (once) or expires ([`CODE_LIFETIME`] seconds), a session (`sid`) until it
 //! is ended.
+//!
+//! **Logins** (authorization code with PKCE, PAR and DPoP, as HelseID wants them of
+//! clients that log people in): `POST /connect/par` takes a pushed authorization request
+//! authenticated with a client assertion (`response_type=code`, a loopback `http`
+//! `redirect_uri` with a port, `scope` with `openid` and otherwise the identity scopes
+//! or the client's own, `state`, `nonce`, `code_challenge` with
+//! `code_challenge_method=S256`, optionally `dpop_jkt`) and answers 201 with a
+//! `request_uri` valid for [`PAR_LIFETIME`] seconds
+//! ([`Emulator::expire_par_request`](crate::Emulator::expire_par_request) ends it
+//! early). `GET /connect/authorize` takes only
+//! `client_id` and such a `request_uri`, once: it shows a login page (plain HTML, a form)
+//! listing the [`TEST_PEOPLE`](crate::TEST_PEOPLE) (national identity number, HPR
+//! number, name, security
+//! level 4); a used or expired `request_uri` redirects with
+//! `error=invalid_request_uri`, anything else gets a 400 page. Picking a person
+//! redirects (303) with `code`, `state` and `iss`; cancelling with
+//! `error=access_denied`. The `authorization_code` grant checks the code (once, within
+//! [`CODE_LIFETIME`] seconds; a used one also revokes the refresh token of its first
+//! redemption), the `redirect_uri`, the PKCE `code_verifier`, and a DPoP proof by the key
+//! `dpop_jkt` named; it answers with an access token carrying the person's claims
+//! (bound to the proof's key), an RS256 `id_token` (`aud` the client, the `nonce`,
+//! `sid`, `name`, `given_name`, `family_name`,
+//! [`HPR_NUMBER_CLAIM`](crate::HPR_NUMBER_CLAIM), the pid and
+//! security level) and, with `offline_access`, a refresh token whose session is bound to
+//! the same key. [`Emulator::set_id_token_fault`](crate::Emulator::set_id_token_fault)
+//! spoils ID tokens for tests.
+//! `GET /connect/endsession?id_token_hint=..` ends the session
+//! ([`Emulator::ended_sessions`](crate::Emulator::ended_sessions)); `POST
+//! /connect/revocation` (client assertion) revokes a
+//! refresh token's session ([`Emulator::revocations`](crate::Emulator::revocations)).
+//! The discovery document names
+//! these endpoints.
 
 pub(crate) mod flow;
 

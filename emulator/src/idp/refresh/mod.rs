@@ -12,6 +12,20 @@
 //! refreshes raced): it gets `invalid_grant`, and the session's newest refresh token is
 //! revoked as well, so the whole session ends (the OAuth 2.0 Security BCP's reuse
 //! detection).
+//!
+//! **Refresh tokens** rotate, as HelseID's do: `grant_type=refresh_token` with
+//! `refresh_token`, authenticated by the client the refresh token was issued to, answers
+//! with a new access token (the same user claims), a new `refresh_token` and
+//! `rt_expires_in`, and the old refresh token is spent. An unknown, expired, spent or
+//! foreign refresh token is `invalid_grant`; a spent one coming back also revokes the
+//! session's newest refresh token (reuse detection), so the session ends. Every refresh
+//! token of a session expires when its first one does
+//! ([`EmulatorBuilder::refresh_token_lifetime`](crate::EmulatorBuilder::refresh_token_lifetime),
+//! default 8 hours). `scope` may narrow
+//! the session's scopes, not widen them (`invalid_scope`).
+//! [`Emulator::refreshes`](crate::Emulator::refreshes)
+//! counts refreshes, [`Emulator::invalid_grants`](crate::Emulator::invalid_grants)
+//! every `invalid_grant` answer.
 
 pub(crate) mod grant;
 

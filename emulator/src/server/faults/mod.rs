@@ -7,6 +7,15 @@
 //! spoils it). Faults that must act below an HTTP answer (a connection closed without
 //! one, a body cut short) answer with a body whose stream fails: hyper then closes the
 //! connection without finishing the message.
+//!
+//! **Fault injection**, for tests of how a client copes with a failing HelseID or API:
+//! [`Emulator::faults`](crate::Emulator::faults) sets a [`Fault`] per [`FaultTarget`]
+//! (the token endpoint, the
+//! discovery document, CPE, the CommunicationParty API v2) at run time, until it is
+//! replaced or cleared: a status with an optional `Retry-After`, a hang, an answer after
+//! a delay, a garbage, truncated or huge body, a connection closed without an answer, a
+//! token response with the other `token_type`, an API that refuses every token.
+//! [`Faults::injected`] counts the requests that got one.
 
 pub(crate) mod inject;
 
