@@ -219,8 +219,12 @@ impl IssuerKeys {
             }
             state.flight = None;
         });
+        let waiter = Arc::clone(self);
         let flight = async move {
-            let _ = task.await;
+            // A task that panicked or whose runtime stopped did not clear the flight.
+            if task.await.is_err() {
+                waiter.state().flight = None;
+            }
         }
         .boxed()
         .shared();
