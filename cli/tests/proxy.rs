@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
@@ -191,7 +192,9 @@ impl Seen {
     }
 }
 
-type Answered = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+/// What the upstream answers with: bytes, or a body made as it is sent.
+type UpstreamBody = UnsyncBoxBody<Bytes, Infallible>;
+type Answered = Pin<Box<dyn Future<Output = Response<UpstreamBody>> + Send>>;
 /// How the upstream answers its `n`th request (from 0).
 type Answer = Arc<dyn Fn(usize, &Seen) -> Answered + Send + Sync>;
 
@@ -215,7 +218,7 @@ fn respond(
     headers: &[(&'static str, &'static str)],
     body: &'static str,
 ) -> Answered {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync());
     *response.status_mut() = status;
     for (name, value) in headers {
         response
@@ -377,7 +380,7 @@ async fn routes_strip_the_prefix_keep_the_query_attach_a_verified_bearer_token_a
     .await;
     let route_a = format!("/a={}", a.url);
     let route_b = format!("/b/deep/={}/base/,scope={CP_SCOPE}", b.url);
-    let proxy = Proxy::start(
+    let mut proxy = Proxy::start(
         &[
             "--config",
             arg(&config),
@@ -385,6 +388,8 @@ async fn routes_strip_the_prefix_keep_the_query_attach_a_verified_bearer_token_a
             &route_a,
             "--route",
             &route_b,
+            "--log",
+            "debug",
         ],
         &[],
     )
@@ -402,6 +407,7 @@ async fn routes_strip_the_prefix_keep_the_query_attach_a_verified_bearer_token_a
             ("keep-alive", "timeout=5"),
             ("proxy-authorization", "Basic eA=="),
             ("te", "trailers"),
+            ("expect", "100-continue"),
             ("x-trace", "abc"),
         ],
         "",
@@ -430,6 +436,16 @@ async fn routes_strip_the_prefix_keep_the_query_attach_a_verified_bearer_token_a
         .expect("the emulator's token");
     assert_eq!(claims["client_id"], client.id);
     assert_eq!(claims["scope"], json!([CP_SCOPE]));
+
+    // One line per request at debug: method, route, status, duration; no token in any
+    // line (the library's debug lines included).
+    let lines = proxy.wait_for_line("route=/a status=200").await;
+    let line = lines.last().expect("a line");
+    assert!(
+        line.contains("method=GET") && line.contains("duration_us="),
+        "{line}"
+    );
+    support::assert_quotes_no_secret(&lines.join("\n"), &[request.token("Bearer")]);
 
     // The longest prefix wins over a shorter one that is not a whole segment; the
     // upstream's path replaces the prefix; a body goes along; the upstream's refusal
@@ -833,9 +849,18 @@ fn generated(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_100_mb_body_streams_through_whole_and_a_streamed_body_is_sent_once() {
+async fn a_100_mb_body_streams_through_whole_both_ways_and_a_streamed_body_is_sent_once() {
     let (_emulator, _client, _dir, config) = emulator(false).await;
     let a = upstream(Arc::new(|_, seen| {
+        if seen.uri.path() == "/download" {
+            // 100 MiB made as it is sent.
+            let (chunk, _) = generated(0);
+            let frames = futures_util::stream::iter(
+                (0..100).map(move |i| Ok::<_, Infallible>(Frame::data(chunk(i)))),
+            );
+            let response = Response::new(StreamBody::new(frames).boxed_unsync());
+            return Box::pin(async move { response });
+        }
         let status = match seen.uri.path() {
             "/refuse" => StatusCode::UNAUTHORIZED,
             _ => StatusCode::OK,
@@ -895,6 +920,31 @@ async fn a_100_mb_body_streams_through_whole_and_a_streamed_body_is_sent_once() 
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(a.seen().len(), 3, "sent once");
     drop(response.into_body().collect().await);
+
+    // And the other way: 100 MiB from the upstream arrive whole, read frame by frame.
+    let response = Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>()
+        .request(
+            Request::get(proxy.url("/a/download"))
+                .body(Full::new(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut length = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("the body arrives").into_data() {
+            digest.update(&data);
+            length += data.len() as u64;
+        }
+    }
+    assert_eq!(
+        (length, hex(digest.finish().as_ref())),
+        (100 << 20, expected_100)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -910,7 +960,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_the_proxy_exits_0() {
             let released = release.notified();
             let _ = arrived.send(());
             released.await;
-            Response::new(Full::new(Bytes::from_static(b"finished after SIGTERM")))
+            Response::new(Full::new(Bytes::from_static(b"finished after SIGTERM")).boxed_unsync())
         })
     }))
     .await;

@@ -590,6 +590,9 @@ impl Proxy {
         // The service never chooses the credentials.
         headers.remove(header::AUTHORIZATION);
         headers.remove("dpop");
+        // The proxy answered the expectation itself (hyper sends `100 Continue` when
+        // the body is read); the upstream gets the body without waiting.
+        headers.remove(header::EXPECT);
         if let Ok(host) = HeaderValue::from_str(forward.route.upstream.authority.as_str()) {
             headers.insert(header::HOST, host);
         }
