@@ -1601,3 +1601,106 @@ async fn the_replay_store_is_pluggable_and_its_failure_is_503() {
         &[&token, &proof],
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_key_set_is_fetched_again_in_the_background_and_a_withdrawn_key_stops() {
+    let old = RawKey::new("old");
+    let new = RawKey::new("new");
+    let issuer = IssuerDouble::new("https://issuer.test", vec![old.jwk()]);
+    let layer = in_process(&issuer)
+        .dpop(Dpop::Allowed)
+        .keys_max_age(Duration::from_secs(600))
+        .build()
+        .expect("layer");
+    let token = old.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    // The issuer withdraws the old key; no unknown kid arrives to tell.
+    issuer.set_keys(vec![new.jwk()]);
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 1, "young keys are not fetched again");
+    tokio::time::advance(Duration::from_secs(301)).await;
+    // This use finds the set stale: it is answered with the keys at hand, and starts a
+    // fetch that nobody waits for.
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    for _ in 0..100 {
+        if issuer.jwks_fetches() == 2 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(issuer.jwks_fetches(), 2);
+    tokio::task::yield_now().await;
+    let found = refused(
+        &bearer(&layer, &token).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&token],
+    );
+    assert_eq!(
+        found[0].param("error_description"),
+        Some(Reason::UnknownKey.to_string().as_str())
+    );
+}
+
+#[test]
+fn the_layer_is_send_sync_and_shows_no_secret() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<VerifyLayer>();
+    assert_send_sync::<helseid::verify::Refusal>();
+    assert_send_sync::<HelseIdClaims>();
+    assert_send_sync::<
+        helseid::verify::Verify<
+            tower::util::BoxCloneSyncService<Request<String>, Response<String>, Infallible>,
+        >,
+    >();
+    let layer = VerifyLayer::builder("https://helseid-sts.nhn.no")
+        .audience(AUD)
+        .public_base_url(BASE)
+        .dpop_nonce(true)
+        .dpop_nonce_secret(*b"a-nonce-secret-nobody-sees")
+        .build()
+        .expect("layer");
+    let shown = format!("{layer:?}");
+    assert!(!shown.contains("a-nonce-secret-nobody-sees"), "{shown}");
+    // Bad settings name themselves.
+    for (builder, field) in [
+        (
+            VerifyLayer::builder("http://helseid.example.no")
+                .audience(AUD)
+                .dpop(Dpop::Disabled),
+            "issuer",
+        ),
+        (
+            VerifyLayer::builder("https://helseid.example.no").dpop(Dpop::Disabled),
+            "audience",
+        ),
+        (
+            VerifyLayer::builder("https://helseid.example.no")
+                .audience(AUD)
+                .dpop(Dpop::Disabled)
+                .scopes_any_of(["a\"b"]),
+            "scopes_any_of",
+        ),
+        (
+            VerifyLayer::builder("https://helseid.example.no").audience(AUD),
+            "public_base_url",
+        ),
+        (
+            VerifyLayer::builder("https://helseid.example.no")
+                .audience(AUD)
+                .public_base_url("ftp://x"),
+            "public_base_url",
+        ),
+        (
+            VerifyLayer::builder("https://helseid.example.no")
+                .audience(AUD)
+                .dpop(Dpop::Disabled)
+                .timeout(Duration::ZERO),
+            "timeout",
+        ),
+    ] {
+        let error = builder.build().expect_err(field);
+        assert!(error.to_string().contains(field), "{error}");
+    }
+}

@@ -61,6 +61,8 @@ pub(crate) struct KeySet {
     keys: HashMap<String, Arc<VerifyingKey>>,
     /// Whether a non-empty set was ever loaded.
     loaded: bool,
+    /// When it was fetched.
+    fetched_at: Option<Instant>,
 }
 
 impl KeySet {
@@ -99,6 +101,8 @@ pub(crate) struct FetchSettings {
     pub(crate) timeout: Duration,
     pub(crate) cooldown: Duration,
     pub(crate) discovery_lifetime: Duration,
+    /// How old a key set may grow before a use fetches it again in the background.
+    pub(crate) max_age: Duration,
 }
 
 /// One issuer and its keys.
@@ -147,11 +151,27 @@ impl IssuerKeys {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts a background refetch when the key set is older than its maximum age
+    /// (within the cooldown, and never more than one at a time), so that a key the
+    /// issuer withdrew is dropped even while no unknown `kid` arrives. Nobody waits.
+    pub(crate) fn refresh_if_stale(self: &Arc<Self>, set: &KeySet) {
+        if set
+            .fetched_at
+            .is_some_and(|at| at.elapsed() >= self.settings.max_age)
+        {
+            let _ = self.refetch();
+        }
+    }
+
     /// The key with `kid`: from the snapshot, or after one refetch when the cooldown
     /// allows it (a refetch that runs is joined, not repeated).
     pub(crate) async fn key(self: &Arc<Self>, kid: &str) -> Lookup {
-        if let Some(key) = self.snapshot.load().get(kid) {
-            return Lookup::Found(key.clone());
+        {
+            let snapshot = self.snapshot.load();
+            if let Some(key) = snapshot.get(kid) {
+                self.refresh_if_stale(&snapshot);
+                return Lookup::Found(key.clone());
+            }
         }
         if let Some(flight) = self.refetch() {
             flight.await;
@@ -280,7 +300,11 @@ impl IssuerKeys {
             }
         }
         let loaded = !keys.is_empty();
-        Ok(KeySet { keys, loaded })
+        Ok(KeySet {
+            keys,
+            loaded,
+            fetched_at: Some(Instant::now()),
+        })
     }
 
     /// The `jwks_uri` of the issuer's discovery document, which must name this issuer.

@@ -19,6 +19,8 @@ use crate::error::{BoxError, Error, Result};
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
 /// The default shortest time between two key fetches for unknown `kid`s: 30 seconds.
 pub const DEFAULT_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// The default age past which a key set is fetched again at its next use: 15 minutes.
+pub const DEFAULT_KEYS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// The default age past which a DPoP proof is refused: 60 seconds.
 pub const DEFAULT_PROOF_MAX_AGE: Duration = Duration::from_secs(60);
 
@@ -69,6 +71,7 @@ impl VerifyLayer {
             timeout: Duration::from_secs(10),
             cooldown: DEFAULT_REFETCH_COOLDOWN,
             discovery_lifetime: Duration::from_secs(24 * 60 * 60),
+            keys_max_age: DEFAULT_KEYS_MAX_AGE,
             proof_max_age: DEFAULT_PROOF_MAX_AGE,
             replay: None,
             nonce: false,
@@ -112,6 +115,7 @@ pub struct VerifyLayerBuilder {
     timeout: Duration,
     cooldown: Duration,
     discovery_lifetime: Duration,
+    keys_max_age: Duration,
     proof_max_age: Duration,
     replay: Option<Arc<dyn ReplayStore>>,
     nonce: bool,
@@ -236,6 +240,14 @@ impl VerifyLayerBuilder {
         self
     }
 
+    /// How old an issuer's key set may grow before its next use fetches it again in the
+    /// background (requests go on with the keys at hand): a key the issuer withdrew is
+    /// dropped within this time. Default: 15 minutes.
+    pub fn keys_max_age(mut self, age: Duration) -> Self {
+        self.keys_max_age = age;
+        self
+    }
+
     /// How old a DPoP proof may be. Default: 60 seconds.
     pub fn proof_max_age(mut self, age: Duration) -> Self {
         self.proof_max_age = age;
@@ -355,6 +367,7 @@ impl VerifyLayerBuilder {
             timeout: self.timeout,
             cooldown: self.cooldown,
             discovery_lifetime: self.discovery_lifetime,
+            max_age: self.keys_max_age,
         };
         let nonces = if self.nonce {
             let secret = match self.nonce_secret {

@@ -24,7 +24,9 @@
 //!
 //! Keys: the discovery document is kept 24 hours; the keys live in a lock-free snapshot;
 //! a `kid` not in it fetches the JWKS again, at most once per cooldown (30 s) for all
-//! callers together; a failed or empty fetch keeps the keys at hand. Verified tokens are
+//! callers together; a failed or empty fetch keeps the keys at hand; a key set older
+//! than 15 minutes is fetched again in the background at its next use, so that a key
+//! the issuer withdrew stops verifying tokens, cached ones included. Verified tokens are
 //! kept (by the SHA-256 of the token) until `exp`, which is checked again at every use,
 //! as is the presence of their key in the issuer's set.
 //!
@@ -80,8 +82,8 @@ pub use answer::{Reason, Refusal, Scheme};
 pub use claims::{Actor, HelseIdClaims, Pid, names};
 pub use dpop::{MemoryReplayStore, ReplayFuture, ReplayStore};
 pub use layer::{
-    DEFAULT_LEEWAY, DEFAULT_PROOF_MAX_AGE, DEFAULT_REFETCH_COOLDOWN, VerifyLayer,
-    VerifyLayerBuilder,
+    DEFAULT_KEYS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_PROOF_MAX_AGE, DEFAULT_REFETCH_COOLDOWN,
+    VerifyLayer, VerifyLayerBuilder,
 };
 pub use service::{ResponseFuture, Verify};
 
@@ -300,7 +302,11 @@ impl Settings {
         let mut key = [0u8; 32];
         key.copy_from_slice(digest);
         if let Some(hit) = self.cache.get(&key).await {
-            let kept = self.issuers[hit.issuer].snapshot().get(&hit.kid).is_some();
+            let issuer = &self.issuers[hit.issuer];
+            let snapshot = issuer.snapshot();
+            let kept = snapshot.get(&hit.kid).is_some();
+            issuer.refresh_if_stale(&snapshot);
+            drop(snapshot);
             if kept {
                 hit.check_times(now, self.leeway)?;
                 return Ok(hit);

@@ -59,16 +59,15 @@ fn jws_reason(e: JwsError) -> Reason {
 }
 
 /// The header members that carry a key or point at one: a token never brings its own.
-const KEY_MEMBERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "x5t#S256"];
+const KEY_MEMBERS: [&str; 4] = ["jwk", "jku", "x5u", "x5c"];
 
 /// Verifies `token`: every check of the JWS and its claims, the key from the issuer's
 /// key set, never from the token.
 pub(crate) async fn verify(settings: &Settings, token: &str, now: u64) -> Result<Verified, Reason> {
     let jws = jws::parse(token).map_err(jws_reason)?;
     let header = &jws.header;
-    // x5t#S256 and x5t name a certificate, not a key; x5t is harmless (HelseID sends
-    // it), the others are refused.
-    if KEY_MEMBERS[..4].iter().any(|m| header.contains_key(*m)) {
+    // `x5t` names a certificate and brings no key (HelseID sends it): harmless.
+    if KEY_MEMBERS.iter().any(|m| header.contains_key(*m)) {
         return Err(Reason::EmbeddedKey);
     }
     let typ = header
