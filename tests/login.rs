@@ -418,9 +418,13 @@ async fn a_hand_made_id_token_is_checked_for_nonce_and_aud() {
 async fn logout_revokes_the_refresh_token_and_gives_the_browser_the_end_session_url() {
     let (emulator, epj, login) = setup().await;
     let pending = login.start(LOGIN_SCOPES).await.expect("PAR");
-    let logged_in = finish_with(&emulator, pending, Some(TEST_PEOPLE[2].pid))
-        .await
-        .expect("logged in");
+    let url = pending.authorize_url().to_owned();
+    let finishing = tokio::spawn(pending.finish());
+    let (status, cookie) =
+        support::log_in_in_browser(emulator.issuer(), &url, Some(TEST_PEOPLE[2].pid)).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.expect("the browser holds the session");
+    let logged_in = finishing.await.expect("task").expect("logged in");
     let set = logged_in.token_set().expect("set").clone();
     let id_token = set.id_token().expect("an ID token").to_owned();
     let logout = login
@@ -458,9 +462,13 @@ async fn logout_revokes_the_refresh_token_and_gives_the_browser_the_end_session_
         !debug.contains(&id_token) && !debug.contains("id_token_hint"),
         "{debug}"
     );
-    // Nothing was ended from here: the session is the browser's to end.
+    // Nothing was ended from here: the session is the browser's to end, and a request
+    // without its cookie (a back-channel GET, as logout once made) ends nothing.
     assert_eq!(emulator.ended_sessions(), 0);
     let (status, _, _) = get(end.url()).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    assert_eq!(emulator.ended_sessions(), 0, "no cookie, no session ended");
+    let status = support::get_in_browser(end.url(), &cookie).await;
     assert!(status.is_success() || status.is_redirection(), "{status}");
     // The refresh token is spent, and the browser's visit ended the session.
     let session = RefreshSession::new(endpoint(&emulator, &epj), set.clone());

@@ -18,10 +18,10 @@ use http::StatusCode;
 async fn login_writes_a_dpop_bound_token_set_that_renews_and_logout_ends_it() {
     let mut login = start_dpop_login().await;
     let person = TEST_PEOPLE[3];
-    assert_eq!(
-        support::log_in_at_page(login.emulator.issuer(), &login.url, Some(person.pid)).await,
-        StatusCode::OK
-    );
+    let (status, cookie) =
+        support::log_in_in_browser(login.emulator.issuer(), &login.url, Some(person.pid)).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.expect("the browser holds the session");
     let (stdout, stderr) = login.finished_as(&person).await;
     let (emulator, epj, out) = (&login.emulator, &login.client, login.out.clone());
 
@@ -73,7 +73,7 @@ async fn login_writes_a_dpop_bound_token_set_that_renews_and_logout_ends_it() {
     assert!(url.contains(id_token), "{url}");
     assert!(!stderr.contains("session ended"), "{stderr}");
     // The browser opens it: the session ends, and the refresh token was revoked.
-    let (status, _, _) = support::get_text(url).await;
+    let status = support::get_in_browser(url, &cookie).await;
     assert!(status.is_success() || status.is_redirection(), "{status}");
     support::assert_logged_out(emulator, &session).await;
     let _ = std::fs::remove_dir_all(&login.dir);

@@ -616,6 +616,16 @@ pub async fn follow(headers: &HeaderMap) -> StatusCode {
 /// (logs in as the test person `pid`, or cancels with `None`), and follows the redirect
 /// to the app's loopback listener. Returns the listener's status.
 pub async fn log_in_at_page(issuer: &str, authorize_url: &str, pid: Option<&str>) -> StatusCode {
+    log_in_in_browser(issuer, authorize_url, pid).await.0
+}
+
+/// [`log_in_at_page`], keeping what a browser keeps: the `Cookie` header value of the
+/// session the login set (none for a cancelled login).
+pub async fn log_in_in_browser(
+    issuer: &str,
+    authorize_url: &str,
+    pid: Option<&str>,
+) -> (StatusCode, Option<String>) {
     let (status, _, html) = get_text(authorize_url).await;
     assert_eq!(status, StatusCode::OK, "the login page: {html}");
     for person in &helseid_emulator::TEST_PEOPLE {
@@ -634,7 +644,21 @@ pub async fn log_in_at_page(issuer: &str, authorize_url: &str, pid: Option<&str>
         .expect("request");
     let (status, headers, _) = send(request).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    follow(&headers).await
+    let cookie = headers
+        .get(header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned);
+    (follow(&headers).await, cookie)
+}
+
+/// GETs `url` as the browser holding `cookie` would; returns the status.
+pub async fn get_in_browser(url: &str, cookie: &str) -> StatusCode {
+    let request = Request::get(url)
+        .header(header::COOKIE, cookie)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    send(request).await.0
 }
 
 /// A new empty directory under the system's temporary directory, named `prefix-<random>`.

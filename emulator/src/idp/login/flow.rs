@@ -375,7 +375,7 @@ pub(crate) async fn login(Extract(state): Extract<Arc<State>>, body: Bytes) -> R
             Code {
                 authorization,
                 person,
-                sid,
+                sid: sid.clone(),
                 expires_at: now.saturating_add(CODE_LIFETIME),
                 used: false,
                 refresh_token: None,
@@ -384,7 +384,30 @@ pub(crate) async fn login(Extract(state): Extract<Arc<State>>, body: Bytes) -> R
     }
     state.login.logins.fetch_add(1, Ordering::Relaxed);
     let borrowed: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    redirect(&redirect_uri, &borrowed)
+    let mut response = redirect(&redirect_uri, &borrowed);
+    // The session lives in the browser, as HelseID's does: only a request that carries
+    // this cookie can end it (see `end_session`).
+    if let Ok(cookie) = axum::http::HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={sid}; Path=/connect; HttpOnly; SameSite=Lax"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The cookie that holds a browser's session at the emulator.
+pub(crate) const SESSION_COOKIE: &str = "helseid_emulator_session";
+
+/// The session id in the request's `helseid_emulator_session` cookie, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
 }
 
 /// The `authorization_code` grant, for a client that has authenticated, with a DPoP
@@ -579,10 +602,13 @@ fn verify_id_token_hint(state: &State, token: &str) -> Option<Map<String, Value>
 }
 
 /// `GET /connect/endsession?id_token_hint=..&post_logout_redirect_uri=..&state=..`:
-/// ends the session the ID token names, and redirects to a loopback
+/// ends the session the ID token names when the request comes from the browser that
+/// holds it (its session cookie), as HelseID does: a request from elsewhere (a
+/// back-channel GET carries no cookie) ends nothing. Then redirects to a loopback
 /// `post_logout_redirect_uri` (or shows a page).
 pub(crate) async fn end_session(
     Extract(state): Extract<Arc<State>>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let mut hint = None;
@@ -606,6 +632,7 @@ pub(crate) async fn end_session(
         );
     };
     if let Some(sid) = claims.get("sid").and_then(Value::as_str)
+        && session_cookie(&headers) == Some(sid)
         && let Some(ended) = lock(&state.login.inner).sessions.get_mut(sid)
         && !*ended
     {
