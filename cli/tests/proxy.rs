@@ -527,6 +527,14 @@ async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
         Some(2),
         "{health}"
     );
+    // It fetched the routes' tokens into the cache the routes use.
+    let issued = emulator.tokens_issued();
+    assert_eq!(get(&proxy.url("/a/warm")).await.0, StatusCode::OK);
+    assert_eq!(
+        emulator.tokens_issued(),
+        issued,
+        "the health check's token is used"
+    );
 
     assert_refusal(
         &get(&proxy.url("/elsewhere")).await,
@@ -565,10 +573,7 @@ async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
         "client",
         "..",
     );
-    assert!(
-        a.seen().is_empty(),
-        "no refused request reached the upstream"
-    );
+    assert_eq!(a.seen().len(), 1, "no refused request reached the upstream");
 
     // The upstream is unreachable: 502, the upstream's side; no token in the answer.
     let answer = get(&proxy.url("/gone/x")).await;
@@ -578,7 +583,6 @@ async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
         "upstream",
         &format!("http://{closed}"),
     );
-    assert_eq!(get(&proxy.url("/a")).await.0, StatusCode::OK);
     let token = a.seen()[0].token("Bearer").to_owned();
     support::assert_quotes_no_secret(&problem.to_string(), &[&token]);
 
@@ -597,8 +601,9 @@ async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
     let health = json_of(&body);
     assert_eq!(health["status"], "unavailable", "{health}");
     assert_eq!(health["routes"][0]["token"], "unavailable", "{health}");
-    assert!(
-        a.seen().len() == 1,
+    assert_eq!(
+        a.seen().len(),
+        1,
         "the upstream was not called without a token"
     );
 }

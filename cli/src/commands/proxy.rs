@@ -104,7 +104,13 @@ pub(crate) struct ProxyArgs {
     max_replay_body: u64,
     /// What to log on stderr: `debug` adds one line per request (method, route,
     /// status, duration; never a token).
-    #[arg(long, env = "HELSEID_PROXY_LOG", value_enum, default_value = "info")]
+    #[arg(
+        long,
+        env = "HELSEID_PROXY_LOG",
+        value_name = "LEVEL",
+        value_enum,
+        default_value = "info"
+    )]
     log: LogLevel,
 }
 
