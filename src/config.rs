@@ -198,15 +198,16 @@ pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
 /// The text of the configuration file at `path`, read as [`ClientConfig::from_file`]
 /// reads it.
 pub(crate) fn read_file(path: &Path) -> Result<zeroize::Zeroizing<String>> {
-    read_config_file(path).map_err(|source| Error::ConfigFile {
+    read_private_text(path).map_err(|source| Error::ConfigFile {
         path: path.display().to_string(),
         source: Arc::new(source),
     })
 }
 
 /// Reads `path` as UTF-8 text, when it is a regular file of at most [`MAX_CONFIG_FILE`]
-/// bytes. The text is zeroized when dropped: it holds the private key.
-fn read_config_file(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
+/// bytes. The text is zeroized when dropped: it holds a private key (or, for a token set
+/// store, tokens).
+pub(crate) fn read_private_text(path: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
     use std::io::{Error as IoError, ErrorKind, Read};
     // Judged before opening: opening a FIFO for reading waits for a writer.
     let kind = std::fs::metadata(path)?.file_type();

@@ -308,7 +308,7 @@ impl FileStore {
     /// blocks) of at most [`MAX_CONFIG_FILE`](crate::config::MAX_CONFIG_FILE) bytes of
     /// UTF-8.
     fn read(&self) -> Result<Option<TokenSet>> {
-        match read_store_file(&self.path) {
+        match crate::config::read_private_text(&self.path) {
             Ok(text) => TokenSet::from_json(&text).map(Some).map_err(|e| match e {
                 Error::TokenStore { reason, source } => Error::TokenStore {
                     reason: format!("{}: {reason}", self.path.display()),
@@ -345,45 +345,6 @@ impl TokenStore for FileStore {
             self.commit(&temp)
         })
     }
-}
-
-/// Reads `path` as UTF-8 text, when it is a regular file of at most
-/// [`MAX_CONFIG_FILE`](crate::config::MAX_CONFIG_FILE) bytes (many times a set with an
-/// ID token and a DPoP key). The text is zeroized when dropped: it holds the tokens.
-fn read_store_file(path: &Path) -> std::io::Result<Zeroizing<String>> {
-    use std::io::{Error as IoError, ErrorKind, Read};
-    const MAX: u64 = crate::config::MAX_CONFIG_FILE;
-    // Judged before opening: opening a FIFO for reading waits for a writer.
-    let kind = std::fs::metadata(path)?.file_type();
-    if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else {
-            "a FIFO, socket or device"
-        };
-        return Err(IoError::new(
-            ErrorKind::InvalidInput,
-            format!("it is {what}, not a regular file"),
-        ));
-    }
-    let file = std::fs::File::open(path)?;
-    // Room for the whole file at once, so that no copy of the tokens is left behind in
-    // a buffer that grew.
-    let capacity = file.metadata()?.len().min(MAX) + 1;
-    let mut text = Zeroizing::new(String::with_capacity(capacity as usize));
-    file.take(MAX + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| match e.kind() {
-            ErrorKind::InvalidData => IoError::new(ErrorKind::InvalidData, "it is not UTF-8 text"),
-            _ => e,
-        })?;
-    if text.len() as u64 > MAX {
-        return Err(IoError::new(
-            ErrorKind::InvalidData,
-            format!("it is larger than {MAX} bytes"),
-        ));
-    }
-    Ok(text)
 }
 
 /// A user's session: the current token set, renewed with the `refresh_token` grant.
