@@ -1704,3 +1704,42 @@ fn the_layer_is_send_sync_and_shows_no_secret() {
         assert!(error.to_string().contains(field), "{error}");
     }
 }
+
+#[tokio::test]
+async fn preloaded_keys_verify_without_a_fetch_and_unverified_claims_type() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .jwks(issuer.url(), json!({ "keys": [key.jwk()] }))
+        .build()
+        .expect("layer");
+    let token = key.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 0);
+    for (jwks, issuer_url) in [
+        (
+            json!({ "keys": [key.jwk()] }),
+            "https://elsewhere.example.no".to_owned(),
+        ),
+        (json!({ "keys": [] }), issuer.url()),
+        (json!({ "nothing": 1 }), issuer.url()),
+    ] {
+        let error = builder(&issuer)
+            .jwks(issuer_url, jwks)
+            .build()
+            .expect_err("jwks");
+        assert!(error.to_string().contains("jwks"), "{error}");
+    }
+
+    let c = claims(&issuer.url());
+    let typed = HelseIdClaims::unverified(c.as_object().expect("object").clone()).expect("claims");
+    assert_eq!(typed.client_id.as_deref(), Some("client-1"));
+    assert_eq!(typed.scopes, vec![SCOPE.to_owned(), "other".to_owned()]);
+    let mut bad = c.clone();
+    bad["scope"] = json!({"a": 1});
+    assert_eq!(
+        HelseIdClaims::unverified(bad.as_object().expect("object").clone()).expect_err("bad"),
+        Reason::MalformedClaim
+    );
+}

@@ -276,6 +276,24 @@ impl IssuerKeys {
                 crate::jose::json_error_without_input(&e)
             ))
         })?;
+        self.key_set(&doc)
+    }
+
+    /// Starts with the keys of `jwks` (a JWKS document) instead of none.
+    ///
+    /// # Errors
+    /// What is wrong, when the document holds no usable key.
+    pub(crate) fn preload(&self, jwks: &Value) -> Result<(), String> {
+        let set = self.key_set(jwks).map_err(|FetchError(why)| why)?;
+        if set.keys.is_empty() {
+            return Err("the JWKS holds no usable key".to_owned());
+        }
+        self.snapshot.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// The usable keys of a JWKS document (each with a `kid`; the others are skipped).
+    fn key_set(&self, doc: &Value) -> Result<KeySet, FetchError> {
         let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
             return Err(FetchError("the JWKS has no `keys` array".into()));
         };

@@ -78,6 +78,7 @@ impl VerifyLayer {
             nonce_secret: None,
             cache_capacity: 10_000,
             clock: None,
+            preloaded: Vec::new(),
         }
     }
 
@@ -122,6 +123,7 @@ pub struct VerifyLayerBuilder {
     nonce_secret: Option<Vec<u8>>,
     cache_capacity: u64,
     clock: Option<super::Clock>,
+    preloaded: Vec<(String, serde_json::Value)>,
 }
 
 impl fmt::Debug for VerifyLayerBuilder {
@@ -281,6 +283,15 @@ impl VerifyLayerBuilder {
         self
     }
 
+    /// Starts with the keys of `jwks` (a JWKS document, `{"keys": [...]}`) for `issuer`,
+    /// one of the layer's issuers, instead of fetching them at the first token: for an
+    /// emulator or a test that has the keys at hand. They are fetched again as usual (an
+    /// unknown `kid`, the [maximum age](Self::keys_max_age)). Default: none.
+    pub fn jwks(mut self, issuer: impl Into<String>, jwks: serde_json::Value) -> Self {
+        self.preloaded.push((issuer.into(), jwks));
+        self
+    }
+
     /// The clock that `exp`, `nbf`, `iat` and proofs' `iat` are checked against, for
     /// tests. Default: the system clock.
     pub fn clock(
@@ -302,7 +313,8 @@ impl VerifyLayerBuilder {
     /// `http` to loopback), `audience` when none is given or one is empty,
     /// `scopes_any_of` for a scope outside RFC 6749's character set,
     /// `public_base_url` when DPoP is accepted and it is missing or not an `http(s)` URL
-    /// without query and fragment, `timeout` or `dpop_nonce_secret` when zero or
+    /// without query and fragment, `jwks` for keys of another issuer or a document
+    /// without a usable key, `timeout` or `dpop_nonce_secret` when zero or
     /// empty, and `tls` when the default HTTPS client cannot be built.
     pub fn build(self) -> Result<VerifyLayer> {
         for issuer in &self.issuers {
@@ -396,6 +408,17 @@ impl VerifyLayerBuilder {
             if !issuers.iter().any(|i| i.issuer == keys.issuer) {
                 issuers.push(Arc::new(keys));
             }
+        }
+        for (issuer, jwks) in &self.preloaded {
+            let issuer = issuer.trim_end_matches('/');
+            let Some(keys) = issuers.iter().find(|i| &*i.issuer == issuer) else {
+                return Err(Error::config(
+                    "jwks",
+                    "keys of an issuer the layer does not accept",
+                ));
+            };
+            keys.preload(jwks)
+                .map_err(|why| Error::config("jwks", why))?;
         }
         Ok(VerifyLayer {
             settings: Arc::new(Settings {
