@@ -589,7 +589,13 @@ async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
     // HelseID is down: 503 (or 502), HelseID's side, and /healthz says so.
     proxy.kill();
     emulator.shutdown().await;
-    let proxy = Proxy::start(&["--config", arg(&config), "--route", &route_a], &[]).await;
+    let mut proxy = Proxy::start(&["--config", arg(&config), "--route", &route_a], &[]).await;
+    // At start it tries, and says so.
+    let lines = proxy.wait_for_line("no token for /a yet").await;
+    assert!(
+        lines.last().is_some_and(|l| l.contains("warn")),
+        "{lines:#?}"
+    );
     let answer = get(&proxy.url("/a/x")).await;
     assert!(
         [StatusCode::SERVICE_UNAVAILABLE, StatusCode::BAD_GATEWAY].contains(&answer.0),

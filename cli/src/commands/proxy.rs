@@ -330,6 +330,10 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
         );
     }
 
+    // Fetches every route's token now, so that the first requests need not wait and
+    // a client HelseID refuses is reported at once (the proxy runs on either way).
+    let warm = proxy.clone();
+    tokio::spawn(async move { warm.warm_up().await });
     serve(listener, proxy).await;
     if let Some(demo) = demo {
         demo.emulator.shutdown().await;
@@ -637,6 +641,20 @@ impl Proxy {
         }
     }
 
+    /// Gets every route's token into the cache; warns of each route that cannot have one.
+    async fn warm_up(&self) {
+        for forward in &self.routes {
+            if let Err(e) = self.cache.get(&self.endpoint, &forward.token_request).await {
+                tracing::warn!(
+                    target: "helseid::proxy",
+                    "no token for {} yet: {}",
+                    forward.route.prefix,
+                    report(&e)
+                );
+            }
+        }
+    }
+
     /// `GET /healthz`: 200 when a token can be had for every route, 503 otherwise.
     async fn health(&self) -> Response<Body> {
         let mut ready = true;
@@ -766,16 +784,18 @@ fn failure(route: &Route, error: &(dyn std::error::Error + 'static)) -> Response
             }
             _ => (StatusCode::BAD_GATEWAY, None),
         };
+        let detail = format!(
+            "the proxy could not get a token for {} from HelseID: {}",
+            route.prefix,
+            report(e)
+        );
+        tracing::warn!(target: "helseid::proxy", "{detail}");
         let mut response = problem(
             status,
             "no-token",
             "No token from HelseID",
             "helseid",
-            &format!(
-                "the proxy could not get a token for {} from HelseID: {}",
-                route.prefix,
-                report(e)
-            ),
+            &detail,
         );
         if let Some(retry) = retry {
             let seconds = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
@@ -785,16 +805,18 @@ fn failure(route: &Route, error: &(dyn std::error::Error + 'static)) -> Response
         }
         return response;
     }
+    let detail = format!(
+        "the proxy could not get an answer from the upstream {}: {}",
+        route.upstream,
+        report(error)
+    );
+    tracing::warn!(target: "helseid::proxy", "{detail}");
     problem(
         StatusCode::BAD_GATEWAY,
         "upstream-unreachable",
         "Upstream unreachable",
         "upstream",
-        &format!(
-            "the proxy could not get an answer from the upstream {}: {}",
-            route.upstream,
-            report(error)
-        ),
+        &detail,
     )
 }
 
