@@ -270,9 +270,25 @@ fn new_key(alg: Algorithm) -> Result<PrivateJwk> {
     }
 }
 
-/// The configuration file's JSON with `jwk` as its key (in the form the file had: a
-/// JWK object, or a string holding one) and `expiration`, when known.
-fn with_key(
+/// A configuration file's JSON (`original`, as Selvbetjening wrote it) with `jwk` as
+/// its key, in the form the file had (a JWK object, or a string holding one), and
+/// `expiration` as its `keyExpiration` when known. The members that describe the
+/// previous key go: its expiration, and the .NET XML form of an RSA key
+/// (`rsaPrivateKey`) with its size (`rsaKeySizeBits`). Every other member stays as it
+/// was. What [`rotate_config_file`] writes, for tools that put a key of their own in a
+/// configuration (`helseid keys new --config`).
+///
+/// # Example
+/// ```
+/// use helseid::key::{Algorithm, PrivateJwk};
+/// let original = serde_json::json!({ "clientId": "c", "privateJwk": "{}", "rsaKeySizeBits": 4096 });
+/// let jwk = PrivateJwk::generate_ec(Algorithm::ES256)?;
+/// let text = helseid::selvbetjening::config_with_key(&original, &jwk, None);
+/// let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+/// assert!(file["privateJwk"].is_string() && file.get("rsaKeySizeBits").is_none());
+/// # Ok::<(), helseid::Error>(())
+/// ```
+pub fn config_with_key(
     original: &serde_json::Value,
     jwk: &PrivateJwk,
     expiration: Option<&KeyExpiration>,
@@ -287,13 +303,13 @@ fn with_key(
     } else {
         serde_json::Value::String(key_json.to_string())
     };
-    file["privateJwk"] = key;
-    match expiration {
-        Some(expiration) => file["keyExpiration"] = expiration.to_rfc3339().into(),
-        None => {
-            if let Some(map) = file.as_object_mut() {
-                map.remove("keyExpiration");
-            }
+    if let Some(map) = file.as_object_mut() {
+        map.insert("privateJwk".to_owned(), key);
+        for stale in ["keyExpiration", "rsaPrivateKey", "rsaKeySizeBits"] {
+            map.remove(stale);
+        }
+        if let Some(expiration) = expiration {
+            map.insert("keyExpiration".to_owned(), expiration.to_rfc3339().into());
         }
     }
     zeroize::Zeroizing::new(serde_json::to_string_pretty(&file).unwrap_or_default())
@@ -341,8 +357,8 @@ pub async fn rotate_config_file(
 
     // 1. The new key on disk before anything is sent.
     let staged = beside(path, ".new");
-    crate::private_file::write(&staged, with_key(&original, &jwk, None).as_bytes()).map_err(
-        |e| {
+    crate::private_file::write(&staged, config_with_key(&original, &jwk, None).as_bytes())
+        .map_err(|e| {
             failed(
                 "writing the new key",
                 format!("nothing changed: {display} still holds the current key"),
@@ -351,8 +367,7 @@ pub async fn rotate_config_file(
                     source: std::sync::Arc::new(e),
                 },
             )
-        },
-    )?;
+        })?;
 
     // 2. Registered with a token of the current key.
     let registered = async {
@@ -378,7 +393,7 @@ pub async fn rotate_config_file(
     // 3. The new key proven with exactly what step 2 did with the current key: a
     // DPoP-bound token for SCOPE (HelseID binds that scope's tokens to DPoP), used at
     // Selvbetjening.
-    let new_config = ClientConfig::from_json(&with_key(&original, &jwk, Some(&expiration)))?;
+    let new_config = ClientConfig::from_json(&config_with_key(&original, &jwk, Some(&expiration)))?;
     let proven = async {
         Selvbetjening::new(TokenEndpoint::new(new_config.clone())?, &base)?
             .key_expiration()
@@ -417,7 +432,7 @@ pub async fn rotate_config_file(
         .map_err(|e| io("keeping the previous configuration", &backup, e))?;
     crate::private_file::write(
         path,
-        with_key(&original, &jwk, Some(&expiration)).as_bytes(),
+        config_with_key(&original, &jwk, Some(&expiration)).as_bytes(),
     )
     .map_err(|e| io("replacing the configuration", path, e))?;
     let _ = std::fs::remove_file(&staged);

@@ -153,7 +153,7 @@ pub(crate) async fn new(args: NewArgs) -> CliResult {
     let public = jwk.public()?;
     let updated = match &original {
         Some((path, (text, json))) => {
-            let updated = with_new_key(json, &jwk);
+            let updated = helseid::selvbetjening::config_with_key(json, &jwk, None);
             // The file must still be a configuration the library reads.
             ClientConfig::from_json(&updated).map_err(|e| {
                 format!(
@@ -254,30 +254,6 @@ fn read_config(path: &Path) -> Result<(String, serde_json::Value), String> {
     Ok((text, json))
 }
 
-/// The configuration `original` with `jwk` as its key, in the form the file had (a JWK
-/// object, or a string holding one, as Selvbetjening writes it). The members that
-/// describe the previous key go: its expiration, and the .NET XML form of an RSA key
-/// and its size. Every other member stays as it was.
-fn with_new_key(original: &serde_json::Value, jwk: &PrivateJwk) -> String {
-    let mut file = original.clone();
-    let key_json = jwk.to_json();
-    let key = if original
-        .get("privateJwk")
-        .is_some_and(serde_json::Value::is_object)
-    {
-        serde_json::from_str(&key_json).unwrap_or_default()
-    } else {
-        serde_json::Value::String(key_json.to_string())
-    };
-    if let Some(map) = file.as_object_mut() {
-        map.insert("privateJwk".to_owned(), key);
-        for stale in ["keyExpiration", "rsaPrivateKey", "rsaKeySizeBits"] {
-            map.remove(stale);
-        }
-    }
-    serde_json::to_string_pretty(&file).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,8 +273,10 @@ mod tests {
             "keyExpiration": "2030-01-01T00:00:00Z",
             "somethingNew": {"kept": true},
         });
-        let updated: serde_json::Value =
-            serde_json::from_str(&with_new_key(&original, &jwk)).expect("JSON");
+        let updated: serde_json::Value = serde_json::from_str(
+            &helseid::selvbetjening::config_with_key(&original, &jwk, None),
+        )
+        .expect("JSON");
         let mut expected = original.clone();
         let map = expected.as_object_mut().expect("object");
         map.insert("privateJwk".into(), jwk.to_json().as_str().into());
@@ -309,8 +287,10 @@ mod tests {
 
         // A JWK object stays an object.
         let object = serde_json::json!({"clientId": "c", "privateJwk": {"kty": "EC"}});
-        let updated: serde_json::Value =
-            serde_json::from_str(&with_new_key(&object, &jwk)).expect("JSON");
+        let updated: serde_json::Value = serde_json::from_str(
+            &helseid::selvbetjening::config_with_key(&object, &jwk, None),
+        )
+        .expect("JSON");
         assert_eq!(updated["privateJwk"]["kid"], jwk.kid().expect("kid"));
         assert_eq!(updated["privateJwk"]["crv"], "P-256");
     }
