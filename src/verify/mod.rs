@@ -380,3 +380,85 @@ impl Settings {
         Ok(claims)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Collects the `refusal` field of events and span records. (It does not track
+    /// the current span, so only the event's field reaches it here.)
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<String>>>);
+
+    struct Refusals<'a>(&'a Mutex<Vec<String>>);
+
+    impl Visit for Refusals<'_> {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "refusal" {
+                self.0.lock().expect("lock").push(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            if field.name() == "refusal" {
+                self.0.lock().expect("lock").push(format!("{value:?}"));
+            }
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, values: &Record<'_>) {
+            values.record(&mut Refusals(&self.0));
+        }
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            event.record(&mut Refusals(&self.0));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn a_refusal_names_its_reason_in_a_tracing_field() {
+        let capture = Capture::default();
+        let layer = VerifyLayer::builder("https://helseid.example.no")
+            .audience("nhn:msh")
+            .dpop(Dpop::Disabled)
+            .build()
+            .expect("layer");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        tracing::subscriber::with_default(capture.clone(), || {
+            let span = tracing::info_span!("request", refusal = tracing::field::Empty);
+            let _entered = span.enter();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::AUTHORIZATION,
+                http::HeaderValue::from_static("Bearer a b"),
+            );
+            let refused = runtime.block_on(layer.settings.check(
+                &Method::GET,
+                &Uri::from_static("/x"),
+                &headers,
+            ));
+            assert_eq!(
+                refused.expect_err("refused").reason(),
+                Reason::MalformedAuthorization
+            );
+        });
+        let seen = capture.0.lock().expect("lock").clone();
+        assert_eq!(seen, vec!["malformed_authorization"]);
+    }
+}
