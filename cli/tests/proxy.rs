@@ -493,6 +493,40 @@ async fn routes_strip_the_prefix_keep_the_query_attach_a_verified_bearer_token_a
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_callers_connection_is_kept_alive_between_requests() {
+    let (_emulator, _client, _dir, config) = emulator(false).await;
+    let a = ok_upstream().await;
+    let route_a = format!("/a={}", a.url);
+    let proxy = Proxy::start(&["--config", arg(&config), "--route", &route_a], &[]).await;
+
+    // Three requests, one after the other, on one connection (blocking I/O, off the
+    // runtime's threads: the upstream runs on them).
+    let addr = proxy.addr;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        for n in 0..3 {
+            let request = format!("GET /a/{n} HTTP/1.1\r\nHost: proxy\r\n\r\n");
+            stream
+                .write_all(request.as_bytes())
+                .expect("the connection is still open");
+            let mut answer = Vec::new();
+            while !answer.ends_with(b"upstream says hi") {
+                let mut buffer = [0u8; 4096];
+                let read = stream.read(&mut buffer).expect("read");
+                assert!(read > 0, "closed after {n} answers: {answer:?}");
+                answer.extend_from_slice(&buffer[..read]);
+            }
+            assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        }
+    })
+    .await
+    .expect("join");
+    let paths: Vec<String> = a.seen().iter().map(|s| s.uri.to_string()).collect();
+    assert_eq!(paths, ["/0", "/1", "/2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn every_refusal_is_a_problem_that_names_the_side_that_failed() {
     let (emulator, _client, _dir, config) = emulator(false).await;
     let a = ok_upstream().await;
