@@ -1743,3 +1743,24 @@ async fn preloaded_keys_verify_without_a_fetch_and_unverified_claims_type() {
         Reason::MalformedClaim
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_first_requests_share_one_fetch() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::new("https://issuer.test", vec![key.jwk()]);
+    let layer = in_process(&issuer)
+        .dpop(Dpop::Allowed)
+        .build()
+        .expect("layer");
+    let tokens: Vec<String> = (0..20)
+        .map(|i| {
+            let mut c = claims(&issuer.url());
+            c["jti"] = json!(format!("t{i}"));
+            key.token(&c)
+        })
+        .collect();
+    let answers = futures_util::future::join_all(tokens.iter().map(|t| bearer(&layer, t))).await;
+    assert!(answers.iter().all(|a| a.status() == StatusCode::OK));
+    assert_eq!(issuer.jwks_fetches(), 1);
+    assert_eq!(issuer.discovery_fetches(), 1);
+}
