@@ -1764,3 +1764,56 @@ async fn concurrent_first_requests_share_one_fetch() {
     assert_eq!(issuer.jwks_fetches(), 1);
     assert_eq!(issuer.discovery_fetches(), 1);
 }
+
+#[tokio::test]
+async fn a_nonce_about_to_go_stale_is_replaced_in_the_answer() {
+    let issuer_key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![issuer_key.jwk()]).await;
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // A fixed clock, 100 s into a five-minute nonce window.
+    let start = now() / 300 * 300 + 100;
+    let clock = offset.clone();
+    let layer = builder(&issuer)
+        .dpop_nonce(true)
+        .proof_max_age(Duration::from_secs(100_000))
+        .leeway(Duration::from_secs(100_000))
+        .clock(move || {
+            UNIX_EPOCH
+                + Duration::from_secs(start + clock.load(std::sync::atomic::Ordering::SeqCst))
+        })
+        .build()
+        .expect("layer");
+    let key = RawKey::new("proof");
+    let token = bound_token(&issuer_key, &issuer.url(), &thumbprint(&key.bare_jwk()));
+    let send = |nonce: Option<String>| {
+        let mut c = proof_claims(&token);
+        if let Some(nonce) = nonce {
+            c["nonce"] = json!(nonce);
+        }
+        let proof = key.sign(&proof_header(&key), &c);
+        call(&layer, dpop_get(&token, &proof))
+    };
+    let first = send(None).await;
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let nonce = first.headers()["dpop-nonce"]
+        .to_str()
+        .expect("nonce")
+        .to_owned();
+    // A current nonce: the answer carries none.
+    let ok = send(Some(nonce.clone())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.headers().get("dpop-nonce").is_none());
+    // One window on, the nonce still passes and the answer brings the next one.
+    offset.store(300, std::sync::atomic::Ordering::SeqCst);
+    let ok = send(Some(nonce.clone())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let next = ok.headers()["dpop-nonce"]
+        .to_str()
+        .expect("nonce")
+        .to_owned();
+    assert_ne!(next, nonce);
+    // Two windows on, the first nonce is stale; the next one passes.
+    offset.store(600, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(send(Some(nonce)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(send(Some(next)).await.status(), StatusCode::OK);
+}

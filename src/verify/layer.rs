@@ -264,7 +264,9 @@ impl VerifyLayerBuilder {
 
     /// Whether proofs must carry a server nonce (RFC 9449 section 9): a proof without
     /// a current one is answered 401 `use_dpop_nonce` with a fresh `DPoP-Nonce`. The
-    /// nonces are stateless (an HMAC of the five-minute window). Default: `false`.
+    /// nonces are stateless (an HMAC of the five-minute window); the last window's
+    /// still passes, and the answer then carries the current one in `DPoP-Nonce` (RFC
+    /// 9449 section 8.2). Default: `false`.
     pub fn dpop_nonce(mut self, require: bool) -> Self {
         self.nonce = require;
         self

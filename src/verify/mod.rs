@@ -105,6 +105,14 @@ pub enum Dpop {
     Disabled,
 }
 
+/// A request that passed: its claims, and a new DPoP nonce for the answer when the
+/// proof's is about to go stale.
+#[derive(Debug)]
+pub(crate) struct Passed {
+    pub(crate) claims: Arc<HelseIdClaims>,
+    pub(crate) next_nonce: Option<String>,
+}
+
 /// Everything a layer and its services share.
 pub(crate) struct Settings {
     issuers: Vec<Arc<IssuerKeys>>,
@@ -174,14 +182,14 @@ impl Settings {
         }
     }
 
-    /// Checks a request: `Ok(Some(claims))` when it passes, `Ok(None)` when it has no
+    /// Checks a request: `Ok(Some(passed))` when it passes, `Ok(None)` when it has no
     /// credentials and they are optional, or the refusal.
     async fn check(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> Result<Option<Arc<HelseIdClaims>>, Refusal> {
+    ) -> Result<Option<Passed>, Refusal> {
         let result = self.check_inner(method, uri, headers).await;
         if let Err(refusal) = &result {
             let reason = refusal.reason().as_str();
@@ -200,7 +208,7 @@ impl Settings {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-    ) -> Result<Option<Arc<HelseIdClaims>>, Refusal> {
+    ) -> Result<Option<Passed>, Refusal> {
         let request_error = |reason| self.refusal(reason, Some(self.default_scheme()));
         let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
         let authorization = authorizations.next();
@@ -270,6 +278,7 @@ impl Settings {
             .await
             .map_err(|reason| self.refusal(reason, Some(scheme)))?;
         let claims = &verified.claims;
+        let mut next_nonce = None;
         match (scheme, proof, claims.jkt.as_deref()) {
             (Scheme::Bearer, _, Some(_)) => {
                 return Err(self.refusal(Reason::BoundTokenAsBearer, Some(scheme)));
@@ -278,7 +287,8 @@ impl Settings {
                 return Err(self.refusal(Reason::UnboundToken, Some(scheme)));
             }
             (Scheme::Dpop, Some(proof), Some(jkt)) => {
-                self.check_proof(proof, method, uri, &crate::jose::b64(digest), jkt, now)
+                next_nonce = self
+                    .check_proof(proof, method, uri, &crate::jose::b64(digest), jkt, now)
                     .await?;
             }
             _ => {}
@@ -288,7 +298,10 @@ impl Settings {
                 .refusal(Reason::InsufficientScope, Some(scheme))
                 .with_scope(self.scopes.join(" ")));
         }
-        Ok(Some(verified.claims.clone()))
+        Ok(Some(Passed {
+            claims: verified.claims.clone(),
+            next_nonce,
+        }))
     }
 
     /// The verified token: from the cache (with `exp`/`nbf` checked again, and its key
@@ -326,7 +339,7 @@ impl Settings {
         ath: &str,
         jkt: &str,
         now: u64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<String>, Refusal> {
         let refuse = |reason| self.refusal(reason, Some(Scheme::Dpop));
         let base = self.base_url.as_deref().unwrap_or_default();
         let htu = dpop::normalise_uri(&format!("{base}{}", uri.path()))
@@ -351,7 +364,12 @@ impl Settings {
         }
         let ttl = std::time::Duration::from_secs(self.proof_max_age + self.proof_future + 1);
         match self.replay.first_use(checked.jti_hash, ttl).await {
-            Ok(true) => Ok(()),
+            // A nonce of the last window passes; the answer hands out the current one
+            // (RFC 9449 section 8.2), so the client need not be refused when it expires.
+            Ok(true) => Ok(self.nonces.as_ref().and_then(|nonces| {
+                let current = nonces.current(now);
+                (checked.nonce.as_deref() != Some(current.as_str())).then_some(current)
+            })),
             Ok(false) => Err(refuse(Reason::ProofReplay)),
             Err(error) => {
                 tracing::warn!(

@@ -110,9 +110,15 @@ where
                     .check(request.method(), request.uri(), request.headers())
                     .await;
                 match checked {
-                    Ok(Some(claims)) => {
-                        request.extensions_mut().insert(claims);
-                        inner.call(request).await
+                    Ok(Some(passed)) => {
+                        request.extensions_mut().insert(passed.claims);
+                        let mut response = inner.call(request).await?;
+                        if let Some(nonce) = passed.next_nonce
+                            && let Ok(value) = http::HeaderValue::from_str(&nonce)
+                        {
+                            response.headers_mut().insert("dpop-nonce", value);
+                        }
+                        Ok(response)
                     }
                     Ok(None) => inner.call(request).await,
                     Err(refusal) => Ok(refusal.into_response()),
