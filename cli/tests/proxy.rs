@@ -1041,6 +1041,44 @@ async fn sigterm_lets_the_request_in_flight_finish_then_the_proxy_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_an_idle_proxy_with_0_and_a_taken_port_fails_with_1() {
+    let (_emulator, _client, _dir, config) = emulator(false).await;
+    let route = "/a=https://a.test";
+    let mut proxy = Proxy::start(&["--config", arg(&config), "--route", route], &[]).await;
+    let pid = proxy.child.as_ref().expect("running").id().to_string();
+    let sent = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    proxy.wait_for_line("proxy stopped").await;
+    assert_eq!(proxy.exit_status().await.code(), Some(0));
+
+    // Another process has the port: one line saying so, exit 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let output = Command::new(BIN)
+        .args([
+            "proxy",
+            "--listen",
+            &addr,
+            "--config",
+            arg(&config),
+            "--route",
+            route,
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("error: cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_non_loopback_listen_needs_allow_remote_and_then_warns() {
     let output = Command::new(BIN)
         .args([

@@ -4,7 +4,7 @@
 //! answers the upstream's nonce and `invalid_token` challenges, and caches the tokens.
 //!
 //! Every route has a layer of its own (its scopes, Bearer or DPoP); all of them share one
-//! [`TokenCache`] and one pooled HTTPS client. Request bodies stream through; a body
+//! [`TokenCache`](helseid::cache::TokenCache) and one pooled HTTPS client. Request bodies stream through; a body
 //! whose length is known and at most `--max-replay-body` bytes is read first, so that the
 //! layer can send it again after a challenge (see [`helseid::auth::Replay`]); a longer
 //! one, or one without a length, is streamed and sent once.
@@ -16,7 +16,6 @@ mod route;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::Arc;
 
 use helseid::endpoint::TokenEndpoint;
@@ -173,6 +172,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
         args.max_replay_body,
     )?);
 
+    let signals = Signals::new().map_err(|e| format!("cannot listen for signals: {e}"))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -201,7 +201,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
     // a client HelseID refuses is reported at once (the proxy runs on either way).
     let warm = proxy.clone();
     tokio::spawn(async move { warm.warm_up().await });
-    serve(listener, proxy).await;
+    serve(listener, proxy, signals).await;
     if let Some(demo) = demo {
         demo.emulator.shutdown().await;
     }
@@ -237,11 +237,10 @@ fn shown_scopes(scopes: &[String]) -> String {
 
 /// Accepts connections until SIGTERM or Ctrl-C, then stops accepting and waits for the
 /// requests in flight (a second signal stops at once).
-async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
+async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, mut signals: Signals) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).keep_alive(true);
-    let mut signal = pin!(shutdown_signal());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -265,7 +264,7 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
                     }
                 });
             }
-            () = &mut signal => break,
+            () = signals.recv() => break,
         }
     }
     drop(listener);
@@ -275,29 +274,43 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>) {
     );
     tokio::select! {
         () = graceful.shutdown() => eprintln!("helseid: proxy stopped"),
-        () = shutdown_signal() => eprintln!("helseid: proxy stopped at a second signal, with requests in flight"),
+        () = signals.recv() => eprintln!("helseid: proxy stopped at a second signal, with requests in flight"),
     }
 }
 
-/// SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is made: a signal
+/// that arrives once the proxy has said where it listens stops it gracefully.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next signal. Cancel safe.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
