@@ -116,11 +116,11 @@ pub mod token;
 #[cfg(feature = "transport")]
 #[cfg_attr(docsrs, doc(cfg(feature = "transport")))]
 pub mod transport;
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
+mod typed;
 #[cfg(feature = "verify")]
 #[cfg_attr(docsrs, doc(cfg(feature = "verify")))]
 pub mod verify;
-#[cfg(any(feature = "cpe", feature = "cpapi"))]
-mod typed;
 
 pub use auth::{HelseId, HelseIdLayer};
 pub use cache::TokenCache;
