@@ -17,7 +17,7 @@ mod output;
 
 use commands::config::ConfigCommand;
 use commands::keys::KeysCommand;
-use commands::{config, emulator, events, keys, login, proxy, register, token};
+use commands::{config, emulator, events, gate, inspect, keys, login, proxy, register, token};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,11 @@ enum Command {
     /// Without --config, starts the embedded emulator in-process, registers a demo
     /// client there, and gets a token from it.
     Token(token::TokenArgs),
+    /// Decode any JWT (access token, ID token, client assertion, DPoP proof): its header
+    /// and claims explained, the time left, and what NHN's rules would refuse; with
+    /// --verify, checked against the issuer's keys (exit 0 only when every check
+    /// passes). The national identity number is masked.
+    Inspect(inspect::InspectArgs),
     /// Run the local HelseID emulator in the foreground until interrupted.
     Emulator(emulator::EmulatorArgs),
     /// The client's key: a new one to register in Selvbetjening, the current one's
@@ -62,8 +67,9 @@ enum Command {
     ///
     /// Without --config, logs in at the embedded emulator's login page.
     Login(login::LoginArgs),
-    /// End a login's session: revoke the token set's refresh token, end the session at
-    /// HelseID, and remove the file.
+    /// End a login: revoke the token set's refresh token, open (or with --no-browser
+    /// print) the URL that ends the session at HelseID in the browser, and remove the
+    /// file.
     Logout(login::LogoutArgs),
     /// Look up communication parties by HER-id in the CommunicationParty API v2 (100 a
     /// call). Without --config, runs against the embedded emulator.
@@ -88,6 +94,12 @@ enum Command {
     /// Without --config, runs against the embedded emulator, with its CPE at /cpe and
     /// its CP API v2 at /cpapi.
     Proxy(proxy::ProxyArgs),
+    /// An ingress sidecar for services not written in Rust: verifies every request's
+    /// HelseID token (and DPoP proof) and forwards the verified ones to the upstream
+    /// with the claims as X-HelseID-* headers.
+    ///
+    /// Without --issuer, the embedded emulator is the issuer.
+    Gate(gate::GateArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +118,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Events(args) => events::events(args).await,
             Command::Token(args) => token::token(args).await,
+            Command::Inspect(args) => inspect::inspect(args).await,
             Command::Emulator(args) => emulator::emulator(args).await,
             Command::Keys(KeysCommand::Status(args)) => keys::status(args).await,
             Command::Keys(KeysCommand::Rotate(args)) => keys::rotate(args).await,
@@ -119,6 +132,7 @@ fn main() -> ExitCode {
             Command::Cert(args) => register::cert(args).await,
             Command::Sync(args) => register::sync(args).await,
             Command::Proxy(args) => proxy::proxy(args).await,
+            Command::Gate(args) => gate::gate(args).await,
         }
     });
     match result {

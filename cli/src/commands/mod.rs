@@ -3,6 +3,8 @@
 pub(crate) mod config;
 pub(crate) mod emulator;
 pub(crate) mod events;
+pub(crate) mod gate;
+pub(crate) mod inspect;
 pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod proxy;

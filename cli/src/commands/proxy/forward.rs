@@ -295,7 +295,7 @@ fn tenant(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Tenant>, Stri
 /// Removes the hop-by-hop headers (RFC 9110 section 7.6.1): those `Connection` names,
 /// `Connection` itself, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`,
 /// and every `Proxy-*`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -386,8 +386,20 @@ fn problem(
     side: &str,
     detail: &str,
 ) -> Response<Body> {
+    problem_of("proxy", status, kind, title, side, detail)
+}
+
+/// An RFC 9457 problem of the sidecar `sidecar` (`proxy` or `gate`), as [`problem`].
+pub(crate) fn problem_of(
+    sidecar: &str,
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    side: &str,
+    detail: &str,
+) -> Response<Body> {
     let body = serde_json::json!({
-        "type": format!("tag:helseid-rs,2026:proxy:{kind}"),
+        "type": format!("tag:helseid-rs,2026:{sidecar}:{kind}"),
         "title": title,
         "status": status.as_u16(),
         "detail": escape(detail),

@@ -4,8 +4,8 @@ use helseid::text::escape;
 
 /// A logger of the `helseid` targets' events on stderr, one escaped line each, at
 /// `max` and above. (The workspace has no `tracing-subscriber`.)
-pub(super) struct StderrLog {
-    pub(super) max: tracing::Level,
+pub(crate) struct StderrLog {
+    pub(crate) max: tracing::Level,
 }
 
 impl tracing::Subscriber for StderrLog {

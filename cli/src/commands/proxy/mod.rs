@@ -13,6 +13,10 @@ mod forward;
 mod log;
 mod route;
 
+pub(crate) use forward::{problem_of, strip_hop_by_hop};
+pub(crate) use log::StderrLog;
+pub(crate) use route::{Route, Upstream, parse_upstream, upstream_uri};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,8 +31,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use super::CliResult;
 use crate::demo::{CPE_SCOPE, Demo, config_or_demo};
 use forward::Proxy;
-use log::StderrLog;
-use route::{Route, parse_header_name, parse_route, parse_upstream};
+use route::{parse_header_name, parse_route};
 
 /// The tenant header's default name.
 const TENANT_HEADER: &str = "X-HelseID-Tenant";
@@ -104,7 +107,7 @@ pub(crate) struct ProxyArgs {
 
 /// How much the proxy logs.
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum LogLevel {
+pub(crate) enum LogLevel {
     Error,
     Warn,
     Info,
@@ -113,7 +116,7 @@ enum LogLevel {
 }
 
 impl LogLevel {
-    fn level(self) -> tracing::Level {
+    pub(crate) fn level(self) -> tracing::Level {
         match self {
             LogLevel::Error => tracing::Level::ERROR,
             LogLevel::Warn => tracing::Level::WARN,
@@ -126,7 +129,7 @@ impl LogLevel {
 
 /// A usage error found after parsing: one line naming the flag, exit status 2 (as
 /// clap's own).
-fn usage_error(message: &str) -> ! {
+pub(crate) fn usage_error(message: &str) -> ! {
     eprintln!("error: {message}");
     std::process::exit(2)
 }
@@ -201,7 +204,11 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
     // a client HelseID refuses is reported at once (the proxy runs on either way).
     let warm = proxy.clone();
     tokio::spawn(async move { warm.warm_up().await });
-    serve(listener, proxy, signals).await;
+    let service = hyper::service::service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+    });
+    serve(listener, service, signals, "proxy").await;
     if let Some(demo) = demo {
         demo.emulator.shutdown().await;
     }
@@ -236,8 +243,26 @@ fn shown_scopes(scopes: &[String]) -> String {
 }
 
 /// Accepts connections until SIGTERM or Ctrl-C, then stops accepting and waits for the
-/// requests in flight (a second signal stops at once).
-async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, mut signals: Signals) {
+/// requests in flight (a second signal stops at once). `name` is the sidecar's, for the
+/// lines on stderr.
+pub(crate) async fn serve<S, B>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    mut signals: Signals,
+    name: &str,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<super::BoxError>,
+{
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).keep_alive(true);
@@ -252,12 +277,8 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, mut signals
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
-                let service = hyper::service::service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request).await) }
-                });
-                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let connection =
+                    graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
                 tokio::spawn(async move {
                     if let Err(e) = connection.await {
                         tracing::debug!("connection ended: {e}");
@@ -269,18 +290,18 @@ async fn serve(listener: tokio::net::TcpListener, proxy: Arc<Proxy>, mut signals
     }
     drop(listener);
     eprintln!(
-        "helseid: proxy stopping: no new connections; waiting for {} open connection(s) to finish their requests",
+        "helseid: {name} stopping: no new connections; waiting for {} open connection(s) to finish their requests",
         graceful.count()
     );
     tokio::select! {
-        () = graceful.shutdown() => eprintln!("helseid: proxy stopped"),
-        () = signals.recv() => eprintln!("helseid: proxy stopped at a second signal, with requests in flight"),
+        () = graceful.shutdown() => eprintln!("helseid: {name} stopped"),
+        () = signals.recv() => eprintln!("helseid: {name} stopped at a second signal, with requests in flight"),
     }
 }
 
 /// SIGTERM and Ctrl-C (SIGINT), listened for from the moment this is made: a signal
 /// that arrives once the proxy has said where it listens stops it gracefully.
-struct Signals {
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -288,7 +309,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};

@@ -12,20 +12,20 @@ use http::uri::{Authority, Scheme};
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
     /// The path prefix, without a trailing slash (`/` for everything).
-    pub(super) prefix: String,
-    pub(super) upstream: Upstream,
+    pub(crate) prefix: String,
+    pub(crate) upstream: Upstream,
     /// `None`: the configuration's scopes.
-    pub(super) scopes: Option<Vec<String>>,
-    pub(super) dpop: bool,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) dpop: bool,
 }
 
 /// Where a route's requests go.
 #[derive(Clone, Debug)]
-pub(super) struct Upstream {
-    pub(super) scheme: Scheme,
-    pub(super) authority: Authority,
+pub(crate) struct Upstream {
+    pub(crate) scheme: Scheme,
+    pub(crate) authority: Authority,
     /// The URL's path without a trailing slash (empty for the root).
-    pub(super) path: String,
+    pub(crate) path: String,
 }
 
 impl std::fmt::Display for Upstream {
@@ -38,7 +38,7 @@ const ROUTE_FORM: &str =
     "a route is PREFIX=URL[,scope=SCOPE]...[,dpop], as /cpe=https://cpe.test.grunndata.nhn.no";
 
 /// Parses `PREFIX=URL[,scope=SCOPE]...[,dpop]`.
-pub(super) fn parse_route(text: &str) -> Result<Route, String> {
+pub(crate) fn parse_route(text: &str) -> Result<Route, String> {
     let (prefix, rest) = text.split_once('=').ok_or(ROUTE_FORM)?;
     if !prefix.starts_with('/')
         || prefix
@@ -87,7 +87,7 @@ pub(super) fn parse_route(text: &str) -> Result<Route, String> {
 }
 
 /// Parses an upstream URL: https, or http to a loopback address, without a query.
-pub(super) fn parse_upstream(url: &str) -> Result<Upstream, String> {
+pub(crate) fn parse_upstream(url: &str) -> Result<Upstream, String> {
     let not_url = || format!("`{}` is not an http(s) URL: {ROUTE_FORM}", escape(url));
     let uri: Uri = url.parse().map_err(|_| not_url())?;
     let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
@@ -126,14 +126,14 @@ fn is_loopback_host(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-pub(super) fn parse_header_name(text: &str) -> Result<HeaderName, String> {
+pub(crate) fn parse_header_name(text: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(text.as_bytes()).map_err(|_| "not a header name".to_owned())
 }
 
 /// The upstream URL of a request to `route`: the route's prefix replaced by the
 /// upstream's path, the query kept. A path with `.` or `..` segments is refused (it
 /// could climb out of the upstream's path).
-pub(super) fn upstream_uri(route: &Route, incoming: &Uri) -> Result<Uri, &'static str> {
+pub(crate) fn upstream_uri(route: &Route, incoming: &Uri) -> Result<Uri, &'static str> {
     let path = incoming.path();
     let rest = if route.prefix == "/" {
         path
