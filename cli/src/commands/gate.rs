@@ -19,15 +19,15 @@ use helseid::text::escape;
 use helseid::transport::{HttpsClient, https_client};
 use helseid::verify::{Dpop, HelseIdClaims, Reason, VerifyLayer};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use tower::{Layer, ServiceExt};
 
 use super::proxy::{
-    LogLevel, Route, Signals, StderrLog, Upstream, parse_upstream, problem_of, serve,
-    strip_hop_by_hop, upstream_uri, usage_error,
+    LogLevel, Route, Signals, StderrLog, Upstream, for_upstream, parse_upstream, problem_of, serve,
+    strip_hop_by_hop, upstream_request, usage_error,
 };
 use super::{BoxError, CliResult};
 use crate::demo::{CPE_SCOPE, Demo, Scratch, config_file_or_demo};
@@ -321,7 +321,7 @@ impl Gate {
     async fn forward(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let claims = request.extensions().get::<Arc<HelseIdClaims>>().cloned();
         let (mut parts, body) = request.into_parts();
-        let uri = match upstream_uri(&self.route, &parts.uri) {
+        let uri = match for_upstream(&self.route, &mut parts) {
             Ok(uri) => uri,
             Err(detail) => {
                 return problem(
@@ -334,23 +334,14 @@ impl Gate {
             }
         };
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        headers.remove(header::EXPECT);
         if !self.forward_token {
             headers.remove(header::AUTHORIZATION);
             headers.remove("dpop");
         }
-        if let Ok(host) = HeaderValue::from_str(self.route.upstream.authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
         if let Some(claims) = &claims {
             claim_headers(claims, self.forward_personal_data, headers);
         }
-        let mut outgoing = Request::new(body);
-        *outgoing.method_mut() = parts.method;
-        *outgoing.uri_mut() = uri;
-        *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = parts.headers;
+        let outgoing = upstream_request(parts, uri, body);
         let answer = self.client.request(outgoing);
         match answer.await {
             Ok(response) => {

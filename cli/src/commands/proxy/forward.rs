@@ -173,7 +173,7 @@ impl Proxy {
                 );
             }
         };
-        let uri = match upstream_uri(&forward.route, &parts.uri) {
+        let uri = match for_upstream(&forward.route, &mut parts) {
             Ok(uri) => uri,
             Err(detail) => {
                 return problem(
@@ -186,17 +186,10 @@ impl Proxy {
             }
         };
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
         headers.remove(&self.tenant_header);
         // The service never chooses the credentials.
         headers.remove(header::AUTHORIZATION);
         headers.remove("dpop");
-        // The proxy answered the expectation itself (hyper sends `100 Continue` when
-        // the body is read); the upstream gets the body without waiting.
-        headers.remove(header::EXPECT);
-        if let Ok(host) = HeaderValue::from_str(forward.route.upstream.authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
 
         let body = match body.size_hint().exact() {
             Some(length) if length <= self.max_replay_body => match body.collect().await {
@@ -213,11 +206,7 @@ impl Proxy {
             },
             _ => Either::Right(body),
         };
-        let mut outgoing = Request::new(body);
-        *outgoing.method_mut() = parts.method;
-        *outgoing.uri_mut() = uri;
-        *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = parts.headers;
+        let mut outgoing = upstream_request(parts, uri, body);
         if let Some(tenant) = tenant {
             outgoing.extensions_mut().insert(tenant);
         }
@@ -387,6 +376,39 @@ fn problem(
     detail: &str,
 ) -> Response<Body> {
     problem_of("proxy", status, kind, title, side, detail)
+}
+
+/// Makes `parts` a request for `route`'s upstream, as both sidecars forward: the
+/// upstream's URI (or why the path cannot go there), hop-by-hop headers and `Expect`
+/// removed (the sidecar answered the expectation itself: hyper sends `100 Continue` when
+/// the body is read, and the upstream gets the body without waiting), and `Host` set.
+/// What else a sidecar removes or adds is its own.
+pub(crate) fn for_upstream(
+    route: &Route,
+    parts: &mut http::request::Parts,
+) -> Result<http::Uri, &'static str> {
+    let uri = upstream_uri(route, &parts.uri)?;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    if let Ok(host) = HeaderValue::from_str(route.upstream.authority.as_str()) {
+        headers.insert(header::HOST, host);
+    }
+    Ok(uri)
+}
+
+/// The HTTP/1.1 request to the upstream at `uri`, with `parts`' method and headers.
+pub(crate) fn upstream_request<B>(
+    parts: http::request::Parts,
+    uri: http::Uri,
+    body: B,
+) -> Request<B> {
+    let mut outgoing = Request::new(body);
+    *outgoing.method_mut() = parts.method;
+    *outgoing.uri_mut() = uri;
+    *outgoing.version_mut() = Version::HTTP_11;
+    *outgoing.headers_mut() = parts.headers;
+    outgoing
 }
 
 /// An RFC 9457 problem of the sidecar `sidecar` (`proxy` or `gate`), as [`problem`].

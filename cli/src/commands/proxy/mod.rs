@@ -13,9 +13,9 @@ mod forward;
 mod log;
 mod route;
 
-pub(crate) use forward::{problem_of, strip_hop_by_hop};
+pub(crate) use forward::{for_upstream, problem_of, strip_hop_by_hop, upstream_request};
 pub(crate) use log::StderrLog;
-pub(crate) use route::{Route, Upstream, parse_upstream, upstream_uri};
+pub(crate) use route::{Route, Upstream, parse_upstream};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
