@@ -62,10 +62,11 @@ const MAX_BODY: usize = 1024 * 1024;
 const TOKEN_ENDPOINT: &str = "token endpoint";
 
 /// A response body of the type-erased HTTP service.
-type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The type-erased HTTP service the token endpoint sends through.
-type HttpService = BoxCloneSyncService<Request<Full<Bytes>>, Response<HttpBody>, BoxError>;
+pub(crate) type HttpService =
+    BoxCloneSyncService<Request<Full<Bytes>>, Response<HttpBody>, BoxError>;
 
 /// Sends token requests to HelseID for one client.
 ///
@@ -212,8 +213,9 @@ impl TokenEndpointBuilder {
     }
 }
 
-/// Type-erases an HTTP service into the one the endpoint sends through.
-fn erase<S, B>(service: S) -> HttpService
+/// Type-erases an HTTP service into the one the endpoint (and the verifier's key
+/// fetches) send through.
+pub(crate) fn erase<S, B>(service: S) -> HttpService
 where
     S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,

@@ -11,23 +11,16 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
-use http::{Request, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
 
 use super::jwk::VerifyingKey;
-use crate::error::BoxError;
 
-/// A response body of the type-erased HTTP service.
-pub(crate) type HttpBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The type-erased HTTP service keys are fetched through.
-pub(crate) type HttpService =
-    BoxCloneSyncService<Request<Full<Bytes>>, Response<HttpBody>, BoxError>;
+/// The type-erased HTTP service keys are fetched through: the token endpoint's.
+pub(crate) use crate::endpoint::{HttpService, erase};
 
 /// The largest discovery document or JWKS read.
 pub(crate) const MAX_KEYS_BODY: usize = 256 * 1024;
@@ -37,23 +30,6 @@ const MAX_KEYS: usize = 100;
 
 /// How soon a fetch may follow a failed one while no key set was ever loaded.
 const FIRST_RETRY: Duration = Duration::from_secs(5);
-
-/// Erases an HTTP service's types.
-pub(crate) fn erase<S, B>(service: S) -> HttpService
-where
-    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let service = service
-        .map_response(|response: Response<B>| {
-            response.map(|body| body.map_err(Into::into).boxed_unsync())
-        })
-        .map_err(Into::into);
-    BoxCloneSyncService::new(service)
-}
 
 /// The keys of one issuer as last fetched.
 #[derive(Default)]
