@@ -948,6 +948,84 @@ async fn no_key_set_at_all_is_503() {
     );
 }
 
+#[tokio::test]
+async fn readiness_loads_the_keys_once_and_reports_an_issuer_that_cannot_be_reached() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    issuer.set_mode(Jwks::Fail);
+    // Without a cooldown, so that the issuer's recovery is seen at once.
+    let layer = builder(&issuer)
+        .dpop(Dpop::Allowed)
+        .refetch_cooldown(Duration::ZERO)
+        .build()
+        .expect("layer");
+    assert!(!layer.keys_loaded(), "nothing is fetched at build");
+    assert_eq!(issuer.jwks_fetches(), 0);
+    let refusal = layer.ready().await.expect_err("the JWKS fails");
+    assert_eq!(refusal.reason(), Reason::Unavailable);
+    assert_eq!(refusal.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!layer.keys_loaded());
+    assert_eq!(issuer.jwks_fetches(), 1);
+    issuer.set_mode(Jwks::Empty);
+    assert!(layer.ready().await.is_err(), "an empty set is not loaded");
+    assert!(!layer.keys_loaded());
+    issuer.set_mode(Jwks::Keys);
+    layer.ready().await.expect("ready");
+    assert!(layer.keys_loaded());
+    assert_eq!(issuer.jwks_fetches(), 3);
+    // Ready again: nothing fetched; and a token verifies without a fetch.
+    layer.ready().await.expect("ready");
+    let token = key.token(&claims(&issuer.url()));
+    assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    assert_eq!(issuer.jwks_fetches(), 3);
+    assert_eq!(layer.key_fetches(), 3);
+    // A key set once loaded stays loaded when the issuer fails.
+    issuer.set_mode(Jwks::Fail);
+    layer.ready().await.expect("still ready");
+    assert!(layer.keys_loaded());
+
+    // With the default cooldown, a probe polling a failing issuer fetches once.
+    let failing = IssuerDouble::serve(vec![key.jwk()]).await;
+    failing.set_mode(Jwks::Fail);
+    let layer = builder(&failing)
+        .dpop(Dpop::Allowed)
+        .build()
+        .expect("layer");
+    for _ in 0..5 {
+        assert!(layer.ready().await.is_err());
+    }
+    assert_eq!(failing.jwks_fetches(), 1);
+    assert_eq!(failing.discovery_fetches(), 1);
+
+    // Several issuers: ready only when every one's keys are loaded.
+    let other_key = RawKey::new("other");
+    let other = IssuerDouble::serve(vec![other_key.jwk()]).await;
+    let both = builder(&issuer)
+        .issuer(other.url())
+        .dpop(Dpop::Allowed)
+        .jwks(issuer.url(), json!({ "keys": [key.jwk()] }))
+        .build()
+        .expect("layer");
+    assert!(
+        !both.keys_loaded(),
+        "the second issuer's keys are not fetched yet"
+    );
+    both.ready().await.expect("ready");
+    assert!(both.keys_loaded());
+    assert_eq!(other.jwks_fetches(), 1);
+    // An issuer that does not answer at all.
+    let dead = VerifyLayer::builder("http://127.0.0.1:9")
+        .audience(AUD)
+        .dpop(Dpop::Disabled)
+        .build()
+        .expect("layer");
+    assert_eq!(
+        dead.ready().await.expect_err("unreachable").reason(),
+        Reason::Unavailable
+    );
+    assert!(!dead.keys_loaded());
+}
+
 #[tokio::test(start_paused = true)]
 async fn several_issuers_keep_their_own_keys() {
     let test = RawKey::new("same-kid");

@@ -118,6 +118,24 @@ impl IssuerKeys {
         self.snapshot.load()
     }
 
+    /// Whether a non-empty key set was ever loaded.
+    pub(crate) fn loaded(&self) -> bool {
+        self.snapshot.load().loaded
+    }
+
+    /// Loads the key set now when none was ever loaded (joining a fetch that runs;
+    /// within the cooldown after a failed one, nothing is fetched): whether one is
+    /// loaded afterwards.
+    pub(crate) async fn load(self: &Arc<Self>) -> bool {
+        if self.loaded() {
+            return true;
+        }
+        if let Some(flight) = self.refetch() {
+            flight.await;
+        }
+        self.loaded()
+    }
+
     /// How many JWKS fetches were started.
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)

@@ -99,6 +99,39 @@ impl VerifyLayer {
     pub fn key_fetches(&self) -> u64 {
         self.settings.issuers.iter().map(|i| i.fetches()).sum()
     }
+
+    /// Whether every issuer's key set is loaded (fetched, or given with
+    /// [`VerifyLayerBuilder::jwks`]): the layer can verify tokens without fetching first.
+    /// For a readiness probe; it never fetches. A key set, once loaded, stays loaded
+    /// (a failed or empty refetch keeps it).
+    pub fn keys_loaded(&self) -> bool {
+        self.settings.issuers.iter().all(|i| i.loaded())
+    }
+
+    /// Loads every issuer's key set that is not loaded yet, all issuers at once, and
+    /// waits for them (a fetch that runs already is joined): for a service's start or
+    /// its readiness probe. Within a few seconds of a failed fetch (the cooldown while
+    /// no key set was ever loaded: the shorter of 5 seconds and
+    /// [`refetch_cooldown`](VerifyLayerBuilder::refetch_cooldown)) nothing is fetched
+    /// again, so a probe that polls cannot flood the issuer. Each fetch is bounded by
+    /// the [`timeout`](VerifyLayerBuilder::timeout) of each request.
+    ///
+    /// # Errors
+    /// A [`Refusal`](super::Refusal) with [`Reason::Unavailable`](super::Reason::Unavailable)
+    /// (503, as the layer answers requests meanwhile) when an issuer's keys could not be
+    /// loaded; the fetch's error is logged at `warn`.
+    pub async fn ready(&self) -> std::result::Result<(), super::Refusal> {
+        let loads = self.settings.issuers.iter().map(|issuer| issuer.load());
+        let loaded = futures_util::future::join_all(loads).await;
+        if loaded.into_iter().all(|ok| ok) {
+            Ok(())
+        } else {
+            Err(self.settings.refusal(
+                super::Reason::Unavailable,
+                Some(self.settings.default_scheme()),
+            ))
+        }
+    }
 }
 
 /// Builds a [`VerifyLayer`]. Every setter states its default.
