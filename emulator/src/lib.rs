@@ -91,6 +91,21 @@ pub use self::faults::{Fault, FaultTarget, Faults};
 pub use self::selvbetjening::SCOPE as SELVBETJENING_SCOPE;
 pub use self::test_token::TestTokenRequest;
 
+pub use self::apis::msh::{MshMessage, MshReceiver};
+
+/// The scope a token needs for the Meldingstjener (MSH) v2 the emulator serves
+/// (`nhn:msh/api`); its tokens have the audience [`MSH_AUDIENCE`] and must be DPoP-bound.
+pub const MSH_SCOPE: &str = apis::msh::auth::SCOPE;
+
+/// The audience of the Meldingstjener's tokens (`nhn:msh`).
+pub const MSH_AUDIENCE: &str = apis::msh::auth::AUDIENCE;
+
+/// The OpenAPI document of the Meldingstjener (MSH) v2 the emulator serves, as `GET
+/// /msh/openapi.json` serves it but without `servers`: OpenAPI 3.1, JSON.
+pub fn msh_openapi() -> serde_json::Value {
+    apis::msh::document_json()
+}
+
 /// The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -99,6 +114,13 @@ struct ReadmeDoctests;
 /// The scope a token needs for the CommunicationParty API v2 the emulator serves
 /// (`nhn:cp-api/access-v2-dpop`); tokens with it must be DPoP-bound to be of use.
 pub const CPAPI_SCOPE: &str = cpapi::CPAPI_SCOPE;
+
+/// The audience of SFM (Sentral forskrivningsmodul), `e-helse:sfm.api`: tokens for it
+/// (asked for with a scope `e-helse:sfm.api/...`) carry the client's SFM claims,
+/// `e-helse:sfm.api/client/claims/sfm-id` and, for a multi-tenant client,
+/// `nhn:sfm:journal-id` ([`ClientRegistration::sfm_id`],
+/// [`ClientRegistration::sfm_journal_id`]).
+pub const SFM_AUDIENCE: &str = idp::issue::SFM_AUDIENCE;
 
 /// The OpenAPI document of the CommunicationParty API v2 the emulator serves, as
 /// `GET /cpapi/openapi.json` serves it but without `servers` (which names the running
@@ -124,7 +146,7 @@ use helseid::key::{Algorithm, PrivateJwk, PublicJwk, SigningKey};
 
 use self::apis::state::{Cpe, State as ApisState};
 pub use self::idp::clients::Tenancy;
-use self::idp::clients::{ClientKey, Keys, RegisteredClient};
+use self::idp::clients::{ClientKey, ClientProfile, Keys, RegisteredClient};
 use self::idp::state::{KeySettings, State as IdpState};
 use self::server::listener;
 use self::server::state::State;
@@ -148,6 +170,7 @@ pub struct ClientRegistration {
     require_dpop: bool,
     rejected_scopes: Vec<String>,
     key_expires_in: Option<Duration>,
+    profile: ClientProfile,
 }
 
 impl ClientRegistration {
@@ -164,7 +187,41 @@ impl ClientRegistration {
             require_dpop: false,
             rejected_scopes: Vec::new(),
             key_expires_in: None,
+            profile: ClientProfile::default(),
         }
+    }
+
+    /// The client's name, as registered in Selvbetjening, which tokens carry as
+    /// `helseid://claims/client/client_name`. Default: the client id.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.profile.name = Some(name.into());
+        self
+    }
+
+    /// The organisation number (nine digits) of the vendor that owns the client system,
+    /// which tokens carry as `helseid://claims/client/claims/orgnr_supplier`. Default:
+    /// none, and tokens carry no such claim. [`EmulatorBuilder::start`] refuses one
+    /// that is not nine digits.
+    pub fn supplier_orgnr(mut self, orgnr: impl Into<String>) -> Self {
+        self.profile.supplier_orgnr = Some(orgnr.into());
+        self
+    }
+
+    /// The client's SFM instance id, which its tokens for SFM (audience
+    /// [`SFM_AUDIENCE`], scope `e-helse:sfm.api/...`) carry as
+    /// `e-helse:sfm.api/client/claims/sfm-id`. Default: an id in UUID form derived from
+    /// the client id (the same on every run).
+    pub fn sfm_id(mut self, id: impl Into<String>) -> Self {
+        self.profile.sfm_id = Some(id.into());
+        self
+    }
+
+    /// The journal id a multi-tenant client's tokens for SFM carry as
+    /// `nhn:sfm:journal-id` (single-tenant clients' tokens have none). Default: an id in
+    /// UUID form derived from the client id (the same on every run).
+    pub fn sfm_journal_id(mut self, id: impl Into<String>) -> Self {
+        self.profile.journal_id = Some(id.into());
+        self
     }
 
     /// How long from the start the registered key is valid; past it, the token endpoint
@@ -434,14 +491,12 @@ impl EmulatorBuilder {
         })?;
         let issuer = format!("http://{}", listener::reachable(local_addr));
 
-        let signing_key = generate_key(
-            "generate the emulator's signing key",
-            PrivateJwk::generate_rsa(2048, Algorithm::RS256),
-        )?;
-        let idp = Arc::new(IdpState::new(issuer, clients, signing_key, lifetime)?);
+        let idp = Arc::new(IdpState::new(issuer, clients, lifetime)?);
         let cpe = Cpe::new(self.cpe_page_size);
+        let apis = Arc::new(ApisState::new(Arc::clone(&idp), cpe));
         let state = State {
-            apis: Arc::new(ApisState::new(Arc::clone(&idp), cpe)),
+            msh: Arc::new(apis::msh::Msh::new(Arc::clone(&apis))),
+            apis,
             idp,
             faults: Arc::new(Faults::default()),
         };
@@ -460,7 +515,7 @@ impl EmulatorBuilder {
             propagation: self.key_propagation_delay,
         };
         let (stop, mut stopped) = watch::channel(false);
-        let app = listener::router(state.clone());
+        let app = listener::router(state.clone()).merge(apis::msh::router(Arc::clone(&state.msh)));
         let task = tokio::spawn(async move {
             // Either an explicit `true` or the sender being dropped stops the server.
             let signal = async move {
@@ -762,9 +817,44 @@ impl Emulator {
     pub fn sign_access_token(&self, claims: &serde_json::Value) -> Result<String> {
         self.state
             .idp
-            .signing_key
-            .sign_jwt("at+jwt", claims)
-            .map_err(|e| Error::key("sign an access token", e))
+            .signing_keys
+            .sign("at+jwt", claims)
+            .ok_or_else(|| Error::key("sign an access token", None))
+    }
+
+    /// Rotates the emulator's signing key, as HelseID rolls its key over: a new key
+    /// (with a new `kid`) is published in the JWKS and signs every token from now on;
+    /// the key it replaces stays published, and its tokens keep verifying (at the
+    /// emulator's APIs too), until [`retire_old_signing_keys`](Self::retire_old_signing_keys).
+    /// An API that has cached the JWKS sees the new `kid` as unknown and fetches the
+    /// keys again. Returns the new `kid`.
+    ///
+    /// # Errors
+    /// [`Error::Key`] when a new key cannot be generated (the old one keeps signing).
+    pub fn rotate_signing_key(&self) -> Result<String> {
+        let kid = self
+            .state
+            .idp
+            .signing_keys
+            .rotate()
+            .ok_or_else(|| Error::key("generate a new signing key", None))?;
+        tracing::debug!(kid = %kid, "helseid emulator rotated its signing key");
+        Ok(kid)
+    }
+
+    /// Withdraws the signing keys that [`rotate_signing_key`](Self::rotate_signing_key)
+    /// replaced: they leave the JWKS, and the emulator's APIs refuse their tokens from
+    /// now on, even tokens they verified and cached before (their key sets are reloaded
+    /// before this returns). Returns how many keys were withdrawn.
+    pub async fn retire_old_signing_keys(&self) -> usize {
+        let retired = self.state.idp.signing_keys.retire();
+        tracing::debug!(retired, "helseid emulator retired its old signing keys");
+        retired
+    }
+
+    /// The `kid`s of the emulator's published signing keys, the one that signs first.
+    pub fn signing_kids(&self) -> Vec<String> {
+        self.state.idp.signing_keys.kids()
     }
 
     /// Makes a refresh token this emulator issued expire now, as if its session's
@@ -957,6 +1047,7 @@ fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<
         require_dpop,
         rejected_scopes,
         key_expires_in,
+        profile,
     } = registration;
     if client_id.is_empty() {
         return Err(Error::setting("client_id", "must not be empty"));
@@ -983,6 +1074,28 @@ fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<
             granted.push(scope);
         }
     }
+    if let Some(orgnr) = &profile.supplier_orgnr
+        && !tenancy::is_orgnr(orgnr)
+    {
+        return Err(Error::setting(
+            "supplier_orgnr",
+            format!("client `{client_id}`: `{orgnr}` is not nine digits"),
+        ));
+    }
+    for (name, value) in [
+        ("client_name", &profile.name),
+        ("sfm_id", &profile.sfm_id),
+        ("sfm_journal_id", &profile.journal_id),
+    ] {
+        if let Some(value) = value
+            && (value.is_empty() || value.chars().any(char::is_control))
+        {
+            return Err(Error::setting(
+                name,
+                format!("client `{client_id}`: must be non-empty text without control characters"),
+            ));
+        }
+    }
     for audience in &audiences {
         if audience.is_empty() || audience.contains(char::is_whitespace) {
             return Err(Error::setting(
@@ -1004,5 +1117,6 @@ fn register(registration: ClientRegistration, key_lifetime: Duration) -> Result<
         audiences,
         require_dpop,
         rejected_scopes,
+        profile,
     })
 }

@@ -686,7 +686,7 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {other_token}")),
-        "the access token's kid is not the emulator's signing key",
+        "the access token's kid is not the emulator's signing key (nor one it still publishes)",
     )
     .await;
 

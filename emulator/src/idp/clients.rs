@@ -168,6 +168,23 @@ pub(crate) struct RegisteredClient {
     pub(crate) require_dpop: bool,
     /// Scopes left out of the client's tokens and named in `rejected_scope`.
     pub(crate) rejected_scopes: Vec<String>,
+    /// What HelseID knows of the client besides: its name, its supplier, its SFM ids.
+    pub(crate) profile: ClientProfile,
+}
+
+/// The registration's details that tokens carry as claims.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClientProfile {
+    /// `helseid://claims/client/client_name`; the client id when not registered.
+    pub(crate) name: Option<String>,
+    /// `helseid://claims/client/claims/orgnr_supplier`, when registered.
+    pub(crate) supplier_orgnr: Option<String>,
+    /// `e-helse:sfm.api/client/claims/sfm-id` in tokens for SFM; derived from the client
+    /// id when not registered.
+    pub(crate) sfm_id: Option<String>,
+    /// `nhn:sfm:journal-id` in a multi-tenant client's tokens for SFM; derived from the
+    /// client id when not registered.
+    pub(crate) journal_id: Option<String>,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -179,6 +196,7 @@ impl fmt::Debug for RegisteredClient {
             .field("audiences", &self.audiences)
             .field("require_dpop", &self.require_dpop)
             .field("rejected_scopes", &self.rejected_scopes)
+            .field("profile", &self.profile)
             .finish_non_exhaustive()
     }
 }

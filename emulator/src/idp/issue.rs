@@ -95,8 +95,18 @@ fn audience_of(scope: &str) -> &str {
     scope.rsplit_once('/').map_or(scope, |(api, _)| api)
 }
 
+/// The audience of SFM, whose tokens carry the client's SFM claims.
+pub(crate) const SFM_AUDIENCE: &str = "e-helse:sfm.api";
+
+/// The SFM instance claim of tokens for [`SFM_AUDIENCE`].
+const SFM_ID_CLAIM: &str = "e-helse:sfm.api/client/claims/sfm-id";
+
+/// The journal id claim of a multi-tenant client's tokens for [`SFM_AUDIENCE`].
+const JOURNAL_ID_CLAIM: &str = "nhn:sfm:journal-id";
+
 /// The claims that say which client a token was issued to: `client_id`, `client_amr`,
-/// the tenancy, and the organisations it acts for.
+/// the client's name, the tenancy, and the organisations it acts for (the supplier's
+/// when registered).
 pub(crate) fn client_claims(
     client: &RegisteredClient,
     organisation: &Organisation,
@@ -104,6 +114,16 @@ pub(crate) fn client_claims(
     let mut claims = Map::new();
     claims.insert("client_id".into(), json!(client.id));
     claims.insert("client_amr".into(), json!("private_key_jwt"));
+    claims.insert(
+        "helseid://claims/client/client_name".into(),
+        json!(client.profile.name.as_deref().unwrap_or(&client.id)),
+    );
+    if let Some(supplier) = &client.profile.supplier_orgnr {
+        claims.insert(
+            "helseid://claims/client/claims/orgnr_supplier".into(),
+            json!(supplier),
+        );
+    }
     claims.insert(
         "helseid://claims/client/client_tenancy".into(),
         json!(match client.tenancy {
@@ -203,10 +223,13 @@ pub(crate) fn issue_access_token(
     if let Some(jkt) = jkt {
         claims.insert("cnf".into(), json!({ "jkt": jkt }));
     }
+    if audiences.contains(&SFM_AUDIENCE) {
+        sfm_claims(state, &mut claims);
+    }
     let access_token = state
-        .signing_key
-        .sign_jwt("at+jwt", &claims)
-        .map_err(|_| TokenError::server_error("cannot sign the access token"))?;
+        .signing_keys
+        .sign("at+jwt", &claims)
+        .ok_or_else(|| TokenError::server_error("cannot sign the access token"))?;
     state.tokens_issued.fetch_add(1, Ordering::Relaxed);
     let scope = scopes.join(" ");
     let client_id = claims
@@ -224,6 +247,47 @@ pub(crate) fn issue_access_token(
         scope,
         token_type: if jkt.is_some() { "DPoP" } else { "Bearer" },
     })
+}
+
+/// Adds the SFM claims of the token's client (by its `client_id`, the original
+/// client's after an exchange): `sfm-id` and, for a multi-tenant client, the journal id,
+/// each as registered or derived from the client id.
+fn sfm_claims(state: &State, claims: &mut Map<String, Value>) {
+    let Some(client) = claims
+        .get("client_id")
+        .and_then(Value::as_str)
+        .and_then(|id| state.clients.get(id))
+    else {
+        return;
+    };
+    let derived = |what: &str| {
+        let hash = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("helseid-emulator-{what}:{}", client.id).as_bytes(),
+        );
+        let hex: String = hash.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    };
+    let profile = &client.profile;
+    let sfm_id = profile.sfm_id.clone().unwrap_or_else(|| derived("sfm-id"));
+    claims.insert(SFM_ID_CLAIM.into(), json!(sfm_id));
+    if client.tenancy == Tenancy::Multi {
+        let journal_id = profile
+            .journal_id
+            .clone()
+            .unwrap_or_else(|| derived("journal-id"));
+        claims.insert(JOURNAL_ID_CLAIM.into(), json!(journal_id));
+    }
 }
 
 /// A successful token response: the body as JSON, with `Cache-Control: no-store`.

@@ -21,6 +21,7 @@ pub(crate) mod discovery;
 pub(crate) mod dpop;
 pub(crate) mod exchange;
 pub(crate) mod issue;
+pub(crate) mod keys;
 pub(crate) mod login;
 pub(crate) mod people;
 pub(crate) mod refresh;

@@ -7,22 +7,22 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use jsonwebtoken::{DecodingKey, Validation};
-use serde_json::{Value, json};
+use jsonwebtoken::Validation;
+use serde_json::Value;
 
 use crate::idp::clients::RegisteredClient;
 use crate::idp::dpop::Dpop;
+use crate::idp::keys::SigningKeys;
 use crate::server::error::{Error, Result};
 use crate::server::{LEEWAY, lock};
-use helseid::key::SigningKey;
 
 /// What the IdP's handlers share.
 pub(crate) struct State {
     pub(crate) issuer: String,
     pub(crate) token_endpoint: String,
     pub(crate) clients: HashMap<String, RegisteredClient>,
-    pub(crate) signing_key: SigningKey,
-    verifying_key: DecodingKey,
+    /// The keys tokens are signed with: the current one and those still published.
+    pub(crate) signing_keys: SigningKeys,
     pub(crate) access_token_lifetime: Duration,
     pub(crate) token_requests: AtomicU64,
     pub(crate) tokens_issued: AtomicU64,
@@ -67,21 +67,15 @@ impl State {
     pub(crate) fn new(
         issuer: String,
         clients: HashMap<String, RegisteredClient>,
-        signing_key: SigningKey,
         access_token_lifetime: Duration,
     ) -> Result<Self> {
-        let public = signing_key.public_jwk();
-        let verifying_key = DecodingKey::from_rsa_components(
-            public.n.as_deref().unwrap_or_default(),
-            public.e.as_deref().unwrap_or_default(),
-        )
-        .map_err(|_| Error::key("make the emulator's verification key", None))?;
+        let signing_keys = SigningKeys::generate()
+            .ok_or_else(|| Error::key("generate the emulator's signing key", None))?;
         Ok(State {
             token_endpoint: format!("{issuer}/connect/token"),
             issuer,
             clients,
-            signing_key,
-            verifying_key,
+            signing_keys,
             access_token_lifetime,
             token_requests: AtomicU64::new(0),
             tokens_issued: AtomicU64::new(0),
@@ -107,9 +101,10 @@ impl State {
         format!("{}/.well-known/openid-configuration/jwks", self.issuer)
     }
 
-    /// The emulator's public keys as a JWKS.
+    /// The emulator's public keys as a JWKS: the current one first, then those rotated
+    /// out and not yet retired.
     pub(crate) fn signing_jwks(&self) -> Value {
-        json!({ "keys": [self.signing_key.public_jwk()] })
+        self.signing_keys.jwks()
     }
 
     pub(crate) fn token_delay(&self) -> Duration {
@@ -153,15 +148,22 @@ impl State {
         if header.typ.as_deref() != Some("at+jwt") {
             return Err("the access token's typ is not at+jwt".to_owned());
         }
-        if header.kid.as_deref() != self.signing_key.kid() {
-            return Err("the access token's kid is not the emulator's signing key".to_owned());
-        }
+        let Some(key) = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.signing_keys.find(kid))
+        else {
+            return Err(
+                "the access token's kid is not the emulator's signing key (nor one it still publishes)"
+                    .to_owned(),
+            );
+        };
         let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.leeway = LEEWAY.unsigned_abs();
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "iss"]);
         validation.validate_aud = false;
-        jsonwebtoken::decode::<Value>(token, &self.verifying_key, &validation)
+        jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;

@@ -394,16 +394,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use helseid::key::{Algorithm, PrivateJwk, SigningKey};
 
     fn state() -> State {
-        let key =
-            SigningKey::from_jwk(&PrivateJwk::generate_rsa(2048, Algorithm::RS256).expect("key"))
-                .expect("signing key");
         let idp = crate::idp::state::State::new(
             "http://127.0.0.1:1".to_owned(),
             HashMap::new(),
-            key,
             Duration::from_secs(60),
         )
         .expect("state");
@@ -436,15 +431,15 @@ mod tests {
         let claims = |exp: i64| json!({"iss": state.idp.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
         let fresh = state
             .idp
-            .signing_key
-            .sign_jwt("at+jwt", &claims(now + 60))
+            .signing_keys
+            .sign("at+jwt", &claims(now + 60))
             .expect("sign");
         assert!(authorize(&state, &bearer(&fresh)).is_ok());
 
         let expired = state
             .idp
-            .signing_key
-            .sign_jwt("at+jwt", &claims(now - 60))
+            .signing_keys
+            .sign("at+jwt", &claims(now - 60))
             .expect("sign");
         let reason = authorize(&state, &bearer(&expired)).expect_err("expired");
         assert_eq!(reason, "the access token has expired");
@@ -458,8 +453,8 @@ mod tests {
         let unscoped = json!({"iss": state.idp.issuer, "exp": now + 60});
         let unscoped = state
             .idp
-            .signing_key
-            .sign_jwt("at+jwt", &unscoped)
+            .signing_keys
+            .sign("at+jwt", &unscoped)
             .expect("sign");
         assert_eq!(
             authorize(&state, &bearer(&unscoped)),
@@ -469,8 +464,8 @@ mod tests {
             json!({"iss": state.idp.issuer, "exp": now + 60, "scope": "openid nhn:cp-api/access"});
         let spaced = state
             .idp
-            .signing_key
-            .sign_jwt("at+jwt", &spaced)
+            .signing_keys
+            .sign("at+jwt", &spaced)
             .expect("sign");
         assert_eq!(authorize(&state, &bearer(&spaced)), Ok(()));
     }

@@ -566,9 +566,9 @@ fn id_token(
         Some(IdTokenFault::BadSignature) | None => {}
     }
     let signed = state
-        .signing_key
-        .sign_jwt("JWT", &claims)
-        .map_err(|_| TokenError::server_error("cannot sign the ID token"))?;
+        .signing_keys
+        .sign("JWT", &claims)
+        .ok_or_else(|| TokenError::server_error("cannot sign the ID token"))?;
     if fault == Some(IdTokenFault::BadSignature) {
         // The signature of other content: the payload changes, the signature stays.
         let mut parts: Vec<&str> = signed.split('.').collect();
@@ -585,18 +585,14 @@ fn id_token(
 /// The claims of an ID token this emulator signed (its signature and `iss` checked; an
 /// expired one is accepted, as an `id_token_hint` may be).
 fn verify_id_token_hint(state: &State, token: &str) -> Option<Map<String, Value>> {
-    let public = state.signing_key.public_jwk();
-    let key = jsonwebtoken::DecodingKey::from_rsa_components(
-        public.n.as_deref().unwrap_or_default(),
-        public.e.as_deref().unwrap_or_default(),
-    )
-    .ok()?;
+    let kid = jsonwebtoken::decode_header(token).ok()?.kid?;
+    let key = state.signing_keys.find(&kid)?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.set_required_spec_claims(&["iss"]);
     validation.set_issuer(&[&state.issuer]);
-    jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+    jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
         .ok()
         .map(|data| data.claims)
 }
