@@ -173,3 +173,165 @@ async fn token_requests_cache_lookups_retries_and_key_expiry_reach_the_sdk() {
     );
     assert!((20.0..20.1).contains(&days), "{days}");
 }
+
+#[cfg(feature = "verify")]
+#[path = "support/issuer.rs"]
+mod issuer;
+
+/// `helseid::verify`'s metrics after real requests: tokens from the emulator verified
+/// over real HTTP, refusals by reason, cache hits, and key fetches that succeed, fail
+/// and find an empty key set.
+#[cfg(feature = "verify")]
+#[tokio::test]
+async fn verifications_by_outcome_and_reason_cache_hits_and_key_fetches_reach_the_sdk() {
+    use helseid::verify::{Dpop, VerifyLayer};
+
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+
+    let scope = "nhn:cp-api/access";
+    let emulator = helseid_emulator::Emulator::builder()
+        .test_client("epj", [scope])
+        .start()
+        .await
+        .expect("emulator");
+    let token = TokenEndpoint::new(emulator.client_config("epj").expect("config"))
+        .expect("endpoint")
+        .client_credentials()
+        .await
+        .expect("token");
+    let layer = VerifyLayer::builder(emulator.issuer())
+        .audience("nhn:cp-api")
+        .dpop(Dpop::Allowed)
+        .public_base_url("https://api.example.no")
+        .build()
+        .expect("layer");
+    let api = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .service_fn(|_request: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let send = |authorization: Option<String>| {
+        let api = api.clone();
+        async move {
+            let mut request = Request::get("https://api.example.no/x");
+            if let Some(authorization) = authorization {
+                request = request.header(header::AUTHORIZATION, authorization);
+            }
+            api.oneshot(request.body(String::new()).expect("request"))
+                .await
+                .expect("infallible")
+                .status()
+        }
+    };
+    let good = format!("Bearer {}", token.secret());
+    for _ in 0..3 {
+        assert_eq!(send(Some(good.clone())).await, StatusCode::OK);
+    }
+    assert_eq!(send(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(Some("Bearer abc.def.ghi".to_owned())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let elsewhere = emulator
+        .sign_access_token(&serde_json::json!({
+            "iss": emulator.issuer(),
+            "aud": "e-helse:sfm.api",
+            "exp": now + 300,
+            "iat": now,
+            "client_id": "epj",
+            "scope": [scope],
+        }))
+        .expect("token");
+    assert_eq!(
+        send(Some(format!("Bearer {elsewhere}"))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Optional authentication lets a request without credentials through.
+    let optional = tower::ServiceBuilder::new()
+        .layer(
+            VerifyLayer::builder(emulator.issuer())
+                .audience("nhn:cp-api")
+                .dpop(Dpop::Disabled)
+                .optional(true)
+                .build()
+                .expect("layer"),
+        )
+        .service_fn(|_request: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+    let answer = optional
+        .oneshot(Request::new(String::new()))
+        .await
+        .expect("infallible");
+    assert_eq!(answer.status(), StatusCode::OK);
+    // An issuer whose JWKS is empty, and one that does not answer: the layer's readiness
+    // fetches their keys.
+    let empty = issuer::IssuerDouble::serve(Vec::new()).await;
+    empty.set_mode(issuer::Jwks::Empty);
+    let unreachable = "http://127.0.0.1:9";
+    for issuer in [empty.url().as_str(), unreachable] {
+        let layer = VerifyLayer::builder(issuer)
+            .audience("nhn:cp-api")
+            .dpop(Dpop::Disabled)
+            .build()
+            .expect("layer");
+        layer.ready().await.expect_err("no keys");
+    }
+
+    provider.force_flush().expect("flush");
+    let metrics = exporter.get_finished_metrics().expect("metrics");
+    let requests = "helseid.verify.requests";
+    assert_eq!(value(&metrics, requests, &[("outcome", "passed")]), 3.0);
+    assert_eq!(value(&metrics, requests, &[("outcome", "anonymous")]), 1.0);
+    assert_eq!(value(&metrics, requests, &[("outcome", "refused")]), 3.0);
+    for reason in ["no_credentials", "malformed_token", "wrong_audience"] {
+        assert_eq!(
+            value(
+                &metrics,
+                requests,
+                &[("outcome", "refused"), ("error.type", reason)]
+            ),
+            1.0,
+            "{reason}"
+        );
+    }
+    assert_eq!(value(&metrics, "helseid.verify.cache.hits", &[]), 2.0);
+    // The good token's first use, the malformed one and the other audience's.
+    assert_eq!(value(&metrics, "helseid.verify.cache.misses", &[]), 3.0);
+    let fetches = "helseid.verify.key_fetches";
+    let issuer = emulator.issuer().trim_end_matches('/').to_owned();
+    assert_eq!(
+        value(
+            &metrics,
+            fetches,
+            &[("helseid.issuer", &issuer), ("outcome", "success")]
+        ),
+        1.0
+    );
+    let empty_url = empty.url();
+    assert_eq!(
+        value(
+            &metrics,
+            fetches,
+            &[("helseid.issuer", &empty_url), ("outcome", "empty")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            fetches,
+            &[("helseid.issuer", unreachable), ("outcome", "failure")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&metrics, fetches, &[("outcome", "success")]), 1.0);
+}

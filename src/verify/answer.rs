@@ -132,6 +132,60 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`): the metrics count
+    /// refusals by this index.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const ALL: [Reason; 45] = {
+        use Reason::*;
+        [
+            NoCredentials,
+            SeveralAuthorizations,
+            SeveralProofs,
+            BothSchemes,
+            MalformedAuthorization,
+            BearerNotAccepted,
+            DpopNotAccepted,
+            MalformedToken,
+            DuplicateMember,
+            CriticalHeader,
+            UnsupportedAlgorithm,
+            EmbeddedKey,
+            WrongType,
+            NoKeyId,
+            UnknownIssuer,
+            UnknownKey,
+            KeyMismatch,
+            BadSignature,
+            NoExpiry,
+            Expired,
+            NotYetValid,
+            IssuedInFuture,
+            WrongAudience,
+            SeveralAudiences,
+            MalformedClaim,
+            IdToken,
+            ClientAssertion,
+            BoundTokenAsBearer,
+            UnboundToken,
+            NoProof,
+            MalformedProof,
+            ProofType,
+            ProofAlgorithm,
+            ProofKey,
+            ProofSignature,
+            ProofMethod,
+            ProofUri,
+            ProofTime,
+            ProofReplay,
+            ProofTokenHash,
+            ProofKeyBinding,
+            ProofNonce,
+            InsufficientScope,
+            SecurityLevel,
+            Unavailable,
+        ]
+    };
+
     /// A short code for logs and metrics, for example `expired` or `proof_replay`.
     pub fn as_str(self) -> &'static str {
         self.texts().0
@@ -444,6 +498,65 @@ impl Refusal {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reason_is_listed_in_order() {
+        // A new variant breaks this match: add it to `Reason::ALL` too.
+        fn listed(reason: Reason) {
+            use Reason::*;
+            match reason {
+                NoCredentials
+                | SeveralAuthorizations
+                | SeveralProofs
+                | BothSchemes
+                | MalformedAuthorization
+                | BearerNotAccepted
+                | DpopNotAccepted
+                | MalformedToken
+                | DuplicateMember
+                | CriticalHeader
+                | UnsupportedAlgorithm
+                | EmbeddedKey
+                | WrongType
+                | NoKeyId
+                | UnknownIssuer
+                | UnknownKey
+                | KeyMismatch
+                | BadSignature
+                | NoExpiry
+                | Expired
+                | NotYetValid
+                | IssuedInFuture
+                | WrongAudience
+                | SeveralAudiences
+                | MalformedClaim
+                | IdToken
+                | ClientAssertion
+                | BoundTokenAsBearer
+                | UnboundToken
+                | NoProof
+                | MalformedProof
+                | ProofType
+                | ProofAlgorithm
+                | ProofKey
+                | ProofSignature
+                | ProofMethod
+                | ProofUri
+                | ProofTime
+                | ProofReplay
+                | ProofTokenHash
+                | ProofKeyBinding
+                | ProofNonce
+                | InsufficientScope
+                | SecurityLevel
+                | Unavailable => {}
+            }
+        }
+        for (i, reason) in Reason::ALL.into_iter().enumerate() {
+            listed(reason);
+            assert_eq!(reason as usize, i, "{reason:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -30,15 +30,16 @@ impl moka::Expiry<TokenHash, Arc<Verified>> for UntilExp {
     }
 }
 
-/// The bounded cache of verified tokens.
+/// The bounded cache of verified tokens; none with a capacity of 0 (every token is
+/// verified in full).
 pub(crate) struct TokenCache {
-    cache: moka::future::Cache<TokenHash, Arc<Verified>>,
+    cache: Option<moka::future::Cache<TokenHash, Arc<Verified>>>,
 }
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("entries", &self.cache.entry_count())
+            .field("entries", &self.cache.as_ref().map(|c| c.entry_count()))
             .finish()
     }
 }
@@ -46,22 +47,28 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     pub(crate) fn new(capacity: u64, leeway: u64, clock: super::Clock) -> Self {
         TokenCache {
-            cache: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp { leeway, clock })
-                .build(),
+            cache: (capacity > 0).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(capacity)
+                    .expire_after(UntilExp { leeway, clock })
+                    .build()
+            }),
         }
     }
 
     pub(crate) async fn get(&self, key: &TokenHash) -> Option<Arc<Verified>> {
-        self.cache.get(key).await
+        self.cache.as_ref()?.get(key).await
     }
 
     pub(crate) async fn insert(&self, key: TokenHash, value: Arc<Verified>) {
-        self.cache.insert(key, value).await;
+        if let Some(cache) = &self.cache {
+            cache.insert(key, value).await;
+        }
     }
 
     pub(crate) async fn remove(&self, key: &TokenHash) {
-        self.cache.invalidate(key).await;
+        if let Some(cache) = &self.cache {
+            cache.invalidate(key).await;
+        }
     }
 }

@@ -207,6 +207,12 @@ impl IssuerKeys {
         // A task of its own: a caller that gives up does not stop the fetch.
         let task = tokio::spawn(async move {
             let result = me.fetch().await;
+            let outcome = match &result {
+                Ok(set) if set.keys.is_empty() => "empty",
+                Ok(_) => "success",
+                Err(_) => "failure",
+            };
+            super::metrics::key_fetch(&me.issuer, outcome);
             let mut state = me.state();
             match result {
                 Ok(set) if set.keys.is_empty() => tracing::warn!(

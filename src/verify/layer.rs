@@ -312,7 +312,8 @@ impl VerifyLayerBuilder {
         self
     }
 
-    /// How many verified tokens are kept. Default: 10,000.
+    /// How many verified tokens are kept; 0 keeps none (every token is verified in
+    /// full, at every request). Default: 10,000.
     pub fn cache_capacity(mut self, capacity: u64) -> Self {
         self.cache_capacity = capacity;
         self
@@ -433,6 +434,7 @@ impl VerifyLayerBuilder {
         } else {
             None
         };
+        super::metrics::register();
         let leeway = self.leeway.as_secs();
         let clock: super::Clock = self
             .clock

@@ -70,6 +70,7 @@ mod jwk;
 mod jws;
 mod keys;
 mod layer;
+mod metrics;
 mod service;
 mod token;
 
@@ -191,6 +192,11 @@ impl Settings {
         headers: &HeaderMap,
     ) -> Result<Option<Passed>, Refusal> {
         let result = self.check_inner(method, uri, headers).await;
+        match &result {
+            Ok(Some(_)) => metrics::passed(),
+            Ok(None) => metrics::anonymous(),
+            Err(refusal) => metrics::refused(refusal.reason()),
+        }
         if let Err(refusal) = &result {
             let reason = refusal.reason().as_str();
             tracing::Span::current().record("refusal", reason);
@@ -322,10 +328,12 @@ impl Settings {
             drop(snapshot);
             if kept {
                 hit.check_times(now, self.leeway)?;
+                metrics::cache_hit();
                 return Ok(hit);
             }
             self.cache.remove(&key).await;
         }
+        metrics::cache_miss();
         let verified = Arc::new(token::verify(self, token, now).await?);
         self.cache.insert(key, verified.clone()).await;
         Ok(verified)
