@@ -3,5 +3,6 @@
 
 pub(crate) mod cpapi;
 pub(crate) mod cpe;
+pub(crate) mod msh;
 pub(crate) mod register;
 pub(crate) mod state;

@@ -14,6 +14,8 @@ pub(crate) struct State {
     pub(crate) idp: Arc<crate::idp::state::State>,
     pub(crate) apis: Arc<crate::apis::state::State>,
     pub(crate) faults: Arc<Faults>,
+    /// The Meldingstjener (MSH) v2: its messages, behind the APIs' register and IdP.
+    pub(crate) msh: Arc<crate::apis::msh::Msh>,
 }
 
 impl FromRef<State> for Arc<crate::idp::state::State> {

@@ -17,6 +17,7 @@ pub(crate) fn routes() -> Router<State> {
     let config = Config::new([
         Url::new("CPE (CommunicationParty Events)", "/openapi.json"),
         Url::new("CommunicationParty API v2", "/cpapi/openapi.json"),
+        Url::new("Meldingstjener (MSH) v2", "/msh/openapi.json"),
     ]);
     Router::from(SwaggerUi::new(SWAGGER_PATH).config(config))
 }
