@@ -990,6 +990,30 @@ async fn a_100_mb_body_streams_through_whole_both_ways_and_a_streamed_body_is_se
         (length, hex(digest.finish().as_ref())),
         (100 << 20, expected_100)
     );
+
+    // 200 MiB went through; the proxy never held more than a fraction of one.
+    #[cfg(target_os = "linux")]
+    {
+        let pid = proxy.child.as_ref().expect("running").id();
+        let peak = peak_memory(pid);
+        assert!(peak < 48 << 20, "the proxy's peak memory: {peak} bytes");
+    }
+}
+
+/// The most memory the process `pid` has held (its peak resident set), in bytes.
+#[cfg(target_os = "linux")]
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a number");
+    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread")]
