@@ -24,8 +24,9 @@ pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, BoxError>> 
 
 /// Where the `jti`s of the DPoP proofs seen are kept, for as long as a proof is
 /// accepted, so that none is accepted twice. [`MemoryReplayStore`] keeps them in this
-/// process; a store that replicas share (Redis, say) implements this trait, and so does
-/// any closure `Fn([u8; 32], Duration) -> impl Future<Output = Result<bool, BoxError>>`.
+/// process; `RedisReplayStore` (feature `redis`) keeps them in Redis, shared by
+/// replicas; any other store implements this trait, and so does any closure
+/// `Fn([u8; 32], Duration) -> impl Future<Output = Result<bool, BoxError>>`.
 pub trait ReplayStore: Send + Sync + 'static {
     /// Records `key` (the SHA-256 of a proof's `jti`) for `ttl`: `Ok(true)` when it was
     /// not there (the proof is fresh), `Ok(false)` when it was (a replay). An error

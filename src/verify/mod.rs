@@ -13,7 +13,8 @@
 //!   assertions never pass;
 //! - for DPoP, the proof (RFC 9449 sections 4.3 and 7.1): `typ`, algorithm, a public
 //!   `jwk` whose signature verifies, `htm`, `htu` (from the configured public base URL),
-//!   `iat`, a `jti` not seen before ([`ReplayStore`]), `ath`, the token's `cnf.jkt`, and
+//!   `iat`, a `jti` not seen before ([`ReplayStore`]: in memory, or with feature `redis`
+//!   in Redis, shared by replicas, `RedisReplayStore`), `ath`, the token's `cnf.jkt`, and
 //!   optionally a server nonce.
 //!
 //! A request that passes carries [`Arc<HelseIdClaims>`](HelseIdClaims) in its
@@ -71,6 +72,8 @@ mod jws;
 mod keys;
 mod layer;
 mod metrics;
+#[cfg(feature = "redis")]
+mod redis_replay;
 mod service;
 mod token;
 
@@ -86,6 +89,9 @@ pub use layer::{
     DEFAULT_KEYS_MAX_AGE, DEFAULT_LEEWAY, DEFAULT_PROOF_MAX_AGE, DEFAULT_REFETCH_COOLDOWN,
     VerifyLayer, VerifyLayerBuilder,
 };
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_replay::RedisReplayStore;
 pub use service::{ResponseFuture, Verify};
 
 use cache::TokenCache;
