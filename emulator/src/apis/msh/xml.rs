@@ -619,4 +619,21 @@ mod tests {
             Some("b2d9 & co")
         );
     }
+
+    proptest::proptest! {
+        /// Anything, XML-like or not, and any cut of a good document: no panic, and a
+        /// reason without a control character.
+        #[test]
+        fn fuzz_read_msghead(document in proptest::prop_oneof![
+            "(<[/?!]?[A-Za-z:]{0,6}( [a-z]{1,3}=['\"][^<]{0,5}['\"])?/?>|&[#a-z0-9]{0,5};?|[^<&]{0,8}|<!\\[CDATA\\[|]]>|<!--|-->){0,40}",
+            ".*",
+        ], cut in 0usize..2000) {
+            for candidate in [document.as_str(), DOCUMENT.get(..cut.min(DOCUMENT.len())).unwrap_or_default()] {
+                if let Err(reason) = read_msghead(candidate) {
+                    proptest::prop_assert!(!reason.chars().any(char::is_control), "{:?}", reason);
+                }
+                let _ = declares_utf8(candidate);
+            }
+        }
+    }
 }
