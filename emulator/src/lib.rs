@@ -506,7 +506,7 @@ impl EmulatorBuilder {
             .idp
             .refresh_tokens
             .set_lifetime(refresh_token_lifetime);
-        state.apis.cpapi.set_require_nonce(self.cpapi_require_nonce);
+        let verifiers = verifiers(&state, self.cpapi_require_nonce)?;
         if let Some(parties) = self.register_size {
             *state.apis.cpe.register() = seed::register_of(parties);
         }
@@ -515,7 +515,8 @@ impl EmulatorBuilder {
             propagation: self.key_propagation_delay,
         };
         let (stop, mut stopped) = watch::channel(false);
-        let app = listener::router(state.clone()).merge(apis::msh::router(Arc::clone(&state.msh)));
+        let app = listener::router(state.clone(), &verifiers)
+            .merge(apis::msh::router(Arc::clone(&state.msh)));
         let task = tokio::spawn(async move {
             // Either an explicit `true` or the sender being dropped stops the server.
             let signal = async move {
@@ -531,6 +532,7 @@ impl EmulatorBuilder {
         tracing::debug!(issuer = %state.idp.issuer, "helseid emulator started");
         Ok(Emulator {
             state,
+            verifiers,
             test_keys,
             local_addr,
             stop,
@@ -552,6 +554,8 @@ struct TestKey {
 /// value is dropped (dropping signals a graceful shutdown and returns at once).
 pub struct Emulator {
     state: State,
+    /// The APIs' token verifiers.
+    verifiers: listener::Verifiers,
     /// The private keys of the [test clients](EmulatorBuilder::test_client), by client id.
     test_keys: HashMap<String, TestKey>,
     local_addr: SocketAddr,
@@ -844,10 +848,12 @@ impl Emulator {
 
     /// Withdraws the signing keys that [`rotate_signing_key`](Self::rotate_signing_key)
     /// replaced: they leave the JWKS, and the emulator's APIs refuse their tokens from
-    /// now on, even tokens they verified and cached before (their key sets are reloaded
+    /// now on, even tokens they verified and cached before (their verifiers are rebuilt
     /// before this returns). Returns how many keys were withdrawn.
-    pub async fn retire_old_signing_keys(&self) -> usize {
+    pub fn retire_old_signing_keys(&self) -> usize {
         let retired = self.state.idp.signing_keys.retire();
+        // New layers read the keys again and keep no token verified with a retired key.
+        self.verifiers.rebuild();
         tracing::debug!(retired, "helseid emulator retired its old signing keys");
         retired
     }
@@ -969,6 +975,8 @@ impl Emulator {
     pub fn rotate_dpop_nonce(&self) {
         self.state.idp.dpop.token_nonces.rotate();
         self.state.idp.dpop.api_nonces.rotate();
+        // The API's nonces are its verifier's, stateless under a secret of its own.
+        self.verifiers.cpapi.rebuild();
     }
 
     /// The `jti`s of the client assertions whose signature verified (the ones that
@@ -1027,6 +1035,37 @@ impl Emulator {
         }
         tracing::debug!("helseid emulator stopped");
     }
+}
+
+/// The verifiers of CPE (Bearer tokens with [`cpe::CPE_SCOPE`]) and the
+/// CommunicationParty API v2 (DPoP-bound tokens with [`CPAPI_SCOPE`], its own nonce when
+/// `cpapi_nonce`), both for the audience `nhn:cp-api`, each counting its requests.
+fn verifiers(state: &State, cpapi_nonce: bool) -> Result<listener::Verifiers> {
+    use helseid::verify::Dpop;
+    use server::verify::{Api, Verifier};
+    let apis = Arc::clone(&state.apis);
+    let cpe = Verifier::new(
+        Arc::clone(&state.idp),
+        Api {
+            audience: cpe::CPE_AUDIENCE,
+            scope: cpe::CPE_SCOPE,
+            dpop: Dpop::Disabled,
+        },
+        false,
+        move || apis.cpe.count(),
+    )?;
+    let apis = Arc::clone(&state.apis);
+    let cpapi = Verifier::new(
+        Arc::clone(&state.idp),
+        Api {
+            audience: cpe::CPE_AUDIENCE,
+            scope: CPAPI_SCOPE,
+            dpop: Dpop::Required,
+        },
+        cpapi_nonce,
+        move || apis.cpapi.count(),
+    )?;
+    Ok(listener::Verifiers { cpe, cpapi })
 }
 
 /// Makes a signing key of the emulator's (its own, or a test client's) from a freshly

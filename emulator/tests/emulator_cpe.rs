@@ -608,74 +608,86 @@ where
     )
 }
 
-/// The `WWW-Authenticate` challenge for a description.
-fn challenge(description: &str) -> String {
-    format!("Bearer error=\"invalid_token\", error_description=\"{description}\"")
+/// The `WWW-Authenticate` challenge of CPE's verifier for an error and its description
+/// (the fixed texts of `helseid::verify`).
+fn challenge(error: &str, description: &str) -> String {
+    format!("Bearer error=\"{error}\", error_description=\"{description}\"")
 }
 
-/// Sends `authorization` to all three CPE endpoints; asserts 401, the exact challenge,
-/// an empty body, and that the challenge does not quote the token.
-async fn assert_unauthorized(emulator: &Emulator, authorization: Option<&str>, description: &str) {
+/// The challenge for an invalid token.
+fn invalid_token(description: &str) -> String {
+    challenge("invalid_token", description)
+}
+
+/// Sends `authorization` to all three CPE endpoints; asserts the status, the exact
+/// challenge, an empty body, and that the challenge does not quote the token.
+async fn assert_refused(
+    emulator: &Emulator,
+    authorization: Option<&str>,
+    status: StatusCode,
+    expected: &str,
+) {
     for path in [
         "/CommunicationPartyEvents",
         "/CommunicationPartyExport",
         "/CommunicationParties/1",
     ] {
         let url = format!("{}{path}", emulator.cpe_base_url());
-        let (status, headers, body) = get_with_authorization(&url, authorization).await;
-        assert_eq!(
-            status,
-            StatusCode::UNAUTHORIZED,
-            "{path} with {description}"
-        );
-        let www_authenticate = headers[header::WWW_AUTHENTICATE].to_str().expect("ASCII");
-        assert_eq!(www_authenticate, challenge(description), "{path}");
+        let (got, headers, body) = get_with_authorization(&url, authorization).await;
+        assert_eq!(got, status, "{path} with {expected}");
+        let challenges: Vec<&str> = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII"))
+            .collect();
+        assert_eq!(challenges, [expected], "{path}");
         assert!(body.is_empty());
         if let Some(token) = authorization.and_then(|a| a.split(' ').nth(1)) {
             for part in token.split('.').filter(|p| p.len() >= 8) {
-                assert!(
-                    !www_authenticate.contains(part),
-                    "the challenge quotes the token"
-                );
+                assert!(!expected.contains(part), "the challenge quotes the token");
             }
         }
     }
 }
 
+/// [`assert_refused`] with 401.
+async fn assert_unauthorized(emulator: &Emulator, authorization: Option<&str>, expected: &str) {
+    assert_refused(emulator, authorization, StatusCode::UNAUTHORIZED, expected).await;
+}
+
 #[tokio::test]
 async fn requests_without_a_bearer_token_are_refused() {
     let (emulator, _) = cpe().await;
-    assert_unauthorized(
-        &emulator,
-        None,
-        "the request has no Authorization header; send Authorization: Bearer <access token>",
-    )
-    .await;
-    assert_unauthorized(
-        &emulator,
-        Some("Basic Y3BlLWNsaWVudDpzZWNyZXQ="),
-        "the Authorization scheme is Basic; the CPE API takes Bearer tokens",
-    )
-    .await;
-    assert_unauthorized(
+    // No credentials, or none of a scheme CPE takes: the challenge alone (RFC 6750 3.1).
+    assert_unauthorized(&emulator, None, "Bearer").await;
+    assert_unauthorized(&emulator, Some("Basic Y3BlLWNsaWVudDpzZWNyZXQ="), "Bearer").await;
+    assert_refused(
         &emulator,
         Some("Bearer"),
-        "the Authorization header is not a scheme and credentials; send Bearer <access token>",
+        StatusCode::BAD_REQUEST,
+        &challenge("invalid_request", "the Authorization header is malformed"),
     )
     .await;
     assert_unauthorized(
         &emulator,
         Some("Bearer not-a-jwt"),
-        "the access token is not a well-formed JWT",
+        &invalid_token("the token is not a compact JWS"),
     )
     .await;
     assert_unauthorized(
         &emulator,
         Some("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"),
-        "the access token's typ is not at+jwt",
+        &invalid_token("the token's typ is not at+jwt"),
     )
     .await;
-    assert_eq!(emulator.cpe_requests(), 15, "refused requests are counted");
+    // A DPoP-bound token is not taken, nor the DPoP scheme.
+    assert_unauthorized(
+        &emulator,
+        Some("DPoP eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"),
+        "Bearer",
+    )
+    .await;
+    assert_eq!(emulator.cpe_requests(), 18, "refused requests are counted");
 }
 
 #[tokio::test]
@@ -686,7 +698,7 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {other_token}")),
-        "the access token's kid is not the emulator's signing key (nor one it still publishes)",
+        &invalid_token("the token's issuer is not accepted"),
     )
     .await;
 
@@ -704,7 +716,7 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {forged}")),
-        "the access token's signature does not verify",
+        &invalid_token("the token's signature does not verify"),
     )
     .await;
 
@@ -715,14 +727,14 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {tampered}")),
-        "the access token's signature does not verify",
+        &invalid_token("the token's signature does not verify"),
     )
     .await;
 
     // An expired token (exp an hour ago) with the emulator's header (its kid, RS256,
     // at+jwt), signed by a key of our own: refused for its signature, which is checked
-    // before exp. (That a token the emulator did sign is refused once expired is a unit
-    // test of the CPE module, which can sign with the emulator's key.)
+    // before exp. (A token the emulator did sign is refused once expired:
+    // tests/verify.rs.)
     let mut expired = claims.clone();
     expired["iat"] = json!(now() - 7200);
     expired["nbf"] = json!(now() - 7200);
@@ -731,7 +743,7 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {self_signed}")),
-        "the access token's signature does not verify",
+        &invalid_token("the token's signature does not verify"),
     )
     .await;
 
@@ -748,7 +760,7 @@ async fn tokens_the_emulator_did_not_sign_are_refused() {
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {confused}")),
-        "the access token's alg is not RS256",
+        &invalid_token("the token's algorithm is not accepted"),
     )
     .await;
 
@@ -767,7 +779,7 @@ async fn tokens_without_the_cpe_scope_are_refused() {
     let cpe_client = TestClient::ec("cpe-reader");
     let other_client = TestClient::ec("sfm-reader");
     let emulator = Emulator::builder()
-        .client(cpe_client.registration(&[CP_SCOPE]))
+        .client(cpe_client.registration(&[CP_SCOPE, CPAPI_SCOPE]))
         .client(other_client.registration(&["e-helse:sfm.api/sfm.api"]))
         .start()
         .await
@@ -777,10 +789,30 @@ async fn tokens_without_the_cpe_scope_are_refused() {
         decode_jwt(&token).1["scope"],
         json!(["e-helse:sfm.api/sfm.api"])
     );
+    // Another API's token: not meant for CPE.
     assert_unauthorized(
         &emulator,
         Some(&format!("Bearer {token}")),
-        "the access token does not carry the scope nhn:cp-api/access",
+        &invalid_token("the token is not meant for this API"),
+    )
+    .await;
+    // The CommunicationParty API v2's scope: CPE's audience, not its scope.
+    let (status, body) = request_token(
+        &emulator,
+        &cpe_client.id,
+        &cpe_client.assertion(&emulator),
+        &[("scope", CPAPI_SCOPE)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v2 = body["access_token"].as_str().expect("token");
+    assert_eq!(decode_jwt(v2).1["aud"], "nhn:cp-api");
+    assert_refused(
+        &emulator,
+        Some(&format!("Bearer {v2}")),
+        StatusCode::FORBIDDEN,
+        "Bearer error=\"insufficient_scope\", error_description=\"the token has none of the \
+         scopes this API requires\", scope=\"nhn:cp-api/access\"",
     )
     .await;
 

@@ -2,7 +2,7 @@
 //! the CommunicationParty API v2's settings, counter and certificates, and the IdP whose
 //! tokens they take (as an API trusts HelseID: its issuer, keys and DPoP checks).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -68,6 +68,7 @@ impl Cpe {
         lock(&self.register).publish_update(her_id, Utc::now())
     }
 
+    /// Counts a request to the CPE endpoints.
     pub(crate) fn count(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
@@ -78,19 +79,18 @@ impl Cpe {
     }
 }
 
-/// The API's state: whether it requires a DPoP nonce, and a request counter.
+/// The API's state: a request counter, and the parties' certificates.
 #[derive(Debug, Default)]
 pub(crate) struct Cpapi {
-    pub(crate) require_nonce: AtomicBool,
     pub(crate) requests: AtomicU64,
     /// The parties' certificates, made when first asked for.
     pub(crate) certificates: Certificates,
 }
 
 impl Cpapi {
-    /// Makes proofs need the API's nonce (set once, before the emulator serves).
-    pub(crate) fn set_require_nonce(&self, require: bool) {
-        self.require_nonce.store(require, Ordering::Relaxed);
+    /// Counts a request to the API's endpoints.
+    pub(crate) fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many requests reached the API's endpoints.

@@ -14,13 +14,19 @@ use crate::idp::token::TOKEN_EXCHANGE;
 
 /// `GET /.well-known/openid-configuration`.
 pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<Value> {
+    Json(document(&state))
+}
+
+/// The discovery document: what `GET /.well-known/openid-configuration` answers, and
+/// what the emulator's own APIs read in-process to find the keys.
+pub(crate) fn document(state: &State) -> Value {
     let scopes: BTreeSet<&str> = state
         .clients
         .values()
         .flat_map(|client| client.scopes.iter().map(String::as_str))
         .chain(IDENTITY_SCOPES)
         .collect();
-    Json(json!({
+    json!({
         "issuer": state.issuer,
         "jwks_uri": state.jwks_uri(),
         "token_endpoint": state.token_endpoint,
@@ -40,7 +46,7 @@ pub(crate) async fn configuration(Extract(state): Extract<Arc<State>>) -> Json<V
             ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"],
         "dpop_signing_alg_values_supported": dpop::ALGS,
         "scopes_supported": scopes,
-    }))
+    })
 }
 
 /// `GET /.well-known/openid-configuration/jwks`.

@@ -9,7 +9,23 @@ use axum::routing::{get, post};
 use crate::apis::{cpapi, cpe};
 use crate::idp::{discovery, login, selvbetjening, test_token, token};
 use crate::server::state::State;
+use crate::server::verify::Verifier;
 use crate::server::{faults, swagger};
+
+/// The verifiers of the APIs, each in front of its API's routes.
+#[derive(Clone, Debug)]
+pub(crate) struct Verifiers {
+    pub(crate) cpe: std::sync::Arc<Verifier>,
+    pub(crate) cpapi: std::sync::Arc<Verifier>,
+}
+
+impl Verifiers {
+    /// Rebuilds every API's layer (see [`Verifier::rebuild`]).
+    pub(crate) fn rebuild(&self) {
+        self.cpe.rebuild();
+        self.cpapi.rebuild();
+    }
+}
 
 /// The address clients reach the listener at: an unspecified address (`0.0.0.0`, `::`)
 /// becomes the loopback address.
@@ -25,31 +41,17 @@ pub(crate) fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The emulator's HTTP routes.
-pub(crate) fn router(state: State) -> Router {
+/// The emulator's HTTP routes; each API's behind its verifier.
+pub(crate) fn router(state: State, verifiers: &Verifiers) -> Router {
     // NHN deprecated the legacy model; the emulator serves it all the same.
     #[allow(deprecated)]
     let legacy = get(cpapi::legacy_party);
-    Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(discovery::configuration),
-        )
-        .route("/test-token", post(test_token::test_token))
-        .route(
-            "/.well-known/openid-configuration/jwks",
-            get(discovery::jwks),
-        )
-        .route("/connect/token", post(token::token))
-        .route("/connect/par", post(login::flow::par))
-        .route("/connect/authorize", get(login::flow::authorize))
-        .route(login::LOGIN_FORM_PATH, post(login::flow::login))
-        .route("/connect/endsession", get(login::flow::end_session))
-        .route("/connect/revocation", post(login::flow::revocation))
+    let cpe_routes = Router::new()
         .route("/CommunicationPartyEvents", get(cpe::events))
         .route("/CommunicationPartyExport", get(cpe::export))
         .route("/CommunicationParties/{herId}", get(cpe::party))
-        .route("/openapi.json", get(cpe::openapi))
+        .route_layer(verifiers.cpe.gate());
+    let cpapi_routes = Router::new()
         .route("/api/v1/event", get(cpapi::events))
         .route("/api/v1/event/latest", get(cpapi::latest_event))
         .route("/api/v1/communicationparty", post(cpapi::parties))
@@ -70,6 +72,26 @@ pub(crate) fn router(state: State) -> Router {
             "/api/v1/certificate/{herId}/encryption",
             get(cpapi::encryption_certificate),
         )
+        .route_layer(verifiers.cpapi.gate());
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::configuration),
+        )
+        .route("/test-token", post(test_token::test_token))
+        .route(
+            "/.well-known/openid-configuration/jwks",
+            get(discovery::jwks),
+        )
+        .route("/connect/token", post(token::token))
+        .route("/connect/par", post(login::flow::par))
+        .route("/connect/authorize", get(login::flow::authorize))
+        .route(login::LOGIN_FORM_PATH, post(login::flow::login))
+        .route("/connect/endsession", get(login::flow::end_session))
+        .route("/connect/revocation", post(login::flow::revocation))
+        .merge(cpe_routes)
+        .route("/openapi.json", get(cpe::openapi))
+        .merge(cpapi_routes)
         .route("/cpapi/openapi.json", get(cpapi::openapi))
         .route(
             selvbetjening::PATH,

@@ -8,6 +8,7 @@ pub(crate) mod listener;
 pub(crate) mod response;
 pub(crate) mod state;
 pub(crate) mod swagger;
+pub(crate) mod verify;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -56,19 +56,22 @@
 //!   [`cpapi_openapi`](crate::cpapi_openapi)), with a security scheme `DPoP`.
 //!
 //! Each call needs `Authorization: DPoP <token>` with an unexpired access token this
-//! emulator issued that carries the scope and a `cnf.jkt`, and a `DPoP` proof checked as
-//! by [`crate::idp::verify::check_bound_request`] for the request's method at the URL
-//! called (without the query), with `ath` =
-//! base64url(SHA-256(token)) and a key whose thumbprint is the token's `cnf.jkt`.
-//! Otherwise the answer is 401 with `WWW-Authenticate: DPoP error="invalid_token"` (a
-//! missing, Bearer, foreign, expired or unbound token) or `error="invalid_dpop_proof"`,
-//! an `error_description` saying what is wrong (never quoting the token or the proof)
-//! and `algs="RS256 ... ES512"`. With
+//! emulator issued, for the audience `nhn:cp-api` with the scope and a `cnf.jkt`, and a
+//! `DPoP` proof for the request's method at the URL called (without the query, from the
+//! issuer as the public base URL), with `ath` = base64url(SHA-256(token)) and a key whose
+//! thumbprint is the token's `cnf.jkt`: `helseid::verify`'s `VerifyLayer` checks them in
+//! front of the routes ([`crate::server::verify`]) and the handlers read the verified
+//! claims from the request's extensions. The refusals are RFC 9449's: no token gets 401
+//! with `WWW-Authenticate: DPoP algs="RS256 ... ES512"` and no error; a Bearer,
+//! foreign, expired or unbound token 401 `error="invalid_token"` (a Bearer token with no
+//! error, as a scheme the API does not take); a missing or bad proof 401
+//! `error="invalid_dpop_proof"`; a Bearer token sent with a proof 400
+//! `error="invalid_request"`; each `error_description` a fixed text that never quotes
+//! the token or the proof. With
 //! [`EmulatorBuilder::cpapi_require_nonce`](crate::EmulatorBuilder::cpapi_require_nonce),
-//! a proof
-//! must also carry the API's own nonce, or the answer is 401 `error="use_dpop_nonce"`
-//! with the nonce in `DPoP-Nonce`. A good token and proof without the scope get 403 with
-//! `error="insufficient_scope"`.
+//! a proof must also carry the API's own nonce, or the answer is 401
+//! `error="use_dpop_nonce"` with the nonce in `DPoP-Nonce`. A good token and proof
+//! without the scope get 403 with `error="insufficient_scope"`.
 //! Parameters and bodies are read as strictly as CPE's, and a bad one gets 400 (an
 //! unknown `herId` 404) with a ProblemDetails body as `application/problem+json` whose
 //! `detail` names the parameter.
@@ -79,7 +82,6 @@ pub(crate) mod model;
 pub(crate) mod register;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -98,17 +100,12 @@ pub(crate) use crate::apis::cpapi::model::*;
 use crate::apis::cpe::strict_query;
 use crate::apis::register::Register;
 use crate::apis::state::State;
-use crate::idp::dpop;
-use crate::idp::verify::check_scope;
-use crate::server::response::DPOP_NONCE;
 use crate::server::response::problem;
-use crate::server::response::{challenge_text, quote};
+use crate::server::response::quote;
+use helseid::verify::HelseIdClaims;
 
 /// The scope a token needs for the CommunicationParty API v2.
 pub(crate) const CPAPI_SCOPE: &str = "nhn:cp-api/access-v2-dpop";
-
-/// The API's name in descriptions.
-const API: &str = "the CommunicationParty API v2";
 
 /// The most events one call of `GET /api/v1/event` returns, and its default.
 pub(crate) const MAX_EVENTS: i32 = 1000;
@@ -258,7 +255,7 @@ pub(crate) async fn certificates(
     Path(her_id): Path<String>,
     request: Parts,
 ) -> Result<Json<Vec<CertificatePairInfo>>, Refusal> {
-    let [historic] = authorized(&state, &request, ["includeHistoric"])?;
+    let [historic] = authorized(&request, ["includeHistoric"])?;
     let her_id = her_id_in(&her_id, &request)?;
     let historic = boolean(historic.as_deref(), "includeHistoric", &request)?;
     let register = state.cpe.register();
@@ -327,7 +324,7 @@ fn current_certificate(
     request: &Parts,
     usage: Use,
 ) -> Result<Json<Certificate>, Refusal> {
-    let [] = authorized(state, request, [])?;
+    let [] = authorized(request, [])?;
     let her_id = her_id_in(her_id, request)?;
     let register = state.cpe.register();
     let party = register
@@ -392,7 +389,7 @@ pub(crate) async fn parties(
     request: Parts,
     body: Bytes,
 ) -> Result<Json<Vec<CommunicationParty>>, Refusal> {
-    let [] = authorized(&state, &request, [])?;
+    let [] = authorized(&request, [])?;
     let input: HerIdInputCollection = json_body(&body, &request)?;
     let her_ids = input.her_ids.unwrap_or_default();
     if her_ids.len() > MAX_HER_IDS {
@@ -466,7 +463,7 @@ pub(crate) async fn search(
     request: Parts,
     body: Bytes,
 ) -> Result<Json<SearchResponse>, Refusal> {
-    let [page, size] = authorized(&state, &request, ["Page", "Size"])?;
+    let [page, size] = authorized(&request, ["Page", "Size"])?;
     let page = match page {
         Some(value) => number_in::<i32>(&value, "Page", 1, i32::MAX),
         None => Ok(1),
@@ -520,7 +517,7 @@ pub(crate) async fn export(
     Extract(state): Extract<Arc<State>>,
     request: Parts,
 ) -> Result<Json<CommunicationPartyExport>, Refusal> {
-    let [include] = authorized(&state, &request, ["includeDeactivated"])?;
+    let [include] = authorized(&request, ["includeDeactivated"])?;
     let include_deactivated = boolean(include.as_deref(), "includeDeactivated", &request)?;
     let export = state
         .cpe
@@ -556,7 +553,7 @@ pub(crate) async fn events(
     Extract(state): Extract<Arc<State>>,
     request: Parts,
 ) -> Result<Json<EventsResponse>, Refusal> {
-    let [from, max] = authorized(&state, &request, ["fromSequenceNumber", "maxEvents"])?;
+    let [from, max] = authorized(&request, ["fromSequenceNumber", "maxEvents"])?;
     let from = match from {
         Some(value) => number_in::<i64>(&value, "fromSequenceNumber", 1, i64::from(i32::MAX)),
         None => Ok(1),
@@ -596,7 +593,7 @@ pub(crate) async fn latest_event(
     Extract(state): Extract<Arc<State>>,
     request: Parts,
 ) -> Result<Json<Event>, Refusal> {
-    let [] = authorized(&state, &request, [])?;
+    let [] = authorized(&request, [])?;
     let latest = state.cpe.register().latest_sequenced_event();
     latest.map(Json).ok_or_else(|| Refusal::Problem {
         status: StatusCode::NOT_FOUND,
@@ -627,7 +624,7 @@ pub(crate) async fn organization(
     Path(number): Path<String>,
     request: Parts,
 ) -> Result<Json<CommunicationParty>, Refusal> {
-    let [] = authorized(&state, &request, [])?;
+    let [] = authorized(&request, [])?;
     if number.len() != 9 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Refusal::bad_request(
             format!(
@@ -656,7 +653,7 @@ fn one_party<T>(
     request: &Parts,
     view: fn(&Register, i32, &Certificates) -> Option<T>,
 ) -> Result<Json<T>, Refusal> {
-    let [] = authorized(state, request, [])?;
+    let [] = authorized(request, [])?;
     let her_id = her_id_in(her_id, request)?;
     let found = view(&state.cpe.register(), her_id, &state.cpapi.certificates);
     found
@@ -762,15 +759,10 @@ where
     Ok(number)
 }
 
-/// Why a request was refused, and how to answer.
+/// Why a request was refused, and how to answer. (A refused token or proof never
+/// reaches a handler: the API's verifier answers it.)
 #[derive(Debug)]
 pub(crate) enum Refusal {
-    /// 401 with a `WWW-Authenticate: DPoP` challenge, and the nonce to hand out.
-    Unauthorized {
-        error: &'static str,
-        description: String,
-        nonce: Option<String>,
-    },
     /// A ProblemDetails answer.
     Problem {
         status: StatusCode,
@@ -793,11 +785,6 @@ impl Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
-            Refusal::Unauthorized {
-                error,
-                description,
-                nonce,
-            } => unauthorized(error, &description, nonce.as_deref()),
             Refusal::Problem {
                 status,
                 detail,
@@ -819,68 +806,34 @@ fn problem_json(status: StatusCode, detail: String, instance: &str) -> Response 
 /// [`authorize`], then the query read strictly (see [`strict_query`]): the values of
 /// the `known` parameters.
 fn authorized<const N: usize>(
-    state: &State,
     request: &Parts,
     known: [&str; N],
 ) -> Result<[Option<String>; N], Refusal> {
-    authorize(state, request)?;
+    authorize(request)?;
     let uri = &request.uri;
     strict_query(uri.query().unwrap_or_default(), known, uri.path())
         .map_err(|detail| Refusal::bad_request(detail, uri))
 }
 
-/// Counts the request and checks `Authorization: DPoP <token>` and the `DPoP` proof:
-/// the token is this emulator's, unexpired, with a `cnf.jkt`; the proof verifies for
-/// the request's method at this URL, with `ath` for the token and the key the token is
-/// bound to, and carries the API's nonce when one is required; then the token carries
-/// [`CPAPI_SCOPE`]. Otherwise the 401 (or, for the scope, 403) to answer with.
-fn authorize(state: &State, request: &Parts) -> Result<(), Refusal> {
-    state.cpapi.requests.fetch_add(1, Ordering::Relaxed);
-    let nonces = state
-        .cpapi
-        .require_nonce
-        .load(Ordering::Relaxed)
-        .then_some(&state.idp.dpop.api_nonces);
-    let claims = crate::idp::verify::check_bound_request(&state.idp, request, API, nonces)
-        .map_err(|refusal| Refusal::Unauthorized {
-            error: refusal.error,
-            description: refusal.description,
-            nonce: refusal.nonce,
+/// The verified claims the API's verifier (`helseid::verify`, see
+/// [`crate::server::verify`]) put in the request's extensions: it checked
+/// `Authorization: DPoP <token>` (this emulator's, unexpired, for `nhn:cp-api` with
+/// [`CPAPI_SCOPE`], DPoP-bound) and the `DPoP` proof (for the request's method at this
+/// URL, `ath`, the key the token is bound to, the API's nonce when required) before the
+/// handler runs.
+fn authorize(request: &Parts) -> Result<Arc<HelseIdClaims>, Refusal> {
+    let claims = request
+        .extensions
+        .get::<Arc<HelseIdClaims>>()
+        .cloned()
+        .ok_or_else(|| Refusal::Problem {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            detail: "the request reached the API without a verified token".to_owned(),
+            instance: request.uri.path().to_owned(),
         })?;
-    // A valid token and proof for another API: 403, as cpapi.json documents.
-    check_scope(&claims, CPAPI_SCOPE, API).map_err(|description| Refusal::Unauthorized {
-        error: "insufficient_scope",
-        description,
-        nonce: None,
-    })
-}
-
-/// A 401 with `WWW-Authenticate: DPoP error="..", error_description="..", algs=".."`,
-/// and `DPoP-Nonce` when a nonce is handed out.
-fn unauthorized(error: &str, description: &str, nonce: Option<&str>) -> Response {
     tracing::debug!(
-        error,
-        description,
-        "helseid emulator refused a CommunicationParty API v2 request"
+        client_id = %helseid::text::escape(claims.client_id.as_deref().unwrap_or_default()),
+        "helseid emulator serves the CommunicationParty API v2"
     );
-    let challenge = format!(
-        "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{}\"",
-        challenge_text(description),
-        dpop::ALGS.join(" ")
-    );
-    // RFC 6750: a token without the scope is refused with 403, anything else with 401.
-    let status = if error == "insufficient_scope" {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::UNAUTHORIZED
-    };
-    let mut response = status.into_response();
-    let headers = response.headers_mut();
-    if let Ok(challenge) = HeaderValue::from_str(&challenge) {
-        headers.insert(header::WWW_AUTHENTICATE, challenge);
-    }
-    if let Some(nonce) = nonce.and_then(|n| HeaderValue::from_str(n).ok()) {
-        headers.insert(DPOP_NONCE, nonce);
-    }
-    response
+    Ok(claims)
 }

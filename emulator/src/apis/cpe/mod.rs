@@ -26,10 +26,15 @@
 //! - `GET /openapi.json`: the CPE API's OpenAPI 3.1 document (no token needed).
 //!
 //! Each CPE call needs `Authorization: Bearer <token>` with an unexpired access token
-//! this emulator issued (its signature checked with the key in the JWKS, `typ: at+jwt`,
-//! `iss`, `exp`) that carries the scope `nhn:cp-api/access`. Anything else gets 401 with
-//! `WWW-Authenticate: Bearer error="invalid_token", error_description="..."` saying what
-//! is wrong, never quoting the token. Parameters are read strictly, more strictly than
+//! this emulator issued, for the audience [`CPE_AUDIENCE`] with the scope
+//! `nhn:cp-api/access`, checked by `helseid::verify`'s `VerifyLayer` in front of the
+//! routes ([`crate::server::verify`]): the signature with a key of the emulator's JWKS,
+//! `typ: at+jwt`, `iss`, `aud`, `exp`. Anything else is answered as RFC 6750 says: no
+//! token gets 401 with `WWW-Authenticate: Bearer` and no error, a bad one 401
+//! `error="invalid_token"`, a DPoP-bound one sent as Bearer too, one without the scope
+//! 403 `error="insufficient_scope"`, each `error_description` a fixed text that never
+//! quotes the token. The handlers read the verified claims from the request's
+//! extensions. Parameters are read strictly, more strictly than
 //! ASP.NET: names are case-sensitive, each may appear once, unknown parameters are
 //! refused; an unknown or malformed `EventId`, a malformed `fromDatetime` (a `+` that was
 //! not URL-encoded as `%2B` is named as such) or a `herId` that is not a 32-bit integer
@@ -40,11 +45,12 @@ pub(crate) mod model;
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, RawQuery, State as Extract};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use helseid::verify::HelseIdClaims;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
@@ -55,13 +61,15 @@ use self::model::{
 use crate::apis::register::Register;
 use crate::apis::register::dotnet::parse_dotnet;
 use crate::apis::state::State;
-use crate::idp::verify::{authorization_token, check_scope};
 use crate::server::lock;
+use crate::server::response::quote;
 use crate::server::response::{ProblemDetails, problem};
-use crate::server::response::{challenge_text, quote};
 
 /// The scope a token needs for the CPE API.
 pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
+
+/// The audience of the CPE API's tokens (and of the CommunicationParty API v2's).
+pub(crate) const CPE_AUDIENCE: &str = "nhn:cp-api";
 
 /// The default number of events on a page of the feed.
 pub(crate) const DEFAULT_PAGE_SIZE: usize = 100;
@@ -152,13 +160,10 @@ pub(crate) async fn openapi(Extract(state): Extract<Arc<State>>) -> Response {
 )]
 pub(crate) async fn events(
     Extract(state): Extract<Arc<State>>,
-    headers: HeaderMap,
+    Extension(claims): Extension<Arc<HelseIdClaims>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    state.cpe.count();
-    if let Err(reason) = authorize(&state, &headers) {
-        return unauthorized(&reason);
-    }
+    served("events", &claims);
     let register = lock(&state.cpe.register);
     let query = match EventsQuery::parse(&register, query.as_deref().unwrap_or_default()) {
         Ok(query) => query,
@@ -190,11 +195,11 @@ pub(crate) async fn events(
         (status = 401, description = "The access token is missing, invalid, expired or lacks the scope"),
     )
 )]
-pub(crate) async fn export(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
-    state.cpe.count();
-    if let Err(reason) = authorize(&state, &headers) {
-        return unauthorized(&reason);
-    }
+pub(crate) async fn export(
+    Extract(state): Extract<Arc<State>>,
+    Extension(claims): Extension<Arc<HelseIdClaims>>,
+) -> Response {
+    served("export", &claims);
     let export = lock(&state.cpe.register).export();
     Json(export).into_response()
 }
@@ -218,14 +223,11 @@ pub(crate) async fn export(Extract(state): Extract<Arc<State>>, headers: HeaderM
 )]
 pub(crate) async fn party(
     Extract(state): Extract<Arc<State>>,
-    headers: HeaderMap,
+    Extension(claims): Extension<Arc<HelseIdClaims>>,
     uri: axum::http::Uri,
     her_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
-    state.cpe.count();
-    if let Err(reason) = authorize(&state, &headers) {
-        return unauthorized(&reason);
-    }
+    served("party", &claims);
     // A segment that does not percent-decode to UTF-8 is quoted as it was sent.
     let her_id = match her_id {
         Ok(Path(her_id)) => her_id,
@@ -358,131 +360,11 @@ fn is_event_id_shaped(value: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Checks `Authorization: Bearer <token>`: a token this emulator issued, unexpired, with
-/// the scope [`CPE_SCOPE`]. Otherwise what is wrong, for [`unauthorized`].
-fn authorize(state: &State, headers: &HeaderMap) -> Result<(), String> {
-    let token = bearer_token(headers)?;
-    let claims = state.idp.verify_access_token(token)?;
-    check_scope(&claims, CPE_SCOPE, "the CPE API")
-}
-
-/// The token of an `Authorization: Bearer` header.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, String> {
-    authorization_token(headers, "Bearer", "the CPE API")
-}
-
-/// A 401 answer with `WWW-Authenticate: Bearer error="invalid_token", error_description=...`.
-fn unauthorized(description: &str) -> Response {
-    tracing::debug!(description, "helseid emulator refused a CPE token");
-    let description = challenge_text(description);
-    let challenge = HeaderValue::from_str(&format!(
-        "Bearer error=\"invalid_token\", error_description=\"{description}\""
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""));
-    let mut response = StatusCode::UNAUTHORIZED.into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge);
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-    use std::time::Duration;
-
-    use serde_json::json;
-
-    use super::*;
-
-    fn state() -> State {
-        let idp = crate::idp::state::State::new(
-            "http://127.0.0.1:1".to_owned(),
-            HashMap::new(),
-            Duration::from_secs(60),
-        )
-        .expect("state");
-        State::new(
-            std::sync::Arc::new(idp),
-            crate::apis::state::Cpe::new(DEFAULT_PAGE_SIZE),
-        )
-    }
-
-    fn bearer(token: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-        );
-        headers
-    }
-
-    fn challenge(response: &Response) -> &str {
-        response.headers()[header::WWW_AUTHENTICATE]
-            .to_str()
-            .expect("ASCII")
-    }
-
-    #[test]
-    fn tokens_signed_by_the_emulator_are_checked_for_exp_and_scope() {
-        crate::server::install_crypto_provider();
-        let state = state();
-        let now = crate::server::unix_now();
-        let claims = |exp: i64| json!({"iss": state.idp.issuer, "scope": [CPE_SCOPE], "iat": exp - 60, "exp": exp});
-        let fresh = state
-            .idp
-            .signing_keys
-            .sign("at+jwt", &claims(now + 60))
-            .expect("sign");
-        assert!(authorize(&state, &bearer(&fresh)).is_ok());
-
-        let expired = state
-            .idp
-            .signing_keys
-            .sign("at+jwt", &claims(now - 60))
-            .expect("sign");
-        let reason = authorize(&state, &bearer(&expired)).expect_err("expired");
-        assert_eq!(reason, "the access token has expired");
-        let refused = unauthorized(&reason);
-        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            challenge(&refused),
-            "Bearer error=\"invalid_token\", error_description=\"the access token has expired\""
-        );
-
-        let unscoped = json!({"iss": state.idp.issuer, "exp": now + 60});
-        let unscoped = state
-            .idp
-            .signing_keys
-            .sign("at+jwt", &unscoped)
-            .expect("sign");
-        assert_eq!(
-            authorize(&state, &bearer(&unscoped)),
-            Err("the access token has no scope claim; the CPE API needs the scope nhn:cp-api/access".to_owned())
-        );
-        let spaced =
-            json!({"iss": state.idp.issuer, "exp": now + 60, "scope": "openid nhn:cp-api/access"});
-        let spaced = state
-            .idp
-            .signing_keys
-            .sign("at+jwt", &spaced)
-            .expect("sign");
-        assert_eq!(authorize(&state, &bearer(&spaced)), Ok(()));
-    }
-
-    #[test]
-    fn descriptions_never_carry_a_credential() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("eyJhbGciOiJSUzI1NiJ9.secret-looking-token secret"),
-        );
-        let reason = bearer_token(&headers).expect_err("not a scheme");
-        assert!(!reason.contains("eyJ"), "{reason}");
-        let response = unauthorized("quote \" and \\ and ø");
-        assert_eq!(
-            challenge(&response),
-            "Bearer error=\"invalid_token\", error_description=\"quote ' and ' and ?\""
-        );
-    }
+/// Logs which client a CPE operation serves, from the verified claims.
+fn served(operation: &str, claims: &HelseIdClaims) {
+    tracing::debug!(
+        operation,
+        client_id = %helseid::text::escape(claims.client_id.as_deref().unwrap_or_default()),
+        "helseid emulator serves CPE"
+    );
 }
