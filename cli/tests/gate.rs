@@ -486,6 +486,16 @@ async fn health_follows_the_keys_and_an_unreachable_upstream_is_a_502_problem() 
     assert_eq!(status, StatusCode::OK, "{body:?}");
     let health: Value = serde_json::from_slice(&body).expect("JSON");
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["keys"], "loaded");
+    // Once the keys are loaded, a polling probe fetches nothing.
+    let fetches = health["key_fetches"].as_u64().expect("a count");
+    assert!(fetches >= 1, "{health}");
+    for _ in 0..3 {
+        let (status, _, body) = get(&gate.url("/healthz"), &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let health: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(health["key_fetches"], fetches, "{health}");
+    }
 
     let bearer = format!("Bearer {}", signed_token(&emulator, SCOPE));
     let (status, headers, body) = get(&gate.url("/"), &[("authorization", &bearer)]).await;
@@ -510,6 +520,8 @@ async fn health_follows_the_keys_and_an_unreachable_upstream_is_a_502_problem() 
     .await;
     let (status, _, body) = get(&gate.url("/healthz"), &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    let health: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(health["keys"], "unavailable", "{health}");
 }
 
 #[tokio::test]
@@ -582,7 +594,14 @@ async fn every_refusal_has_its_status_and_challenge_and_the_upstream_sees_none()
     let bound_as_bearer = format!("Bearer {bound}");
     let valid = claims(&|_| {});
     // (the gate, the request's headers, status, first challenge's scheme, error code)
-    let cases: Vec<(&Gate, Vec<(&str, &str)>, StatusCode, &str, Option<&str>)> = vec![
+    type Case<'a> = (
+        &'a Gate,
+        Vec<(&'a str, &'a str)>,
+        StatusCode,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (&allowed, vec![], StatusCode::UNAUTHORIZED, "DPoP", None),
         (
             &allowed,
@@ -967,4 +986,91 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
             assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         }
     }
+}
+
+/// The value of the sample `name` whose labels are exactly `labels`, in a Prometheus
+/// text exposition.
+#[cfg(feature = "metrics")]
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let mut found: Vec<String> = rest
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            found.sort();
+            (metric == name && found == wanted).then(|| value.parse().ok())?
+        })
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_by_outcome_status_and_refusal_on_get_metrics() {
+    let emulator = emulator().await;
+    let upstream = Upstream::start().await;
+    let gate = Gate::with(&emulator, &upstream, &["--dpop", "allowed"]).await;
+    let bearer = format!("Bearer {}", signed_token(&emulator, SCOPE));
+    assert_eq!(
+        get(&gate.url("/a"), &[("authorization", &bearer)]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(get(&gate.url("/b"), &[]).await.0, StatusCode::UNAUTHORIZED);
+    let bad = get(&gate.url("/c"), &[("authorization", "Bearer a.b.c")]).await;
+    assert_eq!(bad.0, StatusCode::UNAUTHORIZED);
+
+    // Without a token: the gate's own path, not forwarded.
+    let (status, headers, body) = get(&gate.url("/metrics"), &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        value(&headers, "content-type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{headers:?}"
+    );
+    let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+    let requests = "helseid_gate_requests_total";
+    for (labels, count) in [
+        (
+            &[
+                ("outcome", "forwarded"),
+                ("http_response_status_code", "200"),
+            ][..],
+            1.0,
+        ),
+        (
+            &[
+                ("outcome", "refused"),
+                ("http_response_status_code", "401"),
+                ("error_type", "no_credentials"),
+            ],
+            1.0,
+        ),
+        (
+            &[
+                ("outcome", "refused"),
+                ("http_response_status_code", "401"),
+                ("error_type", "invalid_token"),
+            ],
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, requests, labels),
+            Some(count),
+            "{labels:?}\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(&text, "helseid_gate_upstream_duration_seconds_count", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(upstream.seen().len(), 1, "/metrics is not forwarded");
 }

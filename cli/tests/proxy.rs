@@ -1244,3 +1244,132 @@ fn bad_flags_and_bad_routes_exit_2_with_one_line_naming_the_flag() {
         assert!(output.stdout.is_empty());
     }
 }
+
+/// The value of the sample `name` whose labels are exactly `labels`, in a Prometheus
+/// text exposition.
+#[cfg(feature = "metrics")]
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    wanted.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            let mut found: Vec<String> = rest
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            found.sort();
+            (metric == name && found == wanted).then(|| value.parse().ok())?
+        })
+}
+
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_by_route_outcome_and_status_with_the_librarys_on_get_metrics() {
+    let (_emulator, _client, _dir, config) = emulator(false).await;
+    let a = ok_upstream().await;
+    let route_a = format!("/a={}", a.url);
+    let proxy = Proxy::start(&["--config", arg(&config), "--route", &route_a], &[]).await;
+    for _ in 0..2 {
+        assert_eq!(get(&proxy.url("/a/x")).await.0, StatusCode::OK);
+    }
+    assert_eq!(get(&proxy.url("/nowhere")).await.0, StatusCode::NOT_FOUND);
+    let bad_tenant = call(
+        Method::GET,
+        &proxy.url("/a/x"),
+        &[("x-helseid-tenant", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(bad_tenant.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&proxy.url("/healthz")).await.0, StatusCode::OK);
+
+    let (status, headers, body) = get(&proxy.url("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{headers:?}"
+    );
+    let text = String::from_utf8(body.to_vec()).expect("UTF-8");
+    let requests = "helseid_proxy_requests_total";
+    for (labels, count) in [
+        (
+            &[
+                ("http_route", "/a"),
+                ("outcome", "forwarded"),
+                ("http_response_status_code", "200"),
+            ][..],
+            2.0,
+        ),
+        (
+            &[
+                ("outcome", "refused"),
+                ("http_response_status_code", "404"),
+                ("error_type", "no-route"),
+            ],
+            1.0,
+        ),
+        (
+            &[
+                ("http_route", "/a"),
+                ("outcome", "refused"),
+                ("http_response_status_code", "400"),
+                ("error_type", "bad-tenant-header"),
+            ],
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            sample(&text, requests, labels),
+            Some(count),
+            "{labels:?}\n{text}"
+        );
+    }
+    // /healthz and /metrics are not counted.
+    assert_eq!(
+        text.matches("helseid_proxy_requests_total{").count(),
+        3,
+        "{text}"
+    );
+    let duration = "helseid_proxy_upstream_duration_seconds";
+    assert_eq!(
+        sample(&text, &format!("{duration}_count"), &[("http_route", "/a")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("{duration}_bucket"),
+            &[("http_route", "/a"), ("le", "+Inf")]
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("# TYPE {duration} histogram")),
+        "{text}"
+    );
+    // The library's, from the same provider: the token request made at start.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("helseid_token_requests_total{")
+                && l.contains("outcome=\"success\"")),
+        "{text}"
+    );
+
+    // /metrics cannot be a route's prefix then.
+    let output = Command::new(BIN)
+        .args(["proxy", "--route", "/metrics=https://a.test"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--route"));
+}

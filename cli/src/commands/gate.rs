@@ -12,12 +12,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use helseid::text::escape;
 use helseid::transport::{HttpsClient, https_client};
-use helseid::verify::{Dpop, HelseIdClaims, Reason, VerifyLayer};
+use helseid::verify::{Dpop, HelseIdClaims, VerifyLayer};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -26,8 +24,9 @@ use hyper::body::Incoming;
 use tower::{Layer, ServiceExt};
 
 use super::proxy::{
-    LogLevel, Route, Signals, StderrLog, Upstream, for_upstream, parse_upstream, problem_of, serve,
-    strip_hop_by_hop, upstream_request, usage_error,
+    LogLevel, Metrics, Outcome, Route, Signals, StderrLog, Upstream, for_upstream,
+    metrics_response, parse_upstream, problem_of, serve, strip_hop_by_hop, upstream_request,
+    usage_error,
 };
 use super::{BoxError, CliResult};
 use crate::demo::{CPE_SCOPE, Demo, Scratch, config_file_or_demo};
@@ -177,6 +176,7 @@ pub(crate) async fn gate(args: GateArgs) -> CliResult {
     let _ = tracing::subscriber::set_global_default(StderrLog {
         max: args.log.level(),
     });
+    let metrics = Metrics::install("gate");
 
     // Keeps the embedded emulator (and its client's file) while the gate runs.
     let mut demo: Option<Demo> = None;
@@ -235,8 +235,7 @@ pub(crate) async fn gate(args: GateArgs) -> CliResult {
         forward_token: args.forward_token,
         forward_personal_data: args.forward_personal_data,
         verify,
-        issuers: issuers.clone(),
-        audience: audience.clone(),
+        metrics,
     });
 
     eprintln!("helseid: gate listening on http://{addr}");
@@ -257,7 +256,14 @@ pub(crate) async fn gate(args: GateArgs) -> CliResult {
         },
         escape(&public_url),
     );
-    eprintln!("helseid:   health at http://{addr}/healthz");
+    eprintln!(
+        "helseid:   health at http://{addr}/healthz{}",
+        if cfg!(feature = "metrics") {
+            format!(", metrics at http://{addr}/metrics")
+        } else {
+            String::new()
+        }
+    );
     if remote {
         eprintln!("helseid: warning: listening on {addr}, not loopback");
     }
@@ -289,17 +295,27 @@ struct Gate {
     forward_token: bool,
     forward_personal_data: bool,
     verify: VerifyLayer,
-    issuers: Vec<String>,
-    audience: String,
+    metrics: Metrics,
 }
 
+/// Set on an answer by the forwarder (a request the verifier let through): `None` when
+/// the upstream answered, else the kind of the gate's problem.
+#[derive(Clone, Copy)]
+struct Reached(Option<&'static str>);
+
 impl Gate {
-    /// Answers one request, and logs it at debug.
+    /// Answers one request, counts it, and logs it at debug.
     async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
-        if request.uri().path() == "/healthz" {
-            return self.health().await;
+        match request.uri().path() {
+            "/healthz" => return self.health().await,
+            "/metrics" => {
+                if let Some(response) = metrics_response(&self.metrics) {
+                    return response.map(BodyExt::boxed_unsync);
+                }
+            }
+            _ => {}
         }
         remove_claim_headers(request.headers_mut());
         let service = self.verify.layer(Forwarder(self.clone()));
@@ -307,10 +323,22 @@ impl Gate {
             Ok(response) => response,
             Err(never) => match never {},
         };
+        let status = response.status().as_u16();
+        let (outcome, error) = match response.extensions().get::<Reached>() {
+            Some(Reached(None)) => (Outcome::Forwarded, None),
+            Some(Reached(Some(kind @ "upstream-unreachable"))) => (Outcome::Failed, Some(*kind)),
+            Some(Reached(Some(kind))) => (Outcome::Refused, Some(*kind)),
+            // The verifier's refusal.
+            None if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                (Outcome::Failed, Some("unavailable"))
+            }
+            None => (Outcome::Refused, Some(refusal_code(response.headers()))),
+        };
+        self.metrics.request(None, outcome, error, status);
         tracing::debug!(
             target: "helseid::gate",
             method = %method,
-            status = response.status().as_u16(),
+            status,
             duration_us = started.elapsed().as_micros() as u64,
             "request"
         );
@@ -324,13 +352,15 @@ impl Gate {
         let uri = match for_upstream(&self.route, &mut parts) {
             Ok(uri) => uri,
             Err(detail) => {
-                return problem(
+                let mut response = problem(
                     StatusCode::BAD_REQUEST,
                     "bad-path",
                     "Bad path",
                     "client",
                     detail,
                 );
+                response.extensions_mut().insert(Reached(Some("bad-path")));
+                return response;
             }
         };
         let headers = &mut parts.headers;
@@ -342,11 +372,14 @@ impl Gate {
             claim_headers(claims, self.forward_personal_data, headers);
         }
         let outgoing = upstream_request(parts, uri, body);
+        let sent = Instant::now();
         let answer = self.client.request(outgoing);
         match answer.await {
             Ok(response) => {
+                self.metrics.upstream(None, sent.elapsed());
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                parts.extensions.insert(Reached(None));
                 Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
             }
             Err(e) => {
@@ -356,46 +389,25 @@ impl Gate {
                     report(&e)
                 );
                 tracing::warn!(target: "helseid::gate", "{detail}");
-                problem(
+                let mut response = problem(
                     StatusCode::BAD_GATEWAY,
                     "upstream-unreachable",
                     "Upstream unreachable",
                     "upstream",
                     &detail,
-                )
+                );
+                let reached = Reached(Some("upstream-unreachable"));
+                response.extensions_mut().insert(reached);
+                response
             }
         }
     }
 
-    /// Whether every issuer's keys are at hand: a probe token, signed by no one and with
-    /// a `kid` no issuer has, is refused for an unknown key when they are, and with
-    /// `Unavailable` when they cannot be fetched. (An unknown `kid` fetches the keys
-    /// again at most once per the verifier's cooldown.)
+    /// Whether every issuer's keys are loaded: those not loaded yet are fetched now
+    /// (within the verifier's cooldown after a failed fetch, nothing is fetched again,
+    /// so a probe that polls cannot flood the issuer).
     async fn ready(&self) -> bool {
-        for issuer in &self.issuers {
-            let header = serde_json::json!({
-                "alg": "RS256",
-                "typ": "at+jwt",
-                "kid": "helseid-gate-health-probe",
-            });
-            let claims = serde_json::json!({
-                "iss": issuer,
-                "aud": self.audience,
-                "exp": 4_102_444_800u64,
-                "client_id": "helseid-gate-health-probe",
-            });
-            let probe = format!(
-                "{}.{}.{}",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string()),
-                URL_SAFE_NO_PAD.encode([0u8; 32]),
-            );
-            match self.verify.verify_token(&probe).await {
-                Err(refusal) if refusal.reason() == Reason::Unavailable => return false,
-                _ => {}
-            }
-        }
-        true
+        self.verify.keys_loaded() || self.verify.ready().await.is_ok()
     }
 
     /// `GET /healthz`: 200 when the issuers' keys are loaded, 503 otherwise.
@@ -446,6 +458,29 @@ impl tower::Service<Request<Incoming>> for Forwarder {
         let gate = self.0.clone();
         Box::pin(async move { Ok(gate.forward(request).await) })
     }
+}
+
+/// The OAuth error code of the verifier's refusal (`invalid_token`,
+/// `invalid_dpop_proof`, `use_dpop_nonce`, `insufficient_scope`, `invalid_request`), or
+/// `no_credentials` for a challenge without one.
+fn refusal_code(headers: &HeaderMap) -> &'static str {
+    const CODES: [&str; 5] = [
+        "invalid_token",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        "insufficient_scope",
+        "invalid_request",
+    ];
+    headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|challenge| {
+            CODES
+                .into_iter()
+                .find(|code| challenge.contains(&format!("error=\"{code}\"")))
+        })
+        .unwrap_or("no_credentials")
 }
 
 /// Removes every `X-HelseID-*` header (header names are lowercase in a `HeaderMap`).

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Either, Full};
 use hyper::body::{Body as _, Incoming};
 use tower::{Layer, ServiceExt};
 
+use super::metrics::{Label, Metrics, Outcome};
 use super::route::{Route, upstream_uri};
 use crate::commands::BoxError;
 use crate::output::report;
@@ -34,6 +35,7 @@ pub(super) struct Proxy {
     max_replay_body: u64,
     cache: TokenCache,
     endpoint: TokenEndpoint,
+    metrics: Metrics,
 }
 
 /// One route's layer over the shared client.
@@ -43,6 +45,8 @@ pub(super) struct Forward {
     /// What the route's layer asks HelseID for (the health check asks the same).
     token_request: TokenRequest,
     service: HelseId<HttpsClient<Body>>,
+    /// The route's prefix as a metric attribute.
+    label: Label,
 }
 
 impl Proxy {
@@ -51,6 +55,7 @@ impl Proxy {
         mut routes: Vec<Route>,
         tenant_header: HeaderName,
         max_replay_body: u64,
+        metrics: Metrics,
     ) -> Result<Self, BoxError> {
         let client = https_client::<Body>()?;
         let cache = TokenCache::new();
@@ -88,6 +93,7 @@ impl Proxy {
                 }
                 Forward {
                     service: builder.build().layer(client.clone()),
+                    label: Label::new(&route.prefix),
                     route,
                     scopes,
                     token_request,
@@ -100,30 +106,44 @@ impl Proxy {
             max_replay_body,
             cache,
             endpoint,
+            metrics,
         })
     }
 
-    /// Answers one request, and logs it at debug.
+    /// Answers one request, counts it, and logs it at debug.
     pub(super) async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
-        let (route, response) = self.answer(request).await;
+        match request.uri().path() {
+            "/healthz" => return self.health().await,
+            "/metrics" => {
+                if let Some(response) = metrics_response(&self.metrics) {
+                    return response;
+                }
+            }
+            _ => {}
+        }
+        let (forward, response, error) = self.answer(request).await;
+        let status = response.status().as_u16();
+        self.metrics
+            .request(forward.map(|f| &f.label), outcome(error), error, status);
         tracing::debug!(
             target: "helseid::proxy",
             method = %method,
-            route,
-            status = response.status().as_u16(),
+            route = forward.map_or("-", |f| f.route.prefix.as_str()),
+            status,
             duration_us = started.elapsed().as_micros() as u64,
             "request"
         );
         response
     }
 
-    /// The route's name (for the log) and the answer.
-    async fn answer(&self, request: Request<Incoming>) -> (&str, Response<Body>) {
-        if request.uri().path() == "/healthz" {
-            return ("/healthz", self.health().await);
-        }
+    /// The route (for the log and the metrics), the answer, and the kind of the
+    /// proxy's problem when it answered itself.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+    ) -> (Option<&Forward>, Response<Body>, Option<&'static str>) {
         let Some(forward) = self.route(request.uri().path()) else {
             let prefixes: Vec<&str> = self
                 .routes
@@ -131,7 +151,7 @@ impl Proxy {
                 .map(|f| f.route.prefix.as_str())
                 .collect();
             return (
-                "-",
+                None,
                 problem(
                     StatusCode::NOT_FOUND,
                     "no-route",
@@ -142,10 +162,11 @@ impl Proxy {
                         prefixes.join(", ")
                     ),
                 ),
+                Some("no-route"),
             );
         };
-        let name = forward.route.prefix.as_str();
-        (name, self.forward(forward, request).await)
+        let (response, error) = self.forward(forward, request).await;
+        (Some(forward), response, error)
     }
 
     /// The route for `path`: the longest prefix that matches whole segments.
@@ -159,30 +180,28 @@ impl Proxy {
         })
     }
 
-    async fn forward(&self, forward: &Forward, request: Request<Incoming>) -> Response<Body> {
+    /// The upstream's answer, or the proxy's problem and its kind.
+    async fn forward(
+        &self,
+        forward: &Forward,
+        request: Request<Incoming>,
+    ) -> (Response<Body>, Option<&'static str>) {
         let (mut parts, body) = request.into_parts();
         let tenant = match tenant(&parts.headers, &self.tenant_header) {
             Ok(tenant) => tenant,
             Err(detail) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-tenant-header",
-                    "Bad tenant header",
-                    "client",
-                    &detail,
-                );
+                let kind = "bad-tenant-header";
+                let title = "Bad tenant header";
+                let response = problem(StatusCode::BAD_REQUEST, kind, title, "client", &detail);
+                return (response, Some(kind));
             }
         };
         let uri = match for_upstream(&forward.route, &mut parts) {
             Ok(uri) => uri,
             Err(detail) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-path",
-                    "Bad path",
-                    "client",
-                    detail,
-                );
+                let kind = "bad-path";
+                let response = problem(StatusCode::BAD_REQUEST, kind, "Bad path", "client", detail);
+                return (response, Some(kind));
             }
         };
         let headers = &mut parts.headers;
@@ -195,13 +214,15 @@ impl Proxy {
             Some(length) if length <= self.max_replay_body => match body.collect().await {
                 Ok(collected) => Either::Left(Full::new(collected.to_bytes())),
                 Err(e) => {
-                    return problem(
+                    let kind = "request-body";
+                    let response = problem(
                         StatusCode::BAD_REQUEST,
-                        "request-body",
+                        kind,
                         "Request body unreadable",
                         "client",
                         &format!("the proxy could not read the request body: {e}"),
                     );
+                    return (response, Some(kind));
                 }
             },
             _ => Either::Right(body),
@@ -211,13 +232,18 @@ impl Proxy {
             outgoing.extensions_mut().insert(tenant);
         }
 
+        let sent = Instant::now();
         match forward.service.clone().oneshot(outgoing).await {
             Ok(response) => {
+                self.metrics.upstream(Some(&forward.label), sent.elapsed());
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Either::Right(body))
+                (Response::from_parts(parts, Either::Right(body)), None)
             }
-            Err(e) => failure(&forward.route, e.as_ref()),
+            Err(e) => {
+                let (response, kind) = failure(&forward.route, e.as_ref());
+                (response, Some(kind))
+            }
         }
     }
 
@@ -315,9 +341,46 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// What became of a request the proxy answered with the problem of kind `error`, or
+/// forwarded (`None`).
+fn outcome(error: Option<&str>) -> Outcome {
+    match error {
+        None => Outcome::Forwarded,
+        Some("no-token" | "upstream-unreachable") => Outcome::Failed,
+        Some(_) => Outcome::Refused,
+    }
+}
+
+/// `GET /metrics`, when the CLI has the `metrics` feature: every metric in Prometheus'
+/// text format (503 if they cannot be collected).
+pub(crate) fn metrics_response(metrics: &Metrics) -> Option<Response<Body>> {
+    if !cfg!(feature = "metrics") {
+        return None;
+    }
+    let (status, text) = match metrics.render() {
+        Some(text) => (StatusCode::OK, text),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "# the metrics cannot be collected\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
+}
+
 /// The answer when the request could not be forwarded: the token side (HelseID) or the
-/// upstream failed.
-fn failure(route: &Route, error: &(dyn std::error::Error + 'static)) -> Response<Body> {
+/// upstream failed; and the problem's kind.
+fn failure(
+    route: &Route,
+    error: &(dyn std::error::Error + 'static),
+) -> (Response<Body>, &'static str) {
     if let Some(e) = error.downcast_ref::<helseid::Error>() {
         let (status, retry) = match e {
             helseid::Error::BackingOff { retry_in, .. } => {
@@ -349,7 +412,7 @@ fn failure(route: &Route, error: &(dyn std::error::Error + 'static)) -> Response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
-        return response;
+        return (response, "no-token");
     }
     let detail = format!(
         "the proxy could not get an answer from the upstream {}: {}",
@@ -357,13 +420,14 @@ fn failure(route: &Route, error: &(dyn std::error::Error + 'static)) -> Response
         report(error)
     );
     tracing::warn!(target: "helseid::proxy", "{detail}");
-    problem(
+    let response = problem(
         StatusCode::BAD_GATEWAY,
         "upstream-unreachable",
         "Upstream unreachable",
         "upstream",
         &detail,
-    )
+    );
+    (response, "upstream-unreachable")
 }
 
 /// An RFC 9457 problem: `type`, `title`, `status`, `detail`, and `side`, which says who

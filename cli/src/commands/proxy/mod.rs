@@ -11,10 +11,14 @@
 
 mod forward;
 mod log;
+mod metrics;
 mod route;
 
-pub(crate) use forward::{for_upstream, problem_of, strip_hop_by_hop, upstream_request};
+pub(crate) use forward::{
+    for_upstream, metrics_response, problem_of, strip_hop_by_hop, upstream_request,
+};
 pub(crate) use log::StderrLog;
+pub(crate) use metrics::{Metrics, Outcome};
 pub(crate) use route::{Route, Upstream, parse_upstream};
 
 use std::convert::Infallible;
@@ -159,6 +163,8 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
     let _ = tracing::subscriber::set_global_default(StderrLog {
         max: args.log.level(),
     });
+    // Before the library makes its instruments (at the first token request).
+    let metrics = Metrics::install("proxy");
 
     // Keeps the embedded emulator running while the proxy runs.
     let mut demo: Option<Demo> = None;
@@ -173,6 +179,7 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
         routes,
         args.tenant_header.clone(),
         args.max_replay_body,
+        metrics,
     )?);
 
     let signals = Signals::new().map_err(|e| format!("cannot listen for signals: {e}"))?;
@@ -191,8 +198,13 @@ pub(crate) async fn proxy(args: ProxyArgs) -> CliResult {
         );
     }
     eprintln!(
-        "helseid:   tenant header {}; health at http://{addr}/healthz",
-        proxy.tenant_header
+        "helseid:   tenant header {}; health at http://{addr}/healthz{}",
+        proxy.tenant_header,
+        if cfg!(feature = "metrics") {
+            format!(", metrics at http://{addr}/metrics")
+        } else {
+            String::new()
+        }
     );
     if remote {
         eprintln!(

@@ -54,6 +54,9 @@ pub(crate) fn parse_route(text: &str) -> Result<Route, String> {
     if prefix == "/healthz" {
         return Err("/healthz is the proxy's own health check: choose another prefix".into());
     }
+    if cfg!(feature = "metrics") && prefix == "/metrics" {
+        return Err("/metrics is where the proxy serves its metrics: choose another prefix".into());
+    }
     let mut parts = rest.split(',');
     let url = parts.next().unwrap_or_default();
     let upstream = parse_upstream(url)?;
