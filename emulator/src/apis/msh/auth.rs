@@ -26,18 +26,22 @@
 //! ..` naming them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{Request, State as Extract};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::Utc;
 use serde_json::Value;
 
-use crate::apis::msh::{Failure, Msh};
+use crate::apis::cpe::model::CommunicationParty;
+use crate::apis::msh::answer::Failure;
 use crate::apis::register::Register;
+use crate::apis::register::dotnet::parse_dotnet;
 use crate::idp::dpop;
+use crate::idp::state::State as Idp;
 use crate::idp::verify::check_scope;
 use crate::server::response::challenge_text;
 
@@ -55,6 +59,14 @@ const API_VERSION: &str = "api-version";
 
 /// The header that names the calling system.
 const SOURCE_SYSTEM: &str = "nhn-source-system";
+
+/// Whether a party is active: no `Valid.To`, or one in the future.
+pub(crate) fn is_active(party: &CommunicationParty) -> bool {
+    match &party.valid.to {
+        None => true,
+        Some(to) => parse_dotnet(to).is_ok_and(|to| to > Utc::now()),
+    }
+}
 
 /// The organisations a verified token acts for.
 #[derive(Clone, Debug, Default)]
@@ -83,7 +95,7 @@ impl Caller {
         let Some(party) = register.party(her_id) else {
             return false;
         };
-        if !crate::apis::msh::is_active(party) {
+        if !is_active(party) {
             return false;
         }
         let organisation = register.organisation_of(party);
@@ -107,16 +119,30 @@ impl Caller {
     }
 }
 
+/// What [`guard`] needs: the IdP whose tokens it takes, and the request counter.
+pub(crate) struct Guard {
+    pub(crate) idp: Arc<Idp>,
+    pub(crate) requests: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The middleware in front of every operation: counts the request, verifies the token
 /// and the proof, checks the two headers, and hands the [`Caller`] to the handler.
 pub(crate) async fn guard(
-    Extract(msh): Extract<Arc<Msh>>,
+    Extract(guard): Extract<Arc<Guard>>,
     request: Request,
     next: Next,
 ) -> Response {
-    msh.requests.fetch_add(1, Ordering::Relaxed);
+    guard.requests.fetch_add(1, Ordering::Relaxed);
     let (mut parts, body) = request.into_parts();
-    let caller = match verify(&msh, &parts) {
+    let caller = match verify(&guard.idp, &parts) {
         Ok(caller) => caller,
         Err((error, description)) => return unauthorized(error, &description),
     };
@@ -129,8 +155,7 @@ pub(crate) async fn guard(
 
 /// The token and the proof, or the error code and description of the 401/403 to
 /// answer with.
-fn verify(msh: &Msh, parts: &Parts) -> Result<Caller, (&'static str, String)> {
-    let idp = &msh.apis.idp;
+fn verify(idp: &Idp, parts: &Parts) -> Result<Caller, (&'static str, String)> {
     let claims = crate::idp::verify::check_bound_request(idp, parts, API, None)
         .map_err(|refusal| (refusal.error, refusal.description))?;
     let audiences: Vec<&str> = match claims.get("aud") {

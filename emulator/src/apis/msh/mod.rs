@@ -66,6 +66,7 @@
 //! to seven fractional digits (`2025-09-22T05:56:36.3095151+00:00`).
 //! [`Emulator::msh_requests`](crate::Emulator::msh_requests) counts the calls.
 
+pub(crate) mod answer;
 pub(crate) mod auth;
 mod emulator;
 pub(crate) mod model;
@@ -87,12 +88,11 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::server::Server;
 use utoipa::{Modify, OpenApi};
 
-use self::auth::Caller;
+use self::answer::{Failure, new_guid};
+use self::auth::{Caller, is_active};
 use self::model::*;
 use self::store::{Delivery, Query, Store, Stored};
-use crate::apis::cpe::model::CommunicationParty;
 use crate::apis::register::Register;
-use crate::apis::register::dotnet::parse_dotnet;
 use crate::server::lock;
 use crate::server::response::quote;
 
@@ -107,16 +107,13 @@ const MAX_APPREC_REQUEST: usize = 1024 * 1024;
 const MAX_TO_FETCH: usize = 100;
 const DEFAULT_TO_FETCH: usize = 10;
 
-/// `errorCode` of a validation error.
-const VALIDATION: i32 = 1000;
-
 /// The Meldingstjener's state: the messages, the request cap and counter, and the
 /// APIs' state (the register, and the IdP whose tokens it takes).
 pub(crate) struct Msh {
     pub(crate) apis: Arc<crate::apis::state::State>,
     store: Mutex<Store>,
     max_request: AtomicUsize,
-    pub(crate) requests: AtomicU64,
+    pub(crate) requests: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Msh {
@@ -135,7 +132,7 @@ impl Msh {
             apis,
             store: Mutex::new(Store::default()),
             max_request: AtomicUsize::new(DEFAULT_MAX_REQUEST),
-            requests: AtomicU64::new(0),
+            requests: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -315,14 +312,6 @@ impl Msh {
     }
 }
 
-/// Whether a party is active: no `Valid.To`, or one in the future.
-pub(crate) fn is_active(party: &CommunicationParty) -> bool {
-    match &party.valid.to {
-        None => true,
-        Some(to) => parse_dotnet(to).is_ok_and(|to| to > Utc::now()),
-    }
-}
-
 /// Whether `her_id` is an active party of the register; `who` names it in the problem.
 fn known(register: &Register, her_id: i32, who: &str) -> Result<(), String> {
     match register.party(her_id) {
@@ -334,25 +323,6 @@ fn known(register: &Register, her_id: i32, who: &str) -> Result<(), String> {
         )),
         Some(_) => Ok(()),
     }
-}
-
-/// A new random GUID (version 4), lowercase with dashes.
-fn new_guid() -> String {
-    use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; 16];
-    // aws-lc-rs's system random source does not fail on the platforms it builds for.
-    let _ = SystemRandom::new().fill(&mut bytes);
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
 }
 
 /// A GUID as ASP.NET reads one (`D`, `N`, `B` or `P` form, any case), lowercase with
@@ -465,88 +435,6 @@ impl MshMessage {
                 })
                 .collect(),
         }
-    }
-}
-
-/// An error answer: the status and the document's `ErrorMessage`.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    status: StatusCode,
-    error: String,
-    code: i32,
-    validation: Option<Vec<String>>,
-}
-
-impl Failure {
-    /// 400, a malformed request: each problem in `validationErrors`.
-    pub(crate) fn validation(problems: Vec<String>) -> Self {
-        Failure {
-            status: StatusCode::BAD_REQUEST,
-            error: "The request is not valid; see validationErrors".to_owned(),
-            code: VALIDATION,
-            validation: Some(problems),
-        }
-    }
-
-    /// 403 for HER-ids the client may not act for.
-    pub(crate) fn forbidden(her_ids: &[String]) -> Self {
-        Failure {
-            status: StatusCode::FORBIDDEN,
-            error: format!("Not authorized for HerId(s): {}", her_ids.join(", ")),
-            code: 0,
-            validation: None,
-        }
-    }
-
-    fn other(status: StatusCode, error: String) -> Self {
-        Failure {
-            status,
-            error,
-            code: 0,
-            validation: None,
-        }
-    }
-
-    /// 404 for a message id the emulator does not hold.
-    fn not_found(id: &str) -> Self {
-        Failure::other(StatusCode::NOT_FOUND, format!("No message has id {id}"))
-    }
-
-    /// 403 for a client that is neither the message's sender nor a receiver.
-    fn not_yours(id: &str) -> Self {
-        Failure::other(
-            StatusCode::FORBIDDEN,
-            format!(
-                "Not authorized for message {id}: the client acts for neither its sender \
-                 nor a receiver"
-            ),
-        )
-    }
-
-    /// The error in one line.
-    fn describe(&self) -> String {
-        match &self.validation {
-            Some(problems) => problems.join("; "),
-            None => self.error.clone(),
-        }
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        tracing::debug!(
-            status = self.status.as_u16(),
-            error = %self.describe(),
-            "helseid emulator refused an MSH request"
-        );
-        let body = ErrorMessage {
-            error: Some(self.error),
-            error_code: self.code,
-            validation_errors: self.validation,
-            stack_trace: None,
-            request_id: new_guid(),
-        };
-        (self.status, Json(body)).into_response()
     }
 }
 
@@ -1416,7 +1304,10 @@ pub(crate) fn router(msh: Arc<Msh>) -> Router {
     }
     routes
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&msh),
+            Arc::new(auth::Guard {
+                idp: Arc::clone(&msh.apis.idp),
+                requests: Arc::clone(&msh.requests),
+            }),
             auth::guard,
         ))
         .route("/msh/openapi.json", get(openapi))
@@ -1430,6 +1321,7 @@ pub(crate) fn document_json() -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    use super::answer::VALIDATION;
     use super::*;
 
     #[test]
