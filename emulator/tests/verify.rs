@@ -329,6 +329,17 @@ fn assert_answer(
     }
 }
 
+/// A refusal case: its name, the request's headers, the status, the challenges.
+type Case = (String, Vec<(&'static str, String)>, StatusCode, Vec<String>);
+
+/// A refusal case with one challenge.
+type ProofCase = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    StatusCode,
+    String,
+);
+
 fn bearer_error(error: &str, description: &str) -> String {
     format!("Bearer error=\"{error}\", error_description=\"{description}\"")
 }
@@ -381,7 +392,7 @@ async fn cpe_answers_every_bad_token_as_rfc_6750_says() {
     let bound = dpop_access_token(&emulator, &client, &key, CP_SCOPE).await;
 
     let invalid = |description: &str| bearer_error("invalid_token", description);
-    let cases: Vec<(String, Vec<(&str, String)>, StatusCode, Vec<String>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no credentials".into(),
             vec![],
@@ -507,7 +518,7 @@ async fn cp_api_v2_answers_every_bad_request_as_rfc_9449_says() {
     let dpop = format!("DPoP {token}");
     let proof = proof_for(&key, &url, &token);
 
-    let cases: Vec<(&str, Vec<(&str, String)>, StatusCode, String)> = vec![
+    let cases: Vec<ProofCase> = vec![
         (
             "no credentials",
             vec![],
@@ -654,7 +665,7 @@ async fn a_rotated_key_is_accepted_until_retired_even_when_cached() {
     // Retired: the old key leaves the JWKS, and its tokens are refused everywhere,
     // the cached ones included.
     assert_eq!(emulator.retire_old_signing_keys(), 1);
-    assert_eq!(emulator.signing_kids(), [new_kid.clone()]);
+    assert_eq!(emulator.signing_kids(), vec![new_kid.clone()]);
     let jwks = get_json(&format!(
         "{}/.well-known/openid-configuration/jwks",
         emulator.issuer()
