@@ -1895,3 +1895,76 @@ async fn a_nonce_about_to_go_stale_is_replaced_in_the_answer() {
     assert_eq!(send(Some(nonce)).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(send(Some(next)).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_token_that_ends_like_a_cached_one_is_verified_in_full_and_layers_keep_apart() {
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let layer = builder(&issuer).dpop(Dpop::Allowed).build().expect("layer");
+    let token = key.token(&claims(&issuer.url()));
+    for _ in 0..3 {
+        assert_eq!(bearer(&layer, &token).await.status(), StatusCode::OK);
+    }
+    // Another payload under the cached token's signature: the same last bytes.
+    let (header, rest) = token.split_once('.').expect("parts");
+    let (_, signature) = rest.split_once('.').expect("parts");
+    let mut other = claims(&issuer.url());
+    other["client_id"] = json!("someone-else");
+    let forged = format!(
+        "{header}.{}.{signature}",
+        b64(serde_json::to_vec(&other).expect("json"))
+    );
+    for _ in 0..2 {
+        let response = bearer(&layer, &forged).await;
+        refused(
+            &response,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_token"),
+            &[&forged],
+        );
+        assert_eq!(
+            layer
+                .verify_token(&forged)
+                .await
+                .expect_err("forged")
+                .reason(),
+            Reason::BadSignature
+        );
+    }
+    let response = bearer(&layer, &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.body(), "client=client-1");
+    // A second layer on this thread, for another API, does not take the first one's
+    // verified token.
+    let other_api = VerifyLayer::builder(issuer.url())
+        .audience("another:api")
+        .dpop(Dpop::Disabled)
+        .build()
+        .expect("layer");
+    assert_eq!(
+        other_api
+            .verify_token(&token)
+            .await
+            .expect_err("audience")
+            .reason(),
+        Reason::WrongAudience
+    );
+    refused(
+        &bearer(&other_api, &token).await,
+        StatusCode::UNAUTHORIZED,
+        Some("invalid_token"),
+        &[&token],
+    );
+    // A DPoP-bound token, warm, sent as Bearer: refused every time.
+    let proof_key = RawKey::new("proof");
+    let bound = bound_token(&key, &issuer.url(), &thumbprint(&proof_key.bare_jwk()));
+    layer.verify_token(&bound).await.expect("verified");
+    for _ in 0..2 {
+        refused(
+            &bearer(&layer, &bound).await,
+            StatusCode::UNAUTHORIZED,
+            Some("invalid_token"),
+            &[&bound],
+        );
+    }
+}

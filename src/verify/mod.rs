@@ -283,13 +283,11 @@ impl Settings {
             }
             _ => None,
         };
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let now = (self.clock)();
-        let verified = self
-            .verified(token, digest.as_ref(), now)
+        let claims = self
+            .verified(token, now)
             .await
             .map_err(|reason| self.refusal(reason, Some(scheme)))?;
-        let claims = &verified.claims;
         let mut next_nonce = None;
         match (scheme, proof, claims.jkt.as_deref()) {
             (Scheme::Bearer, _, Some(_)) => {
@@ -299,50 +297,112 @@ impl Settings {
                 return Err(self.refusal(Reason::UnboundToken, Some(scheme)));
             }
             (Scheme::Dpop, Some(proof), Some(jkt)) => {
-                next_nonce = self
-                    .check_proof(proof, method, uri, &crate::jose::b64(digest), jkt, now)
-                    .await?;
+                let ath = crate::jose::b64_sha256(token.as_bytes());
+                next_nonce = self.check_proof(proof, method, uri, &ath, jkt, now).await?;
             }
             _ => {}
         }
-        if !self.scopes.is_empty() && !self.scopes.iter().any(|s| claims.has_scope(s)) {
+        if !self.scopes_pass(&claims) {
             return Err(self
                 .refusal(Reason::InsufficientScope, Some(scheme))
                 .with_scope(self.scopes.join(" ")));
         }
-        Ok(Some(Passed {
-            claims: verified.claims.clone(),
-            next_nonce,
-        }))
+        Ok(Some(Passed { claims, next_nonce }))
     }
 
-    /// The verified token: from the cache (with `exp`/`nbf` checked again, and its key
-    /// still in its issuer's set), or verified and kept.
-    async fn verified(
+    /// Whether `claims` have one of the scopes this API accepts (any, when none is set).
+    #[inline]
+    fn scopes_pass(&self, claims: &HelseIdClaims) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| claims.has_scope(s))
+    }
+
+    /// The warm path, without an await: the claims of a Bearer request whose token this
+    /// thread verified or took from the cache before, when the request passes (its key
+    /// still in the issuer's set, `exp`/`nbf`, no `cnf`, the scopes). `None` sends the
+    /// request the whole way ([`Settings::check`]), which answers it alike or refuses it.
+    ///
+    /// Reads the `Authorization` header as bytes: a token equal to one verified before is
+    /// a `token68` of visible ASCII, which the whole way checks first.
+    #[inline]
+    pub(crate) fn check_now(&self, headers: &HeaderMap) -> Option<Arc<HelseIdClaims>> {
+        if !self.bearer_ok() || headers.contains_key("dpop") {
+            return None;
+        }
+        let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
+        let authorization = authorizations.next()?.as_bytes();
+        if authorizations.next().is_some() {
+            return None;
+        }
+        let space = authorization.iter().position(|b| *b == b' ')?;
+        let (scheme, token) = authorization.split_at(space);
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return None;
+        }
+        let start = token.iter().position(|b| *b != b' ')?;
+        let token = &token[start..];
+        let now = (self.clock)();
+        let claims = self.front_hit(&cache::token_key(token), token, now)?.ok()?;
+        if claims.jkt.is_some() || !self.scopes_pass(&claims) {
+            return None;
+        }
+        metrics::passed();
+        Some(claims)
+    }
+
+    /// This thread's claims of `token`, when its key is still in the issuer's set:
+    /// `Some(Err)` when `exp` or `nbf` no longer hold.
+    #[inline]
+    fn front_hit(
         &self,
-        token: &str,
-        digest: &[u8],
+        key: &cache::TokenKey,
+        token: &[u8],
         now: u64,
-    ) -> Result<Arc<Verified>, Reason> {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(digest);
-        if let Some(hit) = self.cache.get(&key).await {
-            let issuer = &self.issuers[hit.issuer];
-            let snapshot = issuer.snapshot();
-            let kept = snapshot.get(&hit.kid).is_some();
-            issuer.refresh_if_stale(&snapshot);
-            drop(snapshot);
-            if kept {
-                hit.check_times(now, self.leeway)?;
+    ) -> Option<Result<Arc<HelseIdClaims>, Reason>> {
+        self.cache
+            .front(key, token, |entry, claims| {
+                if !self.key_kept(&entry.verified) {
+                    return None;
+                }
+                Some(entry.verified.check_times(now, self.leeway).map(|()| {
+                    metrics::cache_hit();
+                    claims.clone()
+                }))
+            })
+            .flatten()
+    }
+
+    /// Whether the key that verified `verified` is still in its issuer's set (and a
+    /// background refetch started when the set is old).
+    #[inline]
+    fn key_kept(&self, verified: &Verified) -> bool {
+        let issuer = &self.issuers[verified.issuer];
+        let snapshot = issuer.snapshot();
+        let kept = snapshot.get(&verified.kid).is_some();
+        issuer.refresh_if_stale(&snapshot);
+        kept
+    }
+
+    /// The claims of the verified token: from this thread's front or the cache (with
+    /// `exp`/`nbf` checked again, and its key still in its issuer's set), or verified and
+    /// kept.
+    async fn verified(&self, token: &str, now: u64) -> Result<Arc<HelseIdClaims>, Reason> {
+        let key = cache::token_key(token.as_bytes());
+        if let Some(found) = self.front_hit(&key, token.as_bytes(), now) {
+            return found;
+        }
+        if let Some(hit) = self.cache.get(&key, token.as_bytes()).await {
+            if self.key_kept(&hit.verified) {
+                hit.verified.check_times(now, self.leeway)?;
                 metrics::cache_hit();
-                return Ok(hit);
+                return Ok(self.cache.remember(key, &hit));
             }
             self.cache.remove(&key).await;
         }
         metrics::cache_miss();
-        let verified = Arc::new(token::verify(self, token, now).await?);
-        self.cache.insert(key, verified.clone()).await;
-        Ok(verified)
+        let verified = token::verify(self, token, now).await?;
+        let entry = Arc::new(cache::Entry::new(verified, token));
+        self.cache.insert(key, entry.clone()).await;
+        Ok(self.cache.remember(key, &entry))
     }
 
     async fn check_proof(
@@ -397,14 +457,12 @@ impl Settings {
 
     /// [`VerifyLayer::verify_token`].
     async fn verify_alone(&self, token: &str) -> Result<Arc<HelseIdClaims>, Refusal> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let now = (self.clock)();
-        let verified = self
-            .verified(token, digest.as_ref(), now)
+        let claims = self
+            .verified(token, now)
             .await
             .map_err(|reason| self.refusal(reason, Some(Scheme::Bearer)))?;
-        let claims = verified.claims.clone();
-        if !self.scopes.is_empty() && !self.scopes.iter().any(|s| claims.has_scope(s)) {
+        if !self.scopes_pass(&claims) {
             return Err(self
                 .refusal(Reason::InsufficientScope, Some(Scheme::Bearer))
                 .with_scope(self.scopes.join(" ")));

@@ -100,6 +100,14 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // A warm Bearer token passes without an await: the inner service is called now,
+        // and nothing is cloned.
+        if let Some(claims) = self.settings.check_now(request.headers()) {
+            request.extensions_mut().insert(claims);
+            return ResponseFuture {
+                inner: Box::pin(self.inner.call(request)),
+            };
+        }
         // The clone that was polled ready goes with the future.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
