@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use helseid::config::ClientConfig;
 use helseid::cpapi::types::{AmqpTransportStatus, CommunicationPartyType, Event, EventType};
-use helseid::cpapi::{self, Client, ClientInfo, helseid_error};
+use helseid::cpapi::{self, Client, ClientInfo};
 use helseid::key::{Algorithm, PrivateJwk};
 
 /// What the test server serves, and what it saw.
@@ -307,29 +307,36 @@ async fn every_operation_decodes() {
 #[tokio::test]
 async fn documented_errors_come_back_typed() {
     let (cpapi, _) = serve(&[]).await;
-    // NHN documents its 404s without a body: the status and headers come back.
+    // NHN documents its 404s without a body; the problem details the API sends are
+    // kept and typed all the same, and the headers stay out of the line.
     match cpapi.get_event_latest().await {
-        Err(cpapi::Error::ErrorResponse(answer)) => {
-            assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
             assert_eq!(
-                answer.headers()[header::CONTENT_TYPE],
+                e.headers().unwrap()[header::CONTENT_TYPE],
                 "application/problem+json"
             );
+            let line = e.to_string();
+            assert!(
+                line.starts_with("CommunicationParty API get_event_latest: 404 Not Found"),
+                "{line}"
+            );
+            assert!(!line.contains("problem+json"), "{line}");
         }
         other => panic!("expected a 404, got {other:?}"),
     }
     match cpapi.get_communication_party_by_her_id(404).await {
-        Err(cpapi::Error::ErrorResponse(answer)) => {
-            assert_eq!(answer.status(), StatusCode::NOT_FOUND);
-        }
+        Err(e) => assert_eq!(e.status(), Some(StatusCode::NOT_FOUND)),
         other => panic!("expected a 404, got {other:?}"),
     }
-    // A status NHN does not document comes back whole: its problem details readable.
+    // A status NHN does not document: its problem details typed, and the rest of the
+    // body readable.
     match cpapi.get_event(None, NonZeroU32::new(1001)).await {
-        Err(cpapi::Error::UnexpectedResponse(response)) => {
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-            let problem: Value = response.json().await.expect("problem details");
-            assert_eq!(problem["traceId"], "00-abc-def-00");
+        Err(e) => {
+            assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST));
+            let problem = e.problem().expect("problem details");
+            assert_eq!(problem.extensions["traceId"], "00-abc-def-00");
+            let body: Value = e.body_as().expect("a JSON body");
+            assert_eq!(body["traceId"], "00-abc-def-00");
         }
         other => panic!("expected a 400 problem, got {other:?}"),
     }
@@ -342,11 +349,13 @@ async fn a_body_that_does_not_fit_is_an_error_not_a_panic() {
         .get_communication_party_by_her_id(2)
         .await
         .unwrap_err();
+    assert!(e.body().is_some(), "{e:?}");
     assert!(
-        matches!(e, cpapi::Error::InvalidResponsePayload(..)),
-        "{e:?}"
+        e.to_string()
+            .contains("not what the API's document describes"),
+        "{e}"
     );
-    assert!(helseid_error(&e).is_none());
+    assert!(e.helseid().is_none());
 }
 
 #[tokio::test]
@@ -467,7 +476,7 @@ async fn an_error_of_the_stack_reaches_the_caller_and_ends_the_stream() {
     let e = cpapi.get_event_latest().await.unwrap_err();
     let Some(helseid::Error::Transport {
         endpoint, source, ..
-    }) = helseid_error(&e)
+    }) = e.helseid()
     else {
         panic!("not a transport error: {e:?}");
     };
@@ -476,7 +485,7 @@ async fn an_error_of_the_stack_reaches_the_caller_and_ends_the_stream() {
 
     let mut events = cpapi.events_from(1);
     let e = events.next().await.expect("an item").unwrap_err();
-    assert!(helseid_error(&e).is_some(), "{e:?}");
+    assert!(e.helseid().is_some(), "{e:?}");
     assert!(events.next().await.is_none());
     assert_eq!(events.next_sequence_number(), 1);
 }

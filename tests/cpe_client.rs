@@ -15,7 +15,7 @@ use tower::service_fn;
 
 use helseid::assertion::Tenant;
 use helseid::config::ClientConfig;
-use helseid::cpe::{self, Client, ClientInfo, DateTimeOffset, helseid_error};
+use helseid::cpe::{self, Client, ClientInfo, DateTimeOffset};
 use support::TestClient;
 
 /// A stack that answers every request itself and keeps the requests it saw.
@@ -143,10 +143,17 @@ async fn an_error_of_the_stack_reaches_the_caller() {
     });
     let cpe = Client::from_service("https://cpe.test.grunndata.nhn.no", service).unwrap();
     let e = cpe.get_communication_party(1).await.unwrap_err();
-    assert!(matches!(e, cpe::Error::CommunicationError(_)), "{e:?}");
+    assert_eq!(e.status(), None);
+    assert_eq!(e.api(), "CPE API");
+    assert_eq!(e.operation(), "get_communication_party");
+    // One line: the API, the operation and the cause.
+    assert_eq!(
+        e.to_string(),
+        "CPE API get_communication_party: CPE API request failed: the circuit is open"
+    );
     let Some(helseid::Error::Transport {
         endpoint, source, ..
-    }) = helseid_error(&e)
+    }) = e.helseid()
     else {
         panic!("not a transport error: {e:?}");
     };
@@ -157,7 +164,7 @@ async fn an_error_of_the_stack_reaches_the_caller() {
     use futures_util::StreamExt;
     let mut events = cpe.events_after(None);
     let e = events.next().await.expect("an item").unwrap_err();
-    assert!(helseid_error(&e).is_some(), "{e:?}");
+    assert!(e.helseid().is_some(), "{e:?}");
     assert!(events.next().await.is_none());
 }
 
@@ -175,7 +182,9 @@ async fn without_a_token_the_call_fails_with_helseids_answer() {
         .build()
         .unwrap();
     let e = cpe.get_communication_party_export().await.unwrap_err();
-    let error = helseid_error(&e).expect("a helseid::Error");
+    let error = e.helseid().expect("a helseid::Error");
+    // HelseID's refusal is in the one line.
+    assert!(e.to_string().contains("invalid_client"), "{e}");
     assert_eq!(
         error.oauth_error().unwrap().error,
         helseid::OAuthErrorCode::InvalidClient
@@ -196,7 +205,7 @@ async fn a_refused_connection_fails_as_a_transport_error() {
         .build()
         .unwrap();
     let e = cpe.get_communication_party(1).await.unwrap_err();
-    let Some(helseid::Error::Transport { source, .. }) = helseid_error(&e) else {
+    let Some(helseid::Error::Transport { source, .. }) = e.helseid() else {
         panic!("not a transport error: {e:?}");
     };
     assert!(source.to_string().contains("client error"), "{source}");
@@ -223,7 +232,8 @@ async fn a_call_that_gets_no_answer_times_out() {
         .build()
         .unwrap();
     let e = cpe.get_communication_party(1).await.unwrap_err();
-    let error = helseid_error(&e).expect("a helseid::Error");
+    assert!(e.is_timeout(), "{e:?}");
+    let error = e.helseid().expect("a helseid::Error");
     assert!(
         matches!(error, helseid::Error::Timeout { endpoint: "CPE API", after, .. } if *after == Duration::from_millis(300)),
         "{error:?}"
@@ -318,8 +328,16 @@ async fn every_operation_works_against_the_emulator_through_the_layer() {
 
     // A documented error comes back typed.
     match cpe.get_communication_party(1).await {
-        Err(cpe::Error::ErrorResponse(problem)) => {
-            assert_eq!(problem.status(), StatusCode::NOT_FOUND);
+        Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => {
+            // The problem details the emulator sent, typed; the headers kept out of
+            // the line.
+            assert!(e.problem().is_some(), "{e:?}");
+            let line = e.to_string();
+            assert!(
+                line.starts_with("CPE API get_communication_party: 404 Not Found"),
+                "{line}"
+            );
+            assert!(!line.contains("content-type"), "{line}");
         }
         other => panic!("expected a 404 problem, got {other:?}"),
     }
@@ -397,7 +415,7 @@ async fn a_401_from_the_api_is_retried_once_then_returned() {
     let e = cpe.get_communication_party_export().await.unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED), "{e:?}");
     assert!(
-        helseid_error(&e).is_none(),
+        e.helseid().is_none(),
         "an answer of the API, not of the stack"
     );
     // The layer evicted the refused token and tried once more with a fresh one.

@@ -17,7 +17,9 @@ mod output;
 
 use commands::config::ConfigCommand;
 use commands::keys::KeysCommand;
-use commands::{config, emulator, events, gate, inspect, keys, login, proxy, register, token};
+use commands::{
+    codegen, config, emulator, events, gate, inspect, keys, login, proxy, register, token,
+};
 
 #[derive(Parser)]
 #[command(
@@ -100,6 +102,11 @@ enum Command {
     ///
     /// Without --issuer, the embedded emulator is the issuer.
     Gate(gate::GateArgs),
+    /// Generate the typed client of an NHN API from its OpenAPI 3.0 document (JSON or
+    /// YAML, as published), as helseid-codegen does in a build.rs: the same code, every
+    /// call through HelseIdLayer. What was changed in the document and what was left
+    /// out go to stderr.
+    Codegen(codegen::CodegenArgs),
 }
 
 fn main() -> ExitCode {
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             Command::Sync(args) => register::sync(args).await,
             Command::Proxy(args) => proxy::proxy(args).await,
             Command::Gate(args) => gate::gate(args).await,
+            Command::Codegen(args) => codegen::codegen(args).await,
         }
     });
     match result {

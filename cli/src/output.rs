@@ -50,24 +50,6 @@ impl Stdout {
     }
 }
 
-/// A ProblemDetails body, as both APIs' generated types have it.
-pub(crate) trait Problem {
-    fn text(&self) -> Option<&str>;
-}
-
-impl Problem for helseid::cpe::types::ProblemDetails {
-    fn text(&self) -> Option<&str> {
-        self.detail.as_deref().or(self.title.as_deref())
-    }
-}
-
-/// The CP API v2 documents its errors without a body.
-impl Problem for () {
-    fn text(&self) -> Option<&str> {
-        None
-    }
-}
-
 /// ` (<WWW-Authenticate>)` when the answer has a challenge.
 fn challenge(headers: &http::HeaderMap) -> String {
     headers
@@ -77,32 +59,16 @@ fn challenge(headers: &http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// One line for a failed API call: the stack's own error when there is one, else what
-/// the API answered.
-pub(crate) fn describe_api_error<P: Problem + std::fmt::Debug + 'static>(
-    api: &str,
-    error: &progenitor_client::Error<P>,
-) -> String {
-    if let Some(e) = helseid::cpe::helseid_error(error) {
+/// One line for a failed API call: the stack's own error when there is one (with its
+/// sources), else the client's line (the API, the operation, the status and the
+/// problem the API described) and the answer's challenge, if any.
+pub(crate) fn describe_api_error(api: &str, error: &helseid::typed::Error) -> String {
+    if let Some(e) = error.helseid() {
         return report(e);
     }
-    match error {
-        progenitor_client::Error::ErrorResponse(problem) => match problem.text() {
-            Some(text) => format!("{api} answered HTTP {}: {text}", problem.status()),
-            None => format!(
-                "{api} answered HTTP {}{}",
-                problem.status(),
-                challenge(problem.headers())
-            ),
-        },
-        progenitor_client::Error::UnexpectedResponse(response) => {
-            format!(
-                "{api} answered HTTP {}{}",
-                response.status(),
-                challenge(response.headers())
-            )
-        }
-        other => format!("{api} call failed: {}", report(other)),
+    match error.headers() {
+        Some(headers) => format!("{}{}", escape(&error.to_string()), challenge(headers)),
+        None => format!("{api} call failed: {}", report(error)),
     }
 }
 

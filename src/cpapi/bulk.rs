@@ -23,7 +23,7 @@ impl Client {
     pub async fn communication_parties(
         &self,
         her_ids: &[i32],
-    ) -> Result<Vec<CommunicationParty>, Error<()>> {
+    ) -> Result<Vec<CommunicationParty>, Error> {
         let mut parties = Vec::with_capacity(her_ids.len());
         for chunk in her_ids.chunks(MAX_HER_IDS) {
             let body = HerIdInputCollection {

@@ -10,11 +10,9 @@ use futures_util::{Stream, TryStreamExt, stream};
 use super::types::{Event, EventsResponse};
 use super::{Client, Error};
 
-/// What reading the events can fail with: an API error (a documented status: its
-/// status and headers), an unexpected response (its body readable), a page that makes
-/// no sense ([`Error::Custom`]), or a failure of the stack
-/// ([`helseid_error`](super::helseid_error) gets it back).
-pub type FeedError = Error<()>;
+/// What reading the events can fail with: the client's [`Error`] (an API error with its
+/// status and body, a failure of the stack, or a page that makes no sense).
+pub type FeedError = Error;
 
 /// The events, read page by page.
 type Pages = Pin<Box<dyn Stream<Item = Result<Event, FeedError>> + Send>>;
@@ -109,28 +107,29 @@ impl Stream for EventStream {
 
 /// The events from `from` on, `max_events` per page.
 fn pages(client: Client, from: i64, max_events: NonZeroU32) -> Pages {
-    let pages = stream::try_unfold(Some(from), move |from| {
-        let client = client.clone();
-        async move {
-            let Some(from) = from else {
-                return Ok::<_, FeedError>(None);
-            };
-            let from_sequence_number = u64::try_from(from)
+    let pages =
+        stream::try_unfold(Some(from), move |from| {
+            let client = client.clone();
+            async move {
+                let Some(from) = from else {
+                    return Ok::<_, FeedError>(None);
+                };
+                let from_sequence_number = u64::try_from(from)
                 .ok()
                 .and_then(NonZeroU64::new)
                 .ok_or_else(|| {
-                    Error::Custom(format!(
+                    Error::answer(super::URLS.api, "events_from", format!(
                         "fromSequenceNumber {from} is not a sequence number: they start at 1"
                     ))
                 })?;
-            let page = client
-                .get_event(Some(from_sequence_number), Some(max_events))
-                .await?
-                .into_inner();
-            let next = next_from(from, &page)?;
-            Ok(next.map(|next| (page.results.unwrap_or_default(), Some(next))))
-        }
-    });
+                let page = client
+                    .get_event(Some(from_sequence_number), Some(max_events))
+                    .await?
+                    .into_inner();
+                let next = next_from(from, &page)?;
+                Ok(next.map(|next| (page.results.unwrap_or_default(), Some(next))))
+            }
+        });
     // `try_unfold` ends after its error, so the stream fails once and ends.
     Box::pin(
         pages
@@ -147,18 +146,26 @@ fn next_from(from: i64, page: &EventsResponse) -> Result<Option<i64>, FeedError>
     let events = page.results.as_deref().unwrap_or_default();
     for event in events {
         let Some(number) = event.sequence_number else {
-            return Err(Error::Custom(format!(
-                "the page from sequence number {from} holds an event without a sequence number (HER-id {:?})",
-                event.her_id
-            )));
+            return Err(Error::answer(
+                super::URLS.api,
+                "events_from",
+                format!(
+                    "the page from sequence number {from} holds an event without a sequence number (HER-id {:?})",
+                    event.her_id
+                ),
+            ));
         };
         if number < floor {
-            return Err(Error::Custom(format!(
-                "the page from sequence number {from} holds event {number} where {floor} or more was due: the events do not move forward",
-            )));
+            return Err(Error::answer(
+                super::URLS.api,
+                "events_from",
+                format!(
+                    "the page from sequence number {from} holds event {number} where {floor} or more was due: the events do not move forward",
+                ),
+            ));
         }
         floor = number.checked_add(1).ok_or_else(|| {
-            Error::Custom(format!(
+            Error::answer(super::URLS.api, "events_from", format!(
                 "the page from sequence number {from} holds event {number}: no event can follow it",
             ))
         })?;

@@ -37,12 +37,12 @@
 //! Start from an export's `lastSequenceNumber + 1`, and poll later from
 //! [`EventStream::next_sequence_number`].
 //!
-//! A failure in the stack (no token, a timeout, a refused connection) comes back as
-//! [`Error::CommunicationError`]; [`helseid_error`] gets the original
-//! [`helseid::Error`](crate::Error) out of it. A status the API documents (404 for an
-//! unknown HER-id, 401 and 403) comes back as [`Error::ErrorResponse`] with its status
-//! and headers; any other (such as a 400 with a problem description) as
-//! [`Error::UnexpectedResponse`], whose body can still be read.
+//! Every method fails with [`Error`], the error of every generated client: a status
+//! the API answers with (404 for an unknown HER-id, 401, 403, a 400 with a problem
+//! description) with [`Error::status`] and the problem details the API sent
+//! ([`Error::problem`]); a failure of the stack (no token, a timeout, a refused
+//! connection) with the [`helseid::Error`](crate::Error) behind it ([`Error::helseid`]).
+//! Its `Display` is one line: the API, the operation, the status and the cause.
 //!
 //! NHN publishes the API's test URL ([`TEST_URL`]); no public production URL is known,
 //! so a client for production needs [`ClientBuilder::base_url`].
@@ -87,11 +87,11 @@ use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
 use crate::dpop::DpopKey;
 pub use crate::typed::{
-    DEFAULT_TIMEOUT, DateTimeOffset, MAX_BODY, ParseDateTimeError, Stack, helseid_error,
+    DEFAULT_TIMEOUT, DateTimeOffset, Error, MAX_BODY, ParseDateTimeError, ProblemDetails, Stack,
 };
 use crate::typed::{Settings, Urls};
 
-crate::typed::stack_client!("cpapi.rs", URLS.api, "the token and its DPoP proof");
+crate::typed::stack_client!("cpapi.rs");
 
 /// The HelseID scope the API requires; its tokens must be DPoP-bound.
 pub const SCOPE: &str = "nhn:cp-api/access-v2-dpop";
@@ -209,7 +209,9 @@ impl ClientBuilder {
             Some(key) => key,
             None => DpopKey::generate()?,
         };
-        let (url, reqwest, stack) = self.settings.build(&URLS, SCOPE, |layer| layer.dpop(key))?;
+        let (url, reqwest, stack) = self
+            .settings
+            .build(&URLS, &[SCOPE], |layer| layer.dpop(key))?;
         Ok(Client::new_with_client(&url, reqwest, stack))
     }
 }

@@ -7,12 +7,13 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use futures_util::{TryStreamExt, stream};
 
-use super::types::{EventResponse, EventValue, ProblemDetails};
+use super::types::{EventResponse, EventValue};
 use super::{Client, DateTimeOffset, Error};
 
-/// What reading the feed can fail with: an API error (with CPE's problem details), or a
-/// failure of the stack ([`helseid_error`](super::helseid_error) gets it back).
-pub type FeedError = Error<ProblemDetails>;
+/// What reading the feed can fail with: the client's [`Error`] (an API error with its
+/// status and problem details, a failure of the stack, or a next link that makes no
+/// sense).
+pub type FeedError = Error;
 
 /// Every event of the CPE feed after a given event, oldest first, page after page,
 /// until the feed is exhausted. Made by [`Client::events_after`] and
@@ -122,7 +123,13 @@ fn next_cursor(
     let shown = crate::text::untrusted(href, &[]);
     let url = url::Url::parse(base_url)
         .and_then(|base| base.join(href))
-        .map_err(|e| Error::Custom(format!("the next page link `{shown}` is not a URL: {e}")))?;
+        .map_err(|e| {
+            Error::answer(
+                super::URLS.api,
+                "events_after",
+                format!("the next page link `{shown}` is not a URL: {e}"),
+            )
+        })?;
     let mut next = Cursor {
         event_id: None,
         from_datetime: current.from_datetime,
@@ -132,7 +139,11 @@ fn next_cursor(
             "EventId" => next.event_id = Some(value.into_owned()),
             "fromDatetime" => {
                 next.from_datetime = Some(value.parse().map_err(|e| {
-                    Error::Custom(format!("the next page link `{shown}`: fromDatetime: {e}"))
+                    Error::answer(
+                        super::URLS.api,
+                        "events_after",
+                        format!("the next page link `{shown}`: fromDatetime: {e}"),
+                    )
                 })?);
             }
             _ => {}
@@ -142,9 +153,13 @@ fn next_cursor(
         next.event_id = Some(last.event_id.clone());
     }
     if next == *current {
-        return Err(Error::Custom(format!(
-            "the next page link `{shown}` points at the page just read: the feed does not move forward"
-        )));
+        return Err(Error::answer(
+            super::URLS.api,
+            "events_after",
+            format!(
+                "the next page link `{shown}` points at the page just read: the feed does not move forward"
+            ),
+        ));
     }
     Ok(Some(next))
 }

@@ -10,9 +10,10 @@
 //! The event feed is paged: [`Client::events_after`] is a [`Stream`](futures_util::Stream)
 //! of every event after a given one, following `Links.Next.Href` page after page.
 //!
-//! A failure in the stack (no token, a timeout, a refused connection) comes back as
-//! [`Error::CommunicationError`]; [`helseid_error`] gets the original
-//! [`helseid::Error`](crate::Error) out of it.
+//! Every method fails with [`Error`], the error of every generated client: its
+//! `Display` names the API, the operation, and the status with the problem the API
+//! described, or the cause; [`Error::helseid`] gives the [`helseid::Error`](crate::Error)
+//! when the stack failed (no token, a timeout, a refused connection).
 //!
 //! # Example
 //! ```no_run
@@ -42,11 +43,11 @@ pub use self::feed::{EventStream, FeedError};
 use crate::cache::TokenCache;
 use crate::config::{ClientConfig, Environment};
 pub use crate::typed::{
-    DEFAULT_TIMEOUT, DateTimeOffset, MAX_BODY, ParseDateTimeError, Stack, helseid_error,
+    DEFAULT_TIMEOUT, DateTimeOffset, Error, MAX_BODY, ParseDateTimeError, ProblemDetails, Stack,
 };
 use crate::typed::{Settings, Urls};
 
-crate::typed::stack_client!("cpe.rs", URLS.api, "the token");
+crate::typed::stack_client!("cpe.rs");
 
 /// The HelseID scope CPE requires.
 pub const SCOPE: &str = "nhn:cp-api/access";
@@ -132,7 +133,7 @@ impl ClientBuilder {
     /// loopback address; naming `timeout` when it is zero; `tls` if rustls refuses its
     /// configuration.
     pub fn build(self) -> crate::Result<Client> {
-        let (url, reqwest, stack) = self.settings.build(&URLS, SCOPE, |layer| layer)?;
+        let (url, reqwest, stack) = self.settings.build(&URLS, &[SCOPE], |layer| layer)?;
         Ok(Client::new_with_client(&url, reqwest, stack))
     }
 }

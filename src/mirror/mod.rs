@@ -57,7 +57,7 @@ const EVENTS_PER_PAGE: NonZeroU32 = NonZeroU32::new(1000).expect("1000 is not ze
 #[non_exhaustive]
 pub enum MirrorError {
     /// A call of the CommunicationParty API failed; `source` is the typed client's error
-    /// ([`helseid_error`](crate::cpapi::helseid_error) gets a failure of the stack back).
+    /// (its [`helseid`](crate::cpapi::Error::helseid) gives a failure of the stack back).
     #[error("CommunicationParty API: {operation} failed")]
     #[non_exhaustive]
     Api {
@@ -65,7 +65,7 @@ pub enum MirrorError {
         operation: &'static str,
         /// The typed client's error.
         #[source]
-        source: Box<ApiError<()>>,
+        source: Box<ApiError>,
     },
     /// The store failed.
     #[error("the mirror's store failed")]
@@ -78,7 +78,7 @@ pub enum MirrorError {
 }
 
 impl MirrorError {
-    fn api(operation: &'static str) -> impl FnOnce(ApiError<()>) -> MirrorError {
+    fn api(operation: &'static str) -> impl FnOnce(ApiError) -> MirrorError {
         move |source| MirrorError::Api {
             operation,
             source: Box::new(source),
@@ -300,7 +300,7 @@ impl Mirror {
         run.count_request();
         match self.client.get_event_latest().await {
             Ok(event) => Ok(event.into_inner().sequence_number.unwrap_or(0)),
-            Err(ApiError::ErrorResponse(response)) if response.status() == 404 => Ok(0),
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => Ok(0),
             Err(e) => Err(MirrorError::api("GET /api/v1/event/latest")(e)),
         }
     }

@@ -1,11 +1,29 @@
-//! What the typed API clients ([`cpe`](crate::cpe), [`cpapi`](crate::cpapi)) share: the
-//! tower stack their generated calls go through, the way a stack's error reaches the
-//! caller, the default stack, and .NET date-times.
+//! What the generated API clients share: [`cpe`](crate::cpe), [`cpapi`](crate::cpapi)
+//! and every client `helseid-codegen` generates for a service (feature `codegen`).
 //!
-//! `build.rs` generates each client with `<module>::Stack` as its inner type and
-//! `<module>::DateTimeOffset` for date-times; both modules re-export the types here.
+//! - [`Stack`]: the tower stack a generated call goes through, the tenant it acts for
+//!   and the headers every call sends;
+//! - [`Error`]: one error type for every generated client, with the API, the
+//!   operation, the status and problem details, or the [`helseid::Error`](crate::Error)
+//!   of the stack;
+//! - [`ClientBuilder`]: the builder of a generated client's default stack
+//!   ([`HelseIdLayer`] with the API's scopes, DPoP where asked, a timeout, hyper-util
+//!   over rustls);
+//! - [`DateTimeOffset`]: date-times as .NET writes them.
+//!
+//! A service generates a client in its `build.rs` with `helseid-codegen` and includes
+//! it with [`include_client!`](crate::include_client):
+//! ```ignore
+//! mod melde {
+//!     helseid::include_client!("melde.rs");
+//! }
+//! let melde = melde::Client::builder(config).base_url(url).build()?;
+//! ```
 
+#[doc(hidden)]
+pub mod codegen;
 mod datetime;
+mod error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +35,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
 pub use self::datetime::{DateTimeOffset, ParseDateTimeError};
+pub use self::error::{Error, ProblemDetails};
 use crate::assertion::Tenant;
 use crate::auth::{HelseIdLayer, HelseIdLayerBuilder};
 use crate::cache::TokenCache;
@@ -43,6 +62,7 @@ pub const MAX_BODY: usize = 64 * 1024 * 1024;
 pub struct Stack {
     service: Service,
     tenant: Option<Tenant>,
+    headers: http::HeaderMap,
 }
 
 impl fmt::Debug for Stack {
@@ -57,7 +77,8 @@ impl Stack {
     /// `service` as the stack of the API named `api`: its errors become
     /// [`crate::Error`]s (see [`stack_error`]), and its bodies are read to at most
     /// [`MAX_BODY`] bytes.
-    pub(crate) fn new<S, B>(api: &'static str, service: S) -> Self
+    #[doc(hidden)]
+    pub fn new<S, B>(api: &'static str, service: S) -> Self
     where
         S: tower_service::Service<http::Request<Full<Bytes>>, Response = http::Response<B>>
             + Clone
@@ -79,25 +100,32 @@ impl Stack {
         Stack {
             service: BoxCloneSyncService::new(service),
             tenant: None,
+            headers: http::HeaderMap::new(),
         }
     }
 
     /// The tenant the calls act for.
-    pub(crate) fn tenant(&self) -> Option<&Tenant> {
+    #[doc(hidden)]
+    pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_ref()
     }
 
     /// Acts for `tenant` from now on.
-    pub(crate) fn set_tenant(&mut self, tenant: Tenant) {
+    #[doc(hidden)]
+    pub fn set_tenant(&mut self, tenant: Tenant) {
         self.tenant = Some(tenant);
+    }
+
+    /// Sends `headers` on every call (unless the call sets them itself).
+    #[doc(hidden)]
+    pub fn set_headers(&mut self, headers: http::HeaderMap) {
+        self.headers = headers;
     }
 
     /// What the generated client's `ClientHooks::exec` does: sends `request` through the
     /// stack, and carries the stack's error as the source of a `reqwest::Error`.
-    pub(crate) async fn exec(
-        &self,
-        request: reqwest::Request,
-    ) -> reqwest::Result<reqwest::Response> {
+    #[doc(hidden)]
+    pub async fn exec(&self, request: reqwest::Request) -> reqwest::Result<reqwest::Response> {
         match self.send(request).await {
             Ok(response) => Ok(response),
             Err(error) => Err(into_reqwest_error(error).await),
@@ -110,21 +138,22 @@ impl Stack {
         if let Some(tenant) = self.tenant {
             request.extensions_mut().insert(tenant);
         }
+        for (name, value) in &self.headers {
+            if !request.headers().contains_key(name) {
+                request.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
         let response = self.service.clone().oneshot(request).await?;
         Ok(reqwest::Response::from(response))
     }
 }
 
-/// The generated client of the calling module: `$OUT_DIR/$file` (from `build.rs`) in a
-/// module of its own, its public items re-exported, and what its `Client` gets on top
-/// of progenitor's code: the hook that sends its calls through the [`Stack`], the
-/// constructor `from_service`, and tenancy. `$api` names the API in errors,
-/// `$attaches` says in `from_service`'s docs what the caller's stack attaches.
-///
-/// Each generated client is its own type, so these inherent methods are written once
-/// here, not once per client.
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
+/// The generated client of the calling module: `$OUT_DIR/$file` (from `build.rs`, by
+/// `helseid-codegen` with the runtime `crate`) in a module of its own, its public
+/// items re-exported.
 macro_rules! stack_client {
-    ($file:literal, $api:expr, $attaches:literal) => {
+    ($file:literal) => {
         #[allow(
             missing_docs,
             missing_debug_implementations,
@@ -138,64 +167,10 @@ macro_rules! stack_client {
             include!(concat!(env!("OUT_DIR"), "/", $file));
         }
 
-        pub use generated::{ByteStream, Client, ClientInfo, Error, ResponseValue, types};
-
-        impl progenitor_client::ClientHooks<$crate::typed::Stack> for Client {
-            async fn exec(
-                &self,
-                request: reqwest::Request,
-                _: &progenitor_client::OperationInfo,
-            ) -> reqwest::Result<reqwest::Response> {
-                self.inner.exec(request).await
-            }
-        }
-
-        impl Client {
-            #[doc = concat!(
-                "A client that sends through `service`, a tower stack of your own that attaches ",
-                $attaches,
-                " (with [`HelseIdLayer`](crate::HelseIdLayer)) and reaches the network."
-            )]
-            ///
-            /// # Errors
-            /// [`crate::Error::Config`] naming `base_url` if it is not an `https` URL (or
-            /// `http` to a loopback address), or has a query.
-            pub fn from_service<S, B>(base_url: &str, service: S) -> $crate::Result<Self>
-            where
-                S: tower_service::Service<
-                        http::Request<http_body_util::Full<bytes::Bytes>>,
-                        Response = http::Response<B>,
-                    > + Clone
-                    + Send
-                    + Sync
-                    + 'static,
-                S::Error: Into<$crate::error::BoxError>,
-                S::Future: Send + 'static,
-                B: http_body::Body + Send + Sync + 'static,
-                B::Data: Into<bytes::Bytes>,
-                B::Error: Into<$crate::error::BoxError>,
-            {
-                let (url, reqwest) = $crate::typed::client_parts(base_url)?;
-                let stack = $crate::typed::Stack::new($api, service);
-                Ok(Client::new_with_client(&url, reqwest, stack))
-            }
-
-            /// The same client acting for `tenant`: its calls carry that organisation's
-            /// token (a multi-tenant system names the parent and child organisation in
-            /// the client assertion). The stack and the token cache are shared.
-            pub fn with_tenant(&self, tenant: $crate::assertion::Tenant) -> Self {
-                let mut client = self.clone();
-                client.inner.set_tenant(tenant);
-                client
-            }
-
-            /// The tenant this client acts for, if any.
-            pub fn tenant(&self) -> Option<&$crate::assertion::Tenant> {
-                self.inner.tenant()
-            }
-        }
+        pub use generated::{ByteStream, Client, ClientInfo, ResponseValue, types};
     };
 }
+#[cfg(any(feature = "cpe", feature = "cpapi"))]
 pub(crate) use stack_client;
 
 /// The base URL without its trailing slash, and the `reqwest::Client` that only builds
@@ -204,7 +179,8 @@ pub(crate) use stack_client;
 /// # Errors
 /// [`crate::Error::Config`] naming `base_url` if it is not an `https` URL (or `http`
 /// to a loopback address), or has a query.
-pub(crate) fn client_parts(base_url: &str) -> crate::Result<(String, reqwest::Client)> {
+#[doc(hidden)]
+pub fn client_parts(base_url: &str) -> crate::Result<(String, reqwest::Client)> {
     let url = crate::config::check_url("base_url", base_url)?;
     let reqwest = reqwest::Client::builder()
         .build()
@@ -293,54 +269,6 @@ impl http_body::Body for FailingBody {
     }
 }
 
-/// The [`helseid::Error`](crate::Error) behind a failed call, when the tower stack
-/// failed (no token, a timeout, a refused connection): `None` for an answer from the API.
-/// The same function serves every typed client (`helseid::cpe::helseid_error` and
-/// `helseid::cpapi::helseid_error` are this one).
-///
-/// # Example
-/// With the CommunicationParty API v2 (feature `cpapi`):
-/// ```no_run
-/// # async fn run(cpapi: helseid::cpapi::Client) {
-/// match cpapi.get_communication_party_by_her_id(8_142_519).await {
-///     Ok(party) => println!("{:?}", party.name),
-///     Err(e) => match helseid::cpapi::helseid_error(&e) {
-///         Some(helseid::Error::OAuth { error, .. }) => eprintln!("HelseID said {}", error.error),
-///         Some(other) => eprintln!("no call: {other}"),
-///         None => eprintln!("the API answered: {e}"),
-///     },
-/// }
-/// # }
-/// ```
-/// With the CommunicationParty Events API (feature `cpe`):
-/// ```no_run
-/// # async fn run(cpe: helseid::cpe::Client) {
-/// match cpe.get_communication_party(8_142_519).await {
-///     Ok(party) => println!("{}", party.name),
-///     Err(e) => match helseid::cpe::helseid_error(&e) {
-///         Some(helseid::Error::OAuth { error, .. }) => eprintln!("HelseID said {}", error.error),
-///         Some(other) => eprintln!("no call: {other}"),
-///         None => eprintln!("CPE answered: {e}"),
-///     },
-/// }
-/// # }
-/// ```
-pub fn helseid_error<E>(error: &progenitor_client::Error<E>) -> Option<&crate::Error> {
-    use progenitor_client::Error;
-    let reqwest = match error {
-        Error::CommunicationError(e) | Error::ResponseBodyError(e) | Error::InvalidUpgrade(e) => e,
-        _ => return None,
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(reqwest);
-    while let Some(e) = source {
-        if let Some(found) = e.downcast_ref::<crate::Error>() {
-            return Some(found);
-        }
-        source = e.source();
-    }
-    None
-}
-
 /// What the client builders share: where the tokens come from, how long a call may
 /// take, which cache holds the tokens, and the API's base URL if one was set.
 pub(crate) struct Settings {
@@ -390,7 +318,7 @@ impl Settings {
     pub(crate) fn build(
         self,
         urls: &Urls,
-        scope: &str,
+        scopes: &[&str],
         layer: impl FnOnce(HelseIdLayerBuilder) -> HelseIdLayerBuilder,
     ) -> crate::Result<(String, reqwest::Client, Stack)> {
         let base_url = match self.base_url {
@@ -402,7 +330,10 @@ impl Settings {
             return Err(crate::Error::config("timeout", "must be more than zero"));
         }
         let endpoint = TokenEndpoint::new(self.config)?;
-        let mut builder = HelseIdLayer::builder(endpoint).scopes([scope]);
+        let mut builder = HelseIdLayer::builder(endpoint);
+        if !scopes.is_empty() {
+            builder = builder.scopes(scopes.iter().copied());
+        }
         if let Some(cache) = self.cache {
             builder = builder.cache(cache);
         }
@@ -453,4 +384,329 @@ fn default_base_url(config: &ClientConfig, urls: &Urls) -> crate::Result<String>
             urls.api
         ),
     ))
+}
+
+/// What a generated client knows of its API, from `helseid-codegen`: its name in
+/// errors, the scopes its tokens are asked with, whether they are DPoP-bound, and the
+/// headers every call sends. Each generated module has one, `API`.
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
+    /// What [`Error`] names the API as.
+    pub name: &'static str,
+    /// The HelseID scopes (none: the configuration's).
+    pub scopes: &'static [&'static str],
+    /// Whether the tokens are DPoP-bound (a proof on every call).
+    pub dpop: bool,
+    /// Headers every call sends (name in lower case, value).
+    pub headers: &'static [(&'static str, &'static str)],
+    /// Headers the document requires on every call that have no value yet: the
+    /// builder's [`default_header`](ClientBuilder::default_header) must give them.
+    pub required_headers: &'static [&'static str],
+}
+
+/// `headers` as a header map, each name and value checked.
+fn header_map<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> crate::Result<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            crate::Error::config("default_header", format!("`{name}` is not a header name"))
+        })?;
+        let value = http::HeaderValue::from_str(value).map_err(|_| {
+            crate::Error::config(
+                "default_header",
+                format!("the value of `{name}` is not a header value"),
+            )
+        })?;
+        map.insert(header, value);
+    }
+    Ok(map)
+}
+
+/// The headers of `api` as a header map (for `from_service`).
+#[doc(hidden)]
+pub fn api_headers(api: &Api) -> crate::Result<http::HeaderMap> {
+    header_map(api.headers.iter().copied())
+}
+
+/// Builds a generated client with the default stack: [`HelseIdLayer`] asking for the
+/// API's scopes (DPoP-bound where the API takes them), a timeout, and hyper-util over
+/// rustls; every call sends the API's default headers. Made by the generated
+/// `Client::builder(config)`.
+///
+/// # Example
+/// ```ignore
+/// let msh = msh::Client::builder(ClientConfig::from_file("helseid-client.json")?)
+///     .base_url("https://msh.test.nhn.no")
+///     .default_header("nhn-source-system", "my-epj")
+///     .build()?;
+/// ```
+pub struct ClientBuilder<C> {
+    settings: Settings,
+    api: &'static Api,
+    dpop_key: Option<crate::dpop::DpopKey>,
+    headers: Vec<(String, String)>,
+    make: fn(&str, reqwest::Client, Stack) -> C,
+}
+
+impl<C> fmt::Debug for ClientBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api", &self.api.name)
+            .field("settings", &self.settings)
+            .field("dpop_key", &self.dpop_key)
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> ClientBuilder<C> {
+    /// A builder of the client of `api`, which `make` makes from its base URL, request
+    /// builder and stack (the generated code calls this).
+    #[doc(hidden)]
+    pub fn new(
+        config: ClientConfig,
+        api: &'static Api,
+        make: fn(&str, reqwest::Client, Stack) -> C,
+    ) -> Self {
+        ClientBuilder {
+            settings: Settings::new(config),
+            api,
+            dpop_key: None,
+            headers: Vec::new(),
+            make,
+        }
+    }
+
+    /// The API's base URL. Default: the configuration's authority when it is a loopback
+    /// address (the emulator); otherwise it must be set.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.settings.base_url = Some(url.into());
+        self
+    }
+
+    /// How long a call may take until the response headers arrive, token fetch
+    /// included. Default: [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeout = timeout;
+        self
+    }
+
+    /// Shares `cache` with other layers. Default: a new cache.
+    pub fn cache(mut self, cache: TokenCache) -> Self {
+        self.settings.cache = Some(cache);
+        self
+    }
+
+    /// Binds the tokens to `key` when the API takes DPoP-bound tokens. Default: a new
+    /// P-256 key, made by [`build`](Self::build), that lives as long as the client.
+    pub fn dpop_key(mut self, key: crate::dpop::DpopKey) -> Self {
+        self.dpop_key = Some(key);
+        self
+    }
+
+    /// A header every call sends, such as `nhn-source-system: <your system>`; it
+    /// replaces the generated default of the same name. Default: the generated ones.
+    pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] naming `default_header` when a header the API requires
+    /// has no value, or a name or value is not one; `base_url` when it is malformed, or
+    /// when none was set and the configuration's authority is not a loopback address;
+    /// `timeout` when it is zero; `tls` if rustls refuses its configuration;
+    /// [`crate::Error::Sign`] if a DPoP key is needed and none can be made.
+    pub fn build(self) -> crate::Result<C> {
+        let api = self.api;
+        let mut headers = header_map(api.headers.iter().copied())?;
+        let given = header_map(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
+        for (name, value) in &given {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(missing) = api
+            .required_headers
+            .iter()
+            .find(|r| !headers.contains_key(**r))
+        {
+            return Err(crate::Error::config(
+                "default_header",
+                format!(
+                    "the {} requires the header `{missing}` on every call: set it with default_header",
+                    api.name
+                ),
+            ));
+        }
+        let key = if api.dpop {
+            Some(match self.dpop_key {
+                Some(key) => key,
+                None => crate::dpop::DpopKey::generate()?,
+            })
+        } else {
+            None
+        };
+        let urls = Urls {
+            api: api.name,
+            in_environment: |_| None,
+        };
+        let (url, reqwest, mut stack) =
+            self.settings.build(&urls, api.scopes, |layer| match key {
+                Some(key) => layer.dpop(key),
+                None => layer,
+            })?;
+        stack.set_headers(headers);
+        Ok((self.make)(&url, reqwest, stack))
+    }
+}
+
+/// A JSON answer as `T`, as progenitor's `ResponseValue::from_response` reads it, but
+/// without copying the headers, and reading a bare string (a UUID sent as text) as a
+/// JSON string when `T` is one.
+#[doc(hidden)]
+pub async fn from_response<T, E>(
+    mut response: reqwest::Response,
+) -> Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<E>>
+where
+    T: serde::de::DeserializeOwned,
+{
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let body = response
+        .bytes()
+        .await
+        .map_err(progenitor_client::Error::ResponseBodyError)?;
+    let inner = match serde_json::from_slice(&body) {
+        Ok(inner) => inner,
+        Err(error) => {
+            let bare = std::str::from_utf8(&body)
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty() && !t.starts_with(['{', '[', '"']))
+                .and_then(|t| serde_json::from_value(serde_json::Value::String(t.to_owned())).ok());
+            match bare {
+                Some(inner) => inner,
+                None => {
+                    return Err(progenitor_client::Error::InvalidResponsePayload(
+                        body, error,
+                    ));
+                }
+            }
+        }
+    };
+    Ok(progenitor_client::ResponseValue::new(
+        inner, status, headers,
+    ))
+}
+
+/// Includes a client generated by `helseid-codegen` (`$OUT_DIR/<file>`) in the
+/// current module, and re-exports its items: `Client`, `types`, `API`, `Error` (this
+/// crate's [`typed::Error`](crate::typed::Error)), `ResponseValue`.
+///
+/// ```ignore
+/// mod melde {
+///     helseid::include_client!("melde.rs");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_client {
+    ($file:literal) => {
+        // Generated code: no lint of the including crate applies.
+        #[allow(
+            warnings,
+            clippy::all,
+            clippy::pedantic,
+            clippy::nursery,
+            clippy::restriction
+        )]
+        mod generated {
+            include!(concat!(env!("OUT_DIR"), "/", $file));
+        }
+        pub use generated::*;
+    };
+}
+
+/// What `helseid` adds to every generated client: the hook that sends its calls through
+/// the [`Stack`], `from_service`, tenancy and (with `builder`) `builder`. The generated
+/// code invokes it; not for use by hand.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __codegen_client {
+    (builder) => {
+        $crate::__codegen_client!(no_builder);
+
+        impl Client {
+            /// Starts building a client that gets its tokens with `config`: see
+            /// [`ClientBuilder`](helseid::typed::ClientBuilder) for the settings.
+            pub fn builder(
+                config: $crate::config::ClientConfig,
+            ) -> $crate::typed::ClientBuilder<Client> {
+                $crate::typed::ClientBuilder::new(config, &API, Client::new_with_client)
+            }
+        }
+    };
+    (no_builder) => {
+        impl $crate::__codegen::progenitor_client::ClientHooks<$crate::__codegen::Stack>
+            for Client
+        {
+            async fn exec(
+                &self,
+                request: $crate::__codegen::reqwest::Request,
+                _: &$crate::__codegen::progenitor_client::OperationInfo,
+            ) -> $crate::__codegen::reqwest::Result<$crate::__codegen::reqwest::Response> {
+                self.inner.exec(request).await
+            }
+        }
+
+        impl Client {
+            /// A client that sends through `service`, a tower stack of your own that
+            /// attaches the token (with [`HelseIdLayer`](helseid::HelseIdLayer)) and
+            /// reaches the network. Every call sends the API's default headers.
+            ///
+            /// # Errors
+            /// [`helseid::Error::Config`] naming `base_url` if it is not an `https` URL
+            /// (or `http` to a loopback address), or has a query.
+            pub fn from_service<S, B>(base_url: &str, service: S) -> $crate::Result<Self>
+            where
+                S: $crate::__codegen::tower_service::Service<
+                        $crate::__codegen::http::Request<
+                            $crate::__codegen::http_body_util::Full<
+                                $crate::__codegen::bytes::Bytes,
+                            >,
+                        >,
+                        Response = $crate::__codegen::http::Response<B>,
+                    > + Clone
+                    + Send
+                    + Sync
+                    + 'static,
+                S::Error: Into<$crate::error::BoxError>,
+                S::Future: Send + 'static,
+                B: $crate::__codegen::http_body::Body + Send + Sync + 'static,
+                B::Data: Into<$crate::__codegen::bytes::Bytes>,
+                B::Error: Into<$crate::error::BoxError>,
+            {
+                let (url, reqwest) = $crate::__codegen::client_parts(base_url)?;
+                let mut stack = $crate::__codegen::Stack::new(API.name, service);
+                stack.set_headers($crate::__codegen::api_headers(&API)?);
+                Ok(Client::new_with_client(&url, reqwest, stack))
+            }
+
+            /// The same client acting for `tenant`: its calls carry that organisation's
+            /// token (a multi-tenant system names the parent and child organisation in
+            /// the client assertion). The stack and the token cache are shared.
+            pub fn with_tenant(&self, tenant: $crate::assertion::Tenant) -> Self {
+                let mut client = self.clone();
+                client.inner.set_tenant(tenant);
+                client
+            }
+
+            /// The tenant this client acts for, if any.
+            pub fn tenant(&self) -> Option<&$crate::assertion::Tenant> {
+                self.inner.tenant()
+            }
+        }
+    };
 }

@@ -237,7 +237,7 @@ async fn newest(
     let latest = match cpapi.get_event_latest().await {
         Ok(event) => event.into_inner().sequence_number,
         // 404: no event yet.
-        Err(helseid::cpapi::Error::ErrorResponse(response)) if response.status() == 404 => None,
+        Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) => None,
         Err(e) => return Err(describe_api_error("CP API v2", &e).into()),
     };
     let Some(latest) = latest else {

@@ -1,5 +1,6 @@
 //! One module per command, or per family of commands.
 
+pub(crate) mod codegen;
 pub(crate) mod config;
 pub(crate) mod emulator;
 pub(crate) mod events;

@@ -156,16 +156,12 @@ fn number_in(flag: &str, text: &str, low: u32, high: u32) -> Result<std::num::No
 }
 
 /// Whether the API answered 404: nothing has that identifier.
-fn not_found(error: &helseid::cpapi::Error<()>) -> bool {
-    match error {
-        helseid::cpapi::Error::ErrorResponse(response) => response.status() == 404,
-        helseid::cpapi::Error::UnexpectedResponse(response) => response.status() == 404,
-        _ => false,
-    }
+fn not_found(error: &helseid::cpapi::Error) -> bool {
+    error.status() == Some(http::StatusCode::NOT_FOUND)
 }
 
 /// A failed call as one line: `missing` when the API answered 404.
-fn failed(error: &helseid::cpapi::Error<()>, missing: impl FnOnce() -> String) -> BoxError {
+fn failed(error: &helseid::cpapi::Error, missing: impl FnOnce() -> String) -> BoxError {
     if not_found(error) {
         missing().into()
     } else {

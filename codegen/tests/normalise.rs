@@ -1,7 +1,7 @@
 //! The OpenAPI normalisation build.rs applies before progenitor generates a client.
 
 #[allow(dead_code)]
-#[path = "../build/normalise.rs"]
+#[path = "../src/normalise.rs"]
 mod normalise;
 
 use normalise::normalise;
@@ -266,8 +266,8 @@ fn other_openapi_versions_are_refused_with_a_reason() {
 
 #[test]
 fn the_shipped_cpe_document_needs_only_the_error_response_rewrite() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/cpe.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi/cpe.json"))
+        .unwrap();
     let mut doc: Value = serde_json::from_str(&text).unwrap();
     let notes = normalise(&mut doc).unwrap();
     assert_eq!(
@@ -320,8 +320,11 @@ fn assert_generatable(doc: &Value) {
 
 #[test]
 fn the_shipped_cpapi_document_gets_typed_bodies() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/cpapi.json"))
-        .unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../openapi/cpapi.json"
+    ))
+    .unwrap();
     let mut doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["openapi"], "3.0.4");
     let notes = normalise(&mut doc).unwrap();
@@ -431,8 +434,11 @@ fn nhns_document_as_published_is_made_generatable_with_the_same_names() {
     let notes = normalise(&mut nhn).unwrap();
     assert_generatable(&nhn);
     // The names made up are exactly cpapi.json's.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/cpapi.json"))
-        .unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../openapi/cpapi.json"
+    ))
+    .unwrap();
     let ours: Value = serde_json::from_str(&text).unwrap();
     let names = |doc: &Value| -> Vec<(String, String)> {
         operations(doc)
