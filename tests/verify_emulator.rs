@@ -232,3 +232,47 @@ async fn the_crates_own_dpop_client_passes_the_crates_verifier_nonces_included()
         assert!(challenge.starts_with("DPoP algs="), "{challenge}");
     }
 }
+
+#[tokio::test]
+async fn reload_keys_drops_a_retired_key_at_once_even_for_a_cached_token() {
+    let emulator = emulator().await;
+    let endpoint =
+        TokenEndpoint::new(emulator.client_config("epj").expect("config")).expect("endpoint");
+    let old = endpoint.client_credentials().await.expect("token");
+    // The default 30 s cooldown: nothing but reload_keys fetches the keys again soon.
+    let layer = VerifyLayer::builder(emulator.issuer())
+        .audience(AUD)
+        .dpop(Dpop::Disabled)
+        .build()
+        .expect("layer");
+    layer.verify_token(old.secret()).await.expect("verified");
+    assert_eq!(layer.key_fetches(), 1);
+
+    emulator.rotate_signing_key().expect("rotate");
+    emulator.retire_old_signing_keys();
+    // Still cached, its kid still in the layer's set: the layer cannot know yet.
+    layer.verify_token(old.secret()).await.expect("cached");
+
+    assert_eq!(layer.reload_keys().await.expect("reloaded"), 1);
+    assert_eq!(layer.key_fetches(), 2);
+    let refused = layer.verify_token(old.secret()).await.expect_err("retired");
+    assert_eq!(refused.reason(), Reason::UnknownKey);
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    // The new key's tokens pass without another fetch.
+    let endpoint =
+        TokenEndpoint::new(emulator.client_config("epj").expect("config")).expect("endpoint");
+    let new = endpoint.client_credentials().await.expect("token");
+    layer.verify_token(new.secret()).await.expect("verified");
+    assert_eq!(layer.key_fetches(), 2);
+
+    // A reload that fails keeps the keys at hand, and says the keys are unavailable.
+    emulator
+        .faults()
+        .discovery(helseid_emulator::Fault::status(500))
+        .expect("fault");
+    let failed = layer.reload_keys().await.expect_err("unreachable");
+    assert_eq!(failed.reason(), Reason::Unavailable);
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    layer.verify_token(new.secret()).await.expect("kept");
+}

@@ -178,6 +178,48 @@ impl IssuerKeys {
         }
     }
 
+    /// Fetches the key set now, whatever the cooldown: a fetch that runs is waited for
+    /// first (it may have started before the issuer's change), then one of its own.
+    /// Returns how many keys the new set holds.
+    ///
+    /// # Errors
+    /// Why the fetch failed, or that the set holds no usable key (logged); the keys at
+    /// hand are kept.
+    pub(crate) async fn reload(&self) -> Result<usize, ()> {
+        let running = self.state().flight.clone();
+        if let Some(flight) = running {
+            flight.await;
+        }
+        self.state().last_started = Some(Instant::now());
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.fetch().await;
+        let outcome = match &result {
+            Ok(set) if set.keys.is_empty() => "empty",
+            Ok(_) => "success",
+            Err(_) => "failure",
+        };
+        super::metrics::key_fetch(&self.issuer, outcome);
+        let issuer = crate::text::escape(&self.issuer);
+        match result {
+            Ok(set) if set.keys.is_empty() => {
+                tracing::warn!(%issuer, "reloaded JWKS holds no usable key: keeping the keys at hand");
+                Err(())
+            }
+            Ok(set) => {
+                let count = set.keys.len();
+                tracing::debug!(%issuer, keys = count, "reloaded the issuer's keys");
+                self.snapshot.store(Arc::new(set));
+                Ok(count)
+            }
+            Err(FetchError(why)) => {
+                self.state().jwks_uri = None;
+                tracing::warn!(%issuer, error = %why, "cannot reload the issuer's keys: keeping the keys at hand");
+                Err(())
+            }
+        }
+    }
+
     /// The refetch to wait for: the one that runs, or a new one when the cooldown has
     /// passed; `None` when the cooldown holds.
     fn refetch(self: &Arc<Self>) -> Option<Flight> {

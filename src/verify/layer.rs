@@ -100,6 +100,31 @@ impl VerifyLayer {
         self.settings.issuers.iter().map(|i| i.fetches()).sum()
     }
 
+    /// Fetches every issuer's keys now, whatever the refetch cooldown, for a service
+    /// told that an issuer rotated or withdrew a key (an admin call, a message, an
+    /// emulator's key rotation): a token whose key left its issuer's set is refused
+    /// from then on, a cached one included. A fetch that runs is waited for first.
+    /// Returns how many keys the layer holds now, over all its issuers.
+    ///
+    /// # Errors
+    /// A [`Refusal`](super::Refusal) with [`Reason::Unavailable`](super::Reason::Unavailable)
+    /// when an issuer's keys cannot be fetched or its set holds no usable key (the
+    /// reason is logged); that issuer's keys at hand are kept, the others reloaded.
+    pub async fn reload_keys(&self) -> std::result::Result<usize, super::Refusal> {
+        let mut count = 0;
+        let mut failed = false;
+        for issuer in &self.settings.issuers {
+            match issuer.reload().await {
+                Ok(keys) => count += keys,
+                Err(()) => failed = true,
+            }
+        }
+        if failed {
+            return Err(self.settings.refusal(super::Reason::Unavailable, None));
+        }
+        Ok(count)
+    }
+
     /// Whether every issuer's key set is loaded (fetched, or given with
     /// [`VerifyLayerBuilder::jwks`]): the layer can verify tokens without fetching first.
     /// For a readiness probe; it never fetches. A key set, once loaded, stays loaded

@@ -14,7 +14,8 @@
 //! again, no verified token kept; the DPoP replay store is kept): when the IdP retires
 //! signing keys, so that tokens the old layer had verified and cached are refused, and
 //! when the DPoP nonces are rotated (the layer's nonces are stateless, under a secret of
-//! its own).
+//! its own). A service outside the emulator that hears of a rotation calls
+//! `VerifyLayer::reload_keys` instead, which fetches the keys again at once.
 //!
 //! [`Gate`] wraps an API's routes: it counts each request for the API, verifies it with
 //! the API's current layer, and counts the API's `use_dpop_nonce` answers.
