@@ -495,7 +495,7 @@ impl EmulatorBuilder {
         let cpe = Cpe::new(self.cpe_page_size);
         let apis = Arc::new(ApisState::new(Arc::clone(&idp), cpe));
         let state = State {
-            msh: Arc::new(apis::msh::Msh::new(Arc::clone(&apis))),
+            msh: Arc::new(apis::msh::Msh::new(Arc::clone(&apis))?),
             apis,
             idp,
             faults: Arc::new(Faults::default()),
@@ -854,6 +854,7 @@ impl Emulator {
         let retired = self.state.idp.signing_keys.retire();
         // New layers read the keys again and keep no token verified with a retired key.
         self.verifiers.rebuild();
+        self.state.msh.verifier.rebuild();
         tracing::debug!(retired, "helseid emulator retired its old signing keys");
         retired
     }

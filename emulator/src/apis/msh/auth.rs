@@ -1,15 +1,18 @@
 //! Who may call the Meldingstjener, and for which HER-ids.
 //!
-//! **Tokens.** Every operation (not `/msh/openapi.json`) needs `Authorization: DPoP
-//! <token>` with an unexpired access token of this emulator whose `aud` holds
-//! [`AUDIENCE`] (`nhn:msh`) and whose scope holds [`SCOPE`] (`nhn:msh/api`), bound to
-//! the key of the `DPoP` proof sent with it (RFC 9449: the proof's `htm`, `htu` = the
-//! URL called without its query, `ath`, and a key whose thumbprint is the token's
-//! `cnf.jkt`). A Bearer token, a token without `cnf.jkt`, another API's token (wrong
-//! audience) and a missing or bad proof get 401 with `WWW-Authenticate: DPoP
-//! error="invalid_token"` or `error="invalid_dpop_proof"` and a description that never
-//! quotes the token or the proof; the right audience without the scope gets 403
-//! `error="insufficient_scope"`.
+//! **Tokens.** Every operation (not `/msh/openapi.json`) is behind the emulator's
+//! verifier for the API ([`crate::server::verify`]: `helseid::verify`'s `VerifyLayer`,
+//! as any API verifies HelseID's tokens): `Authorization: DPoP <token>` with an
+//! unexpired access token of this emulator for the audience [`AUDIENCE`] (`nhn:msh`)
+//! carrying the scope [`SCOPE`] (`nhn:msh/api`), bound to the key of the `DPoP` proof
+//! sent with it (RFC 9449: `htm`, `htu` = the URL called from the issuer as the public
+//! base URL, `ath`, a key whose thumbprint is the token's `cnf.jkt`, a `jti` not seen
+//! before). The refusals are RFC 6750's and RFC 9449's: no token, or a Bearer token, 401
+//! with a bare `WWW-Authenticate: DPoP algs=".."` challenge; another API's token, an
+//! expired or unbound one 401 `error="invalid_token"`; a missing or bad proof 401
+//! `error="invalid_dpop_proof"`; the audience without the scope 403
+//! `error="insufficient_scope"`; never quoting the token or the proof. The verified
+//! claims reach the handlers in the request's extensions.
 //!
 //! **Headers.** Then every operation needs `api-version: 2` (`2.0` is taken too) and a
 //! non-empty `nhn-source-system`; otherwise 400 with the API's `ErrorMessage` body
@@ -26,33 +29,25 @@
 //! ..` naming them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State as Extract};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde_json::Value;
+use helseid::verify::HelseIdClaims;
 
 use crate::apis::cpe::model::CommunicationParty;
 use crate::apis::msh::answer::Failure;
 use crate::apis::register::Register;
 use crate::apis::register::dotnet::parse_dotnet;
-use crate::idp::dpop;
-use crate::idp::state::State as Idp;
-use crate::idp::verify::check_scope;
-use crate::server::response::challenge_text;
 
 /// The scope a token needs.
 pub(crate) const SCOPE: &str = "nhn:msh/api";
 
 /// The audience a token must name.
 pub(crate) const AUDIENCE: &str = "nhn:msh";
-
-/// The API's name in descriptions.
-pub(crate) const API: &str = "the Meldingstjener (MSH) API v2";
 
 /// The header that names the API version.
 const API_VERSION: &str = "api-version";
@@ -77,15 +72,11 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// From a verified token's claims.
-    fn from_claims(claims: &Value) -> Self {
-        let orgnrs = ["orgnr_parent", "orgnr_child"]
-            .iter()
-            .filter_map(|name| {
-                claims
-                    .get(format!("helseid://claims/client/claims/{name}"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+    fn from_claims(claims: &HelseIdClaims) -> Self {
+        let orgnrs = [&claims.orgnr_parent, &claims.orgnr_child]
+            .into_iter()
+            .flatten()
+            .cloned()
             .collect();
         Caller { orgnrs }
     }
@@ -119,58 +110,23 @@ impl Caller {
     }
 }
 
-/// What [`guard`] needs: the IdP whose tokens it takes, and the request counter.
-pub(crate) struct Guard {
-    pub(crate) idp: Arc<Idp>,
-    pub(crate) requests: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for Guard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guard")
-            .field("requests", &self.requests)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The middleware in front of every operation: counts the request, verifies the token
-/// and the proof, checks the two headers, and hands the [`Caller`] to the handler.
-pub(crate) async fn guard(
-    Extract(guard): Extract<Arc<Guard>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    guard.requests.fetch_add(1, Ordering::Relaxed);
+/// The middleware behind the verifier, in front of every operation: checks the two
+/// headers and hands the [`Caller`] (from the verified claims) to the handler.
+pub(crate) async fn guard(request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    let caller = match verify(&guard.idp, &parts) {
-        Ok(caller) => caller,
-        Err((error, description)) => return unauthorized(error, &description),
+    let Some(claims) = parts.extensions.get::<Arc<HelseIdClaims>>().cloned() else {
+        // Only a route without the verifier in front of it gets here.
+        return Failure::other(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The request reached the API without verified claims".to_owned(),
+        )
+        .into_response();
     };
     if let Err(failure) = headers(&parts) {
         return failure.into_response();
     }
-    parts.extensions.insert(caller);
+    parts.extensions.insert(Caller::from_claims(&claims));
     next.run(Request::from_parts(parts, body)).await
-}
-
-/// The token and the proof, or the error code and description of the 401/403 to
-/// answer with.
-fn verify(idp: &Idp, parts: &Parts) -> Result<Caller, (&'static str, String)> {
-    let claims = crate::idp::verify::check_bound_request(idp, parts, API, None)
-        .map_err(|refusal| (refusal.error, refusal.description))?;
-    let audiences: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(aud)) => vec![aud.as_str()],
-        Some(Value::Array(auds)) => auds.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    if !audiences.contains(&AUDIENCE) {
-        return Err((
-            "invalid_token",
-            format!("the access token is not meant for {API}: its aud must be {AUDIENCE}"),
-        ));
-    }
-    check_scope(&claims, SCOPE, API).map_err(|description| ("insufficient_scope", description))?;
-    Ok(Caller::from_claims(&claims))
 }
 
 /// The two headers every operation needs.
@@ -211,31 +167,4 @@ fn headers(parts: &Parts) -> Result<(), Failure> {
     } else {
         Err(Failure::validation(problems))
     }
-}
-
-/// A 401 with `WWW-Authenticate: DPoP error="..", error_description="..", algs=".."`
-/// (403 for `insufficient_scope`).
-fn unauthorized(error: &str, description: &str) -> Response {
-    tracing::debug!(
-        error,
-        description,
-        "helseid emulator refused an MSH request"
-    );
-    let challenge = format!(
-        "DPoP error=\"{error}\", error_description=\"{}\", algs=\"{}\"",
-        challenge_text(description),
-        dpop::ALGS.join(" ")
-    );
-    let status = if error == "insufficient_scope" {
-        StatusCode::FORBIDDEN
-    } else {
-        StatusCode::UNAUTHORIZED
-    };
-    let mut response = status.into_response();
-    if let Ok(challenge) = HeaderValue::from_str(&challenge) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, challenge);
-    }
-    response
 }

@@ -95,6 +95,8 @@ use self::store::{Delivery, Query, Store, Stored};
 use crate::apis::register::Register;
 use crate::server::lock;
 use crate::server::response::quote;
+use crate::server::verify::{Api, Verifier};
+use helseid::verify::Dpop;
 
 /// The largest request body `POST /Messages` takes by default: the document's 35 MB,
 /// read as MiB.
@@ -107,13 +109,15 @@ const MAX_APPREC_REQUEST: usize = 1024 * 1024;
 const MAX_TO_FETCH: usize = 100;
 const DEFAULT_TO_FETCH: usize = 10;
 
-/// The Meldingstjener's state: the messages, the request cap and counter, and the
-/// APIs' state (the register, and the IdP whose tokens it takes).
+/// The Meldingstjener's state: the messages, the request cap and counter, its token
+/// verifier, and the APIs' state (the register, and the IdP whose tokens it takes).
 pub(crate) struct Msh {
     pub(crate) apis: Arc<crate::apis::state::State>,
     store: Mutex<Store>,
     max_request: AtomicUsize,
     pub(crate) requests: Arc<AtomicU64>,
+    /// In front of every operation; rebuilt when the IdP retires signing keys.
+    pub(crate) verifier: Arc<Verifier>,
 }
 
 impl std::fmt::Debug for Msh {
@@ -126,14 +130,34 @@ impl std::fmt::Debug for Msh {
 }
 
 impl Msh {
-    /// An empty Meldingstjener in front of the APIs' register and IdP.
-    pub(crate) fn new(apis: Arc<crate::apis::state::State>) -> Self {
-        Msh {
+    /// An empty Meldingstjener in front of the APIs' register and IdP, with its
+    /// verifier: DPoP-bound tokens for [`auth::AUDIENCE`] with [`auth::SCOPE`].
+    ///
+    /// # Errors
+    /// [`Error::Key`](crate::server::error::Error::Key) when the verifier cannot be
+    /// built.
+    pub(crate) fn new(apis: Arc<crate::apis::state::State>) -> crate::server::error::Result<Self> {
+        let requests = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&requests);
+        let verifier = Verifier::new(
+            Arc::clone(&apis.idp),
+            Api {
+                audience: auth::AUDIENCE,
+                scope: auth::SCOPE,
+                dpop: Dpop::Required,
+            },
+            false,
+            move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            },
+        )?;
+        Ok(Msh {
             apis,
             store: Mutex::new(Store::default()),
             max_request: AtomicUsize::new(DEFAULT_MAX_REQUEST),
-            requests: Arc::new(AtomicU64::new(0)),
-        }
+            requests,
+            verifier,
+        })
     }
 
     /// Sets the largest request body `POST /Messages` takes.
@@ -1283,7 +1307,7 @@ async fn openapi(Extract(msh): Extract<Arc<Msh>>) -> Response {
 }
 
 /// The Meldingstjener's routes (the document's paths and their lowercase forms), behind
-/// [`auth::guard`], and its document at `/msh/openapi.json`.
+/// its verifier and [`auth::guard`], and its document at `/msh/openapi.json`.
 pub(crate) fn router(msh: Arc<Msh>) -> Router {
     let mut routes = Router::new();
     for prefix in ["/Messages", "/messages"] {
@@ -1303,13 +1327,8 @@ pub(crate) fn router(msh: Arc<Msh>) -> Router {
             .route(&format!("{prefix}/{{id}}/read/{{herId}}"), put(mark_read));
     }
     routes
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth::Guard {
-                idp: Arc::clone(&msh.apis.idp),
-                requests: Arc::clone(&msh.requests),
-            }),
-            auth::guard,
-        ))
+        .route_layer(axum::middleware::from_fn(auth::guard))
+        .route_layer(msh.verifier.gate())
         .route("/msh/openapi.json", get(openapi))
         .with_state(msh)
 }
