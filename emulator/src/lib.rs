@@ -855,7 +855,7 @@ impl Emulator {
         let retired = self.state.idp.signing_keys.retire();
         // New layers read the keys again and keep no token verified with a retired key.
         self.verifiers.rebuild();
-        // MSHPROBE self.state.msh.verifier.rebuild();
+        self.state.msh.verifier.rebuild();
         tracing::debug!(retired, "helseid emulator retired its old signing keys");
         retired
     }

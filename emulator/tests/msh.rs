@@ -974,3 +974,34 @@ async fn a_20_mb_document_is_refused_over_the_cap_with_413() {
     assert_eq!(emulator.msh_messages().len(), 1);
     emulator.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_token_signed_with_a_retired_key_is_refused() {
+    let emulator = start().await;
+    let msh = Msh::epj(&emulator);
+    let [(a, her_id), _, _] = tenants(&emulator);
+    let path = format!("/Messages?ReceiverHerIds={her_id}");
+    assert_eq!(
+        msh.call(Method::GET, &path, &a, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(emulator.tokens_issued(), 1);
+    emulator.rotate_signing_key().expect("a new key");
+    // Still published: the cached token passes.
+    assert_eq!(
+        msh.call(Method::GET, &path, &a, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(emulator.tokens_issued(), 1);
+    // Retired: the API refuses the cached token (401 invalid_token), and the layer gets
+    // a new one and sends the request again.
+    assert_eq!(emulator.retire_old_signing_keys(), 1);
+    let before = emulator.msh_requests();
+    assert_eq!(
+        msh.call(Method::GET, &path, &a, None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(emulator.tokens_issued(), 2);
+    assert_eq!(emulator.msh_requests(), before + 2);
+    emulator.shutdown().await;
+}
