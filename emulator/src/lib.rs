@@ -1,6 +1,6 @@
-//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE) and
-//! CommunicationParty API v2 behind it, for tests and for running without a registration
-//! at NHN.
+//! A local HelseID emulator, with NHN's CommunicationParty Events API (CPE),
+//! CommunicationParty API v2 and Meldingstjener (MSH) v2 behind it, for tests and for
+//! running without a registration at NHN.
 //!
 //! In a service's tests, two lines give a running emulator and a ready client
 //! configuration (a [`helseid::config::ClientConfig`] whose authority is the emulator):
@@ -43,7 +43,10 @@
 //!   (`/CommunicationPartyEvents`, `/CommunicationPartyExport`,
 //!   `/CommunicationParties/{herId}`, `/openapi.json`; [`Emulator::cpe_base_url`]) and the
 //!   CommunicationParty API v2 (`/api/v1/...`, `/cpapi/openapi.json`, DPoP-bound tokens
-//!   with [`CPAPI_SCOPE`]; [`Emulator::cpapi_base_url`]), and `register/`, the parties
+//!   with [`CPAPI_SCOPE`]; [`Emulator::cpapi_base_url`]), the Meldingstjener (MSH) v2
+//!   (`/Messages...`, `/msh/openapi.json`, DPoP-bound tokens with [`MSH_SCOPE`]: health
+//!   messages between the register's HER-ids; [`Emulator::msh_base_url`]), and
+//!   `register/`, the parties
 //!   and the event feed both serve (the same 300 parties and 487 events on every run;
 //!   [`Emulator::publish_cpe_update`] and friends change it). They verify the IdP's
 //!   tokens as any API would, with `helseid::verify` (`server/verify.rs`): its issuer,
@@ -1042,7 +1045,8 @@ impl Emulator {
 
 /// The verifiers of CPE (Bearer tokens with [`cpe::CPE_SCOPE`]) and the
 /// CommunicationParty API v2 (DPoP-bound tokens with [`CPAPI_SCOPE`], its own nonce when
-/// `cpapi_nonce`), both for the audience `nhn:cp-api`, each counting its requests.
+/// `cpapi_nonce`), both for the audience `nhn:cp-api`, each counting its requests, and
+/// Selvbetjening's (DPoP-bound tokens with [`SELVBETJENING_SCOPE`]).
 fn verifiers(state: &State, cpapi_nonce: bool) -> Result<listener::Verifiers> {
     use helseid::verify::Dpop;
     use server::verify::{Api, Verifier};
@@ -1068,7 +1072,21 @@ fn verifiers(state: &State, cpapi_nonce: bool) -> Result<listener::Verifiers> {
         cpapi_nonce,
         move || apis.cpapi.count(),
     )?;
-    Ok(listener::Verifiers { cpe, cpapi })
+    let selvbetjening = Verifier::new(
+        Arc::clone(&state.idp),
+        Api {
+            audience: selvbetjening::AUDIENCE,
+            scope: SELVBETJENING_SCOPE,
+            dpop: Dpop::Required,
+        },
+        false,
+        || {},
+    )?;
+    Ok(listener::Verifiers {
+        cpe,
+        cpapi,
+        selvbetjening,
+    })
 }
 
 /// Makes a signing key of the emulator's (its own, or a test client's) from a freshly
