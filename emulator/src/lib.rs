@@ -980,7 +980,6 @@ impl Emulator {
     /// accepted for five more.
     pub fn rotate_dpop_nonce(&self) {
         self.state.idp.dpop.token_nonces.rotate();
-        self.state.idp.dpop.api_nonces.rotate();
         // The API's nonces are its verifier's, stateless under a secret of its own.
         self.verifiers.cpapi.rebuild();
     }

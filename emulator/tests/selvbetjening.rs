@@ -119,7 +119,16 @@ async fn what_a_client_must_not_send_gets_problem_json() {
             .get(header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        assert!(challenge.starts_with("DPoP error="), "{challenge}");
+        // The verifier's challenge (RFC 9449): bare without a DPoP token, with an error
+        // for the DPoP scheme (here: no proof); the body a problem either way.
+        assert!(challenge.starts_with("DPoP algs="), "{challenge}");
+        assert_eq!(
+            challenge.contains("error="),
+            authorization
+                .as_deref()
+                .is_some_and(|a| a.starts_with("DPoP")),
+            "{challenge}"
+        );
         let problem: serde_json::Value = serde_json::from_slice(&body).expect("problem");
         assert_eq!(problem["status"], 401);
         assert!(

@@ -1,11 +1,11 @@
-//! DPoP (RFC 9449) on the emulator's side: checking proofs, the replay store, and the
-//! server nonces. The token endpoint and the CommunicationParty API v2 share it.
+//! DPoP (RFC 9449) at the token endpoint: checking proofs, the replay store, and the
+//! server nonces. (The APIs check theirs with `helseid::verify`:
+//! `crate::server::verify`.)
 //!
 //! A proof is checked step by step, and a refusal names the step that failed: the
 //! `DPoP` header, the JWS form, the header (`typ`, `alg`, `jwk`, `crit`), the
-//! signature, the claims (`jti`, `htm`, `htu`, `iat`), on API calls `ath` and the key
-//! binding (`cnf.jkt`), then the nonce and last the `jti` replay check. Descriptions
-//! quote claim values (cut short), never the proof or a token.
+//! signature, the claims (`jti`, `htm`, `htu`, `iat`), then the nonce and last the
+//! `jti` replay check. Descriptions quote claim values (cut short), never the proof.
 //!
 //! **DPoP** (RFC 9449). A token request may carry a `DPoP` header with a proof; a client
 //! registered with
@@ -45,7 +45,7 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aws_lc_rs::{digest, signature};
+use aws_lc_rs::signature;
 use axum::http::{HeaderMap, HeaderName};
 use serde_json::{Map, Value};
 
@@ -93,9 +93,6 @@ pub(crate) struct Expected<'a> {
     /// The URL the request was sent to, without query or fragment, as `htu` must carry
     /// it exactly.
     pub(crate) url: &'a str,
-    /// On API calls: the access token, whose hash `ath` must carry, and the thumbprint
-    /// its `cnf.jkt` names, which the proof's key must have.
-    pub(crate) bound_to: Option<(&'a str, &'a str)>,
     /// The nonces a proof must carry one of, when this server requires a nonce.
     pub(crate) nonces: Option<&'a Nonces>,
 }
@@ -210,8 +207,6 @@ impl Nonces {
 pub(crate) struct Dpop {
     /// The token endpoint's nonces.
     pub(crate) token_nonces: Nonces,
-    /// The CommunicationParty API v2's nonces.
-    pub(crate) api_nonces: Nonces,
     /// Proofs seen, by key thumbprint and `jti`, with the time (seconds since the
     /// epoch) until which they must be remembered.
     seen: Mutex<HashMap<(String, String), i64>>,
@@ -224,7 +219,6 @@ impl Dpop {
     pub(crate) fn new() -> Option<Self> {
         Some(Dpop {
             token_nonces: Nonces::new()?,
-            api_nonces: Nonces::new()?,
             seen: Mutex::new(HashMap::new()),
             nonce_challenges: AtomicU64::new(0),
         })
@@ -244,15 +238,6 @@ impl Dpop {
         let now = unix_now();
         let (claims, jkt) = verify_jws(proof)?;
         let (jti, iat) = check_claims(&claims, expected, now)?;
-        if let Some((access_token, bound_jkt)) = expected.bound_to {
-            check_ath(&claims, access_token)?;
-            if jkt != bound_jkt {
-                return Err(invalid(
-                    "the DPoP proof's key is not the key the access token is bound to: \
-                     its RFC 7638 thumbprint differs from the token's cnf.jkt",
-                ));
-            }
-        }
         let nonce = match claims.get("nonce") {
             None => None,
             Some(Value::String(nonce)) if !nonce.is_empty() => Some(nonce.clone()),
@@ -570,27 +555,6 @@ fn check_claims<'c>(
     Ok((jti, iat))
 }
 
-/// `base64url(SHA-256(access token))`, the `ath` of proofs sent with the token.
-pub(crate) fn ath(access_token: &str) -> String {
-    b64(digest::digest(&digest::SHA256, access_token.as_bytes()))
-}
-
-/// Checks `ath` against the access token.
-fn check_ath(claims: &Map<String, Value>, access_token: &str) -> Result<(), ProofError> {
-    match claims.get("ath") {
-        Some(Value::String(value)) if *value == ath(access_token) => Ok(()),
-        Some(Value::String(_)) => Err(invalid(
-            "the DPoP proof's ath is not the hash of the access token in the Authorization \
-             header (base64url of its SHA-256)",
-        )),
-        Some(_) => Err(invalid("the DPoP proof's ath must be a string")),
-        None => Err(invalid(
-            "the DPoP proof has no ath claim: a proof sent with an access token carries \
-             ath = base64url(SHA-256(access token))",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -612,7 +576,6 @@ mod tests {
         Expected {
             method: "POST",
             url: URL,
-            bound_to: None,
             nonces: None,
         }
     }

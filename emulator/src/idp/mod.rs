@@ -1,6 +1,7 @@
 //! HelseID itself: discovery, keys, the token endpoint and its grants, client
 //! authentication, DPoP, logins, Selvbetjening, test tokens. Nothing here imports from
-//! [`crate::apis`]; the APIs read what the IdP publishes ([`verify`], [`state::State`]).
+//! [`crate::apis`]; the APIs read what the IdP publishes (its discovery document and
+//! JWKS, through `helseid::verify` as any API: `crate::server::verify`).
 //!
 //! It serves:
 //!
@@ -30,4 +31,3 @@ pub(crate) mod state;
 pub(crate) mod tenancy;
 pub(crate) mod test_token;
 pub(crate) mod token;
-pub(crate) mod verify;

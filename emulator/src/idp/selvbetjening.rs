@@ -39,12 +39,10 @@ use serde_json::{Value, json};
 
 use crate::idp::clients::ClientKey;
 use crate::idp::state::State;
-use crate::idp::verify::check_bound_request;
-use crate::idp::verify::check_scope;
-use crate::server::response::DPOP_NONCE;
 use crate::server::response::ProblemDetails;
 use crate::server::{lock, unix_now};
 use helseid::key::PublicJwk;
+use helseid::verify::HelseIdClaims;
 
 /// The scope a client needs to read and rotate its own key.
 pub const SCOPE: &str = "nhn:selvbetjening/client";
@@ -52,7 +50,8 @@ pub const SCOPE: &str = "nhn:selvbetjening/client";
 /// The path of the client-secret API.
 pub(crate) const PATH: &str = "/v1/client-secret";
 
-const API: &str = "Selvbetjening's client-secret API";
+/// The audience of Selvbetjening's tokens (those with [`SCOPE`]).
+pub(crate) const AUDIENCE: &str = "nhn:selvbetjening";
 
 /// RFC 3339 in UTC with whole seconds, as the API writes its `expiration`.
 pub(crate) fn rfc3339(unix: i64) -> String {
@@ -67,7 +66,6 @@ struct Refusal {
     detail: String,
     /// The `WWW-Authenticate` error code of a 401.
     error: Option<&'static str>,
-    nonce: Option<String>,
 }
 
 impl Refusal {
@@ -76,7 +74,6 @@ impl Refusal {
             status,
             detail: detail.into(),
             error: None,
-            nonce: None,
         }
     }
 
@@ -113,24 +110,23 @@ impl IntoResponse for Refusal {
                 headers.insert(header::WWW_AUTHENTICATE, value);
             }
         }
-        if let Some(nonce) = self.nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
-            headers.insert(DPOP_NONCE, nonce);
-        }
         response
     }
 }
 
-/// The client a request is from: a DPoP-bound token of this emulator with [`SCOPE`]
-/// and a proof for this request. Returns the token's `client_id`.
-fn authorize(state: &State, request: &Parts) -> Result<String, Refusal> {
-    let claims = check_bound_request(state, request, API, None).map_err(|refusal| Refusal {
-        nonce: refusal.nonce,
-        ..Refusal::unauthorized(refusal.error, refusal.description)
-    })?;
-    check_scope(&claims, SCOPE, API)
-        .map_err(|detail| Refusal::unauthorized("invalid_token", detail))?;
-    match claims.get("client_id") {
-        Some(Value::String(id)) => Ok(id.clone()),
+/// The client a request is from: the `client_id` of the verified token the API's
+/// verifier (`helseid::verify`, in front of the route: a DPoP-bound token of this
+/// emulator for `nhn:selvbetjening` with [`SCOPE`], and a proof for this request) put in
+/// the request's extensions.
+fn authorize(request: &Parts) -> Result<String, Refusal> {
+    let claims = request
+        .extensions
+        .get::<Arc<HelseIdClaims>>()
+        .ok_or_else(|| {
+            Refusal::unauthorized("invalid_token", "the request has no verified token")
+        })?;
+    match &claims.client_id {
+        Some(id) if !id.is_empty() => Ok(id.clone()),
         _ => Err(Refusal::unauthorized(
             "invalid_token",
             "the access token has no client_id",
@@ -140,7 +136,7 @@ fn authorize(state: &State, request: &Parts) -> Result<String, Refusal> {
 
 /// `GET /v1/client-secret`: the current key's expiration.
 pub(crate) async fn get(Extract(state): Extract<Arc<State>>, request: Parts) -> Response {
-    let client_id = match authorize(&state, &request) {
+    let client_id = match authorize(&request) {
         Ok(id) => id,
         Err(refusal) => return refusal.into_response(),
     };
@@ -161,7 +157,7 @@ pub(crate) async fn post(
     request: Parts,
     body: Bytes,
 ) -> Response {
-    let client_id = match authorize(&state, &request) {
+    let client_id = match authorize(&request) {
         Ok(id) => id,
         Err(refusal) => return refusal.into_response(),
     };

@@ -122,7 +122,6 @@ fn dpop_proof(
     let expected = Expected {
         method: "POST",
         url: &state.token_endpoint,
-        bound_to: None,
         nonces: Some(&state.dpop.token_nonces),
     };
     state

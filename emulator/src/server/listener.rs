@@ -17,6 +17,8 @@ use crate::server::{faults, swagger};
 pub(crate) struct Verifiers {
     pub(crate) cpe: std::sync::Arc<Verifier>,
     pub(crate) cpapi: std::sync::Arc<Verifier>,
+    /// Selvbetjening's client-secret API, whose refusals are problem+json.
+    pub(crate) selvbetjening: std::sync::Arc<Verifier>,
 }
 
 impl Verifiers {
@@ -24,6 +26,7 @@ impl Verifiers {
     pub(crate) fn rebuild(&self) {
         self.cpe.rebuild();
         self.cpapi.rebuild();
+        self.selvbetjening.rebuild();
     }
 }
 
@@ -93,9 +96,13 @@ pub(crate) fn router(state: State, verifiers: &Verifiers) -> Router {
         .route("/openapi.json", get(cpe::openapi))
         .merge(cpapi_routes)
         .route("/cpapi/openapi.json", get(cpapi::openapi))
-        .route(
-            selvbetjening::PATH,
-            get(selvbetjening::get).post(selvbetjening::post),
+        .merge(
+            Router::new()
+                .route(
+                    selvbetjening::PATH,
+                    get(selvbetjening::get).post(selvbetjening::post),
+                )
+                .route_layer(verifiers.selvbetjening.problem_gate(selvbetjening::PATH)),
         )
         .merge(swagger::routes())
         .layer(axum::middleware::from_fn_with_state(

@@ -158,6 +158,18 @@ impl Verifier {
     pub(crate) fn gate(self: &Arc<Self>) -> Gate {
         Gate {
             verifier: Arc::clone(self),
+            problem_instance: None,
+        }
+    }
+
+    /// [`gate`](Self::gate) for an API whose errors are `application/problem+json`
+    /// (Selvbetjening's): a refusal keeps the verifier's status and challenges, and gets
+    /// a ProblemDetails body whose `detail` is the challenge's `error_description` and
+    /// whose `instance` is `instance`.
+    pub(crate) fn problem_gate(self: &Arc<Self>, instance: &'static str) -> Gate {
+        Gate {
+            verifier: Arc::clone(self),
+            problem_instance: Some(instance),
         }
     }
 }
@@ -197,6 +209,8 @@ fn build(
 #[derive(Clone, Debug)]
 pub(crate) struct Gate {
     verifier: Arc<Verifier>,
+    /// For an API that answers errors with problem+json: the `instance` of refusals.
+    problem_instance: Option<&'static str>,
 }
 
 impl<S> tower::Layer<S> for Gate {
@@ -206,6 +220,7 @@ impl<S> tower::Layer<S> for Gate {
         Gated {
             inner,
             verifier: Arc::clone(&self.verifier),
+            problem_instance: self.problem_instance,
         }
     }
 }
@@ -215,6 +230,7 @@ impl<S> tower::Layer<S> for Gate {
 pub(crate) struct Gated<S> {
     inner: S,
     verifier: Arc<Verifier>,
+    problem_instance: Option<&'static str>,
 }
 
 impl<S> tower::Service<Request> for Gated<S>
@@ -234,6 +250,7 @@ where
     fn call(&mut self, request: Request) -> Self::Future {
         let inner = self.inner.clone();
         let verifier = Arc::clone(&self.verifier);
+        let problem_instance = self.problem_instance;
         Box::pin(async move {
             (verifier.on_request)();
             let layer = verifier.current();
@@ -241,9 +258,55 @@ where
             if is_nonce_challenge(&response) {
                 verifier.idp.dpop.count_challenge();
             }
-            Ok(response)
+            Ok(match problem_instance {
+                Some(instance) if is_refusal(&response) => with_problem(response, instance),
+                _ => response,
+            })
         })
     }
+}
+
+/// Whether an answer is the verifier's refusal: an error status with an empty body
+/// (every answer of the API's own has a body).
+fn is_refusal(response: &Response) -> bool {
+    use http_body::Body as _;
+    (response.status().is_client_error() || response.status() == StatusCode::SERVICE_UNAVAILABLE)
+        && response.body().size_hint().exact() == Some(0)
+}
+
+/// The refusal with a ProblemDetails body (`application/problem+json`): the
+/// challenge's `error_description` as `detail`, or what the request lacks.
+fn with_problem(response: Response, instance: &str) -> Response {
+    let (mut parts, _) = response.into_parts();
+    let described = parts
+        .headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (_, rest) = v.split_once("error_description=\"")?;
+            rest.split_once('"')
+                .map(|(description, _)| description.to_owned())
+        });
+    let detail = described.unwrap_or_else(|| match parts.status {
+        StatusCode::SERVICE_UNAVAILABLE => "the issuer's keys cannot be reached".to_owned(),
+        _ => "no access token: send a DPoP-bound access token with a DPoP proof".to_owned(),
+    });
+    let problem = crate::server::response::ProblemDetails {
+        kind: Some("https://tools.ietf.org/html/rfc9110#section-15.5".to_owned()),
+        title: parts.status.canonical_reason().map(str::to_owned),
+        status: Some(i32::from(parts.status.as_u16())),
+        detail: Some(detail),
+        instance: Some(instance.to_owned()),
+    };
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    Response::from_parts(
+        parts,
+        Body::from(serde_json::to_vec(&problem).unwrap_or_default()),
+    )
 }
 
 /// Whether an answer is a `use_dpop_nonce` challenge.
