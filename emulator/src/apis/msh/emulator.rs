@@ -41,6 +41,27 @@ impl Emulator {
         self.state.msh.her_ids_of(orgnr)
     }
 
+    /// The organisation number (nine digits) a token must name (as `orgnr_parent` or
+    /// `orgnr_child`) to act for `her_id`: that of the party's organisation (the party
+    /// itself for an organisation). `None` for a HER-id that is not an active party of
+    /// the register. For a tool that is given a HER-id and picks the tenant from it.
+    ///
+    /// # Example
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = helseid_emulator::Emulator::builder().start().await?;
+    /// let orgnr = emulator.msh_organisations()[0].clone();
+    /// for her_id in emulator.msh_her_ids(&orgnr) {
+    ///     assert_eq!(emulator.msh_organisation_of(her_id), Some(orgnr.clone()));
+    /// }
+    /// assert_eq!(emulator.msh_organisation_of(1), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn msh_organisation_of(&self, her_id: i32) -> Option<String> {
+        self.state.msh.organisation_of(her_id)
+    }
+
     /// The organisation numbers of the register's active organisations, in register
     /// order: the tenants a multi-tenant client can name to act for their HER-ids
     /// ([`msh_her_ids`](Self::msh_her_ids)).

@@ -203,6 +203,15 @@ impl Msh {
             .collect()
     }
 
+    /// The organisation number a token needs to act for `her_id`: that of the party's
+    /// organisation, when the party is active and its organisation has one.
+    pub(crate) fn organisation_of(&self, her_id: i32) -> Option<String> {
+        let register = self.apis.cpe.register();
+        let party = register.party(her_id).filter(|p| is_active(p))?;
+        let number = register.organisation_of(party).organization_number?;
+        Some(format!("{number:09}"))
+    }
+
     /// The organisation numbers of the register's active organisations, in register
     /// order.
     pub(crate) fn organisations(&self) -> Vec<String> {
