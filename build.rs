@@ -14,6 +14,22 @@ fn main() {
     generate("openapi/cpe.json", "CPE API", "cpe.rs");
     #[cfg(feature = "cpapi")]
     generate("openapi/cpapi.json", "CommunicationParty API", "cpapi.rs");
+    // NHN's document as published: `src/msh/mod.rs` includes `$OUT_DIR/msh.rs`.
+    #[cfg(feature = "msh")]
+    {
+        let generated =
+            helseid_codegen::Api::from_file("openapi/msh-api-v2.json").and_then(|api| {
+                api.scopes(["nhn:msh/api"])
+                    .dpop(true)
+                    .default_header("api-version", "2")
+                    .runtime("crate")
+                    .builder(false)
+                    .generate("msh.rs")
+            });
+        if let Err(e) = generated {
+            println!("cargo::error={e}");
+        }
+    }
 }
 
 /// Generates the client of the document at `spec` into `$OUT_DIR/<out>`, named `name`
