@@ -41,9 +41,13 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// A verified token and its text.
+/// The SHA-256 of a token: a DPoP proof's `ath` is its base64url.
+pub(crate) type TokenDigest = [u8; 32];
+
+/// A verified token, its text and its SHA-256 (computed once, for DPoP proofs' `ath`).
 pub(crate) struct Entry {
     pub(crate) verified: Verified,
+    pub(crate) digest: TokenDigest,
     token: Box<[u8]>,
 }
 
@@ -58,8 +62,13 @@ impl fmt::Debug for Entry {
 
 impl Entry {
     pub(crate) fn new(verified: Verified, token: &str) -> Self {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+        );
         Entry {
             verified,
+            digest,
             token: token.as_bytes().into(),
         }
     }

@@ -17,7 +17,6 @@ use super::claims::seconds;
 use super::jwk::VerifyingKey;
 use super::jws::{self, JwsError};
 use crate::error::BoxError;
-use crate::key::PublicJwk;
 
 /// The future a [`ReplayStore`] answers with.
 pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, BoxError>> + Send + 'a>>;
@@ -228,8 +227,7 @@ pub(crate) fn check(proof: &str, expected: &Expected<'_>) -> Result<CheckedProof
         _ => return Err(Reason::ProofTokenHash),
     }
     // The key's thumbprint (RFC 7638) from its required members only.
-    let public: PublicJwk =
-        serde_json::from_value(Value::Object(jwk.clone())).map_err(|_| Reason::ProofKey)?;
+    let public = super::jwk::public_jwk(jwk).ok_or(Reason::ProofKey)?;
     if !constant_eq(&public.thumbprint(), expected.jkt) {
         return Err(Reason::ProofKeyBinding);
     }

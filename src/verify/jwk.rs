@@ -62,6 +62,28 @@ impl fmt::Debug for VerifyingKey {
 /// The members of a JWK that only a private key has.
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
+/// The members of a JWK as [`PublicJwk`] reads them, without a copy of the map.
+pub(crate) fn public_jwk(jwk: &Map<String, Value>) -> Option<PublicJwk> {
+    let text = |name: &str| -> Result<Option<String>, ()> {
+        match jwk.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(()),
+        }
+    };
+    Some(PublicJwk {
+        kty: text("kty").ok()??,
+        kid: text("kid").ok()?,
+        alg: text("alg").ok()?,
+        use_: text("use").ok()?,
+        n: text("n").ok()?,
+        e: text("e").ok()?,
+        crv: text("crv").ok()?,
+        x: text("x").ok()?,
+        y: text("y").ok()?,
+    })
+}
+
 fn rsa_index(alg: Algorithm) -> Option<usize> {
     Some(match alg {
         Algorithm::RS256 => 0,
@@ -92,8 +114,7 @@ impl VerifyingKey {
         if public_only && PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
             return Err(JwkError::Private);
         }
-        let jwk: PublicJwk =
-            serde_json::from_value(Value::Object(jwk.clone())).map_err(|_| JwkError::Material)?;
+        let jwk = public_jwk(jwk).ok_or(JwkError::Material)?;
         Self::from_jwk(&jwk)
     }
 

@@ -161,9 +161,16 @@ impl fmt::Debug for Settings {
 /// Whether `s` is a `token68` (RFC 9110 section 11.2).
 fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
+    // Without an early exit, so that the compiler vectorises it: tokens are long.
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        && body.bytes().fold(true, |ok, b| {
+            ok & (b.is_ascii_alphanumeric()
+                | (b == b'-')
+                | (b == b'.')
+                | (b == b'_')
+                | (b == b'~')
+                | (b == b'+')
+                | (b == b'/'))
         })
 }
 
@@ -284,7 +291,7 @@ impl Settings {
             _ => None,
         };
         let now = (self.clock)();
-        let claims = self
+        let (claims, digest) = self
             .verified(token, now)
             .await
             .map_err(|reason| self.refusal(reason, Some(scheme)))?;
@@ -297,7 +304,7 @@ impl Settings {
                 return Err(self.refusal(Reason::UnboundToken, Some(scheme)));
             }
             (Scheme::Dpop, Some(proof), Some(jkt)) => {
-                let ath = crate::jose::b64_sha256(token.as_bytes());
+                let ath = crate::jose::b64(digest);
                 next_nonce = self.check_proof(proof, method, uri, &ath, jkt, now).await?;
             }
             _ => {}
@@ -341,7 +348,7 @@ impl Settings {
         let start = token.iter().position(|b| *b != b' ')?;
         let token = &token[start..];
         let now = (self.clock)();
-        let claims = self.front_hit(&cache::token_key(token), token, now)?.ok()?;
+        let (claims, _) = self.front_hit(&cache::token_key(token), token, now)?.ok()?;
         if claims.jkt.is_some() || !self.scopes_pass(&claims) {
             return None;
         }
@@ -349,15 +356,15 @@ impl Settings {
         Some(claims)
     }
 
-    /// This thread's claims of `token`, when its key is still in the issuer's set:
-    /// `Some(Err)` when `exp` or `nbf` no longer hold.
+    /// This thread's claims of `token` and its digest, when its key is still in the
+    /// issuer's set: `Some(Err)` when `exp` or `nbf` no longer hold.
     #[inline]
     fn front_hit(
         &self,
         key: &cache::TokenKey,
         token: &[u8],
         now: u64,
-    ) -> Option<Result<Arc<HelseIdClaims>, Reason>> {
+    ) -> Option<Result<(Arc<HelseIdClaims>, cache::TokenDigest), Reason>> {
         self.cache
             .front(key, token, |entry, claims| {
                 if !self.key_kept(&entry.verified) {
@@ -365,7 +372,7 @@ impl Settings {
                 }
                 Some(entry.verified.check_times(now, self.leeway).map(|()| {
                     metrics::cache_hit();
-                    claims.clone()
+                    (claims.clone(), entry.digest)
                 }))
             })
             .flatten()
@@ -385,7 +392,11 @@ impl Settings {
     /// The claims of the verified token: from this thread's front or the cache (with
     /// `exp`/`nbf` checked again, and its key still in its issuer's set), or verified and
     /// kept.
-    async fn verified(&self, token: &str, now: u64) -> Result<Arc<HelseIdClaims>, Reason> {
+    async fn verified(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Arc<HelseIdClaims>, cache::TokenDigest), Reason> {
         let key = cache::token_key(token.as_bytes());
         if let Some(found) = self.front_hit(&key, token.as_bytes(), now) {
             return found;
@@ -394,7 +405,7 @@ impl Settings {
             if self.key_kept(&hit.verified) {
                 hit.verified.check_times(now, self.leeway)?;
                 metrics::cache_hit();
-                return Ok(self.cache.remember(key, &hit));
+                return Ok((self.cache.remember(key, &hit), hit.digest));
             }
             self.cache.remove(&key).await;
         }
@@ -402,7 +413,7 @@ impl Settings {
         let verified = token::verify(self, token, now).await?;
         let entry = Arc::new(cache::Entry::new(verified, token));
         self.cache.insert(key, entry.clone()).await;
-        Ok(self.cache.remember(key, &entry))
+        Ok((self.cache.remember(key, &entry), entry.digest))
     }
 
     async fn check_proof(
@@ -458,7 +469,7 @@ impl Settings {
     /// [`VerifyLayer::verify_token`].
     async fn verify_alone(&self, token: &str) -> Result<Arc<HelseIdClaims>, Refusal> {
         let now = (self.clock)();
-        let claims = self
+        let (claims, _) = self
             .verified(token, now)
             .await
             .map_err(|reason| self.refusal(reason, Some(Scheme::Bearer)))?;
