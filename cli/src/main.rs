@@ -17,8 +17,9 @@ mod output;
 
 use commands::config::ConfigCommand;
 use commands::keys::KeysCommand;
+use commands::msh::MshCommand;
 use commands::{
-    codegen, config, emulator, events, gate, inspect, keys, login, proxy, register, token,
+    codegen, config, emulator, events, gate, inspect, keys, login, msh, proxy, register, token,
 };
 
 #[derive(Parser)]
@@ -107,6 +108,14 @@ enum Command {
     /// call through HelseIdLayer. What was changed in the document and what was left
     /// out go to stderr.
     Codegen(codegen::CodegenArgs),
+    /// Send and receive health messages with NHN's Meldingstjener (MSH) v2, "EDI 2.0":
+    /// send a business document, watch a HER-id's inbox, fetch, acknowledge (an
+    /// application receipt) and follow a message's status.
+    ///
+    /// Without --config, runs against the embedded emulator; `msh inbox --follow` keeps
+    /// it running and prints how to send to it from another terminal.
+    #[command(subcommand)]
+    Msh(MshCommand),
 }
 
 fn main() -> ExitCode {
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
             Command::Proxy(args) => proxy::proxy(args).await,
             Command::Gate(args) => gate::gate(args).await,
             Command::Codegen(args) => codegen::codegen(args).await,
+            Command::Msh(command) => msh::msh(command).await,
         }
     });
     match result {

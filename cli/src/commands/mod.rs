@@ -8,6 +8,7 @@ pub(crate) mod gate;
 pub(crate) mod inspect;
 pub(crate) mod keys;
 pub(crate) mod login;
+pub(crate) mod msh;
 pub(crate) mod proxy;
 pub(crate) mod register;
 pub(crate) mod token;
