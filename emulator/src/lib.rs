@@ -221,8 +221,10 @@ impl ClientRegistration {
     }
 
     /// The journal id a multi-tenant client's tokens for SFM carry as
-    /// `nhn:sfm:journal-id` (single-tenant clients' tokens have none). Default: an id in
-    /// UUID form derived from the client id (the same on every run).
+    /// `nhn:sfm:journal-id` (single-tenant clients' tokens have none), unless the client
+    /// assertion names one (an `assertion_details` item of type `nhn:sfm:journal-id`),
+    /// which then wins. Default: an id in UUID form derived from the client id (the same
+    /// on every run).
     pub fn sfm_journal_id(mut self, id: impl Into<String>) -> Self {
         self.profile.journal_id = Some(id.into());
         self

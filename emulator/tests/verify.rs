@@ -736,3 +736,45 @@ async fn the_apis_keys_do_not_travel_through_the_discovery_faults() {
     assert_eq!(refused.0, StatusCode::UNAUTHORIZED);
     assert_eq!(emulator.faults().injected(FaultTarget::Cpe), 1);
 }
+
+#[tokio::test]
+async fn a_multi_tenant_clients_journal_id_comes_from_its_assertion_when_named() {
+    let epj = TestClient::ec("epj");
+    let emulator = Emulator::builder()
+        .client(
+            epj.registration(&[SFM_SCOPE, CP_SCOPE])
+                .sfm_journal_id("registered-journal"),
+        )
+        .start()
+        .await
+        .expect("emulator");
+    let mut claims = epj.claims(emulator.issuer());
+    claims["assertion_details"] = json!([{
+        "type": "nhn:sfm:journal-id",
+        "value": {"journal_id": "journal-from-the-assertion"}
+    }]);
+    let named = epj.sign(&claims);
+    let token = |assertion: String, scope: &'static str| {
+        let emulator = &emulator;
+        let epj = &epj;
+        async move {
+            let (status, body) =
+                request_token(emulator, &epj.id, &assertion, &[("scope", scope)]).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            decode_jwt(body["access_token"].as_str().expect("token")).1
+        }
+    };
+    let sfm = token(named, SFM_SCOPE).await;
+    assert_eq!(sfm[JOURNAL_ID], "journal-from-the-assertion");
+    // Not in a token for another API, whatever the assertion names.
+    let mut claims = epj.claims(emulator.issuer());
+    claims["assertion_details"] = json!([{
+        "type": "nhn:sfm:journal-id",
+        "value": {"journal_id": "journal-from-the-assertion"}
+    }]);
+    let cp = token(epj.sign(&claims), CP_SCOPE).await;
+    assert!(cp.get(JOURNAL_ID).is_none(), "{cp}");
+    // Without one, the registered journal id.
+    let sfm = token(epj.assertion(&emulator), SFM_SCOPE).await;
+    assert_eq!(sfm[JOURNAL_ID], "registered-journal");
+}

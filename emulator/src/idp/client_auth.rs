@@ -46,6 +46,8 @@ pub(crate) struct AuthenticatedClient<'a> {
     /// The organisations the client acts for, from `assertion_details` or the
     /// registration.
     pub(crate) organisation: Organisation,
+    /// SFM's journal id, when the assertion names one (`nhn:sfm:journal-id`).
+    pub(crate) journal_id: Option<String>,
 }
 
 /// Authenticates the client of a token request from `client_id`,
@@ -91,6 +93,7 @@ pub(crate) fn authenticate<'a>(
     Ok(AuthenticatedClient {
         client,
         organisation,
+        journal_id: tenancy::assertion_journal_id(&claims),
     })
 }
 

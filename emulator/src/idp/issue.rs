@@ -102,7 +102,7 @@ pub(crate) const SFM_AUDIENCE: &str = "e-helse:sfm.api";
 const SFM_ID_CLAIM: &str = "e-helse:sfm.api/client/claims/sfm-id";
 
 /// The journal id claim of a multi-tenant client's tokens for [`SFM_AUDIENCE`].
-const JOURNAL_ID_CLAIM: &str = "nhn:sfm:journal-id";
+pub(crate) const JOURNAL_ID_CLAIM: &str = "nhn:sfm:journal-id";
 
 /// The claims that say which client a token was issued to: `client_id`, `client_amr`,
 /// the client's name, the tenancy, and the organisations it acts for (the supplier's
@@ -225,6 +225,8 @@ pub(crate) fn issue_access_token(
     }
     if audiences.contains(&SFM_AUDIENCE) {
         sfm_claims(state, &mut claims);
+    } else {
+        claims.remove(JOURNAL_ID_CLAIM);
     }
     let access_token = state
         .signing_keys
@@ -282,11 +284,16 @@ fn sfm_claims(state: &State, claims: &mut Map<String, Value>) {
     let sfm_id = profile.sfm_id.clone().unwrap_or_else(|| derived("sfm-id"));
     claims.insert(SFM_ID_CLAIM.into(), json!(sfm_id));
     if client.tenancy == Tenancy::Multi {
-        let journal_id = profile
-            .journal_id
-            .clone()
-            .unwrap_or_else(|| derived("journal-id"));
-        claims.insert(JOURNAL_ID_CLAIM.into(), json!(journal_id));
+        // The assertion's journal id when it named one, else the registered one.
+        if !claims.contains_key(JOURNAL_ID_CLAIM) {
+            let journal_id = profile
+                .journal_id
+                .clone()
+                .unwrap_or_else(|| derived("journal-id"));
+            claims.insert(JOURNAL_ID_CLAIM.into(), json!(journal_id));
+        }
+    } else {
+        claims.remove(JOURNAL_ID_CLAIM);
     }
 }
 

@@ -166,6 +166,23 @@ fn identifier<'a>(claim: &str, details: &'a Value) -> Result<Option<Identifier<'
     Ok(authorization)
 }
 
+/// The journal id of SFM's detail in the assertion's `assertion_details` (or
+/// `authorization_details`), when it carries one; [`organisation`] has checked its shape.
+pub(crate) fn assertion_journal_id(claims: &Map<String, Value>) -> Option<String> {
+    let details = claims
+        .get("assertion_details")
+        .or_else(|| claims.get("authorization_details"))?;
+    let items = match details {
+        Value::Array(items) => items.as_slice(),
+        single => std::slice::from_ref(single),
+    };
+    items
+        .iter()
+        .find(|item| item.get("type").and_then(Value::as_str) == Some(JOURNAL_ID_TYPE))
+        .and_then(|item| item.get("value")?.get("journal_id")?.as_str())
+        .map(str::to_owned)
+}
+
 /// Checks SFM's journal id detail: `{"type": "nhn:sfm:journal-id", "value":
 /// {"journal_id": "<id>"}}` with a non-empty id without white space.
 fn journal_id(path: &str, item: &Value) -> Result<(), TokenError> {

@@ -11,10 +11,10 @@ use serde_json::json;
 
 use super::{exchange, refresh};
 use crate::idp::client_auth::{AuthenticatedClient, authenticate};
-use crate::idp::clients::RegisteredClient;
+use crate::idp::clients::{RegisteredClient, Tenancy};
 use crate::idp::dpop::{Expected, Proof, ProofError, proof_header};
 use crate::idp::issue::{
-    client_claims, granted_scopes, issue_access_token, resources, token_response,
+    JOURNAL_ID_CLAIM, client_claims, granted_scopes, issue_access_token, resources, token_response,
 };
 use crate::idp::login::{self, AUTHORIZATION_CODE};
 use crate::idp::state::State;
@@ -150,7 +150,12 @@ fn client_credentials(
         )));
     }
     let resources = resources(form)?;
-    let identity = client_claims(client.client, &client.organisation);
+    let mut identity = client_claims(client.client, &client.organisation);
+    // A multi-tenant client names its SFM journal in the assertion; a token for SFM
+    // carries it (issue_access_token drops it from tokens for other APIs).
+    if let (Some(journal_id), Tenancy::Multi) = (&client.journal_id, &client.client.tenancy) {
+        identity.insert(JOURNAL_ID_CLAIM.into(), json!(journal_id));
+    }
     let issued = issue_access_token(state, identity, &scopes, resources, None, jkt)?;
     let mut body = issued.response_body();
     if !rejected.is_empty() {
