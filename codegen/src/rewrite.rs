@@ -192,12 +192,100 @@ fn helseid_error(ty: &mut syn::Type, codegen: &TokenStream) {
     }
 }
 
-/// Inside a `raw_` operation: `Error` is progenitor's, and a JSON body is read with
-/// helseid's `from_response` (which also reads a bare string, and does not copy the
-/// headers).
+/// Inside a `raw_` operation: `Error` is progenitor's; the request is built with
+/// helseid's `RequestBuilder` instead of reqwest's (`self.client.get(url)`), sent with
+/// `self.inner.send(request)` instead of the hooks, and the answer read with helseid's
+/// `from_response`, `empty` and `stream` (which read an `http::Response` and do not copy
+/// its headers); progenitor's `api-version` header (the document's version) is not
+/// added.
 struct RawOperation(TokenStream);
 
+/// reqwest's `Client` methods that start a request, and their HTTP methods.
+const REQUEST_METHODS: [(&str, &str); 6] = [
+    ("get", "GET"),
+    ("post", "POST"),
+    ("put", "PUT"),
+    ("patch", "PATCH"),
+    ("delete", "DELETE"),
+    ("head", "HEAD"),
+];
+
+/// Whether `expr` is `self.<field>`.
+fn is_self_field(expr: &syn::Expr, field: &str) -> bool {
+    matches!(expr, syn::Expr::Field(f)
+        if matches!(&f.member, syn::Member::Named(m) if m == field)
+            && matches!(&*f.base, syn::Expr::Path(p) if p.path.is_ident("self")))
+}
+
+fn is_self(expr: &syn::Expr) -> bool {
+    matches!(expr, syn::Expr::Path(p) if p.path.is_ident("self"))
+}
+
 impl VisitMut for RawOperation {
+    fn visit_block_mut(&mut self, block: &mut syn::Block) {
+        // progenitor's `header_map.append(.. "api-version", Self::api_version())`.
+        block.stmts.retain(|stmt| {
+            !quote!(#stmt)
+                .to_string()
+                .replace(' ', "")
+                .contains("Self::api_version()")
+        });
+        syn::visit_mut::visit_block_mut(self, block);
+    }
+
+    fn visit_expr_mut(&mut self, expr: &mut syn::Expr) {
+        syn::visit_mut::visit_expr_mut(self, expr);
+        let codegen = &self.0;
+        match expr {
+            syn::Expr::MethodCall(call) if is_self_field(&call.receiver, "client") => {
+                let name = call.method.to_string();
+                let args = &call.args;
+                if let Some((_, method)) = REQUEST_METHODS.iter().find(|(m, _)| *m == name) {
+                    let method = format_ident!("{}", method);
+                    *expr = syn::parse_quote!(
+                        #codegen::RequestBuilder::new(#codegen::http::Method::#method, #args)
+                    );
+                } else if name == "request" {
+                    *expr = syn::parse_quote!(#codegen::RequestBuilder::new(#args));
+                }
+            }
+            syn::Expr::MethodCall(call) if is_self(&call.receiver) => {
+                let name = call.method.to_string();
+                if name == "exec" {
+                    let request = call.args.first().cloned();
+                    *expr = syn::parse_quote!(self.inner.send(#request));
+                } else if name == "pre" || name == "post" {
+                    *expr = syn::parse_quote!(#codegen::no_hook());
+                }
+            }
+            syn::Expr::Call(call) => {
+                let syn::Expr::Path(function) = &*call.func else {
+                    return;
+                };
+                let segments: Vec<String> = function
+                    .path
+                    .segments
+                    .iter()
+                    .map(|s| s.ident.to_string())
+                    .collect();
+                let last = segments.last().map(String::as_str);
+                let before = segments.len().checked_sub(2).map(|i| segments[i].as_str());
+                match (before, last) {
+                    (Some("HeaderMap"), Some("with_capacity")) => {
+                        *expr = syn::parse_quote!(#codegen::http::HeaderMap::new());
+                    }
+                    (_, Some("UnexpectedResponse")) => {
+                        if let Some(response) = call.args.first_mut() {
+                            *response = syn::parse_quote!(#codegen::into_reqwest(#response));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn visit_path_mut(&mut self, path: &mut syn::Path) {
         syn::visit_mut::visit_path_mut(self, path);
         if path.leading_colon.is_some() {
@@ -210,10 +298,12 @@ impl VisitMut for RawOperation {
             *path = syn::parse_quote!(#codegen::progenitor_client::#rest);
         } else if path.segments.len() == 2
             && first.as_deref() == Some("ResponseValue")
-            && path.segments[1].ident == "from_response"
             && path.segments[1].arguments.is_none()
         {
-            *path = syn::parse_quote!(#codegen::from_response);
+            let function = &path.segments[1].ident;
+            if ["from_response", "empty", "stream"].contains(&function.to_string().as_str()) {
+                *path = syn::parse_quote!(#codegen::#function);
+            }
         }
     }
 }
@@ -358,8 +448,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("a::serde::b()"), "{text}");
-        assert!(text.contains("(pub::helseid::__codegen::serde_json::Map<"), "{text}");
-        assert!(text.contains("(pub(crate)::helseid::__codegen::serde_json::Value)"), "{text}");
+        assert!(
+            text.contains("(pub::helseid::__codegen::serde_json::Map<"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(pub(crate)::helseid::__codegen::serde_json::Value)"),
+            "{text}"
+        );
         assert!(text.contains("::std::option::Option"), "{text}");
     }
 }

@@ -15,4 +15,7 @@ pub use ::serde_json;
 pub use ::tower_service;
 pub use ::uuid;
 
-pub use super::{Api, DateTimeOffset, Error, Stack, api_headers, client_parts, from_response};
+pub use super::request::{
+    Answer, Prepared, RequestBuilder, empty, from_response, into_reqwest, no_hook, stream,
+};
+pub use super::{Api, DateTimeOffset, Error, Stack, api_headers, client_parts};
