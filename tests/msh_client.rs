@@ -72,13 +72,10 @@ fn msghead(gen_date: &str, sender: i32, receivers: &[i32], note: &str) -> Vec<u8
          <MsgHead xmlns=\"http://www.kith.no/xmlstds/msghead/2006-05-24\"><MsgInfo>\
          <Type V=\"DIALOG_HELSEFAGLIG\" DN=\"Helsefaglig dialog\"/>\
          <MIGversion>v1.2 2006-05-24</MIGversion><GenDate>{gen_date}</GenDate>\
-         <MsgId>{}</MsgId><Sender>{}</Sender>{receivers}</MsgInfo>\
+         <MsgId>{:08x}-0000-4000-8000-000000000000</MsgId><Sender>{}</Sender>{receivers}</MsgInfo>\
          <Document><RefDoc><MsgType V=\"XML\"/><Content>{note}</Content></RefDoc></Document>\
          </MsgHead>",
-        format!(
-            "{:08x}-0000-4000-8000-000000000000",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ),
+        NEXT.fetch_add(1, Ordering::Relaxed),
         party(sender)
     )
     .into_bytes()

@@ -311,7 +311,16 @@ async fn inbox(args: InboxArgs) -> CliResult {
     tokio::pin!(interrupted);
     loop {
         let next = tokio::select! {
-            next = messages.try_next() => next.map_err(failed)?,
+            next = messages.try_next() => match next {
+                Ok(next) => next,
+                // Following, a failure that may pass (no answer, a 5xx) is reported and
+                // the stream polls on after its back-off; a refusal ends the command.
+                Err(e) if args.follow && passing(&e) => {
+                    eprintln!("helseid: {}; polling on", failed(e));
+                    continue;
+                }
+                Err(e) => return Err(failed(e)),
+            },
             _ = &mut interrupted => None,
         };
         let Some(message) = next else { break };
@@ -327,6 +336,13 @@ async fn inbox(args: InboxArgs) -> CliResult {
         embedded.emulator.shutdown().await;
     }
     Ok(())
+}
+
+/// Whether a failure may pass by itself: a timeout, no connection, a 5xx.
+fn passing(error: &msh::Error) -> bool {
+    error.is_timeout()
+        || error.status().is_some_and(|s| s.is_server_error())
+        || matches!(error.helseid(), Some(helseid::Error::Transport { .. }))
 }
 
 /// A message on one line: its id, sender, receiver, GenDate, business document id, and
