@@ -388,4 +388,15 @@ fn two_terminals_share_the_embedded_emulator() {
     assert!(line.starts_with(&id), "{line}");
     assert!(line.contains(&format!("to {her_id}")), "{line}");
     drop(inbox);
+    // Killed, the inbox cannot remove its directory (Ctrl-C would): the test does.
+    let config = command
+        .split_whitespace()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .expect("--config FILE");
+    let dir = std::path::Path::new(config)
+        .parent()
+        .expect("its directory");
+    assert!(dir.join("message.xml").is_file());
+    std::fs::remove_dir_all(dir).expect("removed");
 }
