@@ -610,7 +610,7 @@ macro_rules! __codegen_client {
 
         impl Client {
             /// Starts building a client that gets its tokens with `config`: see
-            /// [`ClientBuilder`](helseid::typed::ClientBuilder) for the settings.
+            /// `helseid::typed::ClientBuilder` for the settings.
             pub fn builder(
                 config: $crate::config::ClientConfig,
             ) -> $crate::typed::ClientBuilder<Client> {
@@ -633,11 +633,11 @@ macro_rules! __codegen_client {
 
         impl Client {
             /// A client that sends through `service`, a tower stack of your own that
-            /// attaches the token (with [`HelseIdLayer`](helseid::HelseIdLayer)) and
+            /// attaches the token (with `HelseIdLayer`) and
             /// reaches the network. Every call sends the API's default headers.
             ///
             /// # Errors
-            /// [`helseid::Error::Config`] naming `base_url` if it is not an `https` URL
+            /// `helseid::Error::Config` naming `base_url` if it is not an `https` URL
             /// (or `http` to a loopback address), or has a query.
             pub fn from_service<S, B>(base_url: &str, service: S) -> $crate::Result<Self>
             where
