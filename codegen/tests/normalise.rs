@@ -450,3 +450,134 @@ fn nhns_document_as_published_is_made_generatable_with_the_same_names() {
     assert_eq!(names(&nhn).len(), 11);
     assert_eq!(notes.iter().filter(|n| n.contains(": named `")).count(), 11);
 }
+
+/// The .NET traps of NHN's other documents, one each: a one-item `allOf` wrapper with
+/// `nullable`, an unnamed and a named integer enum, a dotted schema name, an operation
+/// id with spaces and dashes, a required header with a default, a form body with an
+/// `encoding` map, a text body holding a UUID, a multipart-only body and an operation
+/// without a success response.
+fn dotnet_traps() -> Value {
+    json!({
+        "openapi": "3.0.1",
+        "info": { "title": "t", "version": "2" },
+        "paths": {
+            "/api/no-legal-basis/event/latest": { "get": {
+                "operationId": "Event no-legal-basis",
+                "parameters": [{ "name": "api-version", "in": "header", "required": true,
+                                 "schema": { "type": "string", "default": "2" } }],
+                "responses": { "200": { "description": "ok", "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/Melde.DTO.Report" } } } } }
+            } },
+            "/Messages": { "post": {
+                "requestBody": { "content": { "application/x-www-form-urlencoded": {
+                    "schema": { "type": "object", "properties": { "nin": { "type": "string" } } },
+                    "encoding": { "nin": { "style": "form" } } } } },
+                "responses": { "201": { "description": "id", "content": { "text/plain": {
+                    "schema": { "type": "string", "format": "uuid" } } } } }
+            } },
+            "/upload": { "post": {
+                "requestBody": { "content": { "multipart/form-data": { "schema": { "type": "object" } } } },
+                "responses": { "200": { "description": "ok" } }
+            } },
+            "/events": { "get": { "responses": { "401": { "description": "no" } } } }
+        },
+        "components": { "schemas": {
+            "Melde.DTO.Report": { "type": "object", "required": ["Kind", "Level"], "properties": {
+                "Kind": { "allOf": [{ "$ref": "#/components/schemas/Kind" }], "nullable": true },
+                "Level": { "$ref": "#/components/schemas/Level" }
+            } },
+            "Kind": { "type": "integer", "enum": [0, 1], "x-enumNames": ["Adverse", "Near"] },
+            "Level": { "enum": [1, 2], "type": "integer", "format": "int32" }
+        } }
+    })
+}
+
+#[test]
+fn the_dotnet_traps_are_rewritten_one_line_each() {
+    let mut doc = dotnet_traps();
+    let mut notes = normalise(&mut doc).unwrap();
+    let text = notes.join("\n");
+    // The one-item wrapper is gone, and the nullable reference made optional.
+    let report = &doc["components"]["schemas"]["Report"];
+    assert_eq!(
+        report["properties"]["Kind"],
+        json!({ "$ref": "#/components/schemas/Kind" })
+    );
+    assert_eq!(report["required"], json!(["Level"]));
+    assert!(
+        text.contains("1 one-item `allOf`/`oneOf`/`anyOf` wrappers unwrapped"),
+        "{text}"
+    );
+    // Integer enums keep their type; their names go into the description.
+    let kind = &doc["components"]["schemas"]["Kind"];
+    assert_eq!(kind["type"], "integer");
+    assert!(kind.get("enum").is_none());
+    assert_eq!(kind["description"], "Values: 0 = Adverse, 1 = Near.");
+    assert_eq!(
+        doc["components"]["schemas"]["Level"]["description"],
+        "Values: 1 = Value1, 2 = Value2."
+    );
+    // The dotted name, and every reference to it.
+    assert!(
+        text.contains("schema `Melde.DTO.Report` renamed `Report`"),
+        "{text}"
+    );
+    assert_eq!(
+        doc["paths"]["/api/no-legal-basis/event/latest"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Report"
+    );
+    // Ids: one sanitised, one made up.
+    assert!(
+        text.contains("`Event no-legal-basis` named `EventNoLegalBasis`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("POST /Messages: named `postMessages`"),
+        "{text}"
+    );
+    // The form body loses its encoding map; the text UUID is typed.
+    let post = &doc["paths"]["/Messages"]["post"];
+    assert!(
+        post["requestBody"]["content"]["application/x-www-form-urlencoded"]
+            .get("encoding")
+            .is_none()
+    );
+    assert_eq!(
+        post["responses"]["201"]["content"]["application/json"]["schema"]["format"],
+        "uuid"
+    );
+
+    // What generation does next: the headers lifted, the inexpressible left out by name.
+    let left_out = normalise::leave_out_inexpressible(&mut doc);
+    assert_eq!(
+        left_out,
+        [
+            "GET /events: it declares no success response (a server-sent-events stream, say)",
+            "POST /upload: its request body is multipart only (send it through the client's stack by hand)",
+        ]
+    );
+    assert!(doc["paths"].get("/upload").is_none() && doc["paths"].get("/events").is_none());
+    let lifted = normalise::lift_required_headers(&mut doc, &mut notes);
+    assert_eq!(lifted, [("api-version".to_owned(), Some("2".to_owned()))]);
+    assert!(
+        doc["paths"]["/api/no-legal-basis/event/latest"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // And the whole of it generates: a client whose methods take no api-version.
+    let generated = helseid_codegen::Api::from_text("traps.json", &dotnet_traps().to_string())
+        .unwrap()
+        .generate_code()
+        .unwrap();
+    assert_eq!(generated.left_out.len(), 2);
+    assert!(
+        generated
+            .code
+            .contains("pub async fn event_no_legal_basis<'a>(\n        &'a self,\n    )"),
+        "{}",
+        generated.code
+    );
+    assert!(generated.code.contains("pub async fn post_messages"));
+}

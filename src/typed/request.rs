@@ -259,6 +259,26 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_uuid_sent_as_text_reads_as_one_bare_or_quoted() {
+        let id = "3d924740-9f7b-4c33-93af-ff72e118d1e6";
+        for body in [id.to_owned(), format!("\"{id}\""), format!("{id}\n")] {
+            let answer = http::Response::new(reqwest::Body::from(body));
+            let value = super::from_response::<uuid::Uuid, ()>(answer)
+                .await
+                .unwrap();
+            assert_eq!(value.into_inner().to_string(), id);
+        }
+        // Not a UUID: the body is kept in the error.
+        let answer = http::Response::new(reqwest::Body::from("nope"));
+        match super::from_response::<uuid::Uuid, ()>(answer).await {
+            Err(progenitor_client::Error::InvalidResponsePayload(body, _)) => {
+                assert_eq!(&body[..], b"nope");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_url_that_is_not_one_fails_when_sent_not_before() {
         let prepared = RequestBuilder::new(http::Method::GET, "https://a b/".to_owned())
