@@ -1968,3 +1968,110 @@ async fn a_token_that_ends_like_a_cached_one_is_verified_in_full_and_layers_keep
         );
     }
 }
+// ---------------------------------------------------------------------------------
+// The refusal's reason in the caller's span.
+
+/// A subscriber that knows the current span (one thread) and keeps the `refusal`
+/// field recorded into each span.
+#[derive(Clone, Default)]
+struct Spans(Arc<std::sync::Mutex<SpansInner>>);
+
+#[derive(Default)]
+struct SpansInner {
+    metadata: Vec<&'static tracing::Metadata<'static>>,
+    stack: Vec<u64>,
+    refusals: std::collections::HashMap<u64, String>,
+}
+
+struct RefusalField<'a>(&'a mut Option<String>);
+
+impl tracing::field::Visit for RefusalField<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "refusal" {
+            *self.0 = Some(value.to_owned());
+        }
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "refusal" {
+            *self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl tracing::Subscriber for Spans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut inner = self.0.lock().expect("lock");
+        inner.metadata.push(span.metadata());
+        tracing::span::Id::from_u64(inner.metadata.len() as u64)
+    }
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        let mut refusal = None;
+        values.record(&mut RefusalField(&mut refusal));
+        if let Some(refusal) = refusal {
+            let mut inner = self.0.lock().expect("lock");
+            inner.refusals.insert(span.into_u64(), refusal);
+        }
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, span: &tracing::span::Id) {
+        self.0.lock().expect("lock").stack.push(span.into_u64());
+    }
+    fn exit(&self, _: &tracing::span::Id) {
+        self.0.lock().expect("lock").stack.pop();
+    }
+    fn current_span(&self) -> tracing_core::span::Current {
+        let inner = self.0.lock().expect("lock");
+        match inner.stack.last() {
+            Some(&id) => tracing_core::span::Current::new(
+                tracing::span::Id::from_u64(id),
+                inner.metadata[id as usize - 1],
+            ),
+            None => tracing_core::span::Current::none(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_refusal_reason_is_recorded_in_the_callers_span() {
+    use tracing::Instrument;
+
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let key = RawKey::new("k");
+    let issuer = IssuerDouble::serve(vec![key.jwk()]).await;
+    let layer = builder(&issuer).dpop(Dpop::Allowed).build().expect("layer");
+    let expired = {
+        let mut c = claims(&issuer.url());
+        c["exp"] = json!(now() - 600);
+        key.token(&c)
+    };
+    let cases = [
+        (None, Some("no_credentials")),
+        (Some(format!("Bearer {expired}")), Some("expired")),
+        (
+            Some("Bearer a b".to_owned()),
+            Some("malformed_authorization"),
+        ),
+        (
+            Some(format!("Bearer {}", key.token(&claims(&issuer.url())))),
+            None,
+        ),
+    ];
+    for (authorization, reason) in cases {
+        // The span a tracing layer (tower-http's TraceLayer, say) opens for the request,
+        // with the field declared empty.
+        let span = tracing::info_span!("request", refusal = tracing::field::Empty);
+        let id = span.id().expect("enabled").into_u64();
+        let request = get(authorization.as_deref())
+            .body(String::new())
+            .expect("request");
+        let status = call(&layer, request).instrument(span).await.status();
+        let recorded = spans.0.lock().expect("lock").refusals.get(&id).cloned();
+        assert_eq!(recorded.as_deref(), reason, "{status}");
+        assert_eq!(status == StatusCode::OK, reason.is_none());
+    }
+}
