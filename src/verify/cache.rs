@@ -3,9 +3,10 @@
 //!
 //! Two levels. The store of record is a bounded moka cache shared by the layer's clones.
 //! In front of it, each thread keeps the last tokens it used in a small table of its own
-//! ([`FRONT_SLOTS`] entries, all layers together), holding its own copy of the claims:
-//! a warm request reads no shared lock, writes no shared cache line and bumps no shared
-//! reference count, so requests on two cores do not slow each other down.
+//! ([`FRONT_SLOTS`] entries, all layers together), holding, for a token it uses often,
+//! its own copy of the claims: a warm request reads no shared lock, writes no shared
+//! cache line and bumps no shared reference count, so requests on two cores do not slow
+//! each other down.
 //!
 //! An entry is found by a key taken from the token's last 32 bytes (its signature, which
 //! no two tokens share) instead of a hash of all of it: hashing a 1.2 KB token would cost
@@ -104,12 +105,20 @@ impl moka::Expiry<TokenKey, Arc<Entry>> for UntilExp {
 /// How many tokens each thread keeps in front of the shared cache.
 const FRONT_SLOTS: usize = 64;
 
-/// One token a thread used: the cache's entry, and the thread's own copy of its claims.
+/// Hits after which a thread takes a copy of its own of a token's claims.
+const HOT: u32 = 8;
+
+/// One token a thread used: the cache's entry, and its claims: shared with the other
+/// threads at first, then, once the token is hot here ([`HOT`] hits), this thread's own
+/// copy, so that handing them out writes no reference count another core reads. (A
+/// copy at every insertion would cost a service whose tokens outnumber the slots an
+/// allocation-heavy clone per request.)
 struct Slot {
     cache: u64,
     key: TokenKey,
     entry: Arc<Entry>,
     claims: Arc<HelseIdClaims>,
+    hits: u32,
 }
 
 thread_local! {
@@ -165,11 +174,17 @@ impl TokenCache {
         self.cache.as_ref()?;
         FRONT
             .try_with(|front| {
-                let front = front.try_borrow().ok()?;
-                match front.get(slot_of(key))? {
+                let mut front = front.try_borrow_mut().ok()?;
+                match front.get_mut(slot_of(key))? {
                     Some(slot)
                         if slot.cache == self.id && slot.key == *key && slot.entry.is(token) =>
                     {
+                        if slot.hits < HOT {
+                            slot.hits += 1;
+                            if slot.hits == HOT {
+                                slot.claims = Arc::new(HelseIdClaims::clone(&slot.claims));
+                            }
+                        }
                         Some(with(&slot.entry, &slot.claims))
                     }
                     _ => None,
@@ -192,12 +207,12 @@ impl TokenCache {
         }
     }
 
-    /// Puts `entry` in this thread's front: the claims to hand out, this thread's copy.
+    /// Puts `entry` in this thread's front: the claims to hand out.
     pub(crate) fn remember(&self, key: TokenKey, entry: &Arc<Entry>) -> Arc<HelseIdClaims> {
+        let claims = entry.verified.claims.clone();
         if self.cache.is_none() {
-            return entry.verified.claims.clone();
+            return claims;
         }
-        let claims = Arc::new(HelseIdClaims::clone(&entry.verified.claims));
         let _ = FRONT.try_with(|front| {
             if let Ok(mut front) = front.try_borrow_mut() {
                 if front.is_empty() {
@@ -208,6 +223,7 @@ impl TokenCache {
                     key,
                     entry: entry.clone(),
                     claims: claims.clone(),
+                    hits: 0,
                 });
             }
         });
