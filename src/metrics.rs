@@ -66,6 +66,11 @@ mod otel {
                     .f64_histogram("helseid.token.request.duration")
                     .with_description("Duration of token requests to HelseID")
                     .with_unit("s")
+                    // In seconds: the SDK's default buckets (0, 5, 10, ... 10000) are for
+                    // milliseconds and would put every token request in the first one.
+                    .with_boundaries(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ])
                     .build(),
                 refreshes_ahead: meter
                     .u64_counter("helseid.cache.refreshes_ahead")

@@ -17,10 +17,11 @@ pub(crate) const CPE_SCOPE: &str = "nhn:cp-api/access";
 pub(crate) const DEMO_CLIENT_ID: &str = "helseid-rs-demo";
 /// Every scope the demo client is registered with: CPE, CP API v2, and Selvbetjening
 /// (for `keys status` and `keys rotate`).
-const DEMO_SCOPES: [&str; 3] = [
+const DEMO_SCOPES: [&str; 4] = [
     CPE_SCOPE,
     helseid::cpapi::SCOPE,
     helseid::selvbetjening::SCOPE,
+    helseid_emulator::MSH_SCOPE,
 ];
 
 /// A demo client: a fresh key, registered at a new emulator.
