@@ -37,10 +37,11 @@
 
 #![allow(missing_docs, clippy::print_stdout, clippy::unwrap_used)]
 
+#[path = "support/callgrind.rs"]
+mod callgrind;
 mod support;
 
 use std::hint::black_box;
-use std::process::Command;
 
 use helseid::auth::HelseIdLayer;
 use helseid::cache::{CacheSettings, TokenCache};
@@ -282,33 +283,7 @@ where
 
 /// Instructions per request of `variant`, counted by callgrind.
 fn count(variant: &str) -> f64 {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::env::temp_dir().join(format!(
-        "helseid-callgrind-{}-{variant}.out",
-        std::process::id()
-    ));
-    let status = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--toggle-collect=*measured*")
-        .arg("--quiet")
-        .arg(&exe)
-        .arg("measure")
-        .arg(variant)
-        .status()
-        .expect("valgrind (install valgrind)");
-    assert!(status.success(), "valgrind {variant}: {status}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    let total: u64 = text
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("totals: ")
-                .or(line.strip_prefix("summary: "))
-        })
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("callgrind totals");
+    let total = callgrind::instructions("callgrind", variant);
     let n = match variant {
         "dpop" | "dpop_proof" => N / 20,
         "raw_cpe" | "typed_cpe" => N / 10,

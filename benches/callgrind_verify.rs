@@ -24,11 +24,12 @@
 // is the floor here, as the issue asks.
 #![allow(deprecated)]
 
+#[path = "support/callgrind.rs"]
+mod callgrind;
 #[path = "support/verify.rs"]
 mod fixture;
 
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::Arc;
 
 use fixture::{Fixture, Jsonwebtoken, ProofSignature, echo};
@@ -183,33 +184,7 @@ fn measure(variant: &str) {
 
 /// Instructions per request of `variant`, counted by callgrind.
 fn count(variant: &str) -> f64 {
-    let exe = std::env::current_exe().unwrap();
-    let out = std::env::temp_dir().join(format!(
-        "helseid-callgrind-verify-{}-{variant}.out",
-        std::process::id()
-    ));
-    let status = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--toggle-collect=*measured*")
-        .arg("--quiet")
-        .arg(&exe)
-        .arg("measure")
-        .arg(variant)
-        .status()
-        .expect("valgrind (install valgrind)");
-    assert!(status.success(), "valgrind {variant}: {status}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    let total: u64 = text
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("totals: ")
-                .or(line.strip_prefix("summary: "))
-        })
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("callgrind totals");
+    let total = callgrind::instructions("callgrind-verify", variant);
     total as f64 / counted(variant) as f64
 }
 
