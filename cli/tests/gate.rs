@@ -1,6 +1,8 @@
 //! `helseid gate`, the built binary, over real sockets on 127.0.0.1: the emulator as
 //! the issuer, and an upstream started here that records the headers it got.
 
+mod sidecar;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+#[cfg(feature = "metrics")]
+use sidecar::sample;
+use sidecar::{generated, hex, peak_memory};
 use tower::{ServiceBuilder, ServiceExt};
 
 use helseid_emulator::Emulator;
@@ -794,29 +799,6 @@ async fn sigterm_lets_the_requests_in_flight_finish_refuses_new_ones_and_the_gat
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
 
-/// 1 MiB chunk `i` of a body made as it is sent, and the SHA-256 of `chunks` of them.
-fn generated(
-    chunks: u64,
-) -> (
-    impl Fn(u64) -> Bytes + Send + Sync + Clone + 'static,
-    String,
-) {
-    let chunk = |i: u64| {
-        let mut bytes = vec![i as u8; 1 << 20];
-        bytes[..8].copy_from_slice(&i.to_le_bytes());
-        Bytes::from(bytes)
-    };
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for i in 0..chunks {
-        digest.update(&chunk(i));
-    }
-    (chunk, hex(digest.finish().as_ref()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The length and SHA-256 of a body, read frame by frame.
 async fn digest_of<B>(mut body: B) -> (u64, String)
 where
@@ -832,22 +814,6 @@ where
         }
     }
     (length, hex(digest.finish().as_ref()))
-}
-
-/// The most memory the process `pid` has held (its peak resident set), in bytes.
-#[cfg(target_os = "linux")]
-fn peak_memory(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number");
-    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -986,30 +952,6 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
             assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         }
     }
-}
-
-/// The value of the sample `name` whose labels are exactly `labels`, in a Prometheus
-/// text exposition.
-#[cfg(feature = "metrics")]
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    wanted.sort();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let mut found: Vec<String> = rest
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect();
-            found.sort();
-            (metric == name && found == wanted).then(|| value.parse().ok())?
-        })
 }
 
 #[cfg(feature = "metrics")]

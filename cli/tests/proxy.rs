@@ -1,6 +1,7 @@
 //! `helseid proxy`, the built binary, over real sockets on 127.0.0.1: an emulator for
 //! the tokens, and upstreams started here that record what reached them.
 
+mod sidecar;
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -20,6 +21,9 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+#[cfg(feature = "metrics")]
+use sidecar::sample;
+use sidecar::{generated, hex, peak_memory};
 
 use helseid_emulator::Emulator;
 use support::{CP_SCOPE, CPAPI_SCOPE, TestClient};
@@ -297,10 +301,6 @@ async fn record(request: Request<Incoming>) -> Seen {
         sha256: hex(digest.finish().as_ref()),
         body: (length as usize == kept.len()).then(|| Bytes::from(kept)),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -873,26 +873,6 @@ async fn the_tenant_header_selects_the_tenants_token_and_is_not_forwarded() {
     assert_eq!(a.seen()[3].header("x-helseid-tenant"), Some("x"));
 }
 
-/// A body of `chunks` MiB, made as it is sent (frame `i` is 1 MiB of `i`, its first
-/// eight bytes `i` in little-endian), and its SHA-256.
-fn generated(
-    chunks: u64,
-) -> (
-    impl Fn(u64) -> Bytes + Send + Sync + Clone + 'static,
-    String,
-) {
-    let chunk = |i: u64| {
-        let mut bytes = vec![i as u8; 1 << 20];
-        bytes[..8].copy_from_slice(&i.to_le_bytes());
-        Bytes::from(bytes)
-    };
-    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for i in 0..chunks {
-        digest.update(&chunk(i));
-    }
-    (chunk, hex(digest.finish().as_ref()))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_100_mb_body_streams_through_whole_both_ways_and_a_streamed_body_is_sent_once() {
     let (_emulator, _client, _dir, config) = emulator(false).await;
@@ -998,22 +978,6 @@ async fn a_100_mb_body_streams_through_whole_both_ways_and_a_streamed_body_is_se
         let peak = peak_memory(pid);
         assert!(peak < 48 << 20, "the proxy's peak memory: {peak} bytes");
     }
-}
-
-/// The most memory the process `pid` has held (its peak resident set), in bytes.
-#[cfg(target_os = "linux")]
-fn peak_memory(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM");
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .expect("a number");
-    kib * 1024
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1243,30 +1207,6 @@ fn bad_flags_and_bad_routes_exit_2_with_one_line_naming_the_flag() {
         );
         assert!(output.stdout.is_empty());
     }
-}
-
-/// The value of the sample `name` whose labels are exactly `labels`, in a Prometheus
-/// text exposition.
-#[cfg(feature = "metrics")]
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    wanted.sort();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((metric, rest)) => (metric, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            let mut found: Vec<String> = rest
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect();
-            found.sort();
-            (metric == name && found == wanted).then(|| value.parse().ok())?
-        })
 }
 
 #[cfg(feature = "metrics")]
